@@ -1,0 +1,48 @@
+"""The data contracts of DESIGN.md, in one place: event types, field rules, candidates columns."""
+
+from __future__ import annotations
+
+import re
+
+EVENT_TYPES: tuple[str, ...] = (
+    "impression",
+    "click",
+    "view",
+    "add_to_cart",
+    "purchase",
+    "rate",
+    "like",
+    "dislike",
+    "share",
+    "skip",
+)
+
+REQUIRED_EVENT_FIELDS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_type", "event_time")
+OPTIONAL_EVENT_FIELDS: tuple[str, ...] = ("dwell_ms", "rating", "session_id", "device")
+
+RATING_MIN, RATING_MAX = 0.5, 5.0
+
+#: Columns of candidates/dt=D, in order, with their parquet types.
+CANDIDATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("user_id", "string"),
+    ("rank", "int32"),
+    ("item_id", "string"),
+    ("score", "float32"),
+    ("model_name", "string"),
+    ("model_version", "string"),
+)
+
+_DT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def check_dt(dt: str) -> str:
+    """Validate a partition date ``YYYY-MM-DD`` and return it; raise a ValueError naming the fix."""
+    import datetime as _dt
+
+    if not isinstance(dt, str) or not _DT_RE.match(dt):
+        raise ValueError(f"partition date {dt!r} is not YYYY-MM-DD; pass the DAG run's logical date, e.g. 2026-01-31")
+    try:
+        _dt.date.fromisoformat(dt)
+    except ValueError:
+        raise ValueError(f"partition date {dt!r} is not a real calendar date; pass e.g. 2026-01-31") from None
+    return dt

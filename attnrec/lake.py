@@ -1,0 +1,124 @@
+"""Lake layout (DESIGN.md "Contracts") and the write-aside-then-publish step.
+
+Every dataset lives at ``<root>/<dataset>/dt=YYYY-MM-DD``. Jobs write to
+``<root>/_staging/<dataset>/dt=D``; a gate validates the staged copy; :func:`publish` then moves it
+into place whole, so a reader never sees half a partition or one that failed its gate.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from attnrec.contracts import check_dt
+
+RAW_EVENTS = "raw/events"
+RAW_ITEMS = "raw/items"
+CLEAN_EVENTS = "clean/events"
+QUARANTINE_EVENTS = "quarantine/events"
+FEATURE_SEQUENCES = "features/sequences"
+FEATURE_ITEMS = "features/items"
+CANDIDATES = "candidates"
+
+STAGING = "_staging"
+RECONCILIATION_FILE = "_reconciliation.json"
+SUCCESS_MARKER = "_SUCCESS"
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def partition(root: str, dataset: str, dt: str) -> str:
+    """The published location of ``dataset`` for day ``dt``."""
+    return join(root, dataset, f"dt={check_dt(dt)}")
+
+
+def staging(root: str, dataset: str, dt: str) -> str:
+    """Where a job writes ``dataset`` for day ``dt`` before its gate passes."""
+    return join(root, STAGING, dataset, f"dt={check_dt(dt)}")
+
+
+def raw_items(root: str) -> str:
+    return join(root, RAW_ITEMS)
+
+
+def data_docs_dir(root: str) -> str:
+    return join(root, "validation", "data_docs")
+
+
+def _fs(uri: str):
+    """A pyarrow filesystem and the path inside it, for a local path or any URI pyarrow knows."""
+    from pyarrow import fs
+
+    if "://" not in uri:
+        return fs.LocalFileSystem(), uri
+    return fs.FileSystem.from_uri(uri)
+
+
+def exists(uri: str) -> bool:
+    from pyarrow import fs as pafs
+
+    filesystem, path = _fs(uri)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_complete(uri: str) -> bool:
+    """A partition is complete when its ``_SUCCESS`` marker is there."""
+    return exists(join(uri, SUCCESS_MARKER))
+
+
+def list_partitions(root: str, dataset: str) -> list[str]:
+    """The ``YYYY-MM-DD`` of every complete published partition of ``dataset``, sorted."""
+    from pyarrow import fs as pafs
+
+    filesystem, base = _fs(join(root, dataset))
+    if filesystem.get_file_info(base).type == pafs.FileType.NotFound:
+        return []
+    found = []
+    for info in filesystem.get_file_info(pafs.FileSelector(base)):
+        name = info.base_name
+        if info.type == pafs.FileType.Directory and name.startswith("dt="):
+            if filesystem.get_file_info(f"{info.path}/{SUCCESS_MARKER}").type != pafs.FileType.NotFound:
+                found.append(name[3:])
+    return sorted(found)
+
+
+def publish(root: str, dataset: str, dt: str) -> str:
+    """Move the staged partition of ``dataset`` for ``dt`` into place, replacing any earlier one.
+
+    Raises ``FileNotFoundError`` naming the staged path when there is nothing complete to publish.
+    """
+    from pyarrow import fs as pafs
+
+    src_uri, dst_uri = staging(root, dataset, dt), partition(root, dataset, dt)
+    filesystem, src = _fs(src_uri)
+    _, dst = _fs(dst_uri)
+    if filesystem.get_file_info(f"{src}/{SUCCESS_MARKER}").type == pafs.FileType.NotFound:
+        raise FileNotFoundError(
+            f"nothing complete to publish at {src_uri} (no {SUCCESS_MARKER}); run the job that writes {dataset} for {dt} first"
+        )
+    parent = dst.rsplit("/", 1)[0]
+    filesystem.create_dir(parent, recursive=True)
+    old = f"{dst}.replaced-{uuid.uuid4().hex[:8]}"
+    had_old = filesystem.get_file_info(dst).type != pafs.FileType.NotFound
+    if had_old:
+        filesystem.move(dst, old)
+    filesystem.move(src, dst)
+    if had_old:
+        filesystem.delete_dir(old)
+    return dst_uri
+
+
+def write_json(uri: str, payload: dict[str, Any]) -> None:
+    filesystem, path = _fs(uri)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as out:
+        out.write(json.dumps(payload, indent=2, sort_keys=True).encode())
+
+
+def read_json(uri: str) -> dict[str, Any]:
+    filesystem, path = _fs(uri)
+    with filesystem.open_input_stream(path) as src:
+        return json.loads(src.read().decode())

@@ -1,0 +1,101 @@
+"""One home for configuration: environment variables with embedded defaults.
+
+Nothing else in attnrec hard-codes a path, URI or host. Every value can be overridden by the
+environment variable named beside it; the defaults are the embedded single-machine setup
+(Spark ``local[*]``, MLflow on SQLite under ``.mlflow/``, the lake under ``./data``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The checkout this package lives in; embedded defaults are relative to it.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+MODEL_NAME = "attention-recommender"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer; set it to a whole number such as {default}") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number; set it to a number such as {default}") from None
+
+
+def _str(name: str, default: str) -> str:
+    raw = os.environ.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build it with :func:`get_settings`, never by hand in pipeline code."""
+
+    data_root: str  # ATTNREC_DATA_ROOT: lake root, a local path or a URI (s3a://, hdfs://)
+    mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI
+    mlflow_artifact_root: str  # ATTNREC_MLFLOW_ARTIFACTS: where a new experiment keeps artifacts
+    experiment_name: str  # ATTNREC_EXPERIMENT
+    model_name: str  # registered model name (contract: attention-recommender)
+    spark_master: str  # ATTNREC_SPARK_MASTER: used when a job is run directly (not via Airflow)
+    spark_conn_id: str  # ATTNREC_SPARK_CONN_ID: the Airflow connection SparkSubmitOperator uses
+    top_k: int  # ATTNREC_TOP_K: candidates per user
+    max_seq_len: int  # ATTNREC_MAX_SEQ_LEN: events kept per user sequence
+    lookback_days: int  # ATTNREC_LOOKBACK_DAYS: clean partitions featurize reads, ending at D
+    event_time_tolerance_hours: int  # ATTNREC_CLOCK_SKEW_HOURS: event_time allowed past the landing day
+    max_dwell_ms: int  # ATTNREC_MAX_DWELL_MS: dwell above this is quarantined as absurd
+    max_quarantine_share: float  # ATTNREC_MAX_QUARANTINE_SHARE: gate on quarantined / raw lines
+    seed: int  # ATTNREC_SEED: the one seed every random choice derives from
+    train_epochs: int  # ATTNREC_TRAIN_EPOCHS
+    train_max_minutes: float  # ATTNREC_TRAIN_MAX_MINUTES: wall-clock budget for training
+    promotion_margin: float  # ATTNREC_PROMOTION_MARGIN: NDCG@10 gain needed to replace champion
+
+    @property
+    def is_local_lake(self) -> bool:
+        return "://" not in self.data_root or self.data_root.startswith("file://")
+
+    @property
+    def local_data_root(self) -> Path:
+        """The lake root as a local path; only meaningful when :attr:`is_local_lake`."""
+        return Path(self.data_root.removeprefix("file://"))
+
+
+def get_settings() -> Settings:
+    """Read the environment now (cheap; call it inside tasks, not at import time)."""
+    data_root = _str("ATTNREC_DATA_ROOT", str(PROJECT_ROOT / "data"))
+    if "://" not in data_root:
+        data_root = str(Path(data_root).expanduser().resolve())
+    mlflow_dir = PROJECT_ROOT / ".mlflow"
+    return Settings(
+        data_root=data_root,
+        mlflow_tracking_uri=_str("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"),
+        mlflow_artifact_root=_str("ATTNREC_MLFLOW_ARTIFACTS", (mlflow_dir / "artifacts").as_uri()),
+        experiment_name=_str("ATTNREC_EXPERIMENT", "attnrec"),
+        model_name=MODEL_NAME,
+        spark_master=_str("ATTNREC_SPARK_MASTER", "local[*]"),
+        spark_conn_id=_str("ATTNREC_SPARK_CONN_ID", "attnrec_spark"),
+        top_k=_int("ATTNREC_TOP_K", 100),
+        max_seq_len=_int("ATTNREC_MAX_SEQ_LEN", 200),
+        lookback_days=_int("ATTNREC_LOOKBACK_DAYS", 365),
+        event_time_tolerance_hours=_int("ATTNREC_CLOCK_SKEW_HOURS", 24),
+        max_dwell_ms=_int("ATTNREC_MAX_DWELL_MS", 6 * 3600 * 1000),
+        max_quarantine_share=_float("ATTNREC_MAX_QUARANTINE_SHARE", 0.05),
+        seed=_int("ATTNREC_SEED", 42),
+        train_epochs=_int("ATTNREC_TRAIN_EPOCHS", 30),
+        train_max_minutes=_float("ATTNREC_TRAIN_MAX_MINUTES", 5.0),
+        promotion_margin=_float("ATTNREC_PROMOTION_MARGIN", 0.0),
+    )
