@@ -48,6 +48,28 @@ def data_docs_dir(root: str) -> str:
     return join(root, "validation", "data_docs")
 
 
+def require_raw_events(root: str, dt: str) -> str:
+    """The raw events partition for ``dt``; a FileNotFoundError naming the path when it is missing or empty."""
+    from pyarrow import fs as pafs
+
+    path = join(root, RAW_EVENTS, f"dt={check_dt(dt)}")
+    filesystem, local = _fs(path)
+    info = filesystem.get_file_info(local)
+    files = []
+    if info.type == pafs.FileType.Directory:
+        files = [
+            f
+            for f in filesystem.get_file_info(pafs.FileSelector(local))
+            if f.type == pafs.FileType.File and not f.base_name.startswith((".", "_"))
+        ]
+    if not files:
+        raise FileNotFoundError(
+            f"no raw events for dt={dt}: looked in {path} and found no files; land the day's logs there "
+            "as JSON Lines (*.jsonl or *.jsonl.gz), or trigger the DAG for a date that has data"
+        )
+    return path
+
+
 def _fs(uri: str):
     """A pyarrow filesystem and the path inside it, for a local path or any URI pyarrow knows."""
     from pyarrow import fs

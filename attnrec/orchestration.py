@@ -1,0 +1,82 @@
+"""What the DAG files share: the features Asset, default args and the Spark-submit task factory.
+
+Imported by DAG files at parse time, so it stays cheap: standard library, ``airflow.sdk`` and the Spark
+provider's operator; settings are read from the environment (no I/O, no Variables).
+"""
+
+from __future__ import annotations
+
+import datetime as dt_
+import json
+import os
+import sys
+from typing import Any
+
+from airflow.sdk import Asset
+
+from attnrec.settings import PROJECT_ROOT, get_settings
+
+#: Published by behavior_etl when features/*/dt=D are in place; train_recommender is scheduled on it.
+#: Each event's ``extra`` carries ``{"dt": "YYYY-MM-DD"}``: the feature partition to train on.
+FEATURES_ASSET = Asset(name="attnrec_features", uri="attnrec://features")
+
+#: The connection the embedded default uses when the connection named by ATTNREC_SPARK_CONN_ID
+#: (default ``attnrec_spark``) is not defined anywhere: Spark in-process on this machine.
+DEFAULT_SPARK_CONNECTION = {"conn_type": "spark", "host": "local[*]"}
+
+
+def default_args() -> dict[str, Any]:
+    retries = int(os.environ.get("ATTNREC_TASK_RETRIES", "0"))
+    return {"owner": "attnrec", "retries": retries, "retry_delay": dt_.timedelta(minutes=2)}
+
+
+def ensure_default_spark_connection() -> str:
+    """Make the embedded Spark connection available when nobody defined one; return the conn id.
+
+    Only the default id ``attnrec_spark`` gets an embedded fallback, through the standard
+    ``AIRFLOW_CONN_ATTNREC_SPARK`` variable, which a user's own value overrides. On a cluster, set that
+    variable (e.g. ``spark://spark-master:7077``) or point ATTNREC_SPARK_CONN_ID at a connection made in
+    the UI.
+    """
+    conn_id = get_settings().spark_conn_id
+    if conn_id == "attnrec_spark":
+        os.environ.setdefault("AIRFLOW_CONN_ATTNREC_SPARK", json.dumps(DEFAULT_SPARK_CONNECTION))
+    return conn_id
+
+
+def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args: list[str] | None = None):
+    """A SparkSubmitOperator for ``jobs/<job>.py --dt <logical date>`` on the attnrec Spark connection."""
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    python = os.environ.get("ATTNREC_SPARK_PYTHON", sys.executable)
+    return SparkSubmitOperator(
+        task_id=task_id,
+        application=str(PROJECT_ROOT / "jobs" / f"{job}.py"),
+        application_args=["--dt", dt_template, *(extra_args or [])],
+        conn_id=ensure_default_spark_connection(),
+        name=f"attnrec-{job}",
+        driver_memory=os.environ.get("ATTNREC_SPARK_DRIVER_MEMORY", "4g"),
+        conf={"spark.pyspark.python": python, "spark.pyspark.driver.python": python},
+        env_vars={"ATTNREC_DATA_ROOT": get_settings().data_root},
+        verbose=False,
+    )
+
+
+def feature_dt_from_context(context: dict[str, Any]) -> str:
+    """The feature partition a train_recommender run is for.
+
+    Asset-triggered runs have no logical date; the partition comes from the newest triggering features
+    event (``extra["dt"]``). A run with a logical date (manual trigger, ``airflow dags test``) uses it.
+    """
+    events = context.get("triggering_asset_events") or {}
+    dts = sorted(
+        str(event.extra["dt"]) for asset in events for event in events[asset] if (event.extra or {}).get("dt")
+    )
+    if dts:
+        return dts[-1]
+    if context.get("ds"):
+        return context["ds"]
+    raise ValueError(
+        "train_recommender needs a feature partition: run it from a features Asset event, or trigger it with a "
+        "logical date (e.g. airflow dags test train_recommender 2026-01-31)"
+    )

@@ -1,0 +1,49 @@
+"""The one place a SparkSession is built for attnrec jobs.
+
+Under ``spark-submit`` the master and resources come from the submit command (the Airflow Spark
+connection), so this only fills in the attnrec session defaults. Run as plain ``python jobs/x.py``,
+the job uses ``ATTNREC_SPARK_MASTER`` (default ``local[*]``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+#: Session settings every attnrec job relies on: UTC times, no surprises from ANSI casts we guard ourselves.
+SESSION_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "16",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.parquet.compression.codec": "zstd",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def ensure_repo_on_path() -> None:
+    """spark-submit runs a job file from anywhere; make ``attnrec``/``jobs`` importable."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def launched_by_spark_submit() -> bool:
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(app_name: str, master: str | None = None):
+    """Build (or reuse) the session. ``master`` applies only outside spark-submit."""
+    from pyspark.sql import SparkSession
+
+    from attnrec.settings import get_settings
+
+    builder = SparkSession.builder.appName(app_name)
+    if not launched_by_spark_submit():
+        builder = builder.master(master or get_settings().spark_master)
+        builder = builder.config("spark.driver.memory", os.environ.get("ATTNREC_SPARK_DRIVER_MEMORY", "4g"))
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,49 @@
+"""nightly_candidates: top-K unseen items per user from the champion model, validated, then published.
+
+    generate (models:/attention-recommender@champion) -> validate (GX) -> publish candidates/dt=D
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from attnrec.orchestration import default_args
+
+
+@dag(
+    dag_id="nightly_candidates",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["attnrec", "serving"],
+    doc_md=__doc__,
+)
+def nightly_candidates():
+    @task
+    def generate(ds: str | None = None) -> dict:
+        from models.candidates import run
+
+        return run(ds)
+
+    @task
+    def validate(summary: dict, ds: str | None = None) -> dict:
+        import pandas as pd
+
+        from expectations.runner import validate_pandas
+
+        return validate_pandas("candidates", pd.read_parquet(summary["path"]), ds)
+
+    @task
+    def publish(report: dict, ds: str | None = None) -> str:
+        from attnrec import lake
+        from attnrec.settings import get_settings
+
+        return lake.publish(get_settings().data_root, lake.CANDIDATES, ds)
+
+    publish(validate(generate()))
+
+
+nightly_candidates()

@@ -1,0 +1,43 @@
+"""train_recommender: train the attention recommender on a published feature partition and register it.
+
+Scheduled on the features Asset that behavior_etl publishes; the partition to train on comes from the
+triggering event (``extra["dt"]``), or from the logical date when run by hand (``airflow dags test
+train_recommender 2026-01-31``). The new version is aliased ``challenger`` and becomes ``champion`` only
+when it beats the current champion on the same holdout.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from attnrec.orchestration import FEATURES_ASSET, default_args
+
+
+@dag(
+    dag_id="train_recommender",
+    schedule=[FEATURES_ASSET],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["attnrec", "training"],
+    doc_md=__doc__,
+)
+def train_recommender():
+    @task
+    def feature_partition(**context) -> str:
+        from attnrec.orchestration import feature_dt_from_context
+
+        return feature_dt_from_context(context)
+
+    @task
+    def train(dt: str) -> dict:
+        from models.train import run
+
+        return run(dt)
+
+    train(feature_partition())
+
+
+train_recommender()
