@@ -56,7 +56,7 @@ def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args:
         conn_id=ensure_default_spark_connection(),
         name=f"attnrec-{job}",
         driver_memory=os.environ.get("ATTNREC_SPARK_DRIVER_MEMORY", "4g"),
-        conf={"spark.pyspark.python": python, "spark.pyspark.driver.python": python},
+        conf={"spark.pyspark.python": python, "spark.pyspark.driver.python": python, "spark.log.level": "WARN"},
         env_vars={"ATTNREC_DATA_ROOT": get_settings().data_root},
         verbose=False,
     )

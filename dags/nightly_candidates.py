@@ -6,14 +6,15 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from attnrec.orchestration import default_args
 
 
 @dag(
     dag_id="nightly_candidates",
-    schedule="@daily",
+    # the run for day D starts after D has ended; its logical date (ds) is D
+    schedule=CronDataIntervalTimetable("0 5 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

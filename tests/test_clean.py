@@ -1,0 +1,156 @@
+"""jobs/clean.py: every rule, normalisation, dedupe and reconciliation, on small DataFrames built here."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from jobs.clean import CleanParams, extract, reconcile, run, transform
+
+DT = "2026-01-02"
+PARAMS = CleanParams(dt=DT, event_time_tolerance_hours=24, max_dwell_ms=3_600_000)
+
+
+def ev(**overrides) -> str:
+    base = {
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": "view",
+        "event_time": "2026-01-02T10:00:00+02:00",
+        "dwell_ms": 1200,
+    }
+    base.update(overrides)
+    return json.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def classify(spark, lines: list[str]):
+    raw = spark.createDataFrame([(line, "f.jsonl") for line in lines], "raw_line string, source_file string")
+    clean, quarantine, duplicates = transform(raw, PARAMS)
+    return (
+        [r.asDict() for r in clean.orderBy("event_id").collect()],
+        sorted(r["reason"] for r in quarantine.collect()),
+        duplicates.count(),
+    )
+
+
+def test_valid_event_is_normalised(spark):
+    clean, quarantine, dups = classify(
+        spark,
+        [ev(user_id=" u1 ", item_id=" i1", event_type=" VIEW ", session_id="", device="ios")],
+    )
+    assert quarantine == [] and dups == 0
+    (row,) = clean
+    assert row["user_id"] == "u1" and row["item_id"] == "i1" and row["event_type"] == "view"
+    assert row["event_time_ms"] == 1767340800000  # 10:00 at +02:00 is 08:00 UTC
+    assert row["event_time"].isoformat() == "2026-01-02T08:00:00"
+    assert row["dwell_ms"] == 1200 and row["rating"] is None
+    assert row["session_id"] is None and row["device"] == "ios"
+
+
+def test_epoch_millis_and_numeric_ids_are_accepted(spark):
+    clean, quarantine, _ = classify(spark, [ev(event_time=1767348000000, user_id=42, event_type="rate", rating=4.5, dwell_ms=...)])
+    assert quarantine == []
+    assert clean[0]["user_id"] == "42" and clean[0]["event_time_ms"] == 1767348000000 and clean[0]["rating"] == 4.5
+
+
+RULE_CASES = [
+        ("", "empty_line"),
+        ("not json", "malformed_json"),
+        ("[1, 2]", "malformed_json"),
+        ('{"event_id": "e1"} trailing', "malformed_json"),
+        (ev(event_id=...), "missing_event_id"),
+        (ev(event_id=None), "missing_event_id"),
+        (ev(user_id="  "), "missing_user_id"),
+        (ev(item_id=...), "missing_item_id"),
+        (ev(event_type=...), "missing_event_type"),
+        (ev(event_time=...), "missing_event_time"),
+        (ev(user_id={"id": 1}), "wrong_type_id"),
+        (ev(event_type="teleport"), "unknown_event_type"),
+        (ev(event_time="yesterday"), "unparseable_event_time"),
+        (ev(event_time="2026-01-02T10:00:00"), "unparseable_event_time"),  # no offset: ambiguous
+        (ev(event_time=1767348000), "event_time_too_old"),  # seconds, not milliseconds
+        (ev(event_time="1900-01-01T00:00:00Z"), "event_time_too_old"),
+        (ev(event_time="2026-01-04T00:00:01Z"), "event_time_after_landing_day"),  # day end + 24 h
+        (ev(dwell_ms="long"), "wrong_type_dwell_ms"),
+        (ev(dwell_ms=-5), "negative_dwell_ms"),
+        (ev(dwell_ms=3_600_001), "absurd_dwell_ms"),
+        (ev(event_type="rate", rating="five"), "wrong_type_rating"),
+        (ev(event_type="rate"), "missing_rating_on_rate"),
+        (ev(rating=4.0), "rating_on_non_rate_event"),
+        (ev(event_type="rate", rating=5.5), "rating_out_of_range"),
+        (ev(event_type="rate", rating=0.0), "rating_out_of_range"),
+]
+
+
+@pytest.fixture(scope="module")
+def rule_reasons(spark):
+    """All rule cases classified in one Spark job: raw line -> reasons (Spark start-up per case is too slow)."""
+    raw = spark.createDataFrame([(line, "f.jsonl") for line, _ in RULE_CASES], "raw_line string, source_file string")
+    clean, quarantine, duplicates = transform(raw, PARAMS)
+    reasons: dict[str, list[str]] = {}
+    for row in quarantine.collect():
+        reasons.setdefault(row["raw_line"], []).append(row["reason"])
+    return reasons, clean.count(), duplicates.count()
+
+
+@pytest.mark.parametrize("line, reason", RULE_CASES, ids=[reason + str(i) for i, (_, reason) in enumerate(RULE_CASES)])
+def test_each_rule_quarantines_with_its_reason(rule_reasons, line, reason):
+    reasons, clean_rows, duplicate_rows = rule_reasons
+    assert reasons[line] == [reason]
+    assert clean_rows == 0 and duplicate_rows == 0
+
+
+def test_tolerance_edge_is_inclusive(spark):
+    clean, quarantine, _ = classify(spark, [ev(event_time="2026-01-04T00:00:00Z")])
+    assert quarantine == [] and len(clean) == 1
+
+
+def test_identical_duplicates_are_counted_and_conflicts_quarantined(spark):
+    same = ev(event_id="e1")
+    other = ev(event_id="e1", item_id="i2", event_time="2026-01-02T11:00:00+02:00")
+    clean, quarantine, dups = classify(spark, [same, same, same, other, ev(event_id="e2")])
+    assert [r["event_id"] for r in clean] == ["e1", "e2"]
+    assert clean[0]["item_id"] == "i1"  # the earliest version is kept
+    assert dups == 2
+    assert quarantine == ["conflicting_duplicate_event_id"]
+
+
+def test_reconcile_adds_up_or_raises():
+    summary = reconcile(DT, raw_lines=10, clean=6, quarantined_by_reason={"b": 1, "a": 2}, duplicates=1)
+    assert summary == {
+        "dt": DT,
+        "raw_lines": 10,
+        "clean": 6,
+        "quarantined": 3,
+        "quarantined_by_reason": {"a": 2, "b": 1},
+        "duplicates": 1,
+    }
+    with pytest.raises(RuntimeError, match="raw_lines=10 != clean=6"):
+        reconcile(DT, raw_lines=10, clean=6, quarantined_by_reason={"a": 2}, duplicates=1)
+
+
+def test_run_reads_plain_and_gzip_and_writes_staged_outputs(spark, tmp_path):
+    from attnrec import lake
+
+    root = str(tmp_path)
+    day = tmp_path / "raw" / "events" / f"dt={DT}"
+    day.mkdir(parents=True)
+    (day / "a.jsonl").write_text(ev(event_id="e1") + "\n" + "garbage\n")
+    with gzip.open(day / "b.jsonl.gz", "wt") as out:
+        out.write(ev(event_id="e2", user_id="ü-ß") + "\n" + ev(event_id="e1") + "\n")
+    summary = run(spark, root, PARAMS)
+    assert summary["raw_lines"] == 4 and summary["clean"] == 2 and summary["duplicates"] == 1
+    assert summary["quarantined_by_reason"] == {"malformed_json": 1}
+    clean = spark.read.parquet(lake.staging(root, lake.CLEAN_EVENTS, DT))
+    assert sorted(r["user_id"] for r in clean.collect()) == ["u1", "ü-ß"]
+    assert lake.read_json(lake.join(lake.staging(root, lake.CLEAN_EVENTS, DT), lake.RECONCILIATION_FILE)) == summary
+    assert lake.is_complete(lake.staging(root, lake.QUARANTINE_EVENTS, DT))
+    assert not lake.exists(lake.partition(root, lake.CLEAN_EVENTS, DT))  # nothing published before the gate
+
+
+def test_missing_raw_partition_names_the_path(spark, tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"raw/events/dt={DT}"):
+        extract(spark, str(tmp_path / "raw" / "events" / f"dt={DT}"))
