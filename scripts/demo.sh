@@ -37,7 +37,7 @@ for dag in behavior_etl train_recommender nightly_candidates; do
   echo "$dag succeeded in ${SECONDS_TAKEN[$dag]} s (log: $log)"
 done
 
-python -m attnrec.cli summary --dt "$DT"
+python -m attnrec summary --dt "$DT"
 
 cat <<MSG
 

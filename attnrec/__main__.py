@@ -1,0 +1,5 @@
+import sys
+
+from attnrec.cli import main
+
+sys.exit(main())
