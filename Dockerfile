@@ -1,0 +1,36 @@
+# One image for Airflow, Spark (master, workers, driver) and the trainer, so versions cannot drift.
+# Installs exactly requirements.lock. On a GPU host the trainer gets the device via compose device reservations;
+# torch==2.13.0 from PyPI is the CUDA build there.
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openjdk-17-jre-headless procps curl tini \
+ && rm -rf /var/lib/apt/lists/*
+
+ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    ATTNREC_HOME=/opt/attnrec \
+    PATH=/opt/attnrec/.venv/bin:$PATH
+
+WORKDIR /opt/attnrec
+COPY requirements.lock pyproject.toml README.md ./
+RUN python -m venv .venv \
+ && .venv/bin/pip install --upgrade pip \
+ && .venv/bin/pip install -r requirements.lock
+
+COPY attnrec ./attnrec
+COPY jobs ./jobs
+COPY models ./models
+COPY expectations ./expectations
+COPY dags ./dags
+RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
+ && useradd --create-home --uid 50000 attnrec \
+ && mkdir -p /data /opt/airflow && chown -R attnrec /data /opt/airflow /opt/attnrec
+
+USER attnrec
+ENV AIRFLOW_HOME=/opt/airflow \
+    AIRFLOW__CORE__DAGS_FOLDER=/opt/attnrec/dags \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False \
+    ATTNREC_DATA_ROOT=/data
+ENTRYPOINT ["/usr/bin/tini", "--"]
