@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import pytest
 
+#: Small-data settings: on tiny DataFrames, code generation and adaptive planning cost more than they save.
+FAST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "1",
+    "spark.default.parallelism": "1",
+    "spark.ui.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+}
+
 
 @pytest.fixture(scope="session")
 def spark():
-    from attnrec.spark import get_spark
+    from pyspark.sql import SparkSession
 
-    session = get_spark("attnrec-tests", master="local[2]")
-    session.conf.set("spark.sql.shuffle.partitions", "1")
+    from attnrec.spark import SESSION_CONF
+
+    builder = SparkSession.builder.master("local[2]").appName("attnrec-tests")
+    for key, value in {**SESSION_CONF, **FAST_SPARK_CONF}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

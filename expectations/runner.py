@@ -1,0 +1,342 @@
+"""Validation gates: run a versioned expectation suite on one partition and fail loudly.
+
+The suites are the JSON files in ``expectations/suites/`` (GX 1.x suite format, one per dataset,
+reviewed in git). Each run builds an *ephemeral* Great Expectations context, so GX writes nothing
+into the checkout: validation results and the HTML Data Docs go under the lake
+(``<data_root>/validation/results`` and :func:`attnrec.lake.data_docs_dir`), one Data Docs page per
+run. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay in memory and Data Docs
+are skipped (logged), because GX's filesystem site builder only writes local paths.
+
+Spark DataFrames are validated on Spark (GX Spark datasource, whole-DataFrame batch), never collected
+to pandas; pandas DataFrames (candidates) on pandas. A failed suite raises :class:`GateFailed`
+naming the suite, the partition, every failed expectation with what was observed, and the Data Docs
+page to open; the Airflow task fails and nothing downstream runs.
+
+Suite values that depend on settings are written in the JSON as ``{"$PARAMETER": name}`` and filled
+in here from :func:`attnrec.settings.get_settings` (see :func:`expectation_parameters`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attnrec import lake
+from attnrec.contracts import check_dt
+
+if TYPE_CHECKING:
+    from attnrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+SUITE_NAMES: tuple[str, ...] = ("clean_events", "quarantine_events", "user_sequences", "item_table", "candidates")
+
+_SITE_NAME = "attnrec_lake"
+_RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
+_MAX_SHOWN_VALUES = 5
+
+
+class GateFailed(RuntimeError):
+    """A validation gate failed; the message says which expectations, what was seen and where the docs are.
+
+    ``summary`` holds the same dict a passing run returns (``success`` False, ``failed`` listing one
+    line per failed expectation) for callers that report it elsewhere; None for reconciliation.
+    """
+
+    def __init__(self, message: str, summary: dict | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+# --------------------------------------------------------------------------------------------- suites
+
+
+def _quiet_gx() -> None:
+    """GX logs every public-API registration at INFO ("Skipping registering function ..."); keep WARNING+."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+def suite_path(suite_name: str) -> Path:
+    """The versioned JSON file of ``suite_name``; ValueError naming the known suites otherwise."""
+    if suite_name not in SUITE_NAMES:
+        raise ValueError(f"unknown expectation suite {suite_name!r}; use one of {', '.join(SUITE_NAMES)}")
+    return SUITES_DIR / f"{suite_name}.json"
+
+
+def load_suite(suite_name: str):
+    """Build a ``gx.ExpectationSuite`` from its JSON file.
+
+    GX drops an invalid expectation with only a log line; a gate silently losing a check is worse than
+    no gate, so a count mismatch is an error naming the file.
+    """
+    _quiet_gx()
+    import great_expectations as gx
+
+    path = suite_path(suite_name)
+    payload = json.loads(path.read_text())
+    if payload.get("name") != suite_name:
+        raise ValueError(f"{path} holds suite {payload.get('name')!r}, expected {suite_name!r}; fix its \"name\"")
+    suite = gx.ExpectationSuite(**payload)
+    if len(suite.expectations) != len(payload.get("expectations", [])):
+        raise ValueError(
+            f"{path}: GX accepted {len(suite.expectations)} of {len(payload['expectations'])} expectations; "
+            "fix the invalid ones (see the great_expectations error log above)"
+        )
+    return suite
+
+
+def expectation_parameters(settings: Settings) -> dict[str, Any]:
+    """Values for the ``{"$PARAMETER": ...}`` placeholders in the suites, from settings."""
+    return {
+        "max_seq_len": settings.max_seq_len,
+        "top_k": settings.top_k,
+        "max_dwell_ms": settings.max_dwell_ms,
+    }
+
+
+def _uses_parameter(suite_name: str, name: str) -> bool:
+    return json.dumps({"$PARAMETER": name}) in json.dumps(json.loads(suite_path(suite_name).read_text()))
+
+
+# -------------------------------------------------------------------------------------------- context
+
+
+def _context(settings: Settings):
+    """An ephemeral GX context whose results store and Data Docs site live under a local lake.
+
+    Returns ``(context, site_name or None)``.
+    """
+    _quiet_gx()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),  # no tqdm bars in task logs
+    )
+    site_name = None
+    if settings.is_local_lake:
+        root = str(settings.local_data_root)
+        results_dir = lake.join(root, "validation", "results")
+        config.stores[config.validation_results_store_name] = {
+            "class_name": "ValidationResultsStore",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": results_dir},
+        }
+        config.data_docs_sites = {
+            _SITE_NAME: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": lake.data_docs_dir(root),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        }
+        site_name = _SITE_NAME
+    else:
+        log.warning(
+            "lake root %s is not a local path: Data Docs are not built and validation results are not kept "
+            "(GX writes Data Docs to a local directory only)",
+            settings.data_root,
+        )
+    return gx.get_context(mode="ephemeral", project_config=config), site_name
+
+
+def _run_checkpoint(context, site_name, suite_name: str, dt: str, data_source, batch_parameters: dict,
+                    params: dict[str, Any]) -> dict:
+    """Run ``suite_name`` through a Checkpoint on the batch; return the summary or raise GateFailed."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    asset = data_source.add_dataframe_asset(name=suite_name)
+    batch_definition = asset.add_batch_definition_whole_dataframe(f"{suite_name}_whole")
+    suite = context.suites.add(load_suite(suite_name))
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{suite_name}_{dt}", data=batch_definition, suite=suite)
+    )
+    actions = [UpdateDataDocsAction(name="data_docs", site_names=[site_name])] if site_name else []
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{suite_name}_gate",
+            validation_definitions=[validation],
+            actions=actions,
+            result_format=_RESULT_FORMAT,
+        )
+    )
+    now = _dt.datetime.now(_dt.timezone.utc)
+    run_id = RunIdentifier(run_name=f"{suite_name}-{dt}-{now:%Y%m%dT%H%M%SZ}", run_time=now)
+    result = checkpoint.run(batch_parameters=batch_parameters, expectation_parameters=params, run_id=run_id)
+
+    [(identifier, suite_result)] = result.run_results.items()
+    docs = _docs_page(context, site_name, identifier)
+    failed = [_describe_failure(r) for r in suite_result.results if not r.success]
+    summary = {
+        "suite": suite_name,
+        "dt": dt,
+        "success": bool(suite_result.success),
+        "evaluated": len(suite_result.results),
+        "failed": failed,
+        "data_docs": docs,
+    }
+    if not suite_result.success:
+        total = len(suite_result.results)
+        lines = [f"validation gate {suite_name} FAILED for dt={dt}: {len(failed)} of {total} expectations failed"]
+        lines += [f"  - {f}" for f in failed]
+        lines.append(f"  Data Docs: {docs}" if docs else "  Data Docs: not built (lake root is not a local path)")
+        raise GateFailed("\n".join(lines), summary)
+    log.info("validation gate %s passed for dt=%s (%d expectations); Data Docs: %s", suite_name, dt,
+             len(suite_result.results), docs)
+    return summary
+
+
+def _docs_page(context, site_name, identifier) -> str | None:
+    """The local path of this run's Data Docs page (falls back to the site's index.html)."""
+    if not site_name:
+        return None
+    for site in context.get_docs_sites_urls(resource_identifier=identifier, site_names=[site_name]):
+        path = (site.get("site_url") or "").removeprefix("file://")
+        if path and Path(path).exists():
+            return path
+    base = context.variables.data_docs_sites[site_name]["store_backend"]["base_directory"]
+    return str(Path(base) / "index.html")
+
+
+def _plain(value):
+    """GX stores bounds as floats; show ``1`` rather than ``1.0``."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _condition_text(condition) -> str:
+    """``event_type != 'rate'`` for a serialized GX comparison condition; ``str()`` of anything else."""
+    if isinstance(condition, dict) and condition.get("type") == "comparison":
+        return f"{condition['column']['name']} {condition['operator']} {condition['parameter']!r}"
+    return str(condition)
+
+
+def _exception_message(info) -> str | None:
+    """The error GX caught while evaluating an expectation (flat, or keyed by metric as on a missing column)."""
+    if not info:
+        return None
+    if "raised_exception" in info:
+        return info.get("exception_message") if info.get("raised_exception") else None
+    for nested in info.values():
+        if isinstance(nested, dict) and nested.get("raised_exception"):
+            return nested.get("exception_message")
+    return None
+
+
+def _describe_failure(r) -> str:
+    """One line per failed expectation: type, column(s), and what was observed."""
+    config = r.expectation_config
+    kwargs = config.kwargs
+    where = ""
+    for key in ("column", "column_list", "column_set"):
+        if key in kwargs:
+            where = f" {key}={kwargs[key]}"
+            break
+    bounds = {k: _plain(kwargs[k]) for k in ("min_value", "max_value", "value_set") if kwargs.get(k) is not None}
+    if kwargs.get("row_condition") is not None:
+        bounds["where"] = _condition_text(kwargs["row_condition"])
+    text = f"{config.type}{where}"
+    if bounds:
+        text += f" ({', '.join(f'{k}={v}' for k, v in bounds.items())})"
+    error = _exception_message(r.exception_info)
+    if error:
+        return f"{text}: raised {error}"
+    res = r.result or {}
+    if "observed_value" in res:
+        text += f": observed {res['observed_value']}"
+    mismatched = (res.get("details") or {}).get("mismatched")
+    if mismatched:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(mismatched.items())) + ")"
+    if res.get("unexpected_count") is not None:
+        shown = list(res.get("partial_unexpected_list") or [])[:_MAX_SHOWN_VALUES]
+        pct = res.get("unexpected_percent")
+        pct_text = f" ({pct:.2f}% of non-null)" if isinstance(pct, (int, float)) else ""
+        text += f": {res['unexpected_count']} unexpected{pct_text}, e.g. {shown}"
+    return text
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+
+def validate_spark(suite_name: str, df, dt: str, settings: Settings | None = None) -> dict:
+    """Validate a pyspark DataFrame with ``suite_name`` on Spark; return the summary or raise GateFailed.
+
+    The DataFrame is never collected: GX's Spark engine computes the metrics as Spark jobs. GX persists
+    the frame while it validates; it is unpersisted afterwards unless the caller had cached it.
+    """
+    from attnrec.settings import get_settings
+
+    settings = settings or get_settings()
+    check_dt(dt)
+    suite_path(suite_name)
+    params = expectation_parameters(settings)
+    if _uses_parameter(suite_name, "row_count"):
+        params["row_count"] = df.count()
+    context, site_name = _context(settings)
+    data_source = context.data_sources.add_spark(name="attnrec_spark")
+    was_cached = df.is_cached
+    try:
+        return _run_checkpoint(context, site_name, suite_name, dt, data_source, {"dataframe": df}, params)
+    finally:
+        if not was_cached and df.is_cached:
+            df.unpersist()
+
+
+def validate_pandas(suite_name: str, df, dt: str, settings: Settings | None = None) -> dict:
+    """Validate a pandas DataFrame with ``suite_name``; return the summary or raise GateFailed."""
+    from attnrec.settings import get_settings
+
+    settings = settings or get_settings()
+    check_dt(dt)
+    suite_path(suite_name)
+    params = expectation_parameters(settings)
+    if _uses_parameter(suite_name, "row_count"):
+        params["row_count"] = len(df)
+    context, site_name = _context(settings)
+    data_source = context.data_sources.add_pandas(name="attnrec_pandas")
+    return _run_checkpoint(context, site_name, suite_name, dt, data_source, {"dataframe": df}, params)
+
+
+def check_reconciliation(recon: dict, settings: Settings | None = None) -> None:
+    """Gate on the clean job's ``_reconciliation.json``: counts add up and quarantine stays small.
+
+    Raises GateFailed when ``raw_lines != clean + quarantined + duplicates`` (rows lost or invented) or
+    when ``quarantined / raw_lines`` exceeds ``settings.max_quarantine_share`` (a broken producer).
+    """
+    from attnrec.settings import get_settings
+
+    settings = settings or get_settings()
+    missing = [k for k in ("raw_lines", "clean", "quarantined", "duplicates") if k not in recon]
+    if missing:
+        raise GateFailed(f"reconciliation for dt={recon.get('dt')} lacks {missing}; the clean job must write them")
+    dt = recon.get("dt")
+    raw, clean, quarantined, dups = (int(recon[k]) for k in ("raw_lines", "clean", "quarantined", "duplicates"))
+    reasons = sorted((recon.get("quarantined_by_reason") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    top = ", ".join(f"{reason}={count}" for reason, count in reasons[:5]) or "none recorded"
+    if raw != clean + quarantined + dups:
+        raise GateFailed(
+            f"reconciliation FAILED for dt={dt}: raw_lines={raw} != clean={clean} + quarantined={quarantined} "
+            f"+ duplicates={dups} (= {clean + quarantined + dups}); the clean job lost or invented rows. "
+            f"Top quarantine reasons: {top}"
+        )
+    share = quarantined / raw if raw else 0.0
+    if share > settings.max_quarantine_share:
+        raise GateFailed(
+            f"reconciliation FAILED for dt={dt}: quarantined={quarantined} of raw_lines={raw} is {share:.2%}, "
+            f"above the threshold {settings.max_quarantine_share:.2%} (ATTNREC_MAX_QUARANTINE_SHARE="
+            f"{settings.max_quarantine_share}). Top quarantine reasons: {top}. Fix the producer, or raise "
+            "ATTNREC_MAX_QUARANTINE_SHARE if this share is expected"
+        )

@@ -1,0 +1,166 @@
+"""Spark job: the validation gate on a *staged* partition, run before it is published.
+
+    spark-submit jobs/validate.py --dataset clean_events --dt 2026-01-31 [--data-root s3a://lake]
+    python jobs/validate.py --dataset features --dt 2026-01-31
+
+``clean_events`` checks the staged clean events (suite ``clean_events``), the staged quarantine
+(suite ``quarantine_events``) and the clean job's ``_reconciliation.json`` (counts add up, quarantine
+share under ``ATTNREC_MAX_QUARANTINE_SHARE``). ``features`` checks the staged user sequences
+(``user_sequences``) and item table (``item_table``). Validation runs on Spark; nothing is collected.
+
+Every gate of the dataset runs, so one report lists every problem. Prints one line per gate and the
+Data Docs page; exits 0 when all pass, 1 with the failures on stderr when a gate fails, 2 when a
+staged partition is missing or incomplete. The Spark master comes from spark-submit's ``--master``
+when launched by spark-submit, else from ``ATTNREC_SPARK_MASTER``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DATASETS = ("clean_events", "features")
+#: pyspark sets this in the Python driver that spark-submit launches (it connects to that JVM).
+_SPARK_SUBMIT_ENV = "PYSPARK_GATEWAY_PORT"
+
+
+def _ensure_repo_on_path() -> None:
+    """spark-submit runs this file from any working directory: make ``attnrec``/``expectations`` importable."""
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    if repo_root not in sys.path:
+        sys.path.insert(0, repo_root)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="validate", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dt", required=True, help="partition date YYYY-MM-DD (the DAG run's logical date)")
+    parser.add_argument("--data-root", help="lake root (default: ATTNREC_DATA_ROOT)")
+    return parser.parse_args(argv)
+
+
+def build_session(app_name: str, settings):
+    """A SparkSession; the master is set here only when spark-submit did not choose one."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if _SPARK_SUBMIT_ENV not in os.environ:
+        builder = builder.master(settings.spark_master)
+    return builder.getOrCreate()
+
+
+def staged_inputs(dataset: str, dt: str, root: str) -> list[tuple[str, str]]:
+    """``(suite, staged path)`` pairs the gate of ``dataset`` validates."""
+    from attnrec import lake
+
+    if dataset == "clean_events":
+        return [
+            ("clean_events", lake.staging(root, lake.CLEAN_EVENTS, dt)),
+            ("quarantine_events", lake.staging(root, lake.QUARANTINE_EVENTS, dt)),
+        ]
+    return [
+        ("user_sequences", lake.staging(root, lake.FEATURE_SEQUENCES, dt)),
+        ("item_table", lake.staging(root, lake.FEATURE_ITEMS, dt)),
+    ]
+
+
+def _require_complete(path: str, suite: str, dt: str) -> None:
+    from attnrec import lake
+
+    if not lake.exists(path):
+        raise FileNotFoundError(
+            f"no staged partition for {suite} dt={dt}: looked in {path}; run the job that writes it for {dt} first"
+        )
+    if not lake.is_complete(path):
+        raise FileNotFoundError(
+            f"staged partition for {suite} dt={dt} at {path} is incomplete (no {lake.SUCCESS_MARKER}); "
+            "re-run the job that writes it"
+        )
+
+
+def check_inputs(dataset: str, dt: str, root: str) -> tuple[list[tuple[str, str]], str | None]:
+    """Fail fast, before Spark starts, when a staged input is missing: ``(inputs, reconciliation path)``."""
+    from attnrec import lake
+
+    inputs = staged_inputs(dataset, dt, root)
+    for suite, path in inputs:
+        _require_complete(path, suite, dt)
+    recon_path = None
+    if dataset == "clean_events":
+        recon_path = lake.join(inputs[0][1], lake.RECONCILIATION_FILE)
+        if not lake.exists(recon_path):
+            raise FileNotFoundError(
+                f"no reconciliation for clean_events dt={dt}: looked for {recon_path}; the clean job writes it"
+            )
+    return inputs, recon_path
+
+
+def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: str, settings) -> list[str]:
+    """Validate every staged input; print a line per gate; return the failure messages."""
+    from attnrec import lake
+    from expectations.runner import GateFailed, check_reconciliation, validate_spark
+
+    failures: list[str] = []
+    if recon_path is not None:
+        recon = lake.read_json(recon_path)
+        try:
+            check_reconciliation(recon, settings)
+            print(
+                f"reconciliation dt={dt}: PASSED raw_lines={recon['raw_lines']} clean={recon['clean']} "
+                f"quarantined={recon['quarantined']} duplicates={recon['duplicates']}"
+            )
+        except GateFailed as exc:
+            print(f"reconciliation dt={dt}: FAILED", flush=True)
+            failures.append(str(exc))
+    for suite, path in inputs:
+        df = spark.read.parquet(path)
+        try:
+            summary = validate_spark(suite, df, dt, settings)
+            print(
+                f"{suite} dt={dt}: PASSED {summary['evaluated']}/{summary['evaluated']} expectations; "
+                f"Data Docs: {summary['data_docs'] or 'not built (lake root is not a local path)'}",
+                flush=True,
+            )
+        except GateFailed as exc:
+            print(f"{suite} dt={dt}: FAILED (details on stderr)", flush=True)
+            failures.append(str(exc))
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the gate of ``--dataset`` for ``--dt``; return the process exit code."""
+    args = parse_args(argv)
+    _ensure_repo_on_path()
+    if args.data_root:
+        os.environ["ATTNREC_DATA_ROOT"] = args.data_root
+    from attnrec.contracts import check_dt
+    from attnrec.settings import get_settings
+
+    try:
+        dt = check_dt(args.dt)
+    except ValueError as exc:
+        print(f"validate: {exc}", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    try:
+        inputs, recon_path = check_inputs(args.dataset, dt, settings.data_root)
+    except FileNotFoundError as exc:
+        print(f"validate: {exc}", file=sys.stderr)
+        return 2
+    spark = build_session(f"attnrec-validate-{args.dataset}-{dt}", settings)
+    print(f"{args.dataset} gate dt={dt}: Spark master {spark.sparkContext.master}", flush=True)
+    try:
+        failures = run_gates(spark, inputs, recon_path, dt, settings)
+    finally:
+        spark.stop()
+    if failures:
+        print("\n\n".join(failures), file=sys.stderr)
+        return 1
+    print(f"{args.dataset} gate dt={dt}: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""Data tests: the expectation suites on small fixtures, on pandas and on Spark, and the validate job.
+
+Real Great Expectations, real local Spark (one shared ``local[1]`` session), real subprocess runs of
+``jobs/validate.py``. Each suite must pass on a small valid frame and fail on a broken one with the
+failing expectation, its column and the unexpected values named in the GateFailed message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from attnrec import lake
+from attnrec.contracts import CANDIDATE_COLUMNS, EVENT_TYPES
+from attnrec.settings import get_settings
+from expectations.runner import (
+    SUITE_NAMES,
+    GateFailed,
+    check_reconciliation,
+    load_suite,
+    suite_path,
+    validate_pandas,
+    validate_spark,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DT = "2026-01-31"
+T0 = dt.datetime(2026, 1, 31, 8, 0, tzinfo=dt.timezone.utc)
+MS0 = int(T0.timestamp() * 1000)
+
+# Per suite: (Spark DDL schema, valid rows, broken rows, the exact failure lines the broken rows give).
+# Settings in these tests: max_seq_len=3, top_k=3, max_dwell_ms=60000.
+CASES = {
+    "clean_events": (
+        "event_id string, user_id string, item_id string, event_type string, event_time timestamp, "
+        "event_time_ms long, dwell_ms long, rating double, session_id string, device string",
+        [
+            ("e1", "u1", "i1", "view", T0, MS0, 1200, None, "s1", "web"),
+            ("e2", "u1", "i2", "rate", T0, MS0 + 1, None, 4.5, "s1", "web"),
+            ("e3", "u2", "i1", "click", T0, MS0 + 2, 0, None, None, None),
+        ],
+        [
+            ("e1", "u1", "i1", "view", T0, MS0, 1200, None, "s1", "web"),
+            ("e1", "u2", "i2", "teleport", T0, MS0 + 1, -5, None, None, None),
+            ("e3", "u2", "i1", "click", T0, MS0 + 2, 90000, 3.0, None, None),
+        ],
+        [
+            "expect_column_values_to_be_unique column=event_id: 2 unexpected (66.67% of non-null), e.g. ['e1', 'e1']",
+            "expect_column_values_to_be_in_set column=event_type (value_set=['impression', 'click', 'view', "
+            "'add_to_cart', 'purchase', 'rate', 'like', 'dislike', 'share', 'skip']): 1 unexpected "
+            "(33.33% of non-null), e.g. ['teleport']",
+            "expect_column_values_to_be_between column=dwell_ms (min_value=0, max_value=60000): "
+            "2 unexpected (66.67% of non-null), e.g. [-5, 90000]",
+            "expect_column_values_to_be_null column=rating (where=event_type != 'rate'): "
+            "1 unexpected (33.33% of non-null), e.g. [3.0]",
+        ],
+    ),
+    "quarantine_events": (
+        "raw_line string, reason string, source_file string",
+        [("{not json", "invalid_json", "part-0.jsonl"), ('{"event_id": "e9"}', "missing_user_id", "part-0.jsonl")],
+        [("{not json", None, "part-0.jsonl"), ('{"event_id": "e9"}', "", "part-0.jsonl")],
+        [
+            "expect_column_values_to_not_be_null column=reason: 1 unexpected (50.00% of non-null), e.g. [None]",
+            "expect_column_value_lengths_to_be_between column=reason (min_value=1): "
+            "1 unexpected (100.00% of non-null), e.g. ['']",
+        ],
+    ),
+    "user_sequences": (
+        "user_id string, item_ids array<string>, event_types array<string>, event_times_ms array<long>, "
+        "dwell_ms array<long>, length int",
+        [
+            ("u1", ["i1", "i2"], ["view", "click"], [MS0, MS0 + 5], [None, 500], 2),
+            ("u2", ["i1"], ["rate"], [MS0], [None], 1),
+        ],
+        [
+            ("u1", ["i1", "i2"], ["view", "click"], [MS0, MS0 + 5], [None, 500], 2),
+            ("u1", ["i1"], ["rate"], [MS0], [None], 1),
+            ("u3", ["i1", "i2", "i1", "i2"], ["view"] * 4, [MS0 + k for k in range(4)], [1, 2, 3, 4], 4),
+        ],
+        [
+            "expect_column_values_to_be_unique column=user_id: 2 unexpected (66.67% of non-null), e.g. ['u1', 'u1']",
+            "expect_column_values_to_be_between column=length (min_value=1, max_value=3): "
+            "1 unexpected (33.33% of non-null), e.g. [4]",
+        ],
+    ),
+    "item_table": (
+        "item_idx int, item_id string, title string, categories array<string>, year int, popularity long",
+        [(1, "i1", "Alpha", ["drama"], 1999, 5), (2, "i2", None, [], None, 0)],
+        [(1, "i1", "Alpha", ["drama"], 1999, 5), (3, "i1", None, [], None, -1)],
+        [
+            "expect_column_values_to_be_unique column=item_id: 2 unexpected (100.00% of non-null), e.g. ['i1', 'i1']",
+            "expect_column_values_to_be_between column=item_idx (min_value=1, max_value=2): "
+            "1 unexpected (50.00% of non-null), e.g. [3]",
+            "expect_column_values_to_be_between column=popularity (min_value=0): "
+            "1 unexpected (50.00% of non-null), e.g. [-1]",
+        ],
+    ),
+    "candidates": (
+        "user_id string, rank int, item_id string, score float, model_name string, model_version string",
+        [("u1", 1, "i3", 0.9, "attention-recommender", "4"), ("u1", 2, "i4", 0.5, "attention-recommender", "4"),
+         ("u2", 1, "i3", 0.8, "attention-recommender", "4")],
+        [("u1", 1, "i3", 0.9, "attention-recommender", "4"), ("u1", 1, "i3", 0.5, "attention-recommender", "4"),
+         ("u2", 4, "i3", 0.8, "attention-recommender", "4")],
+        [
+            "expect_column_values_to_be_between column=rank (min_value=1, max_value=3): "
+            "1 unexpected (33.33% of non-null), e.g. [4]",
+            "expect_compound_columns_to_be_unique column_list=['user_id', 'rank']: 2 unexpected "
+            "(66.67% of non-null), e.g. [{'user_id': 'u1', 'rank': 1}, {'user_id': 'u1', 'rank': 1}]",
+            "expect_compound_columns_to_be_unique column_list=['user_id', 'item_id']: 2 unexpected "
+            "(66.67% of non-null), e.g. [{'user_id': 'u1', 'item_id': 'i3'}, {'user_id': 'u1', 'item_id': 'i3'}]",
+        ],
+    ),
+}
+SPARK_SUITES = ("clean_events", "quarantine_events", "user_sequences", "item_table")
+# Tiny data on a shared 2-core box: Spark's code generation and the JVM's C2 JIT cost far more than
+# they save here (measured: the first validation 28 s -> 16 s).
+from tests.conftest import FAST_SPARK_CONF  # noqa: E402  (the test session settings, also used by subprocesses)
+
+
+def _columns(ddl: str) -> list[str]:
+    return [part.strip().split(" ")[0] for part in ddl.split(", ")]
+
+
+def _pandas(suite: str, rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=_columns(CASES[suite][0]))
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return dataclasses.replace(
+        get_settings(), data_root=str(tmp_path / "lake"), max_seq_len=3, top_k=3, max_dwell_ms=60000
+    )
+
+
+def _docs_root(settings) -> Path:
+    return Path(lake.data_docs_dir(settings.data_root))
+
+
+# ----------------------------------------------------------------------------------------- suite files
+
+
+def test_suite_files_are_gx_suites_that_follow_the_contracts():
+    for name in SUITE_NAMES:
+        payload = json.loads(suite_path(name).read_text())
+        suite = load_suite(name)
+        assert suite.name == name
+        assert len(suite.expectations) == len(payload["expectations"]) > 0
+    clean = json.loads(suite_path("clean_events").read_text())
+    (in_set,) = [e for e in clean["expectations"] if e["type"] == "expect_column_values_to_be_in_set"]
+    assert in_set["kwargs"] == {"column": "event_type", "value_set": list(EVENT_TYPES)}
+    candidates = json.loads(suite_path("candidates").read_text())
+    (columns,) = [e for e in candidates["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
+    assert columns["kwargs"]["column_set"] == [name for name, _ in CANDIDATE_COLUMNS]
+    with pytest.raises(ValueError, match="unknown expectation suite 'events'; use one of clean_events"):
+        suite_path("events")
+
+
+# ------------------------------------------------------------------------------------------------ pandas
+
+
+@pytest.mark.parametrize("suite", SUITE_NAMES)
+def test_suite_on_pandas_passes_valid_and_names_failures(suite, settings):
+    _, valid, broken, expected = CASES[suite]
+    summary = validate_pandas(suite, _pandas(suite, valid), DT, settings)
+    n = len(load_suite(suite).expectations)
+    assert {k: summary[k] for k in ("suite", "dt", "success", "evaluated", "failed")} == {
+        "suite": suite, "dt": DT, "success": True, "evaluated": n, "failed": []
+    }
+    assert Path(summary["data_docs"]).is_file()
+
+    with pytest.raises(GateFailed) as failed:
+        validate_pandas(suite, _pandas(suite, broken), DT, settings)
+    assert sorted(failed.value.summary["failed"]) == sorted(expected)
+    message = str(failed.value)
+    assert message.startswith(f"validation gate {suite} FAILED for dt={DT}: {len(expected)} of {n} expectations failed")
+    for line in expected:
+        assert f"  - {line}" in message
+
+
+def test_missing_column_is_named_with_the_columns_seen(settings):
+    frame = _pandas("candidates", CASES["candidates"][1]).drop(columns=["score"])
+    with pytest.raises(GateFailed) as failed:
+        validate_pandas("candidates", frame, DT, settings)
+    assert sorted(failed.value.summary["failed"]) == [
+        "expect_column_values_to_not_be_null column=score: raised Error: "
+        'The column "score" in BatchData does not exist.',
+        "expect_table_columns_to_match_set column_set=['user_id', 'rank', 'item_id', 'score', 'model_name', "
+        "'model_version']: observed ['item_id', 'model_name', 'model_version', 'rank', 'user_id'] (missing ['score'])",
+    ]
+
+
+def test_data_docs_page_per_run_under_the_lake_and_nothing_in_cwd(settings, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    _, valid, broken, _ = CASES["candidates"]
+    first = validate_pandas("candidates", _pandas("candidates", valid), DT, settings)
+    with pytest.raises(GateFailed) as failed:
+        validate_pandas("candidates", _pandas("candidates", broken), DT, settings)
+    page = failed.value.summary["data_docs"]
+    assert str(failed.value).endswith(f"  Data Docs: {page}")
+    docs = _docs_root(settings)
+    for path in (first["data_docs"], page):
+        assert Path(path).is_file() and Path(path).is_relative_to(docs / "validations" / "candidates")
+        assert f"/candidates-{DT}-" in path  # run name: suite + dt + timestamp
+    assert first["data_docs"] != page
+    index = (docs / "index.html").read_text()
+    assert index.count(f"candidates-{DT}-") >= 2  # the index lists both runs
+    status = re.compile(r"Status:(?:\s|<[^>]*>)*(\w+)")  # the page's "Status: Succeeded/Failed" header
+    assert status.search(Path(first["data_docs"]).read_text()).group(1) == "Succeeded"
+    assert status.search(Path(page).read_text()).group(1) == "Failed"
+    assert list(cwd.iterdir()) == []  # GX wrote nothing where it was run from
+
+
+def test_uri_lake_skips_data_docs(settings, caplog):
+    remote = dataclasses.replace(settings, data_root="s3a://attnrec-lake/prod")
+    summary = validate_pandas("candidates", _pandas("candidates", CASES["candidates"][1]), DT, remote)
+    assert summary["success"] is True and summary["data_docs"] is None
+    assert "lake root s3a://attnrec-lake/prod is not a local path: Data Docs are not built" in caplog.text
+    with pytest.raises(GateFailed, match="Data Docs: not built \\(lake root is not a local path\\)"):
+        validate_pandas("candidates", _pandas("candidates", CASES["candidates"][2]), DT, remote)
+
+
+# ------------------------------------------------------------------------------------------------- Spark
+
+
+@pytest.mark.parametrize("suite", SPARK_SUITES)
+def test_suite_on_spark_passes_valid_and_names_failures(suite, spark, settings):
+    ddl, valid, broken, expected = CASES[suite]
+    summary = validate_spark(suite, spark.createDataFrame(valid, ddl), DT, settings)
+    assert summary["success"] is True and summary["failed"] == []
+    assert summary["evaluated"] == len(load_suite(suite).expectations)
+    assert Path(summary["data_docs"]).is_relative_to(_docs_root(settings))
+
+    broken_df = spark.createDataFrame(broken, ddl)
+    with pytest.raises(GateFailed) as failed:
+        validate_spark(suite, broken_df, DT, settings)
+    assert sorted(failed.value.summary["failed"]) == sorted(expected)
+    assert not broken_df.is_cached  # GX's persist is undone
+
+
+# ---------------------------------------------------------------------------------------- reconciliation
+
+
+def _recon(**overrides) -> dict:
+    recon = {"dt": DT, "raw_lines": 1000, "clean": 960, "quarantined": 30, "duplicates": 10,
+             "quarantined_by_reason": {"invalid_json": 20, "unknown_event_type": 10}}
+    recon.update(overrides)
+    return recon
+
+
+def test_reconciliation_passes_when_counts_add_up(settings):
+    assert check_reconciliation(_recon(), settings) is None
+    assert check_reconciliation(_recon(raw_lines=0, clean=0, quarantined=0, duplicates=0), settings) is None
+
+
+def test_reconciliation_fails_when_rows_go_missing(settings):
+    with pytest.raises(GateFailed) as failed:
+        check_reconciliation(_recon(clean=950), settings)
+    assert str(failed.value) == (
+        f"reconciliation FAILED for dt={DT}: raw_lines=1000 != clean=950 + quarantined=30 + duplicates=10 "
+        "(= 990); the clean job lost or invented rows. Top quarantine reasons: invalid_json=20, unknown_event_type=10"
+    )
+
+
+def test_reconciliation_fails_when_quarantine_share_is_too_high(settings):
+    recon = _recon(clean=900, quarantined=90, quarantined_by_reason={"invalid_json": 70, "bad_rating": 20})
+    with pytest.raises(GateFailed) as failed:
+        check_reconciliation(recon, settings)
+    assert str(failed.value) == (
+        f"reconciliation FAILED for dt={DT}: quarantined=90 of raw_lines=1000 is 9.00%, above the threshold "
+        "5.00% (ATTNREC_MAX_QUARANTINE_SHARE=0.05). Top quarantine reasons: invalid_json=70, bad_rating=20. "
+        "Fix the producer, or raise ATTNREC_MAX_QUARANTINE_SHARE if this share is expected"
+    )
+    assert check_reconciliation(recon, dataclasses.replace(settings, max_quarantine_share=0.1)) is None
+
+
+# ------------------------------------------------------------------------------------ jobs/validate.py
+
+
+def _write_staged(root: Path, dataset: str, suite: str, rows: list[tuple]) -> Path:
+    """Write rows as a staged parquet partition (pyarrow, as a Spark job would lay it out)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {
+        "string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(), "float": pa.float32(),
+        "timestamp": pa.timestamp("us", tz="UTC"), "array<string>": pa.list_(pa.string()),
+        "array<long>": pa.list_(pa.int64()),
+    }
+    fields = [(p.strip().split(" ", 1)[0], types[p.strip().split(" ", 1)[1]]) for p in CASES[suite][0].split(", ")]
+    schema = pa.schema(fields)
+    table = pa.Table.from_pylist([dict(zip(schema.names, row)) for row in rows], schema=schema)
+    path = Path(lake.staging(str(root), dataset, DT))
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path / "part-00000.parquet")
+    (path / lake.SUCCESS_MARKER).touch()
+    return path
+
+
+def _job_command(args: list[str], root: Path, spark_submit: bool) -> tuple[list[str], dict[str, str]]:
+    """jobs/validate.py by spark-submit or as plain python, with the fast test Spark settings.
+
+    Under spark-submit ATTNREC_SPARK_MASTER says local[2] and --master says local[1]: --master must win.
+    """
+    conf = [arg for key, value in FAST_SPARK_CONF.items() for arg in ("--conf", f"{key}={value}")]
+    env = {**os.environ, "ATTNREC_SPARK_MASTER": "local[1]", "ATTNREC_MAX_DWELL_MS": "60000"}
+    env.pop("ATTNREC_DATA_ROOT", None)
+    script = str(REPO_ROOT / "jobs" / "validate.py")
+    if spark_submit:
+        env["ATTNREC_SPARK_MASTER"] = "local[2]"
+        command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]", *conf, script]
+    else:
+        # pyspark hands PYSPARK_SUBMIT_ARGS to the spark-submit that starts the JVM of a plain python run
+        env["PYSPARK_SUBMIT_ARGS"] = " ".join(f"'{arg}'" for arg in conf) + " pyspark-shell"
+        command = [sys.executable, script]
+    return [*command, *args, "--dt", DT, "--data-root", str(root)], env
+
+
+@pytest.fixture(scope="module")
+def job_runs(tmp_path_factory):
+    """Both end-to-end runs of jobs/validate.py, started together (each pays a JVM start), from a
+    working directory outside the checkout. Returns {name: (lake root, cwd, CompletedProcess)}."""
+    base = tmp_path_factory.mktemp("validate_job")
+    passing, failing = base / "pass", base / "fail"
+    _write_staged(passing / "lake", lake.FEATURE_SEQUENCES, "user_sequences", CASES["user_sequences"][1])
+    _write_staged(passing / "lake", lake.FEATURE_ITEMS, "item_table", CASES["item_table"][1])
+    clean = _write_staged(failing / "lake", lake.CLEAN_EVENTS, "clean_events", CASES["clean_events"][2])
+    _write_staged(failing / "lake", lake.QUARANTINE_EVENTS, "quarantine_events", CASES["quarantine_events"][1])
+    lake.write_json(str(clean / lake.RECONCILIATION_FILE), {
+        "dt": DT, "raw_lines": 6, "clean": 3, "quarantined": 2, "duplicates": 1,
+        "quarantined_by_reason": {"invalid_json": 1, "missing_user_id": 1},
+    })
+    runs = {
+        "pass": (passing, _job_command(["--dataset", "features"], passing / "lake", spark_submit=True)),
+        "fail": (failing, _job_command(["--dataset", "clean_events"], failing / "lake", spark_submit=False)),
+    }
+    procs = {
+        name: subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, (cwd, (cmd, env)) in runs.items()
+    }
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        cwd = runs[name][0]
+        results[name] = (cwd / "lake", cwd, subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
+
+
+def test_validate_job_passes_staged_features_via_spark_submit(job_runs):
+    root, cwd, result = job_runs["pass"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if f"dt={DT}" in line]
+    assert lines[0] == f"features gate dt={DT}: Spark master local[1]"  # spark-submit's --master, not the env
+    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 10/10 expectations; Data Docs: {root}/validation/")
+    assert lines[2].startswith(f"item_table dt={DT}: PASSED 10/10 expectations; Data Docs: {root}/validation/")
+    assert lines[3] == f"features gate dt={DT}: all checks passed"
+    assert len(lines) == 4
+    assert sorted(p.name for p in cwd.iterdir()) == ["lake"]  # nothing written into the working directory
+
+
+def test_validate_job_fails_on_broken_clean_events(job_runs):
+    root, cwd, result = job_runs["fail"]
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    assert f"clean_events gate dt={DT}: Spark master local[1]" in result.stdout  # from ATTNREC_SPARK_MASTER
+    assert f"reconciliation dt={DT}: FAILED" in result.stdout  # 2 of 6 lines quarantined > 5%
+    assert f"clean_events dt={DT}: FAILED (details on stderr)" in result.stdout
+    assert f"quarantine_events dt={DT}: PASSED 5/5 expectations" in result.stdout
+    assert f"validation gate clean_events FAILED for dt={DT}: 4 of 13 expectations failed" in result.stderr
+    for line in CASES["clean_events"][3]:
+        assert f"  - {line}" in result.stderr
+    assert "quarantined=2 of raw_lines=6 is 33.33%, above the threshold 5.00%" in result.stderr
+    assert f"  Data Docs: {root}/validation/data_docs/validations/clean_events/" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == ["lake"]
+
+
+def _run_job(args: list[str], root: Path, cwd: Path) -> subprocess.CompletedProcess:
+    command, env = _job_command(args, root, spark_submit=False)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_validate_job_names_the_missing_staged_partition(tmp_path):
+    root = tmp_path / "lake"
+    result = _run_job(["--dataset", "features"], root, cwd=tmp_path)
+    assert result.returncode == 2
+    expected = lake.staging(str(root), lake.FEATURE_SEQUENCES, DT)
+    assert result.stderr.strip() == (
+        f"validate: no staged partition for user_sequences dt={DT}: looked in {expected}; "
+        f"run the job that writes it for {DT} first"
+    )
+
+
+def test_validate_job_refuses_an_incomplete_staged_partition(tmp_path):
+    from jobs.validate import check_inputs
+
+    root = tmp_path / "lake"
+    clean = _write_staged(root, lake.CLEAN_EVENTS, "clean_events", CASES["clean_events"][1])
+    quarantine = _write_staged(root, lake.QUARANTINE_EVENTS, "quarantine_events", CASES["quarantine_events"][1])
+    with pytest.raises(FileNotFoundError) as missing_recon:
+        check_inputs("clean_events", DT, str(root))
+    assert str(missing_recon.value) == (
+        f"no reconciliation for clean_events dt={DT}: looked for {clean}/_reconciliation.json; the clean job writes it"
+    )
+    (quarantine / lake.SUCCESS_MARKER).unlink()
+    with pytest.raises(FileNotFoundError) as incomplete:
+        check_inputs("clean_events", DT, str(root))
+    assert str(incomplete.value) == (
+        f"staged partition for quarantine_events dt={DT} at {quarantine} is incomplete (no _SUCCESS); "
+        "re-run the job that writes it"
+    )

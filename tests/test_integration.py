@@ -1,0 +1,109 @@
+"""The whole chain through Airflow on tiny synthetic data: behavior_etl -> train_recommender -> nightly_candidates.
+
+Each DAG runs with ``airflow dags test`` (which calls ``dag.test()``) in a fresh Airflow home after
+``airflow db migrate``, with only AIRFLOW_HOME, ATTNREC_DATA_ROOT and MLFLOW_TRACKING_URI pointing somewhere
+new (plus small training/candidate sizes so the test stays quick). Spark jobs go through spark-submit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parent.parent
+DT = "2026-03-02"
+TOP_K = 20
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("chain")
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ATTNREC_", "MLFLOW_"))}
+    env.update(
+        PATH=f"{bin_dir}:{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(base / "airflow"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        ATTNREC_DATA_ROOT=str(base / "data"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{base / 'mlflow.db'}",
+        ATTNREC_MLFLOW_ARTIFACTS=(base / "mlartifacts").as_uri(),
+        ATTNREC_TRAIN_EPOCHS="3",
+        ATTNREC_TRAIN_MAX_MINUTES="2",
+        ATTNREC_TOP_K=str(TOP_K),
+        ATTNREC_SPARK_DRIVER_MEMORY="1g",
+    )
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    from attnrec.generate import generate
+
+    generate(env["ATTNREC_DATA_ROOT"], start_dt=DT, days=1, users=80, items=300, events_per_day=6000, seed=7, bad_fraction=0.01)
+    return env
+
+
+def dags_test(env: dict[str, str], dag_id: str, dt: str = DT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", dag_id, dt],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=env["AIRFLOW_HOME"],
+    )
+
+
+def assert_ok(proc: subprocess.CompletedProcess, dag_id: str) -> None:
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0 and "DagRun failed" not in tail, f"{dag_id} failed:\n{tail}"
+
+
+def test_candidates_before_any_training_fail_with_a_clear_message(env):
+    proc = dags_test(env, "nightly_candidates")
+    assert proc.returncode != 0
+    assert "run the train_recommender DAG first" in proc.stdout + proc.stderr
+
+
+def test_missing_raw_partition_fails_naming_the_path(env):
+    proc = dags_test(env, "behavior_etl", "2026-03-05")
+    assert proc.returncode != 0
+    assert f"{env['ATTNREC_DATA_ROOT']}/raw/events/dt=2026-03-05" in proc.stdout + proc.stderr
+
+
+def test_full_chain_writes_candidates_per_contract(env):
+    import pyarrow.parquet as pq
+    from mlflow import MlflowClient
+
+    from attnrec import lake
+
+    root = env["ATTNREC_DATA_ROOT"]
+    assert_ok(dags_test(env, "behavior_etl"), "behavior_etl")
+    recon = lake.read_json(lake.join(lake.partition(root, lake.CLEAN_EVENTS, DT), lake.RECONCILIATION_FILE))
+    assert recon["raw_lines"] == 6000 == recon["clean"] + recon["quarantined"] + recon["duplicates"]
+    assert recon["quarantined"] > 0
+    for dataset in (lake.CLEAN_EVENTS, lake.QUARANTINE_EVENTS, lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS):
+        assert lake.is_complete(lake.partition(root, dataset, DT)), dataset
+
+    assert_ok(dags_test(env, "train_recommender"), "train_recommender")
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias("attention-recommender", "champion")
+    challenger = client.get_model_version_by_alias("attention-recommender", "challenger")
+    assert champion.version == challenger.version == "1"
+
+    assert_ok(dags_test(env, "nightly_candidates"), "nightly_candidates")
+    cands = pq.read_table(lake.partition(root, lake.CANDIDATES, DT)).to_pandas()
+    assert list(cands.columns) == ["user_id", "rank", "item_id", "score", "model_name", "model_version"]
+    assert str(cands["rank"].dtype) == "int32" and str(cands["score"].dtype) == "float32"
+    seqs = pq.read_table(lake.partition(root, lake.FEATURE_SEQUENCES, DT)).to_pandas()
+    assert set(cands["user_id"]) == set(seqs["user_id"])  # every user
+    seen = {row.user_id: set(row.item_ids) for row in seqs.itertuples()}
+    for user, group in cands.sort_values(["user_id", "rank"]).groupby("user_id"):
+        assert list(group["rank"]) == list(range(1, TOP_K + 1))
+        assert group["score"].is_monotonic_decreasing
+        assert not set(group["item_id"]) & seen[user], f"seen items recommended to {user}"
+        assert group["item_id"].is_unique
+    assert set(cands["model_name"]) == {"attention-recommender"} and set(cands["model_version"]) == {"1"}
