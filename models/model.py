@@ -1,0 +1,231 @@
+"""The attention recommender: a causal self-attention encoder over a user's behaviour sequence (SASRec family).
+
+Reads top to bottom: the config, the item encoder (id + content), the per-position input embedding
+(item, event type, dwell strength, time gap, position), one pre-LN transformer block, the full model,
+and the self-describing checkpoint. Conventions:
+
+* index 0 is padding in every vocabulary (items, categories, year buckets, event types, buckets);
+* sequences are LEFT padded, oldest -> newest, so the newest event is always at position ``L - 1``;
+* padding never changes the output of a real position: pad keys are masked out of attention and the
+  position embedding counts from the user's first real event, not from the left edge of the tensor;
+* scores are tied to the item representations (id embedding + content) plus a learned per-item bias,
+  so an item's content already places it in the same space as the user states;
+* ``forward`` takes tensors already on their device; devices, dtypes and seeds are chosen by callers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHECKPOINT_FORMAT = "attnrec-sasrec/1"
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of every vocabulary and of the network. Vocabulary sizes count the padding index 0."""
+
+    n_items: int  # real items; the item vocabulary has n_items + 1 rows (0 = padding)
+    n_categories: int  # real categories; + 1 rows (0 = padding / none)
+    max_categories: int  # width of the per-item category buffer (the most categories one item has, >= 1)
+    n_years: int = 32  # year buckets including 0 = unknown (see models.data.year_bucket)
+    n_event_types: int = 10  # real event types; + 1 rows (0 = padding)
+    n_dwell_buckets: int = 16  # including 0 = padding and 1 = dwell unknown
+    n_gap_buckets: int = 32  # including 0 = padding and 1 = first event (no previous)
+    max_len: int = 200  # longest sequence the position embedding covers
+    d_model: int = 64
+    n_heads: int = 2
+    n_layers: int = 2
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; pick d_model = k * n_heads")
+        if self.n_items < 1:
+            raise ValueError(f"n_items={self.n_items}: the item table is empty; featurize items before training")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class ItemEncoder(nn.Module):
+    """Item representation = id embedding + content (mean of category embeddings + year-bucket embedding).
+
+    Content comes from per-item buffers filled from the item table, so it travels in the state_dict.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.id_emb = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
+        self.cat_emb = nn.Embedding(cfg.n_categories + 1, cfg.d_model, padding_idx=0)
+        self.year_emb = nn.Embedding(cfg.n_years, cfg.d_model, padding_idx=0)
+        self.register_buffer("item_categories", torch.zeros(cfg.n_items + 1, cfg.max_categories, dtype=torch.long))
+        self.register_buffer("item_year", torch.zeros(cfg.n_items + 1, dtype=torch.long))
+
+    def set_content(self, item_categories: torch.Tensor, item_year: torch.Tensor) -> None:
+        """Fill the content buffers: (N+1, C) category indices (0 = none) and (N+1,) year buckets."""
+        if item_categories.shape != self.item_categories.shape or item_year.shape != self.item_year.shape:
+            raise ValueError(
+                f"content buffers of shape {tuple(item_categories.shape)}, {tuple(item_year.shape)} do not match the "
+                f"config {tuple(self.item_categories.shape)}, {tuple(self.item_year.shape)}; build both from one vocab"
+            )
+        self.item_categories.copy_(item_categories)
+        self.item_year.copy_(item_year)
+
+    def content(self, idx: torch.Tensor) -> torch.Tensor:
+        cats = self.item_categories[idx]  # (..., C)
+        n = (cats > 0).sum(-1, keepdim=True).clamp(min=1)  # (..., 1)
+        cat_mean = self.cat_emb(cats).sum(-2) / n  # (..., d); padding rows are zero
+        return cat_mean + self.year_emb(self.item_year[idx])  # (..., d)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        out = self.id_emb(idx) + self.content(idx)  # (..., d)
+        return out * (idx > 0).unsqueeze(-1)  # the padding item is exactly zero
+
+    def table(self) -> torch.Tensor:
+        """Every item's representation, row 0 = padding: (N+1, d)."""
+        return self.forward(torch.arange(self.id_emb.num_embeddings, device=self.id_emb.weight.device))
+
+
+class InputEmbedding(nn.Module):
+    """What one position carries: item + event type + dwell strength + time gap + position."""
+
+    def __init__(self, cfg: ModelConfig, items: ItemEncoder) -> None:
+        super().__init__()
+        self.items = items
+        self.type_emb = nn.Embedding(cfg.n_event_types + 1, cfg.d_model, padding_idx=0)
+        self.dwell_emb = nn.Embedding(cfg.n_dwell_buckets, cfg.d_model, padding_idx=0)
+        self.gap_emb = nn.Embedding(cfg.n_gap_buckets, cfg.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.max_len = cfg.max_len
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        # position counted from the first real event, so left padding never shifts it
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0, max=self.max_len - 1)  # (B, L)
+        x = (
+            self.items(batch["items"])
+            + self.type_emb(batch["event_types"])
+            + self.dwell_emb(batch["dwell"])
+            + self.gap_emb(batch["gap"])
+            + self.pos_emb(pos)
+        )  # (B, L, d)
+        return self.drop(x) * mask.unsqueeze(-1)  # (B, L, d); padding rows zero
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, L, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=-1)  # 3 x (B, L, d)
+        q, k, v = (t.view(B, L, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, h, L, dh)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, h, L, dh)
+        return self.proj(y.transpose(1, 2).reshape(B, L, d))  # (B, L, d)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, 4 * cfg.d_model),
+            nn.GELU(),
+            nn.Linear(4 * cfg.d_model, cfg.d_model),
+            nn.Dropout(cfg.dropout),
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), attn_mask))  # (B, L, d)
+        return x + self.mlp(self.ln2(x))  # (B, L, d)
+
+
+class AttentionRecommender(nn.Module):
+    """SASRec-family next-item model. ``batch`` holds four (B, L) long tensors, left padded:
+    ``items``, ``event_types``, ``dwell``, ``gap`` (see models.data for the bucketing)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.items = ItemEncoder(cfg)
+        self.embed = InputEmbedding(cfg, self.items)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.item_bias = nn.Parameter(torch.zeros(cfg.n_items + 1))  # (N+1,) learned per-item prior
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2 style: residual projections scaled by depth
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Hidden state after each position: (B, L, d). Row t summarises events 0..t only."""
+        mask = batch["event_types"] > 0  # (B, L) real events
+        L = mask.shape[1]
+        causal = torch.ones(L, L, dtype=torch.bool, device=mask.device).tril()  # (L, L)
+        eye = torch.eye(L, dtype=torch.bool, device=mask.device)  # a pad query attends to itself: no empty rows
+        attn_mask = (causal & mask[:, None, :]) | eye  # (B, L, L) query x key
+        attn_mask = attn_mask[:, None]  # (B, 1, L, L), broadcast over heads
+        x = self.embed(batch, mask)  # (B, L, d)
+        for block in self.blocks:
+            x = block(x, attn_mask)  # (B, L, d)
+        return self.ln_f(x)  # (B, L, d)
+
+    def item_table(self) -> torch.Tensor:
+        """Output item vectors the hidden states are scored against: (N+1, d)."""
+        return self.items.table()
+
+    def scores(self, hidden: torch.Tensor, table: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Scores of items start..end-1 given hidden states (..., d) and :meth:`item_table` (N+1, d):
+        dot product plus the item's bias, (..., end - start)."""
+        end = table.shape[0] if end is None else end
+        return hidden @ table[start:end].T + self.item_bias[start:end]  # (..., end - start)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores of every item after every position: (B, L, N+1). Column 0 is padding; callers mask it."""
+        return self.scores(self.encode(batch), self.item_table())  # (B, L, N+1)
+
+
+def to_checkpoint(model: AttentionRecommender, extra: dict[str, Any]) -> dict[str, Any]:
+    """A self-describing checkpoint: format, config, weights (content buffers included), plus ``extra``
+    (the item vocabulary and data version, see models.pyfunc)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"format": CHECKPOINT_FORMAT, "config": asdict(model.cfg), "state_dict": state, **extra}
+
+
+def from_checkpoint(ckpt: dict[str, Any]) -> AttentionRecommender:
+    """Rebuild the model (in eval mode, on CPU) from :func:`to_checkpoint`'s dict alone."""
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT!r}; retrain with this version of models/"
+        )
+    model = AttentionRecommender(ModelConfig.from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()

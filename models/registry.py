@@ -1,0 +1,236 @@
+"""MLflow experiment, model logging, registry versions, aliases and the promotion gate.
+
+Aliases of the registered model ``attention-recommender``:
+
+* ``challenger`` - the version the latest training run registered;
+* ``champion``   - the version candidate generation serves. A new version takes it only when its test
+  NDCG@10 beats the champion's NDCG@10 on the *same* holdout (the new run's) by more than
+  ``settings.promotion_margin``; the decision and reason are recorded on the new version.
+
+Forcing or rolling back a promotion (moves ``champion`` to any existing version and records why)::
+
+    python -m models.registry promote --version 3 --reason "roll back: v4 candidates look wrong"
+    python -m models.registry show
+
+or from Python: ``models.registry.promote(get_settings(), "3", reason="...")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from attnrec.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from models.data import Holdout
+    from models.pyfunc import Recommender
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_ARTIFACT = "model"
+
+
+def client(settings: Settings) -> "MlflowClient":
+    """A client on the settings' tracking URI (also the registry), made the process default too."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
+
+
+def ensure_experiment(settings: Settings) -> str:
+    """The id of ``settings.experiment_name``, created with ``settings.mlflow_artifact_root`` if missing."""
+    c = client(settings)
+    exp = c.get_experiment_by_name(settings.experiment_name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise RuntimeError(
+                f"MLflow experiment {settings.experiment_name!r} is deleted; restore it "
+                f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or set ATTNREC_EXPERIMENT"
+            )
+        return exp.experiment_id
+    return c.create_experiment(settings.experiment_name, artifact_location=settings.mlflow_artifact_root)
+
+
+# ---------------------------------------------------------------- logging the model -----------------------------
+
+
+def signature():
+    """Input: user sequences (features/sequences columns); output: ranked items; param k (default 10)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([
+        ColSpec("string", "user_id"),
+        ColSpec(Array("string"), "item_ids"),
+        ColSpec(Array("string"), "event_types"),
+        ColSpec(Array("long"), "event_times_ms"),
+        ColSpec(Array("long"), "dwell_ms", required=False),
+    ])
+    outputs = Schema([ColSpec("string", "user_id"), ColSpec("long", "rank"), ColSpec("string", "item_id"),
+                      ColSpec("double", "score")])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("k", "long", 10)]))
+
+
+def input_example(holdout: list["Holdout"]) -> Any:
+    """A small real input (the first users' histories); dwell_ms is left out when it has nulls."""
+    import pandas as pd
+
+    rows = [{"user_id": h.history.user_id, "item_ids": h.history.item_ids[-5:], "event_types": h.history.event_types[-5:],
+             "event_times_ms": h.history.times_ms[-5:], "dwell_ms": h.history.dwell_ms[-5:]} for h in holdout]
+    frame = pd.DataFrame(rows)
+    if any(d is None for r in rows for d in r["dwell_ms"]):
+        frame = frame.drop(columns=["dwell_ms"])
+    return frame
+
+
+def log_recommender(rec: "Recommender", workdir: str, example: list["Holdout"]) -> str:
+    """Log ``rec`` as an MLflow pyfunc (checkpoint artifact, signature, input example) in the active run;
+    return the logged model's URI."""
+    import mlflow
+    import torch
+
+    from models.pyfunc import CHECKPOINT_FILE, RecommenderPyfunc
+
+    path = os.path.join(workdir, CHECKPOINT_FILE)
+    rec.save(path)
+    info = mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=RecommenderPyfunc(),
+        artifacts={"checkpoint": path},
+        signature=signature(),
+        input_example=input_example(example) if example else None,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas", "pyarrow"],
+        metadata={"data_version": {k: str(v) for k, v in rec.data_version.items()}, "n_items": rec.vocab.n_items},
+    )
+    return info.model_uri
+
+
+# ---------------------------------------------------------------- versions and aliases -------------------------
+
+
+def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, str] | None = None) -> str:
+    """Register ``model_uri`` as a new version of ``settings.model_name`` and point ``challenger`` at it."""
+    import mlflow
+
+    client(settings)
+    mv = mlflow.register_model(model_uri, settings.model_name, tags={"run_id": run_id, **(tags or {})})
+    client(settings).set_registered_model_alias(settings.model_name, CHALLENGER, mv.version)
+    return str(mv.version)
+
+
+def alias_version(settings: Settings, alias: str) -> str | None:
+    """The version number ``alias`` points at, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_version(settings: Settings, version: str) -> "Recommender":
+    """Rebuild the recommender of one registered version from its artifact alone."""
+    import mlflow
+
+    client(settings)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
+    return pyfunc.unwrap_python_model().recommender
+
+
+def load_champion(settings: Settings) -> tuple["Recommender", str]:
+    """(recommender, version) of ``models:/attention-recommender@champion``; RuntimeError when there is none."""
+    version = alias_version(settings, CHAMPION)
+    if version is None:
+        raise RuntimeError(
+            f"no '{CHAMPION}' version of model '{settings.model_name}' in the MLflow registry at "
+            f"{settings.mlflow_tracking_uri}; run the train_recommender DAG first"
+        )
+    return load_version(settings, version), version
+
+
+def decide(new_ndcg: float, champion_ndcg: float | None, margin: float, champion_version: str | None = None) -> tuple[bool, str]:
+    """The promotion rule, pure: promote when there is no champion or new > champion + margin."""
+    if champion_ndcg is None:
+        return True, f"no champion yet; promoted with test NDCG@10 {new_ndcg:.4f}"
+    if new_ndcg > champion_ndcg + margin:
+        return True, (f"test NDCG@10 {new_ndcg:.4f} > champion v{champion_version} {champion_ndcg:.4f} + margin "
+                      f"{margin:.4f} on the same holdout")
+    return False, (f"test NDCG@10 {new_ndcg:.4f} <= champion v{champion_version} {champion_ndcg:.4f} + margin "
+                   f"{margin:.4f} on the same holdout; champion kept")
+
+
+def gate(settings: Settings, version: str, new_ndcg: float, holdout: list["Holdout"], dt: str) -> tuple[bool, str]:
+    """Evaluate the current champion on ``holdout`` (this run's test split), decide, move ``champion`` if the
+    new version wins, and record the decision on the new version (tags and description)."""
+    from models.evaluate import evaluate_recommender
+
+    c = client(settings)
+    champion = alias_version(settings, CHAMPION)
+    champion_ndcg = None
+    if champion is not None:
+        champion_ndcg = evaluate_recommender(load_version(settings, champion), holdout)["ndcg_at_10"]
+    promoted, reason = decide(new_ndcg, champion_ndcg, settings.promotion_margin, champion)
+    tags = {"promotion_decision": "promoted" if promoted else "rejected", "promotion_reason": reason,
+            "holdout_dt": dt, "champion_before": champion or "none",
+            "champion_ndcg_at_10": "none" if champion_ndcg is None else f"{champion_ndcg:.6f}"}
+    for k, v in tags.items():
+        c.set_model_version_tag(settings.model_name, version, k, v)
+    c.update_model_version(settings.model_name, version, description=reason)
+    if promoted:
+        c.set_registered_model_alias(settings.model_name, CHAMPION, version)
+    return promoted, reason
+
+
+def promote(settings: Settings, version: str, reason: str = "manual promotion") -> None:
+    """Force ``champion`` onto an existing ``version`` (a manual promotion or a roll-back) and record why."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(settings)
+    try:
+        c.get_model_version(settings.model_name, str(version))
+    except MlflowException:
+        raise ValueError(
+            f"model '{settings.model_name}' has no version {version!r} at {settings.mlflow_tracking_uri}; "
+            "list them with `python -m models.registry show`"
+        ) from None
+    previous = alias_version(settings, CHAMPION) or "none"
+    c.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
+    c.set_model_version_tag(settings.model_name, str(version), "promotion_decision", "forced")
+    c.set_model_version_tag(settings.model_name, str(version), "promotion_reason", f"{reason} (champion was {previous})")
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Aliases and every version with its decision tags, for the CLI."""
+    c = client(settings)
+    versions = c.search_model_versions(f"name='{settings.model_name}'")
+    return {
+        "model": settings.model_name,
+        "aliases": {a: alias_version(settings, a) for a in (CHAMPION, CHALLENGER)},
+        "versions": [{"version": str(v.version), "run_id": v.run_id, "tags": dict(v.tags)}
+                     for v in sorted(versions, key=lambda v: int(v.version))],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m models.registry", description="attention-recommender registry")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("promote", help="move alias 'champion' to a version (force a promotion or roll back)")
+    p.add_argument("--version", required=True, help="registered version number, e.g. 3")
+    p.add_argument("--reason", default="manual promotion")
+    sub.add_parser("show", help="print aliases and versions")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.command == "promote":
+        promote(settings, args.version, args.reason)
+    print(json.dumps(describe(settings), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Model tests (CPU, tiny): causal mask, padding invariance, overfitting a planted pattern, checkpoint
+round trip; unit tests of bucketing, the leave-one-out split, encoding, metrics and full-catalogue ranking."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from models.data import (
+    Events,
+    Holdout,
+    ItemVocab,
+    collate_inputs,
+    dwell_bucket,
+    encode_events,
+    gap_bucket,
+    leave_one_out,
+    positive_counts,
+    training_examples,
+    year_bucket,
+)
+from models.evaluate import coverage_at_k, evaluate_popularity, evaluate_recommender, metrics_from_ranks, rank_catalogue
+from models.model import AttentionRecommender, ModelConfig
+from models.pyfunc import Recommender, recommend
+from models.train import TrainConfig, build_model, fit, next_item_loss
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and avoids spin-waiting on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def item_rows(n: int) -> list[dict]:
+    cats = ["Action", "Comedy", "Drama"]
+    return [{"item_idx": i, "item_id": f"i{i}", "title": f"t{i}", "categories": [cats[i % 3]] + (["Drama"] if i % 4 == 0 else []),
+             "year": None if i % 5 == 0 else 1990 + i, "popularity": 0} for i in range(1, n + 1)]
+
+
+def tiny_model(n_items: int = 12, seed: int = 0, dropout: float = 0.0, max_len: int = 16) -> AttentionRecommender:
+    torch.manual_seed(seed)
+    vocab = ItemVocab.from_items(item_rows(n_items))
+    model = build_model(vocab, TrainConfig(d_model=16, n_heads=2, n_layers=2, dropout=dropout), max_len)
+    return model.eval()
+
+
+def random_batch(B: int, L: int, n_items: int, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "items": torch.randint(1, n_items + 1, (B, L), generator=g),
+        "event_types": torch.randint(1, 11, (B, L), generator=g),
+        "dwell": torch.randint(1, 16, (B, L), generator=g),
+        "gap": torch.randint(1, 32, (B, L), generator=g),
+    }
+
+
+def events(user: str, items: list[str], types: list[str] | None = None) -> Events:
+    n = len(items)
+    return Events(user, items, types or ["rate"] * n, [1000 * (i + 1) for i in range(n)], [None] * n)
+
+
+# ---------------------------------------------------------------- the model --------------------------------------
+
+
+def test_scores_have_one_column_per_item_and_padding_item_is_zero():
+    model = tiny_model()
+    out = model(random_batch(3, 7, 12))
+    assert out.shape == (3, 7, 13)
+    assert torch.equal(model.item_table()[0], torch.zeros(16))
+
+
+@pytest.mark.parametrize("t", [0, 3, 6])
+def test_causal_changing_position_t_leaves_earlier_outputs_unchanged(t):
+    model = tiny_model()
+    batch = random_batch(2, 7, 12)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["items"][:, t] = changed["items"][:, t] % 12 + 1  # a different real item
+    changed["event_types"][:, t] = changed["event_types"][:, t] % 10 + 1
+    with torch.no_grad():
+        a, b = model.encode(batch), model.encode(changed)
+    assert torch.allclose(a[:, :t], b[:, :t], atol=1e-6)
+    assert not torch.allclose(a[:, t], b[:, t], atol=1e-4)
+
+
+def test_more_left_padding_does_not_change_real_positions():
+    model = tiny_model()
+    batch = random_batch(2, 5, 12)
+    padded = {k: torch.cat([torch.zeros(2, 4, dtype=torch.long), v], dim=1) for k, v in batch.items()}
+    with torch.no_grad():
+        a, b = model.encode(batch), model.encode(padded)
+    assert b.shape == (2, 9, 16)
+    assert torch.allclose(a, b[:, 4:], atol=1e-5)
+
+
+def test_a_short_row_beside_a_long_row_matches_the_row_alone():
+    model = tiny_model()
+    vocab = ItemVocab.from_items(item_rows(12))
+    short = encode_events(events("u", ["i3", "i5"]), vocab)
+    long = encode_events(events("v", [f"i{i}" for i in range(1, 10)]), vocab)
+    with torch.no_grad():
+        alone = model.encode(collate_inputs([short], 16))[:, -1]
+        together = model.encode(collate_inputs([short, long], 16))[:1, -1]
+    assert torch.allclose(alone, together, atol=1e-5)
+
+
+def test_config_rejects_heads_that_do_not_divide_d_model():
+    with pytest.raises(ValueError, match="d_model=10 is not divisible by n_heads=3"):
+        ModelConfig(n_items=5, n_categories=1, max_categories=1, d_model=10, n_heads=3)
+
+
+def planted_walks(n_items: int = 20, n_users: int = 60, length: int = 6, seed: int = 3) -> list[Events]:
+    """Every user walks a fixed permutation of the items: the next item is determined by the current one."""
+    rng = random.Random(seed)
+    perm = list(range(1, n_items + 1))
+    rng.shuffle(perm)
+    users = []
+    for u in range(n_users):
+        s = rng.randrange(n_items)
+        users.append(events(f"u{u:03d}", [f"i{perm[(s + j) % n_items]}" for j in range(length)]))
+    return users
+
+
+def test_tiny_model_overfits_a_planted_next_item_pattern():
+    torch.manual_seed(0)
+    vocab = ItemVocab.from_items(item_rows(20))
+    split = leave_one_out(planted_walks())
+    tcfg = TrainConfig(d_model=32, n_heads=2, n_layers=1, dropout=0.0, batch_size=16, lr=1e-2, warmup_steps=5,
+                       weight_decay=0.0, patience=100)
+    rec = Recommender(build_model(vocab, tcfg, 8), vocab, {"dt": "2026-01-01"}, positive_counts(split.train, vocab))
+    examples = training_examples(split.train, vocab, 8)
+    history = fit(rec, examples, split.valid, tcfg, epochs=40, max_minutes=1.0, seed=0, device=torch.device("cpu"))
+    assert history[0]["train_loss"] > 2.5  # ~ log(20) at the start
+    assert history[-1]["train_loss"] < 0.2
+    metrics = evaluate_recommender(rec, split.test)
+    assert metrics["hr_at_10"] == 1.0
+    assert metrics["mrr_at_10"] > 0.95  # the planted successor is ranked first for (nearly) everyone
+    assert evaluate_popularity(rec.popularity, vocab, split.test)["mrr_at_10"] < 0.5
+
+
+def test_checkpoint_round_trip_gives_identical_scores(tmp_path):
+    vocab = ItemVocab.from_items(item_rows(12))
+    torch.manual_seed(5)
+    rec = Recommender(build_model(vocab, TrainConfig(d_model=16), 16).eval(), vocab, {"dt": "2026-01-02", "snapshot_hash": "abc"},
+                      torch.arange(13, dtype=torch.float64))
+    path = str(tmp_path / "ckpt.pt")
+    rec.save(path)
+    back = Recommender.load(path)
+    batch = random_batch(4, 9, 12)
+    with torch.no_grad():
+        assert torch.equal(rec.model(batch), back.model(batch))
+    assert back.vocab.item_ids == vocab.item_ids and back.vocab.item_categories == vocab.item_categories
+    assert back.data_version == {"dt": "2026-01-02", "snapshot_hash": "abc"}
+    assert torch.equal(back.popularity, rec.popularity)
+    assert back.model.cfg == rec.model.cfg
+    assert not back.model.training
+
+
+# ---------------------------------------------------------------- data ------------------------------------------
+
+
+@pytest.mark.parametrize("year,bucket", [(None, 0), (1850, 1), (1900, 1), (1904, 1), (1905, 2), (1995, 20), (2300, 31)])
+def test_year_bucket(year, bucket):
+    assert year_bucket(year) == bucket
+
+
+@pytest.mark.parametrize("ms,bucket", [(None, 1), (0, 2), (999, 2), (1000, 3), (3000, 4), (10**12, 15)])
+def test_dwell_bucket(ms, bucket):
+    assert dwell_bucket(ms) == bucket
+
+
+@pytest.mark.parametrize("ms,bucket", [(None, 1), (0, 2), (1000, 3), (7000, 5), (86_400_000, 18), (10**15, 31)])
+def test_gap_bucket(ms, bucket):
+    assert gap_bucket(ms) == bucket
+
+
+def test_vocab_from_items_maps_categories_and_years():
+    vocab = ItemVocab.from_items(list(reversed(item_rows(5))))
+    assert vocab.item_ids == ["i1", "i2", "i3", "i4", "i5"]
+    assert vocab.categories == ["Action", "Comedy", "Drama"]
+    assert vocab.item_categories == [[2], [3], [1], [2, 3], [3]]
+    assert vocab.item_years == [19, 19, 19, 19, 0]
+    cats, years = vocab.content_tensors()
+    assert cats.tolist() == [[0, 0], [2, 0], [3, 0], [1, 0], [2, 3], [3, 0]]
+    assert years.tolist() == [0, 19, 19, 19, 19, 0]
+
+
+def test_vocab_rejects_gaps_in_item_idx():
+    rows = item_rows(3)
+    rows[2]["item_idx"] = 7
+    with pytest.raises(ValueError, match="not contiguous 1..3"):
+        ItemVocab.from_items(rows)
+
+
+def test_leave_one_out_uses_positive_events_only():
+    ev = events("u", ["a", "b", "c", "d", "e", "f"], ["rate", "impression", "click", "skip", "purchase", "impression"])
+    short = events("s", ["a", "b", "c"], ["click", "impression", "click"])
+    split = leave_one_out([ev, short])
+    assert [e.item_ids for e in split.train] == [["a", "b"], ["a", "b", "c"]]
+    assert [(h.history.item_ids, h.target) for h in split.valid] == [(["a", "b"], "c")]
+    assert [(h.history.item_ids, h.target) for h in split.test] == [(["a", "b", "c", "d"], "e")]
+
+
+def test_encode_skips_unknown_items_but_keeps_their_time_gap():
+    vocab = ItemVocab.from_items(item_rows(3))
+    ev = Events("u", ["i1", "zzz", "i2"], ["click", "view", "purchase"], [0, 1000, 8000], [None, 5, 2000])
+    enc = encode_events(ev, vocab)
+    assert enc.items == [1, 2]
+    assert enc.event_types == [2, 5]
+    assert enc.dwell == [1, 3]
+    assert enc.gap == [1, gap_bucket(7000)]
+
+
+def test_training_examples_target_the_next_positive_event():
+    vocab = ItemVocab.from_items(item_rows(5))
+    ev = events("u", ["i1", "i2", "i3", "i4"], ["rate", "impression", "rate", "click"])
+    (ex,) = training_examples([ev], vocab, max_len=10)
+    assert ex.inputs.items == [1, 2, 3]
+    assert ex.targets == [0, 3, 4]
+    (cut,) = training_examples([ev], vocab, max_len=2)
+    assert cut.inputs.items == [2, 3] and cut.targets == [3, 4]
+
+
+def test_loss_is_log_catalogue_size_for_a_constant_model():
+    model = tiny_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    batch = random_batch(2, 4, 12)
+    targets = torch.tensor([[0, 3, 4, 5], [1, 0, 0, 2]])
+    assert next_item_loss(model, batch, targets).item() == pytest.approx(math.log(12), abs=1e-5)
+
+
+# ---------------------------------------------------------------- metrics and ranking --------------------------
+
+
+def test_metrics_from_hand_computed_ranks():
+    m = metrics_from_ranks([1, 3, float("inf"), 12, 60], k=10, recall_k=50)
+    assert m["hr_at_10"] == pytest.approx(2 / 5)
+    assert m["ndcg_at_10"] == pytest.approx((1 + 1 / math.log2(4)) / 5)
+    assert m["mrr_at_10"] == pytest.approx((1 + 1 / 3) / 5)
+    assert m["recall_at_50"] == pytest.approx(3 / 5)
+
+
+def test_metrics_refuse_an_empty_holdout():
+    with pytest.raises(ValueError, match="holdout is empty"):
+        metrics_from_ranks([])
+
+
+def test_coverage_counts_distinct_real_items():
+    top = torch.tensor([[1, 2, 3], [2, 3, 0], [4, 1, 2]])
+    assert coverage_at_k(top, n_items=8, k=2) == 4 / 8
+    assert coverage_at_k(top, n_items=8, k=3) == 4 / 8
+
+
+@pytest.mark.parametrize("item_chunk,user_batch", [(100, 100), (2, 1), (3, 2)])
+def test_rank_catalogue_excludes_seen_and_padding_and_ranks_targets(item_chunk, user_batch):
+    scores = torch.tensor([[9.0, 0.5, 0.9, 0.1, 0.7, 0.7],
+                           [9.0, 0.1, 0.2, 0.3, 0.4, 0.5]])  # column 0 is padding
+
+    def scorer(rows, c0, c1):
+        return scores[rows, c0:c1]
+
+    top, top_scores, ranks = rank_catalogue(scorer, 2, 6, [[2], [5, 4, 3, 2]], k=3, targets=[5, 2],
+                                            item_chunk=item_chunk, user_batch=user_batch)
+    assert top[0].tolist() == [4, 5, 1] or top[0].tolist() == [5, 4, 1]  # 4 and 5 tie
+    assert top_scores[0].tolist() == pytest.approx([0.7, 0.7, 0.5])
+    assert top[1].tolist() == [1, 0, 0]  # only item 1 is unseen: fewer than k, padded with 0 / -inf
+    assert top_scores[1, 0].item() == pytest.approx(0.1) and top_scores[1, 1:].tolist() == [float("-inf")] * 2
+    assert ranks == [2.0, float("inf")]  # tie with item 4 (lower index first); item 2 was seen
+
+
+def test_recommend_never_returns_seen_items():
+    vocab = ItemVocab.from_items(item_rows(12))
+    rec = Recommender(tiny_model(), vocab, {}, torch.zeros(13, dtype=torch.float64))
+    users = [events("u", ["i1", "i2", "i3"]), events("v", [f"i{i}" for i in range(1, 11)]), events("w", ["nope"])]
+    top, sc = recommend(rec, users, k=5)
+    assert set(top[0].tolist()).isdisjoint({1, 2, 3}) and 0 not in top[0].tolist()
+    assert top[1].tolist()[:2] in ([11, 12], [12, 11]) and top[1].tolist()[2:] == [0, 0, 0]
+    assert 0 not in top[2].tolist()  # cold user: popularity fallback over the whole catalogue
+    assert (sc[0, :-1] >= sc[0, 1:]).all()
+
+
+def test_a_target_the_model_does_not_know_is_a_miss():
+    vocab = ItemVocab.from_items(item_rows(12))
+    rec = Recommender(tiny_model(), vocab, {}, torch.zeros(13, dtype=torch.float64))
+    m = evaluate_recommender(rec, [Holdout(events("u", ["i1"]), "unknown-item")])
+    assert m["hr_at_10"] == 0.0 and m["recall_at_50"] == 0.0 and m["n_users"] == 1.0

@@ -1,0 +1,226 @@
+"""Pipeline tests of models/ on a real MLflow registry (SQLite in tmp_path) and a tiny lake:
+train.run end to end, the promotion gate, forced promotion / roll-back, the pyfunc, candidates."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnrec import lake
+from attnrec.settings import get_settings
+
+DT = "2026-01-31"
+N_ITEMS, N_USERS = 30, 40
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and avoids spin-waiting on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_features(root: str, dt: str = DT) -> None:
+    """A tiny published features partition: users walk a fixed permutation of the items (so the next item
+    is learnable), with impressions, dwell and time gaps mixed in; user u039 has seen 27 of the 30 items."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(7)
+    perm = list(range(1, N_ITEMS + 1))
+    rng.shuffle(perm)
+    rows = []
+    for u in range(N_USERS):
+        n = 27 if u == N_USERS - 1 else rng.randint(4, 9)
+        s = rng.randrange(N_ITEMS)
+        items = [f"m{perm[(s + j) % N_ITEMS]:02d}" for j in range(n)]
+        types = ["impression" if j % 5 == 4 else rng.choice(["click", "view", "purchase"]) for j in range(n)]
+        times = [1_767_000_000_000 + u * 10_000_000 + j * rng.randint(1000, 900_000) for j in range(n)]
+        dwell = [None if j % 3 == 0 else rng.randint(0, 60_000) for j in range(n)]
+        rows.append({"user_id": f"u{u:03d}", "item_ids": items, "event_types": types, "event_times_ms": times,
+                     "dwell_ms": dwell, "length": n})
+    seq_schema = pa.schema([("user_id", pa.string()), ("item_ids", pa.list_(pa.string())),
+                            ("event_types", pa.list_(pa.string())), ("event_times_ms", pa.list_(pa.int64())),
+                            ("dwell_ms", pa.list_(pa.int64())), ("length", pa.int32())])
+    genres = ["Action", "Comedy", "Drama", "Horror"]
+    items_table = pa.table({
+        "item_idx": pa.array(range(1, N_ITEMS + 1), pa.int32()),
+        "item_id": [f"m{i:02d}" for i in range(1, N_ITEMS + 1)],
+        "title": [f"Movie {i}" for i in range(1, N_ITEMS + 1)],
+        "categories": pa.array([[genres[i % 4]] if i % 7 else [] for i in range(1, N_ITEMS + 1)], pa.list_(pa.string())),
+        "year": pa.array([None if i % 6 == 0 else 1960 + i for i in range(1, N_ITEMS + 1)], pa.int32()),
+        "popularity": pa.array([0] * N_ITEMS, pa.int64()),
+    })
+    for dataset, table in [(lake.FEATURE_SEQUENCES, pa.Table.from_pylist(rows, seq_schema)), (lake.FEATURE_ITEMS, items_table)]:
+        path = Path(lake.partition(root, dataset, dt))
+        path.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path / "part-00000.parquet")
+        (path / lake.SUCCESS_MARKER).touch()
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNREC_DATA_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("ATTNREC_MLFLOW_ARTIFACTS", (tmp_path / "artifacts").as_uri())
+    monkeypatch.setenv("ATTNREC_TRAIN_EPOCHS", "3")
+    monkeypatch.setenv("ATTNREC_TOP_K", "5")
+    monkeypatch.setenv("ATTNREC_MAX_SEQ_LEN", "32")
+    write_features(str(tmp_path / "lake"))
+    return get_settings()
+
+
+def test_missing_champion_is_a_clear_runtime_error(env):
+    from models import candidates, registry
+
+    expected = (f"no 'champion' version of model 'attention-recommender' in the MLflow registry at "
+                f"{env.mlflow_tracking_uri}; run the train_recommender DAG first")
+    with pytest.raises(RuntimeError) as err:
+        registry.load_champion(env)
+    assert str(err.value) == expected
+    with pytest.raises(RuntimeError, match="run the train_recommender DAG first"):
+        candidates.run(DT, env)
+    assert not Path(lake.staging(env.data_root, lake.CANDIDATES, DT)).exists()
+
+
+def test_promotion_gate_promotes_better_and_refuses_worse(env):
+    import mlflow
+
+    from models import registry
+    from models.data import ItemVocab, leave_one_out, load_features, positive_counts, training_examples
+    from models.evaluate import evaluate_recommender
+    from models.pyfunc import Recommender
+    from models.train import TrainConfig, build_model, fit
+
+    users, items, version = load_features(env.data_root, DT)
+    vocab = ItemVocab.from_items(items)
+    split = leave_one_out(users)
+    counts = positive_counts(split.train, vocab)
+    tcfg = TrainConfig(d_model=32, n_layers=1, dropout=0.0, batch_size=8, lr=1e-2, warmup_steps=5, patience=100)
+
+    def model(trained: bool) -> Recommender:
+        torch.manual_seed(1)
+        rec = Recommender(build_model(vocab, tcfg, 32), vocab, version, counts)
+        if trained:
+            fit(rec, training_examples(split.train, vocab, 32), split.valid, tcfg, epochs=30, max_minutes=1.0,
+                seed=1, device=torch.device("cpu"))
+        return rec
+
+    untrained, trained = model(False), model(True)
+    ndcg = {name: evaluate_recommender(r, split.test)["ndcg_at_10"] for name, r in [("u", untrained), ("t", trained)]}
+    assert ndcg["t"] > ndcg["u"] + 0.2
+
+    experiment = registry.ensure_experiment(env)
+
+    def log_and_gate(rec: Recommender, tmp: Path) -> tuple[str, bool, str]:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            uri = registry.log_recommender(rec, str(tmp), split.test[:2])
+            v = registry.register(env, uri, run.info.run_id)
+            promoted, reason = registry.gate(env, v, evaluate_recommender(rec, split.test)["ndcg_at_10"], split.test, DT)
+        return v, promoted, reason
+
+    v1, p1, r1 = log_and_gate(untrained, env.local_data_root.parent)
+    assert (v1, p1) == ("1", True) and r1.startswith("no champion yet")
+    v2, p2, r2 = log_and_gate(trained, env.local_data_root.parent)
+    assert (v2, p2) == ("2", True) and "> champion v1" in r2
+    v3, p3, r3 = log_and_gate(untrained, env.local_data_root.parent)
+    assert (v3, p3) == ("3", False) and "champion v2" in r3 and r3.endswith("champion kept")
+    assert registry.alias_version(env, "champion") == "2"
+    assert registry.alias_version(env, "challenger") == "3"
+
+    client = registry.client(env)
+    mv3 = client.get_model_version(env.model_name, "3")
+    assert mv3.tags["promotion_decision"] == "rejected"
+    assert float(mv3.tags["champion_ndcg_at_10"]) == pytest.approx(ndcg["t"], abs=1e-6)
+    assert mv3.description == r3
+    assert client.get_model_version(env.model_name, "2").tags["promotion_decision"] == "promoted"
+
+    # the champion served is the trained model, rebuilt from the registry artifact alone
+    rec, version_loaded = registry.load_champion(env)
+    assert version_loaded == "2"
+    assert evaluate_recommender(rec, split.test)["ndcg_at_10"] == pytest.approx(ndcg["t"], abs=1e-6)
+
+    # forced roll-back through the CLI, and a clear error for a version that does not exist
+    registry.main(["promote", "--version", "1", "--reason", "roll back for the test"])
+    assert registry.alias_version(env, "champion") == "1"
+    assert client.get_model_version(env.model_name, "1").tags["promotion_decision"] == "forced"
+    with pytest.raises(ValueError, match="has no version '9'"):
+        registry.promote(env, "9")
+
+
+def test_decide_rule():
+    from models.registry import decide
+
+    assert decide(0.2, None, 0.0)[0] is True
+    assert decide(0.2, 0.1, 0.05, "4") == (True, "test NDCG@10 0.2000 > champion v4 0.1000 + margin 0.0500 on the same holdout")
+    assert decide(0.12, 0.1, 0.05, "4")[0] is False
+    assert decide(0.1, 0.1, 0.0, "4")[0] is False  # a tie keeps the champion
+
+
+def test_train_run_then_candidates(env):
+    import mlflow
+    import pyarrow.parquet as pq
+
+    from models import candidates, registry, train
+
+    result = train.run(DT, env)
+    assert set(result) == {"run_id", "model_version", "metrics", "baseline_metrics", "promoted", "reason"}
+    assert result["model_version"] == "1" and result["promoted"] is True
+    assert result["metrics"]["n_users"] == result["baseline_metrics"]["n_users"] == 40.0
+    for m in (result["metrics"], result["baseline_metrics"]):
+        assert set(m) == {"hr_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_50", "coverage_at_10", "n_users"}
+        assert 0.0 <= m["ndcg_at_10"] <= m["hr_at_10"] <= m["recall_at_50"] <= 1.0
+
+    client = registry.client(env)
+    run = client.get_run(result["run_id"])
+    assert run.data.metrics["test_ndcg_at_10"] == pytest.approx(result["metrics"]["ndcg_at_10"])
+    assert run.data.metrics["pop_test_ndcg_at_10"] == pytest.approx(result["baseline_metrics"]["ndcg_at_10"])
+    assert len(client.get_metric_history(result["run_id"], "val_ndcg_at_10")) == run.data.metrics["epochs_run"] <= 3
+    assert run.data.tags["feature_dt"] == DT
+    assert len(run.data.tags["feature_snapshot_hash"]) == 16 and run.data.tags["git_commit"]
+    assert run.data.params["epochs"] == "3"
+    artifacts = {a.path for a in client.list_artifacts(result["run_id"], "plots")}
+    assert artifacts == {"plots/training_curves.png", "plots/model_vs_popularity.png"}
+    assert client.get_experiment(run.info.experiment_id).artifact_location == env.mlflow_artifact_root
+    assert registry.alias_version(env, "champion") == registry.alias_version(env, "challenger") == "1"
+
+    # the registered pyfunc serves ranked unseen items for features/sequences-shaped input
+    model = mlflow.pyfunc.load_model("models:/attention-recommender@champion")
+    assert model.metadata.get_input_schema().input_names() == ["user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms"]
+    import pandas as pd
+
+    frame = pd.DataFrame([{"user_id": "x", "item_ids": ["m01", "m02"], "event_types": ["click", "view"],
+                           "event_times_ms": [1, 2], "dwell_ms": [10, 20]}])
+    out = model.predict(frame, params={"k": 3})
+    assert out["rank"].tolist() == [1, 2, 3] and not set(out["item_id"]) & {"m01", "m02"}
+
+    # candidates: contract, K per user, no seen items, re-runs replace the partition
+    res = candidates.run(DT, env)
+    assert res["model_version"] == "1" and res["users"] == N_USERS
+    assert res["rows"] == (N_USERS - 1) * 5 + 3  # user u039 saw 27 of 30 items: only 3 are left
+    path = Path(res["path"])
+    assert path == Path(lake.staging(env.data_root, lake.CANDIDATES, DT)) and (path / lake.SUCCESS_MARKER).exists()
+    table = pq.read_table(path)
+    assert [(f.name, str(f.type)) for f in table.schema] == [
+        ("user_id", "string"), ("rank", "int32"), ("item_id", "string"), ("score", "float"),
+        ("model_name", "string"), ("model_version", "string")]
+    cands = table.to_pandas()
+    seqs = pq.read_table(lake.partition(env.data_root, lake.FEATURE_SEQUENCES, DT)).to_pandas()
+    seen = {r.user_id: set(r.item_ids) for r in seqs.itertuples()}
+    assert set(cands["user_id"]) == set(seen)
+    for user, g in cands.groupby("user_id"):
+        k = 3 if user == "u039" else 5
+        assert g["rank"].tolist() == list(range(1, k + 1))
+        assert g["score"].is_monotonic_decreasing
+        assert not set(g["item_id"]) & seen[user]
+        assert g["item_id"].is_unique
+    assert set(cands["model_name"]) == {"attention-recommender"} and set(cands["model_version"]) == {"1"}
+
+    again = candidates.run(DT, env)
+    assert again["rows"] == res["rows"] and pq.read_table(path).num_rows == res["rows"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [f"dt={DT}"]  # no temp or replaced dirs left
