@@ -92,7 +92,7 @@ def test_full_chain_writes_candidates_per_contract(env):
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("attention-recommender", "champion")
     challenger = client.get_model_version_by_alias("attention-recommender", "challenger")
-    assert champion.version == challenger.version == "1"
+    assert str(champion.version) == str(challenger.version) == "1"
 
     assert_ok(dags_test(env, "nightly_candidates"), "nightly_candidates")
     cands = pq.read_table(lake.partition(root, lake.CANDIDATES, DT)).to_pandas()
