@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+import pendulum
 from airflow.sdk import Asset
 
 from attnrec.settings import PROJECT_ROOT, get_settings
@@ -19,6 +20,10 @@ from attnrec.settings import PROJECT_ROOT, get_settings
 #: Published by behavior_etl when features/*/dt=D are in place; train_recommender is scheduled on it.
 #: Each event's ``extra`` carries ``{"dt": "YYYY-MM-DD"}``: the feature partition to train on.
 FEATURES_ASSET = Asset(name="attnrec_features", uri="attnrec://features")
+
+#: Earliest logical date the DAGs accept. Historical logs (MovieLens is from 1997-98) must be runnable and
+#: backfillable; catchup is off, so an early start date schedules nothing by itself.
+START_DATE = pendulum.datetime(1990, 1, 1, tz="UTC")
 
 #: The connection the embedded default uses when the connection named by ATTNREC_SPARK_CONN_ID
 #: (default ``attnrec_spark``) is not defined anywhere: Spark in-process on this machine.

@@ -9,17 +9,16 @@ backfills are safe. A failed gate fails its task; nothing downstream runs and no
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Metadata, dag, task
 
-from attnrec.orchestration import FEATURES_ASSET, default_args, spark_job
+from attnrec.orchestration import FEATURES_ASSET, START_DATE, default_args, spark_job
 
 
 @dag(
     dag_id="behavior_etl",
     # the run for day D starts after D has ended; its logical date (ds) is D
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=2,  # backfills cannot take every slot from the nightly run
     default_args=default_args(),

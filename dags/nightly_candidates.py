@@ -5,17 +5,16 @@
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from attnrec.orchestration import default_args
+from attnrec.orchestration import START_DATE, default_args
 
 
 @dag(
     dag_id="nightly_candidates",
     # the run for day D starts after D has ended; its logical date (ds) is D
     schedule=CronDataIntervalTimetable("0 5 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),

@@ -8,16 +8,15 @@ when it beats the current champion on the same holdout.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, task
 
-from attnrec.orchestration import FEATURES_ASSET, default_args
+from attnrec.orchestration import FEATURES_ASSET, START_DATE, default_args
 
 
 @dag(
     dag_id="train_recommender",
     schedule=[FEATURES_ASSET],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
@@ -27,7 +26,7 @@ from attnrec.orchestration import FEATURES_ASSET, default_args
 def train_recommender():
     @task
     def feature_partition(**context) -> str:
-        from attnrec.orchestration import feature_dt_from_context
+        from attnrec.orchestration import START_DATE, feature_dt_from_context
 
         return feature_dt_from_context(context)
 

@@ -38,6 +38,10 @@ for dag in behavior_etl train_recommender nightly_candidates; do
 done
 
 python -m attnrec summary --dt "$DT"
+if [ ! -f "$ATTNREC_DATA_ROOT/candidates/dt=$DT/_SUCCESS" ]; then
+  echo "error: the DAGs finished but no candidates were published for dt=$DT; see the logs in $AIRFLOW_HOME/demo-*.log"
+  exit 1
+fi
 
 cat <<MSG
 
