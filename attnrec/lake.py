@@ -53,7 +53,7 @@ def require_raw_events(root: str, dt: str) -> str:
     from pyarrow import fs as pafs
 
     path = join(root, RAW_EVENTS, f"dt={check_dt(dt)}")
-    filesystem, local = _fs(path)
+    filesystem, local = filesystem_for(path)
     info = filesystem.get_file_info(local)
     files = []
     if info.type == pafs.FileType.Directory:
@@ -70,7 +70,7 @@ def require_raw_events(root: str, dt: str) -> str:
     return path
 
 
-def _fs(uri: str):
+def filesystem_for(uri: str):
     """A pyarrow filesystem and the path inside it, for a local path or any URI pyarrow knows."""
     from pyarrow import fs
 
@@ -82,7 +82,7 @@ def _fs(uri: str):
 def exists(uri: str) -> bool:
     from pyarrow import fs as pafs
 
-    filesystem, path = _fs(uri)
+    filesystem, path = filesystem_for(uri)
     return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
@@ -95,7 +95,7 @@ def list_partitions(root: str, dataset: str) -> list[str]:
     """The ``YYYY-MM-DD`` of every complete published partition of ``dataset``, sorted."""
     from pyarrow import fs as pafs
 
-    filesystem, base = _fs(join(root, dataset))
+    filesystem, base = filesystem_for(join(root, dataset))
     if filesystem.get_file_info(base).type == pafs.FileType.NotFound:
         return []
     found = []
@@ -107,40 +107,47 @@ def list_partitions(root: str, dataset: str) -> list[str]:
     return sorted(found)
 
 
+def replace_dir(src_uri: str, dst_uri: str) -> str:
+    """Move the finished directory ``src_uri`` to ``dst_uri``, replacing whatever is there.
+
+    The old copy is moved aside first and deleted last, so ``dst_uri`` is missing only between two renames.
+    """
+    from pyarrow import fs as pafs
+
+    fs_, src = filesystem_for(src_uri)
+    _, dst = filesystem_for(dst_uri)
+    fs_.create_dir(dst.rsplit("/", 1)[0], recursive=True)
+    old = f"{dst}.replaced-{uuid.uuid4().hex[:8]}"
+    had_old = fs_.get_file_info(dst).type != pafs.FileType.NotFound
+    if had_old:
+        fs_.move(dst, old)
+    fs_.move(src, dst)
+    if had_old:
+        fs_.delete_dir(old)
+    return dst_uri
+
+
 def publish(root: str, dataset: str, dt: str) -> str:
     """Move the staged partition of ``dataset`` for ``dt`` into place, replacing any earlier one.
 
     Raises ``FileNotFoundError`` naming the staged path when there is nothing complete to publish.
     """
-    from pyarrow import fs as pafs
-
-    src_uri, dst_uri = staging(root, dataset, dt), partition(root, dataset, dt)
-    filesystem, src = _fs(src_uri)
-    _, dst = _fs(dst_uri)
-    if filesystem.get_file_info(f"{src}/{SUCCESS_MARKER}").type == pafs.FileType.NotFound:
+    src_uri = staging(root, dataset, dt)
+    if not is_complete(src_uri):
         raise FileNotFoundError(
             f"nothing complete to publish at {src_uri} (no {SUCCESS_MARKER}); run the job that writes {dataset} for {dt} first"
         )
-    parent = dst.rsplit("/", 1)[0]
-    filesystem.create_dir(parent, recursive=True)
-    old = f"{dst}.replaced-{uuid.uuid4().hex[:8]}"
-    had_old = filesystem.get_file_info(dst).type != pafs.FileType.NotFound
-    if had_old:
-        filesystem.move(dst, old)
-    filesystem.move(src, dst)
-    if had_old:
-        filesystem.delete_dir(old)
-    return dst_uri
+    return replace_dir(src_uri, partition(root, dataset, dt))
 
 
 def write_json(uri: str, payload: dict[str, Any]) -> None:
-    filesystem, path = _fs(uri)
+    filesystem, path = filesystem_for(uri)
     filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with filesystem.open_output_stream(path) as out:
         out.write(json.dumps(payload, indent=2, sort_keys=True).encode())
 
 
 def read_json(uri: str) -> dict[str, Any]:
-    filesystem, path = _fs(uri)
+    filesystem, path = filesystem_for(uri)
     with filesystem.open_input_stream(path) as src:
         return json.loads(src.read().decode())

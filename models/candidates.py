@@ -32,23 +32,6 @@ def candidates_schema():
     return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in CANDIDATE_COLUMNS])
 
 
-def _replace_dir(tmp_uri: str, dst_uri: str) -> None:
-    """Move a finished directory into place, replacing whatever is there."""
-    from pyarrow import fs
-
-    from models.data import filesystem_for
-
-    filesystem, tmp = filesystem_for(tmp_uri)
-    _, dst = filesystem_for(dst_uri)
-    if filesystem.get_file_info(dst).type != fs.FileType.NotFound:
-        old = f"{dst}.replaced-{uuid.uuid4().hex[:8]}"
-        filesystem.move(dst, old)
-        filesystem.move(tmp, dst)
-        filesystem.delete_dir(old)
-    else:
-        filesystem.move(tmp, dst)
-
-
 def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     """Write top-K candidates for every user in features/sequences for ``dt`` to the staging partition.
 
@@ -78,9 +61,7 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
 
     out_uri = lake.staging(settings.data_root, lake.CANDIDATES, dt)
     tmp_uri = f"{out_uri}.tmp-{uuid.uuid4().hex[:8]}"
-    from models.data import filesystem_for
-
-    filesystem, tmp = filesystem_for(tmp_uri)
+    filesystem, tmp = lake.filesystem_for(tmp_uri)
     filesystem.create_dir(tmp, recursive=True)
     schema = candidates_schema()
     rows, start = 0, time.monotonic()
@@ -107,7 +88,7 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
                 log.info("candidates: %d/%d users, %.0f users/s", done, len(users), done / elapsed)
         with filesystem.open_output_stream(f"{tmp}/{lake.SUCCESS_MARKER}"):
             pass
-        _replace_dir(tmp_uri, out_uri)
+        lake.replace_dir(tmp_uri, out_uri)
     except BaseException:
         from pyarrow import fs
 

@@ -68,19 +68,13 @@ def feature_paths(root: str, dt: str) -> dict[str, str]:
     return paths
 
 
-def filesystem_for(uri: str):
-    from pyarrow import fs
-
-    return (fs.LocalFileSystem(), uri) if "://" not in uri else fs.FileSystem.from_uri(uri)
-
-
 def snapshot_hash(paths: Sequence[str]) -> str:
     """sha256 (first 16 hex) over the names and bytes of every data file in the given partitions."""
     from pyarrow import fs
 
     digest = hashlib.sha256()
     for uri in paths:
-        filesystem, base = filesystem_for(uri)
+        filesystem, base = lake.filesystem_for(uri)
         infos = [i for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True)) if i.type == fs.FileType.File]
         for info in sorted(infos, key=lambda i: i.path):
             if info.base_name.startswith(("_", ".")):
@@ -96,7 +90,7 @@ def read_table(uri: str) -> list[dict[str, Any]]:
     """Rows of a parquet partition as dicts (files starting with ``_`` or ``.`` are ignored)."""
     import pyarrow.parquet as pq
 
-    filesystem, path = filesystem_for(uri)
+    filesystem, path = lake.filesystem_for(uri)
     return pq.read_table(path, filesystem=filesystem).to_pylist()
 
 

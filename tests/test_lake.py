@@ -1,0 +1,85 @@
+"""attnrec.lake and attnrec.settings: paths, staged publish, partition listing, env parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnrec import lake
+from attnrec.contracts import check_dt
+from attnrec.settings import get_settings
+
+DT = "2026-01-31"
+
+
+def stage(root: str, dataset: str, dt: str, content: str, complete: bool = True) -> None:
+    from pathlib import Path
+
+    path = Path(lake.staging(root, dataset, dt))
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "part-0.parquet").write_text(content)
+    if complete:
+        (path / lake.SUCCESS_MARKER).write_text("")
+
+
+def test_paths():
+    assert lake.partition("/lake", lake.CLEAN_EVENTS, DT) == "/lake/clean/events/dt=2026-01-31"
+    assert lake.staging("s3a://b/x/", lake.CANDIDATES, DT) == "s3a://b/x/_staging/candidates/dt=2026-01-31"
+
+
+def test_publish_replaces_the_partition_whole(tmp_path):
+    root = str(tmp_path)
+    stage(root, lake.CANDIDATES, DT, "v1")
+    lake.publish(root, lake.CANDIDATES, DT)
+    stage(root, lake.CANDIDATES, DT, "v2")
+    published = lake.publish(root, lake.CANDIDATES, DT)
+    assert (tmp_path / "candidates" / f"dt={DT}" / "part-0.parquet").read_text() == "v2"
+    assert published == lake.partition(root, lake.CANDIDATES, DT)
+    assert sorted(p.name for p in (tmp_path / "candidates").iterdir()) == [f"dt={DT}"]  # no leftovers
+    assert not (tmp_path / "_staging" / "candidates" / f"dt={DT}").exists()
+    assert lake.list_partitions(root, lake.CANDIDATES) == [DT]
+
+
+def test_publish_refuses_an_incomplete_partition_and_keeps_the_old_one(tmp_path):
+    root = str(tmp_path)
+    stage(root, lake.CANDIDATES, DT, "good")
+    lake.publish(root, lake.CANDIDATES, DT)
+    stage(root, lake.CANDIDATES, DT, "half", complete=False)
+    with pytest.raises(FileNotFoundError, match="no _SUCCESS"):
+        lake.publish(root, lake.CANDIDATES, DT)
+    assert (tmp_path / "candidates" / f"dt={DT}" / "part-0.parquet").read_text() == "good"
+
+
+def test_list_partitions_skips_incomplete(tmp_path):
+    (tmp_path / "clean" / "events" / "dt=2026-01-01").mkdir(parents=True)
+    done = tmp_path / "clean" / "events" / "dt=2026-01-02"
+    done.mkdir(parents=True)
+    (done / lake.SUCCESS_MARKER).write_text("")
+    assert lake.list_partitions(str(tmp_path), lake.CLEAN_EVENTS) == ["2026-01-02"]
+
+
+def test_require_raw_events(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}/raw/events/dt={DT}"):
+        lake.require_raw_events(str(tmp_path), DT)
+    day = tmp_path / "raw" / "events" / f"dt={DT}"
+    day.mkdir(parents=True)
+    (day / "_SUCCESS").write_text("")  # markers are not data
+    with pytest.raises(FileNotFoundError, match="found no files"):
+        lake.require_raw_events(str(tmp_path), DT)
+    (day / "a.jsonl.gz").write_bytes(b"")
+    assert lake.require_raw_events(str(tmp_path), DT) == str(day)
+
+
+@pytest.mark.parametrize("bad", ["2026-1-31", "2026-02-30", "yesterday", ""])
+def test_check_dt_names_the_bad_value(bad):
+    with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(")):
+        check_dt(bad)
+
+
+def test_settings_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTNREC_DATA_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("ATTNREC_TOP_K", "7")
+    s = get_settings()
+    assert s.data_root == str(tmp_path / "lake") and s.top_k == 7 and s.model_name == "attention-recommender"
+    monkeypatch.setenv("ATTNREC_TOP_K", "many")
+    with pytest.raises(ValueError, match="ATTNREC_TOP_K='many' is not an integer"):
+        get_settings()
