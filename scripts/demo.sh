@@ -8,9 +8,10 @@ export PATH="$ROOT/.venv/bin:$PATH"
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.airflow}"
 export ATTNREC_DATA_ROOT="${ATTNREC_DATA_ROOT:-$ROOT/data}"
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/.mlflow/mlflow.db}"
-export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 mkdir -p "$AIRFLOW_HOME" "$ROOT/.mlflow"
+# Airflow's default dags folder is $AIRFLOW_HOME/dags: point it at the repo's DAGs
+[ -e "$AIRFLOW_HOME/dags" ] || ln -s "$ROOT/dags" "$AIRFLOW_HOME/dags"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -48,6 +49,6 @@ cat <<MSG
 Timings: behavior_etl ${SECONDS_TAKEN[behavior_etl]} s, train_recommender ${SECONDS_TAKEN[train_recommender]} s, nightly_candidates ${SECONDS_TAKEN[nightly_candidates]} s
 
 Open the UIs:
-  Airflow : AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags AIRFLOW__CORE__LOAD_EXAMPLES=False .venv/bin/airflow standalone   (http://127.0.0.1:8080; the admin password is printed at start)
+  Airflow : AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__LOAD_EXAMPLES=False .venv/bin/airflow standalone   (http://127.0.0.1:8080; the admin password is printed at start)
   MLflow  : .venv/bin/mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI --host 127.0.0.1 --port 5000   (http://127.0.0.1:5000)
 MSG

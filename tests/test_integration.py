@@ -29,7 +29,6 @@ def env(tmp_path_factory) -> dict[str, str]:
     env.update(
         PATH=f"{bin_dir}:{env.get('PATH', '')}",
         AIRFLOW_HOME=str(base / "airflow"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         ATTNREC_DATA_ROOT=str(base / "data"),
         MLFLOW_TRACKING_URI=f"sqlite:///{base / 'mlflow.db'}",
@@ -39,6 +38,8 @@ def env(tmp_path_factory) -> dict[str, str]:
         ATTNREC_TOP_K=str(TOP_K),
         ATTNREC_SPARK_DRIVER_MEMORY="1g",
     )
+    (base / "airflow").mkdir()
+    (base / "airflow" / "dags").symlink_to(REPO / "dags")  # Airflow's default dags folder, $AIRFLOW_HOME/dags
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     from attnrec.generate import generate
 
