@@ -25,8 +25,9 @@ check-java:
 demo: venv check-java
 	@bash scripts/demo.sh
 
+# the venv's bin first on PATH: spark-submit finds its SPARK_HOME through the venv's python
 test: venv check-java
-	$(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 clean-demo:
 	rm -rf data .airflow .mlflow

@@ -10,6 +10,7 @@ import datetime as dt_
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pendulum
@@ -49,11 +50,29 @@ def ensure_default_spark_connection() -> str:
     return conn_id
 
 
+def _spark_submit_env() -> dict[str, str]:
+    """PATH and SPARK_HOME for spark-submit when Airflow runs from a virtualenv that is not activated.
+
+    ``spark-submit`` from the pyspark wheel locates Spark through the ``python3`` on PATH; put this
+    interpreter's bin directory first, and default SPARK_HOME to the installed pyspark (a user's own
+    SPARK_HOME, e.g. a cluster's Spark distribution, wins).
+    """
+    import importlib.util
+
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if "SPARK_HOME" not in os.environ:
+        spec = importlib.util.find_spec("pyspark")  # locates the package without importing it
+        if spec and spec.submodule_search_locations:
+            env["SPARK_HOME"] = list(spec.submodule_search_locations)[0]
+    return env
+
+
 def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args: list[str] | None = None):
     """A SparkSubmitOperator for ``jobs/<job>.py --dt <logical date>`` on the attnrec Spark connection."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     python = os.environ.get("ATTNREC_SPARK_PYTHON", sys.executable)
+    env = {"ATTNREC_DATA_ROOT": get_settings().data_root, **_spark_submit_env()}
     return SparkSubmitOperator(
         task_id=task_id,
         application=str(PROJECT_ROOT / "jobs" / f"{job}.py"),
@@ -62,7 +81,7 @@ def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args:
         name=f"attnrec-{job}",
         driver_memory=os.environ.get("ATTNREC_SPARK_DRIVER_MEMORY", "4g"),
         conf={"spark.pyspark.python": python, "spark.pyspark.driver.python": python, "spark.log.level": "WARN"},
-        env_vars={"ATTNREC_DATA_ROOT": get_settings().data_root},
+        env_vars=env,
         verbose=False,
     )
 

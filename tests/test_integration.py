@@ -24,10 +24,8 @@ TOP_K = 20
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("chain")
-    bin_dir = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ATTNREC_", "MLFLOW_"))}
     env.update(
-        PATH=f"{bin_dir}:{env.get('PATH', '')}",
         AIRFLOW_HOME=str(base / "airflow"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         ATTNREC_DATA_ROOT=str(base / "data"),
