@@ -124,17 +124,10 @@ def transform_items(events, catalogue, vocab):
         )
     else:
         content = events.sparkSession.createDataFrame([], "item_id string, title string, categories array<string>, year int")
-    items = content.join(stats, "item_id", "full_outer").select(
-        "item_id",
-        "title",
-        F.coalesce("categories", F.array().cast("array<string>")).alias("categories"),
-        "year",
-        F.coalesce("popularity", F.lit(0)).cast("long").alias("popularity"),
-        "first_seen_ms",
-    )
     if vocab is None:
         vocab = events.sparkSession.createDataFrame([], "item_id string, item_idx int")
-    items = items.join(vocab, "item_id", "full_outer").select(
+    # an item once indexed keeps its index, even on a day it is neither seen nor in the catalogue
+    items = content.join(stats, "item_id", "full_outer").join(vocab, "item_id", "full_outer").select(
         "item_id",
         "title",
         F.coalesce("categories", F.array().cast("array<string>")).alias("categories"),
@@ -142,7 +135,7 @@ def transform_items(events, catalogue, vocab):
         F.coalesce("popularity", F.lit(0)).cast("long").alias("popularity"),
         "first_seen_ms",
         "item_idx",
-    )  # an item once indexed keeps its index, even on a day it is not seen
+    )
     offset = vocab.agg(F.coalesce(F.max("item_idx"), F.lit(0)).alias("m")).first()["m"]  # one number
     new_order = Window.orderBy(F.col("first_seen_ms").asc_nulls_last(), F.col("item_id"))
     new_items = items.where(F.col("item_idx").isNull()).withColumn(
