@@ -37,7 +37,6 @@ import datetime as dt_
 import gzip
 import json
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -376,17 +375,6 @@ def _local_root(data_root: str) -> Path:
     return Path(data_root.removeprefix("file://"))
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Put ``tmp`` at ``final``, replacing what was there whole."""
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    had_old = final.exists()
-    if had_old:
-        final.rename(old)
-    tmp.rename(final)
-    if had_old:
-        shutil.rmtree(old)
-
-
 def _gzip_writer(path: Path):
     raw = open(path, "wb")
     return raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0)
@@ -528,7 +516,7 @@ def generate(
             for raw, gz in writers:
                 gz.close()
                 raw.close()
-        _replace_dir(tmp, final)
+        lake.replace_dir(str(tmp), str(final))
         result_days[dt] = {
             "lines": good_done + bad_done,
             "good": good_done,

@@ -160,13 +160,7 @@ def land(data_root: str, source_dir: Path, dt: str | None = None) -> dict[str, A
             for n, (row, ms) in enumerate(zip(rows, times), start=1)
         ]
         gz.write(("\n".join(lines) + "\n").encode())
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    had_old = final.exists()
-    if had_old:
-        final.rename(old)
-    tmp.rename(final)
-    if had_old:
-        shutil.rmtree(old)
+    lake.replace_dir(str(tmp), str(final))
 
     item_header, item_rows = _read_tsv(item_path)
     k_id, k_title, k_year, k_class = (
