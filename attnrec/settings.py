@@ -59,6 +59,8 @@ class Settings:
     event_time_tolerance_hours: int  # ATTNREC_CLOCK_SKEW_HOURS: event_time allowed past the landing day
     max_dwell_ms: int  # ATTNREC_MAX_DWELL_MS: dwell above this is quarantined as absurd
     max_quarantine_share: float  # ATTNREC_MAX_QUARANTINE_SHARE: gate on quarantined / raw lines
+    bot_events_per_day: int  # ATTNREC_BOT_EVENTS_PER_DAY: a user with more clean events in a day is a bot
+    dedupe_lookback_days: int  # ATTNREC_DEDUPE_LOOKBACK_DAYS: earlier clean days checked for re-sent event_ids
     seed: int  # ATTNREC_SEED: the one seed every random choice derives from
     train_epochs: int  # ATTNREC_TRAIN_EPOCHS
     train_max_minutes: float  # ATTNREC_TRAIN_MAX_MINUTES: wall-clock budget for training
@@ -94,6 +96,8 @@ def get_settings() -> Settings:
         event_time_tolerance_hours=_int("ATTNREC_CLOCK_SKEW_HOURS", 24),
         max_dwell_ms=_int("ATTNREC_MAX_DWELL_MS", 6 * 3600 * 1000),
         max_quarantine_share=_float("ATTNREC_MAX_QUARANTINE_SHARE", 0.05),
+        bot_events_per_day=_int("ATTNREC_BOT_EVENTS_PER_DAY", 5000),
+        dedupe_lookback_days=_int("ATTNREC_DEDUPE_LOOKBACK_DAYS", 7),
         seed=_int("ATTNREC_SEED", 42),
         train_epochs=_int("ATTNREC_TRAIN_EPOCHS", 30),
         train_max_minutes=_float("ATTNREC_TRAIN_MAX_MINUTES", 5.0),

@@ -6,6 +6,9 @@
 
 Every raw line ends in exactly one place: clean, quarantine (with the first rule it breaks), or counted
 as an identical duplicate of a clean event, so ``raw_lines == clean + quarantined + duplicates``.
+Duplicates are found within the day and against the published clean partitions of the previous
+``dedupe_lookback_days`` days (late re-sends); users with more than ``bot_events_per_day`` clean events
+in the day are labelled bots and their events quarantined as ``bot_user``.
 The gate then validates the staged output and ``publish`` moves it into place.
 
 Run: ``spark-submit jobs/clean.py --dt 2026-01-31`` (or ``python jobs/clean.py --dt ...``).
@@ -48,6 +51,8 @@ class CleanParams:
     dt: str
     event_time_tolerance_hours: int = 24
     max_dwell_ms: int = 6 * 3600 * 1000
+    bot_events_per_day: int = 5000
+    dedupe_lookback_days: int = 7
 
     @property
     def max_event_time_ms(self) -> int:
@@ -69,11 +74,46 @@ def extract(spark, raw_dir: str):
     return df.select(F.col("value").alias("raw_line"), F.input_file_name().alias("source_file"))
 
 
-def transform(raw, params: CleanParams):
+def content_hash(*columns):
+    """sha256 of the normalised contract columns: two events with the same hash carry the same content."""
+    from pyspark.sql import functions as F
+
+    return F.sha2(F.to_json(F.struct(*(columns or [F.col(c) for c in CLEAN_COLUMNS]))), 256)
+
+
+def lookback_days(dt: str, days: int) -> list[str]:
+    """The ``days`` landing days before ``dt`` (oldest first), the window late re-sends are checked against."""
+    day = dt_.date.fromisoformat(dt)
+    return [(day - dt_.timedelta(days=k)).isoformat() for k in range(days, 0, -1)]
+
+
+def extract_earlier(spark, root: str, params: CleanParams):
+    """``event_id, content`` of every event in the published clean partitions of the look-back window.
+
+    ``None`` when the window is empty (0 days) or none of its days is published. Only complete published
+    partitions count (``lake.list_partitions``), never day ``dt`` itself, which this run replaces.
+    """
+    from pyspark.sql import functions as F
+
+    wanted = set(lookback_days(params.dt, params.dedupe_lookback_days))
+    days = [d for d in lake.list_partitions(root, lake.CLEAN_EVENTS) if d in wanted]
+    if not days:
+        return None
+    paths = [lake.partition(root, lake.CLEAN_EVENTS, d) for d in days]
+    earlier = spark.read.parquet(*paths).select(*CLEAN_COLUMNS)
+    return earlier.select("event_id", content_hash().alias("content"))
+
+
+def transform(raw, params: CleanParams, earlier=None):
     """Classify every raw line. Returns ``(clean, quarantine, duplicates)`` DataFrames.
 
     ``clean`` has the contract columns; ``quarantine`` has raw_line, reason, source_file; ``duplicates``
     holds identical re-sends of a clean event (same event_id, same content), which are only counted.
+    ``earlier`` (optional, from :func:`extract_earlier`) is ``event_id, content`` of events already
+    published on earlier days: a valid line whose event_id is there is a duplicate when its content is the
+    same and a ``conflicting_duplicate_event_id`` when it differs; it is never clean again.
+    Of the remaining new events, those of a user with more than ``params.bot_events_per_day`` of them
+    are quarantined as ``bot_user`` (their identical re-sends stay counted as duplicates).
     Pure: no I/O, deterministic for the same input.
     """
     from pyspark.sql import Window
@@ -153,21 +193,41 @@ def transform(raw, params: CleanParams):
         optional_text("device").alias("device"),
     )
 
-    valid = classified.where(F.col("reason").isNull())
-    content = F.sha2(F.to_json(F.struct(*[F.col(c) for c in CLEAN_COLUMNS])), 256)
-    by_id = Window.partitionBy("event_id").orderBy("event_time_ms", "content", "raw_line", "source_file")
-    ranked = valid.withColumn("content", content).withColumn("pos", F.row_number().over(by_id))
-    ranked = ranked.withColumn("kept_content", F.first("content").over(by_id))
+    valid = classified.where(F.col("reason").isNull()).withColumn("content", content_hash())
+    seen_before = F.lit(False)
+    if earlier is not None:  # late re-sends of events published on earlier days
+        known = earlier.groupBy("event_id").agg(F.collect_set("content").alias("earlier_contents"))
+        valid = valid.join(known, "event_id", "left")
+        seen_before = F.col("earlier_contents").isNotNull()
+        same_before = F.coalesce(F.array_contains("earlier_contents", F.col("content")), F.lit(False))
+    else:
+        same_before = F.lit(False)
+    late = valid.where(seen_before)
+    new = valid.where(~seen_before)
 
-    clean = ranked.where(F.col("pos") == 1).select(*CLEAN_COLUMNS)
-    duplicates = ranked.where((F.col("pos") > 1) & (F.col("content") == F.col("kept_content"))).select(
-        "raw_line", "source_file", "event_id"
+    by_id = Window.partitionBy("event_id").orderBy("event_time_ms", "content", "raw_line", "source_file")
+    ranked = new.withColumn("pos", F.row_number().over(by_id))
+    ranked = ranked.withColumn("kept_content", F.first("content").over(by_id))
+    kept = ranked.where(F.col("pos") == 1)
+    per_user = kept.groupBy("user_id").agg(F.count(F.lit(1)).alias("user_events"))
+    kept = kept.join(per_user, "user_id")
+    is_bot = F.col("user_events") > params.bot_events_per_day
+
+    clean = kept.where(~is_bot).select(*CLEAN_COLUMNS)
+    bots = kept.where(is_bot).select("raw_line", F.lit("bot_user").alias("reason"), "source_file")
+    duplicates = (
+        ranked.where((F.col("pos") > 1) & (F.col("content") == F.col("kept_content")))
+        .select("raw_line", "source_file", "event_id")
+        .unionByName(late.where(same_before).select("raw_line", "source_file", "event_id"))
     )
-    conflicts = ranked.where((F.col("pos") > 1) & (F.col("content") != F.col("kept_content"))).select(
-        "raw_line", F.lit("conflicting_duplicate_event_id").alias("reason"), "source_file"
+    conflicts = (
+        ranked.where((F.col("pos") > 1) & (F.col("content") != F.col("kept_content")))
+        .select("raw_line", "source_file")
+        .unionByName(late.where(~same_before).select("raw_line", "source_file"))
+        .select("raw_line", F.lit("conflicting_duplicate_event_id").alias("reason"), "source_file")
     )
     quarantine = classified.where(F.col("reason").isNotNull()).select("raw_line", "reason", "source_file")
-    return clean, quarantine.unionByName(conflicts), duplicates
+    return clean, quarantine.unionByName(conflicts).unionByName(bots), duplicates
 
 
 def reconcile(dt: str, raw_lines: int, clean: int, quarantined_by_reason: dict[str, int], duplicates: int) -> dict:
@@ -202,7 +262,8 @@ def load(clean, quarantine, root: str, dt: str) -> tuple[str, str]:
 def run(spark, root: str, params: CleanParams) -> dict:
     """extract -> transform -> load, then count from the written files and write the reconciliation."""
     raw = extract(spark, lake.join(root, lake.RAW_EVENTS, f"dt={params.dt}")).cache()
-    clean, quarantine, duplicates = transform(raw, params)
+    earlier = extract_earlier(spark, root, params)
+    clean, quarantine, duplicates = transform(raw, params, earlier)
     clean_dir, quarantine_dir = load(clean, quarantine, root, params.dt)
     by_reason = {
         row["reason"]: row["count"]
@@ -233,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         dt=args.dt,
         event_time_tolerance_hours=settings.event_time_tolerance_hours,
         max_dwell_ms=settings.max_dwell_ms,
+        bot_events_per_day=settings.bot_events_per_day,
+        dedupe_lookback_days=settings.dedupe_lookback_days,
     )
     spark = get_spark(f"attnrec-clean-{args.dt}")
     try:

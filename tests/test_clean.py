@@ -154,3 +154,74 @@ def test_run_reads_plain_and_gzip_and_writes_staged_outputs(spark, tmp_path):
 def test_missing_raw_partition_names_the_path(spark, tmp_path):
     with pytest.raises(FileNotFoundError, match=f"raw/events/dt={DT}"):
         extract(spark, str(tmp_path / "raw" / "events" / f"dt={DT}"))
+
+
+def test_users_above_the_bot_rate_are_quarantined_not_dropped(spark):
+    params = CleanParams(dt=DT, event_time_tolerance_hours=24, max_dwell_ms=3_600_000, bot_events_per_day=2)
+    bot = [ev(event_id=f"b{i}", user_id="bot") for i in range(3)]
+    human = [ev(event_id=f"h{i}", user_id="human") for i in range(2)]
+    resent = ev(event_id="b0", user_id="bot")  # an identical re-send of a bot event stays a counted duplicate
+    bad = ev(event_id="b9", user_id="bot", event_type="teleport")  # invalid lines keep their own reason
+    lines = [*bot, *human, resent, bad]
+    raw = spark.createDataFrame([(line, "f.jsonl") for line in lines], "raw_line string, source_file string")
+    clean, quarantine, duplicates = transform(raw, params)
+    assert sorted(r["event_id"] for r in clean.collect()) == ["h0", "h1"]
+    assert sorted((r["raw_line"], r["reason"]) for r in quarantine.collect()) == sorted(
+        [(line, "bot_user") for line in bot] + [(bad, "unknown_event_type")]
+    )
+    assert [r["raw_line"] for r in duplicates.collect()] == [resent]
+
+
+def earlier_events(spark, lines: list[str]):
+    """``event_id, content`` as extract_earlier gives them, from lines that were clean on an earlier day."""
+    from jobs.clean import content_hash
+
+    raw = spark.createDataFrame([(line, "old.jsonl") for line in lines], "raw_line string, source_file string")
+    clean, _, _ = transform(raw, PARAMS)
+    return clean.select("event_id", content_hash().alias("content"))
+
+
+def test_late_resends_of_earlier_days_are_counted_or_quarantined(spark):
+    earlier = earlier_events(spark, [ev(event_id="old1"), ev(event_id="old2")])
+    same = ev(event_id="old1")
+    changed = ev(event_id="old2", item_id="i9")
+    fresh = ev(event_id="new1")
+    lines = [same, same, changed, fresh]
+    raw = spark.createDataFrame([(line, "f.jsonl") for line in lines], "raw_line string, source_file string")
+    clean, quarantine, duplicates = transform(raw, PARAMS, earlier)
+    assert [r["event_id"] for r in clean.collect()] == ["new1"]
+    assert [(r["raw_line"], r["reason"]) for r in quarantine.collect()] == [(changed, "conflicting_duplicate_event_id")]
+    assert sorted(r["raw_line"] for r in duplicates.collect()) == [same, same]
+
+
+def test_run_dedupes_against_published_days_inside_the_lookback_only(spark, tmp_path):
+    from attnrec import lake
+
+    root = str(tmp_path)
+
+    def land(dt: str, lines: list[str]) -> None:
+        day = tmp_path / "raw" / "events" / f"dt={dt}"
+        day.mkdir(parents=True)
+        (day / "a.jsonl").write_text("\n".join(lines) + "\n")
+
+    land("2025-12-30", [ev(event_id="e-old", event_time="2025-12-30T10:00:00Z")])
+    land("2026-01-01", [ev(event_id="e1", event_time="2026-01-01T10:00:00Z")])
+    for dt in ("2025-12-30", "2026-01-01"):
+        run(spark, root, CleanParams(dt=dt, max_dwell_ms=3_600_000, dedupe_lookback_days=2))
+        lake.publish(root, lake.QUARANTINE_EVENTS, dt)
+        lake.publish(root, lake.CLEAN_EVENTS, dt)
+    resent = ev(event_id="e1", event_time="2026-01-01T10:00:00Z")
+    conflicting = ev(event_id="e1", event_time="2026-01-01T10:00:00Z", dwell_ms=5)
+    too_old_to_see = ev(event_id="e-old", event_time="2025-12-30T10:00:00Z")  # 3 days back: outside the window
+    land(DT, [resent, conflicting, too_old_to_see, ev(event_id="e2")])
+    summary = run(spark, root, CleanParams(dt=DT, max_dwell_ms=3_600_000, dedupe_lookback_days=2))
+    assert summary == {
+        "dt": DT,
+        "raw_lines": 4,
+        "clean": 2,
+        "quarantined": 1,
+        "quarantined_by_reason": {"conflicting_duplicate_event_id": 1},
+        "duplicates": 1,
+    }
+    clean = spark.read.parquet(lake.staging(root, lake.CLEAN_EVENTS, DT))
+    assert sorted(r["event_id"] for r in clean.collect()) == ["e-old", "e2"]
