@@ -1,0 +1,128 @@
+"""behavior_etl failure modes end to end: a flood of bad lines, and a clean job killed half-way.
+
+The flood runs the real DAG with ``airflow dags test`` in a fresh Airflow home (the pattern of
+tests/test_integration.py); the kill runs ``python jobs/clean.py`` as a subprocess and SIGKILLs its
+process group (Python driver and JVM) once it has started writing to staging.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attnrec import lake
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def job_env(base: Path) -> dict[str, str]:
+    """The environment of a fresh, isolated run: only our lake root, Airflow home and small Spark memory."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ATTNREC_", "MLFLOW_"))}
+    env.update(
+        PATH=f"{bin_dir}:{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(base / "airflow"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        ATTNREC_DATA_ROOT=str(base / "data"),
+        MLFLOW_TRACKING_URI=f"sqlite:///{base / 'mlflow.db'}",
+        ATTNREC_SPARK_DRIVER_MEMORY="1g",
+        ATTNREC_SPARK_MASTER="local[2]",
+    )
+    return env
+
+
+def test_flood_of_bad_lines_fails_the_dag_and_publishes_nothing(tmp_path):
+    from attnrec.generate import generate
+
+    dt = "2026-04-01"
+    env = job_env(tmp_path)
+    (tmp_path / "airflow").mkdir()
+    (tmp_path / "airflow" / "dags").symlink_to(REPO / "dags")
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    root = env["ATTNREC_DATA_ROOT"]
+    generate(root, start_dt=dt, days=1, users=50, items=200, events_per_day=2000, seed=3, bad_fraction=0.3)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", "behavior_etl", dt],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+        cwd=env["AIRFLOW_HOME"],
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-4000:]
+    assert f"reconciliation FAILED for dt={dt}" in output, output[-4000:]
+    assert "of raw_lines=2000 is" in output and "above the threshold 5.00% (ATTNREC_MAX_QUARANTINE_SHARE=0.05)" in output
+    for dataset in (lake.CLEAN_EVENTS, lake.QUARANTINE_EVENTS, lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS):
+        assert not lake.exists(lake.partition(root, dataset, dt)), f"{dataset} was published after a failed gate"
+    assert lake.list_partitions(root, lake.CLEAN_EVENTS) == []
+
+
+def parquet_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).num_rows
+
+
+def test_killed_clean_job_leaves_the_published_partition_and_the_rerun_completes(spark, tmp_path):
+    from attnrec.generate import generate
+    from jobs.clean import CleanParams, run
+
+    dt = "2026-04-02"
+    env = job_env(tmp_path)
+    root = env["ATTNREC_DATA_ROOT"]
+    params = CleanParams(dt=dt)
+
+    generate(root, start_dt=dt, days=1, users=30, items=100, events_per_day=500, seed=5)
+    first = run(spark, root, params)
+    lake.publish(root, lake.QUARANTINE_EVENTS, dt)
+    published = lake.publish(root, lake.CLEAN_EVENTS, dt)
+    assert first["clean"] == 500 and parquet_rows(published) == 500
+
+    # the day is re-landed, bigger; the re-run of clean is killed once it writes to staging
+    generate(root, start_dt=dt, days=1, users=300, items=500, events_per_day=40_000, seed=6)
+    staged = lake.staging(root, lake.CLEAN_EVENTS, dt)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "jobs" / "clean.py"), "--dt", dt],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the driver and its JVM die together
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not lake.exists(staged) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lake.exists(staged) and proc.poll() is None, "clean never started writing to staging"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    assert parquet_rows(published) == 500  # the previous state is intact and readable
+    assert lake.read_json(lake.join(published, lake.RECONCILIATION_FILE)) == first
+    assert not lake.is_complete(staged)
+    with pytest.raises(FileNotFoundError, match="nothing complete to publish"):
+        lake.publish(root, lake.CLEAN_EVENTS, dt)
+    assert parquet_rows(published) == 500
+
+    second = run(spark, root, params)  # the next run replaces the half-written staging whole
+    assert second == {
+        "dt": dt,
+        "raw_lines": 40_000,
+        "clean": 40_000,
+        "quarantined": 0,
+        "quarantined_by_reason": {},
+        "duplicates": 0,
+    }
+    assert lake.is_complete(staged) and parquet_rows(staged) == 40_000
+    assert parquet_rows(lake.publish(root, lake.CLEAN_EVENTS, dt)) == 40_000
