@@ -1,0 +1,167 @@
+"""Static checks of the cluster stack definition (docker-compose.yml, Dockerfile, .env.example).
+
+There is no Docker engine on the CI machine, so these read the files as data and assert the properties the
+README promises: every service of the topology, health checks, loopback-only ports, named volumes, no default
+passwords, a GPU reservation for the trainer and an image built from requirements.lock.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = (
+    "postgres",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "mlflow",
+    "spark-master",
+    "spark-worker",
+    "trainer",
+)
+#: Services that run once and exit (no health check expected): the DB migration and the on-demand trainer.
+ONE_SHOT = {"airflow-init", "trainer"}
+REQUIRED_VAR = re.compile(r"\$\{(\w+):\?[^}]+\}")
+ANY_VAR = re.compile(r"(?<!\$)\$\{(\w+)(?::?[-?+][^}]*)?\}")
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return (ROOT / "docker-compose.yml").read_text()
+
+
+@pytest.fixture(scope="module")
+def compose(text) -> dict:
+    return yaml.safe_load(text)
+
+
+def test_declares_every_service_of_the_topology(compose):
+    services = compose["services"]
+    assert sorted(set(SERVICES) - set(services)) == []
+    assert services["spark-worker"]["deploy"]["replicas"] == 2
+
+
+def test_trainer_reserves_one_nvidia_gpu(compose):
+    devices = compose["services"]["trainer"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+
+
+def test_every_long_running_service_has_a_healthcheck(compose):
+    missing = [name for name, svc in compose["services"].items()
+               if name not in ONE_SHOT and not svc.get("healthcheck", {}).get("test")]
+    assert missing == []
+
+
+def test_dependents_wait_for_healthy_or_completed_dependencies(compose):
+    services = compose["services"]
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on undeclared {dep}"
+            expected = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            assert cond["condition"] == expected, f"{name} -> {dep}"
+
+
+def test_every_published_port_is_bound_to_loopback(compose):
+    published = []
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            assert isinstance(port, str), f"{name}: use the 'IP:host:container' string form, got {port!r}"
+            published.append(port)
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    assert sorted(published) == ["127.0.0.1:5000:5000", "127.0.0.1:5432:5432", "127.0.0.1:8080:8080",
+                                 "127.0.0.1:8081:8081"]
+
+
+def test_state_lives_in_named_volumes(compose):
+    declared = set(compose["volumes"])
+    assert declared == {"postgres", "lake", "mlartifacts"}
+    used = set()
+    for svc in compose["services"].values():
+        for vol in svc.get("volumes", []):
+            source = vol.split(":")[0]
+            if not source.startswith(("./", "/")):
+                used.add(source)
+    assert used == declared
+    assert compose["services"]["postgres"]["volumes"][0] == "postgres:/var/lib/postgresql/data"
+
+
+def test_no_default_passwords_every_secret_comes_from_env(text, compose):
+    """Every ${VAR} is required (`:?`), never defaulted, and no literal secret sits in the file."""
+    for match in ANY_VAR.finditer(text):
+        assert REQUIRED_VAR.fullmatch(match.group(0)), f"{match.group(0)} must be ${{VAR:?message}}"
+    required = set(REQUIRED_VAR.findall(text))
+    assert {"POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "AIRFLOW_JWT_SECRET"} <= required
+
+    def walk(node, path=""):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if re.search(r"PASSWORD|SECRET", str(key)) and isinstance(value, str):
+                    assert REQUIRED_VAR.fullmatch(value), f"{path}{key} is a literal: {value!r}"
+                walk(value, f"{path}{key}.")
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, path)
+
+    walk(compose["services"])
+    # connection strings carry the password only by reference
+    for url in re.findall(r"postgresql\+psycopg2://[^\s\"']+", text):
+        assert re.match(r"postgresql\+psycopg2://\w+:\$\$?\{\w+", url), url
+
+
+def test_env_example_lists_every_required_variable_with_no_value_for_secrets(text):
+    env = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    assert sorted(set(REQUIRED_VAR.findall(text)) - set(env)) == []
+    filled = [k for k, v in env.items() if re.search(r"PASSWORD|SECRET", k) and v]
+    assert filled == []
+
+
+def test_dockerfile_installs_exactly_the_lock_file():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^COPY requirements\.lock\b", dockerfile, re.M)
+    assert re.search(r"pip install -r requirements\.lock", dockerfile)
+    installs = re.findall(r"pip install ([^\n\\&]+)", dockerfile)
+    # besides the lock: upgrading pip itself and the project's own code without dependencies
+    assert sorted(i.strip() for i in installs) == sorted(
+        ["--upgrade pip", "-r requirements.lock", "--no-deps --no-build-isolation -e ."])
+    assert (ROOT / "requirements.lock").read_text().count("==") > 10
+    assert "USER attnrec" in dockerfile
+
+
+def test_postgres_init_creates_the_databases_the_services_use(text):
+    init = (ROOT / "docker" / "postgres-init.sh").read_text()
+    for db in ("airflow", "mlflow"):
+        assert f"CREATE DATABASE {db} OWNER {db};" in init
+        assert f"@postgres:5432/{db}" in text
+
+
+def test_mlflow_accepts_its_service_name_as_host(compose):
+    """MLflow 3's Host-header guard only admits localhost and private IPs by default; clients in the other
+    containers use http://mlflow:5000, so the service name must be allowed (and the shared env kept)."""
+    env = compose["services"]["mlflow"]["environment"]
+    assert "mlflow:5000" in env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:")
+
+
+def test_model_artifacts_are_proxied_through_the_mlflow_server(compose):
+    """A file:// artifact root would leave the model inside the trainer container; every service logs and
+    loads through the server instead, which keeps the files in the mlartifacts volume
+    (tests/cluster/test_mlflow_postgres.py runs this configuration)."""
+    for name, svc in compose["services"].items():
+        if name != "postgres":
+            assert svc["environment"]["ATTNREC_MLFLOW_ARTIFACTS"] == "mlflow-artifacts:/attnrec", name
+    command = " ".join(compose["services"]["mlflow"]["command"])
+    assert "--serve-artifacts" in command and "--artifacts-destination /mlartifacts" in command
+    assert "mlartifacts:/mlartifacts" in compose["services"]["mlflow"]["volumes"]
