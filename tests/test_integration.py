@@ -88,7 +88,7 @@ def test_full_chain_writes_candidates_per_contract(env):
         assert lake.is_complete(lake.partition(root, dataset, DT)), dataset
 
     assert_ok(dags_test(env, "train_recommender"), "train_recommender")
-    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("attention-recommender", "champion")
     challenger = client.get_model_version_by_alias("attention-recommender", "challenger")
     assert str(champion.version) == str(challenger.version) == "1"

@@ -18,15 +18,20 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(autouse=True)
 def restore_mlflow_uris(monkeypatch):
-    """models.registry.client() sets MLflow's process-wide tracking/registry URIs (and their env vars); point
-    them back at the environment afterwards so later tests in the run do not talk to the stopped server."""
+    """models.registry.client() sets MLflow's process-wide tracking/registry URIs and their env vars; clear both
+    afterwards so later tests in the run do not talk to the stopped server. ``mlflow.set_registry_uri(None)``
+    leaves MLFLOW_REGISTRY_URI set, and monkeypatch only restores variables it saw, hence the explicit pops."""
     import mlflow
 
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI")}
     yield
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
