@@ -36,6 +36,25 @@ def default_args() -> dict[str, Any]:
     return {"owner": "attnrec", "retries": retries, "retry_delay": dt_.timedelta(minutes=2)}
 
 
+def sensor_timeout() -> dt_.timedelta:
+    """How long a task waits for its input partitions (``ATTNREC_WAIT_TIMEOUT_HOURS``, default 6) before failing."""
+    raw = os.environ.get("ATTNREC_WAIT_TIMEOUT_HOURS", "6")
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise ValueError(f"ATTNREC_WAIT_TIMEOUT_HOURS={raw!r} is not a number of hours; set e.g. 6") from None
+    if hours <= 0:
+        raise ValueError(f"ATTNREC_WAIT_TIMEOUT_HOURS={raw!r} must be > 0; set e.g. 6")
+    return dt_.timedelta(hours=hours)
+
+
+def missing_partitions(root: str, datasets: tuple[str, ...], dt: str) -> list[str]:
+    """The partitions of ``datasets`` for ``dt`` that are not yet published (no completion marker)."""
+    from attnrec import lake
+
+    return [path for path in (lake.partition(root, d, dt) for d in datasets) if not lake.is_complete(path)]
+
+
 def ensure_default_spark_connection() -> str:
     """Make the embedded Spark connection available when nobody defined one; return the conn id.
 

@@ -1,13 +1,18 @@
 """nightly_candidates: top-K unseen items per user from the champion model, validated, then published.
 
-    generate (models:/attention-recommender@champion) -> validate (GX) -> publish candidates/dt=D
+    wait_for_features -> generate (models:/attention-recommender@champion) -> validate (GX) -> publish candidates/dt=D
+
+The run for D waits (reschedule mode, no worker slot held) until behavior_etl has published features/*/dt=D
+with their completion markers, for up to ATTNREC_WAIT_TIMEOUT_HOURS (default 6), then fails naming what is
+missing. It serves the champion of that moment: when train_recommender is still training on D's features, the
+previous champion writes D's candidates.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from attnrec.orchestration import START_DATE, default_args
+from attnrec.orchestration import START_DATE, default_args, sensor_timeout
 
 
 @dag(
@@ -22,6 +27,17 @@ from attnrec.orchestration import START_DATE, default_args
     doc_md=__doc__,
 )
 def nightly_candidates():
+    @task.sensor(mode="reschedule", poke_interval=300, timeout=sensor_timeout(), soft_fail=False)
+    def wait_for_features(ds: str | None = None) -> bool:
+        from attnrec import lake
+        from attnrec.orchestration import missing_partitions
+        from attnrec.settings import get_settings
+
+        missing = missing_partitions(get_settings().data_root, (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS), ds)
+        if missing:
+            print(f"waiting for behavior_etl to publish {', '.join(missing)} (no {lake.SUCCESS_MARKER} yet)")
+        return not missing
+
     @task
     def generate(ds: str | None = None) -> dict:
         from models.candidates import run
@@ -43,7 +59,9 @@ def nightly_candidates():
 
         return lake.publish(get_settings().data_root, lake.CANDIDATES, ds)
 
-    publish(validate(generate()))
+    summary = generate()
+    wait_for_features() >> summary
+    publish(validate(summary))
 
 
 nightly_candidates()

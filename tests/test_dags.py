@@ -22,7 +22,8 @@ heavy = sorted({m.split('.')[0] for m in set(sys.modules) - before} & {'torch', 
 out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": heavy, "dags": {}}
 for dag in bag.dags.values():
     out["dags"][dag.dag_id] = {
-        "tasks": {t.task_id: {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids)} for t in dag.tasks},
+        "tasks": {t.task_id: {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids),
+                        "mode": getattr(t, "mode", None)} for t in dag.tasks},
         "timetable": type(dag.timetable).__name__,
         "max_active_runs": dag.max_active_runs,
         "conn_id": next((getattr(t, "_conn_id", None) for t in dag.tasks if getattr(t, "_conn_id", None)), None),
@@ -77,3 +78,32 @@ def test_schedules(dagbag):
 
 def test_embedded_spark_connection_is_local(dagbag):
     assert dagbag["spark_master"] == "local[*]"
+
+
+def test_nightly_candidates_waits_for_published_features(dagbag):
+    tasks = dagbag["dags"]["nightly_candidates"]["tasks"]
+    assert tasks["wait_for_features"]["mode"] == "reschedule"  # holds no worker slot while waiting
+    assert tasks["generate"]["upstream"] == ["wait_for_features"]
+    assert tasks["publish"]["upstream"] == ["validate"]
+
+
+def test_missing_partitions_names_what_is_not_published(tmp_path, monkeypatch):
+    from attnrec import lake
+    from attnrec.orchestration import missing_partitions, sensor_timeout
+
+    root = str(tmp_path)
+    datasets = (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS)
+    assert missing_partitions(root, datasets, "2026-01-31") == [lake.partition(root, d, "2026-01-31") for d in datasets]
+    for d in datasets:
+        path = tmp_path / d / "dt=2026-01-31"
+        path.mkdir(parents=True)
+        (path / "part-0.parquet").write_bytes(b"")
+    assert len(missing_partitions(root, datasets, "2026-01-31")) == 2  # written but not marked complete
+    (tmp_path / lake.FEATURE_SEQUENCES / "dt=2026-01-31" / lake.SUCCESS_MARKER).write_text("")
+    assert missing_partitions(root, datasets, "2026-01-31") == [lake.partition(root, lake.FEATURE_ITEMS, "2026-01-31")]
+
+    monkeypatch.setenv("ATTNREC_WAIT_TIMEOUT_HOURS", "soon")
+    with pytest.raises(ValueError, match="ATTNREC_WAIT_TIMEOUT_HOURS='soon'"):
+        sensor_timeout()
+    monkeypatch.setenv("ATTNREC_WAIT_TIMEOUT_HOURS", "1.5")
+    assert sensor_timeout().total_seconds() == 5400
