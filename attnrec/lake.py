@@ -127,6 +127,15 @@ def replace_dir(src_uri: str, dst_uri: str) -> str:
     return dst_uri
 
 
+def remove_dir(uri: str) -> None:
+    """Delete the directory ``uri`` and everything under it; nothing when it is not there."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = filesystem_for(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+        filesystem.delete_dir(path)
+
+
 def publish(root: str, dataset: str, dt: str) -> str:
     """Move the staged partition of ``dataset`` for ``dt`` into place, replacing any earlier one.
 

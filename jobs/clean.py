@@ -104,41 +104,75 @@ def extract_earlier(spark, root: str, params: CleanParams):
     return earlier.select("event_id", content_hash().alias("content"))
 
 
-def transform(raw, params: CleanParams, earlier=None):
-    """Classify every raw line. Returns ``(clean, quarantine, duplicates)`` DataFrames.
+#: Marks, in the outcome of :func:`classify`, an identical re-send that is only counted (not a quarantine reason).
+DUPLICATE = "__duplicate__"
+#: JSON types (as ``schema_of_variant`` names them) each raw field accepts; anything else is ``wrong_type_*``.
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INT", "BIGINT")
+ACCEPTED_TYPES = {
+    "event_id": ("STRING",),
+    "user_id": ("STRING",),
+    "item_id": ("STRING",),
+    "event_type": ("STRING",),
+    "event_time": ("STRING", *INTEGER_TYPES),
+    "dwell_ms": INTEGER_TYPES,
+    "rating": (*INTEGER_TYPES, "DOUBLE", "FLOAT", "DECIMAL"),
+    "session_id": ("STRING",),
+    "device": ("STRING",),
+}
+ID_FIELDS = ("event_id", "user_id", "item_id")
 
-    ``clean`` has the contract columns; ``quarantine`` has raw_line, reason, source_file; ``duplicates``
-    holds identical re-sends of a clean event (same event_id, same content), which are only counted.
-    ``earlier`` (optional, from :func:`extract_earlier`) is ``event_id, content`` of events already
-    published on earlier days: a valid line whose event_id is there is a duplicate when its content is the
-    same and a ``conflicting_duplicate_event_id`` when it differs; it is never clean again.
-    Of the remaining new events, those of a user with more than ``params.bot_events_per_day`` of them
-    are quarantined as ``bot_user`` (their identical re-sends stay counted as duplicates).
-    Pure: no I/O, deterministic for the same input.
+
+def parse(raw):
+    """Each raw line parsed once as JSON (Spark's VARIANT): per field its exact JSON type and its text.
+
+    Columns: raw_line, source_file, ``is_object`` (the line is one JSON object; false for text that is not
+    JSON, has duplicate keys, or is an array/scalar), and per raw field ``t_<field>`` (``STRING``, ``BIGINT``,
+    ``DECIMAL(3,1)``, ``OBJECT<...>``, ``VOID`` for JSON null; null when absent) and ``s_<field>`` (its text).
+    Nothing is coerced here: the JSON type decides, so ``"user_id": 42`` is told apart from ``"42"``.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 
-    schema = T.StructType(
-        [T.StructField(name, T.StringType()) for name in RAW_FIELDS] + [T.StructField("_corrupt_record", T.StringType())]
+    v = F.col("v")
+    fields = []
+    for name in RAW_FIELDS:
+        value = F.try_variant_get(v, f"$.{name}", "variant")
+        fields += [F.schema_of_variant(value).alias(f"t_{name}"), F.try_variant_get(v, f"$.{name}", "string").alias(f"s_{name}")]
+    # Parsed inside "[...]": a JSON parser stops after the first complete value, so '{"a":1} junk' or two
+    # objects on one line would pass as the first object; as array elements they are a syntax error or a 2nd item.
+    wrapped = F.try_parse_json(F.concat(F.lit("["), F.col("raw_line"), F.lit("]")))
+    first = F.try_variant_get(wrapped, "$[0]", "variant")
+    only_one = F.try_variant_get(wrapped, "$[1]", "variant").isNull()
+    return (
+        raw.select("raw_line", "source_file", first.alias("v"), only_one.alias("only_one"))
+        .select(
+            "raw_line",
+            "source_file",
+            F.coalesce(F.schema_of_variant(v).startswith("OBJECT<") & F.col("only_one"), F.lit(False)).alias("is_object"),
+            *fields,
+        )
     )
-    parsed = raw.withColumn(
-        "j", F.from_json("raw_line", schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"})
-    )
-    line = F.trim(F.col("raw_line"))
 
-    def field(name: str):
-        return F.col(f"j.{name}")
+
+def rule_reason(params: CleanParams):
+    """``(reason, normalised columns)`` over the output of :func:`parse`: the first rule a line breaks, or null."""
+    from pyspark.sql import functions as F
+
+    def jtype(name: str):
+        return F.col(f"t_{name}")
 
     def trimmed(name: str):
-        return F.trim(field(name))
+        return F.trim(F.col(f"s_{name}"))
 
-    def is_compound(name: str):  # an object or a list where a scalar belongs
-        return trimmed(name).startswith("{") | trimmed(name).startswith("[")
+    def present(name: str):  # there and not JSON null
+        return jtype(name).isNotNull() & (jtype(name) != "VOID")
 
+    def wrong_type(name: str):
+        base = F.regexp_replace(jtype(name), r"\(.*$", "")  # DECIMAL(3,1) -> DECIMAL
+        return present(name) & ~base.isin(*ACCEPTED_TYPES[name])
+
+    line = F.trim(F.col("raw_line"))
     event_time_raw = trimmed("event_time")
-    is_epoch = event_time_raw.rlike(r"^-?[0-9]{1,15}$")
+    is_epoch = jtype("event_time").isin(*INTEGER_TYPES)
     has_offset = event_time_raw.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
     iso_ts = F.try_to_timestamp(event_time_raw)
     event_time_ms = (
@@ -146,41 +180,39 @@ def transform(raw, params: CleanParams, earlier=None):
         .when(has_offset & iso_ts.isNotNull(), F.unix_micros(iso_ts) / 1000)
         .cast("bigint")
     )
-    dwell = trimmed("dwell_ms")
-    dwell_ms = dwell.try_cast("bigint")
-    rating_raw = trimmed("rating")
-    rating = rating_raw.try_cast("double")
+    dwell_ms = F.when(present("dwell_ms"), trimmed("dwell_ms").try_cast("bigint"))
+    rating = F.when(present("rating"), trimmed("rating").try_cast("double"))
     event_type = F.lower(trimmed("event_type"))
 
-    missing = [(F.col("j").isNull() | field(n).isNull() | (trimmed(n) == ""), f"missing_{n}") for n in RAW_FIELDS[:5]]
+    missing = [(~present(n) | (jtype(n) == "STRING") & (trimmed(n) == ""), f"missing_{n}") for n in RAW_FIELDS[:5]]
     rules = [
         (line == "", "empty_line"),
-        (field("_corrupt_record").isNotNull() | ~line.startswith("{") | ~line.endswith("}"), "malformed_json"),
+        (~F.col("is_object"), "malformed_json"),
         *missing,
-        (is_compound("event_id") | is_compound("user_id") | is_compound("item_id"), "wrong_type_id"),
+        (wrong_type("event_id") | wrong_type("user_id") | wrong_type("item_id"), "wrong_type_id"),
+        (wrong_type("event_type"), "wrong_type_event_type"),
         (~event_type.isin(*EVENT_TYPES), "unknown_event_type"),
+        (wrong_type("event_time"), "wrong_type_event_time"),
         (event_time_ms.isNull(), "unparseable_event_time"),
         (event_time_ms < MIN_EVENT_TIME_MS, "event_time_too_old"),
         (event_time_ms > params.max_event_time_ms, "event_time_after_landing_day"),
-        (dwell.isNotNull() & (dwell != "") & dwell_ms.isNull(), "wrong_type_dwell_ms"),
+        (wrong_type("dwell_ms"), "wrong_type_dwell_ms"),
         (dwell_ms < 0, "negative_dwell_ms"),
         (dwell_ms > params.max_dwell_ms, "absurd_dwell_ms"),
-        (rating_raw.isNotNull() & (rating_raw != "") & rating.isNull(), "wrong_type_rating"),
+        (wrong_type("rating"), "wrong_type_rating"),
         ((event_type == "rate") & rating.isNull(), "missing_rating_on_rate"),
         ((event_type != "rate") & rating.isNotNull(), "rating_on_non_rate_event"),
         ((rating < RATING_MIN) | (rating > RATING_MAX), "rating_out_of_range"),
+        (wrong_type("session_id") | wrong_type("device"), "wrong_type_optional_field"),
     ]
     reason = F.lit(None).cast("string")
     for condition, name in reversed(rules):  # the first rule broken wins
         reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
 
     def optional_text(name: str):
-        return F.when(trimmed(name) != "", trimmed(name))
+        return F.when(present(name) & (trimmed(name) != ""), trimmed(name))
 
-    classified = parsed.select(
-        "raw_line",
-        "source_file",
-        reason.alias("reason"),
+    columns = [
         trimmed("event_id").alias("event_id"),
         trimmed("user_id").alias("user_id"),
         trimmed("item_id").alias("item_id"),
@@ -191,43 +223,109 @@ def transform(raw, params: CleanParams, earlier=None):
         rating.alias("rating"),
         optional_text("session_id").alias("session_id"),
         optional_text("device").alias("device"),
-    )
+    ]
+    return reason, columns
 
-    valid = classified.where(F.col("reason").isNull()).withColumn("content", content_hash())
-    seen_before = F.lit(False)
+
+def lines(raw, params: CleanParams):
+    """Every raw line with the first rule it breaks (``reason``), its contract columns, and for valid lines
+    the ``content`` hash that dedupe compares. One row per raw line; the only pass over the raw text."""
+    from pyspark.sql import functions as F
+
+    reason, columns = rule_reason(params)
+    classified = parse(raw).select("raw_line", "source_file", reason.alias("reason"), *columns)
+    return classified.withColumn("content", F.when(F.col("reason").isNull(), content_hash()))
+
+
+def classify(raw, params: CleanParams, earlier=None):
+    """Every raw line with its outcome: the contract columns plus ``reason`` (``decide(lines(raw))``)."""
+    return decide(lines(raw, params), params, earlier)
+
+
+def decide(classified, params: CleanParams, earlier=None):
+    """The outcome of every line of :func:`lines`: the contract columns plus ``reason``.
+
+    ``reason`` is null for a clean event, :data:`DUPLICATE` for an identical re-send that is only counted,
+    and a quarantine reason otherwise. Rows: exactly one per raw line.
+
+    Dedupe: among the valid lines of one ``event_id`` the earliest version is kept (ties: content, then the
+    raw text); copies with the same content are duplicates, other versions ``conflicting_duplicate_event_id``.
+    ``earlier`` (optional, from :func:`extract_earlier`) is ``event_id, content`` of events already published on
+    earlier days: a valid line whose event_id is there is a duplicate when its content is the same and a
+    conflict when it differs; it is never clean again. Of the remaining new events, those of a user with more
+    than ``params.bot_events_per_day`` of them are quarantined as ``bot_user``.
+
+    Only lines of event_ids that occur more than once (or on earlier days) are shuffled with their payload;
+    the rest is decided by small id-only aggregates. Pure: no I/O, deterministic for the same input.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    invalid = classified.where(F.col("reason").isNotNull()).drop("content")
+    valid = classified.where(F.col("reason").isNull())
+
+    # ids that need a look at their payload: repeated within the day, or already published earlier
+    repeated = valid.groupBy("event_id").agg(F.count(F.lit(1)).alias("copies")).where("copies > 1").select("event_id")
+    if earlier is not None:
+        late_ids = valid.select("event_id").join(earlier.select("event_id"), "event_id", "left_semi")
+        repeated = repeated.unionByName(late_ids).distinct()
+    flagged = valid.join(repeated.withColumn("needs_look", F.lit(True)), "event_id", "left")
+    single = flagged.where(F.col("needs_look").isNull()).drop("needs_look")
+    multi = flagged.where(F.col("needs_look")).drop("needs_look")
+
     if earlier is not None:  # late re-sends of events published on earlier days
-        known = earlier.groupBy("event_id").agg(F.collect_set("content").alias("earlier_contents"))
-        valid = valid.join(known, "event_id", "left")
+        known = earlier.join(repeated, "event_id", "left_semi").groupBy("event_id").agg(F.collect_set("content").alias("earlier_contents"))
+        multi = multi.join(known, "event_id", "left")
         seen_before = F.col("earlier_contents").isNotNull()
         same_before = F.coalesce(F.array_contains("earlier_contents", F.col("content")), F.lit(False))
     else:
-        same_before = F.lit(False)
-    late = valid.where(seen_before)
-    new = valid.where(~seen_before)
-
+        multi = multi.withColumn("earlier_contents", F.lit(None).cast("array<string>"))
+        seen_before = same_before = F.lit(False)
     by_id = Window.partitionBy("event_id").orderBy("event_time_ms", "content", "raw_line", "source_file")
-    ranked = new.withColumn("pos", F.row_number().over(by_id))
-    ranked = ranked.withColumn("kept_content", F.first("content").over(by_id))
-    kept = ranked.where(F.col("pos") == 1)
-    per_user = kept.groupBy("user_id").agg(F.count(F.lit(1)).alias("user_events"))
-    kept = kept.join(per_user, "user_id")
-    is_bot = F.col("user_events") > params.bot_events_per_day
+    multi = (
+        multi.withColumn("pos", F.when(~seen_before, F.row_number().over(by_id)))
+        .withColumn("kept_content", F.first("content").over(by_id))
+    )
+    multi_reason = (
+        F.when(seen_before & same_before, F.lit(DUPLICATE))
+        .when(seen_before, F.lit("conflicting_duplicate_event_id"))
+        .when(F.col("pos") == 1, F.lit(None).cast("string"))
+        .when(F.col("content") == F.col("kept_content"), F.lit(DUPLICATE))
+        .otherwise(F.lit("conflicting_duplicate_event_id"))
+    )
+    decided = single.unionByName(
+        multi.withColumn("reason", multi_reason).drop("earlier_contents", "pos", "kept_content"), allowMissingColumns=False
+    )
 
-    clean = kept.where(~is_bot).select(*CLEAN_COLUMNS)
-    bots = kept.where(is_bot).select("raw_line", F.lit("bot_user").alias("reason"), "source_file")
-    duplicates = (
-        ranked.where((F.col("pos") > 1) & (F.col("content") == F.col("kept_content")))
-        .select("raw_line", "source_file", "event_id")
-        .unionByName(late.where(same_before).select("raw_line", "source_file", "event_id"))
+    kept = decided.where(F.col("reason").isNull())
+    bots = (
+        kept.groupBy("user_id").agg(F.count(F.lit(1)).alias("user_events"))
+        .where(F.col("user_events") > params.bot_events_per_day).select("user_id", F.lit(True).alias("is_bot"))
     )
-    conflicts = (
-        ranked.where((F.col("pos") > 1) & (F.col("content") != F.col("kept_content")))
-        .select("raw_line", "source_file")
-        .unionByName(late.where(~same_before).select("raw_line", "source_file"))
-        .select("raw_line", F.lit("conflicting_duplicate_event_id").alias("reason"), "source_file")
+    decided = decided.join(F.broadcast(bots), "user_id", "left").withColumn(
+        "reason", F.when(F.col("reason").isNull() & F.col("is_bot"), F.lit("bot_user")).otherwise(F.col("reason"))
     )
-    quarantine = classified.where(F.col("reason").isNotNull()).select("raw_line", "reason", "source_file")
-    return clean, quarantine.unionByName(conflicts).unionByName(bots), duplicates
+    return invalid.unionByName(decided.select(*invalid.columns))
+
+
+def transform(raw, params: CleanParams, earlier=None):
+    """:func:`classify` split into ``(clean, quarantine, duplicates)`` DataFrames.
+
+    ``clean`` has the contract columns; ``quarantine`` has raw_line, reason, source_file; ``duplicates`` holds
+    raw_line, source_file, event_id of the identical re-sends, which are only counted.
+    """
+    return split(classify(raw, params, earlier))
+
+
+def split(outcome):
+    """``(clean, quarantine, duplicates)`` from a classified outcome (a DataFrame or its parquet copy)."""
+    from pyspark.sql import functions as F
+
+    reason = F.col("reason")
+    clean = outcome.where(reason.isNull()).select(*CLEAN_COLUMNS)
+    quarantine = outcome.where(reason.isNotNull() & (reason != DUPLICATE)).select("raw_line", "reason", "source_file")
+    duplicates = outcome.where(reason == DUPLICATE).select("raw_line", "source_file", "event_id")
+    return clean, quarantine, duplicates
 
 
 def reconcile(dt: str, raw_lines: int, clean: int, quarantined_by_reason: dict[str, int], duplicates: int) -> dict:
@@ -260,24 +358,44 @@ def load(clean, quarantine, root: str, dt: str) -> tuple[str, str]:
 
 
 def run(spark, root: str, params: CleanParams) -> dict:
-    """extract -> transform -> load, then count from the written files and write the reconciliation."""
-    raw = extract(spark, lake.join(root, lake.RAW_EVENTS, f"dt={params.dt}")).cache()
+    """extract -> classify -> load, then count from the written files and write the reconciliation.
+
+    Two work copies under ``_staging/clean_work/dt=D`` (deleted at the end) keep it to one pass over the raw
+    text: the parsed lines, and their outcome; both outputs and the counts are then read column-wise from parquet.
+    """
+    import time
+
+    raw_dir = lake.join(root, lake.RAW_EVENTS, f"dt={params.dt}")
+    work = lake.join(root, lake.STAGING, "clean_work", f"dt={params.dt}")
+    started = time.monotonic()
+
+    def progress(step: str) -> None:
+        print(f"clean dt={params.dt}: {step} ({time.monotonic() - started:.0f} s)", flush=True)
+
+    lines(extract(spark, raw_dir), params).write.mode("overwrite").parquet(lake.join(work, "lines"))
+    progress("parsed and checked every raw line")
     earlier = extract_earlier(spark, root, params)
-    clean, quarantine, duplicates = transform(raw, params, earlier)
+    outcome_dir = lake.join(work, "outcome")
+    decide(spark.read.parquet(lake.join(work, "lines")), params, earlier).write.mode("overwrite").parquet(outcome_dir)
+    progress("deduplicated and labelled bots")
+    outcome = spark.read.parquet(outcome_dir)
+    clean, quarantine, _ = split(outcome)
     clean_dir, quarantine_dir = load(clean, quarantine, root, params.dt)
+    progress("wrote clean and quarantine")
     by_reason = {
         row["reason"]: row["count"]
         for row in spark.read.parquet(quarantine_dir).groupBy("reason").count().collect()  # a few rows
     }
     summary = reconcile(
         params.dt,
-        raw_lines=raw.count(),
+        raw_lines=spark.read.option("lineSep", "\n").text(raw_dir).count(),  # counted afresh from the input
         clean=spark.read.parquet(clean_dir).count(),
         quarantined_by_reason=by_reason,
-        duplicates=duplicates.count(),
+        duplicates=outcome.where(outcome["reason"] == DUPLICATE).count(),
     )
     lake.write_json(lake.join(clean_dir, lake.RECONCILIATION_FILE), summary)
-    raw.unpersist()
+    lake.remove_dir(work)
+    progress("reconciled")
     return summary
 
 

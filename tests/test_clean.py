@@ -50,10 +50,21 @@ def test_valid_event_is_normalised(spark):
     assert row["session_id"] is None and row["device"] == "ios"
 
 
-def test_epoch_millis_and_numeric_ids_are_accepted(spark):
-    clean, quarantine, _ = classify(spark, [ev(event_time=1767348000000, user_id=42, event_type="rate", rating=4.5, dwell_ms=...)])
+def test_epoch_millis_and_numeric_ratings_are_accepted(spark):
+    clean, quarantine, _ = classify(
+        spark,
+        [ev(event_time=1767348000000, event_type="rate", rating=4.5, dwell_ms=...),
+         ev(event_id="e2", event_type="rate", rating=4, dwell_ms=None, session_id=None, extra={"a": [1]})],
+    )
     assert quarantine == []
-    assert clean[0]["user_id"] == "42" and clean[0]["event_time_ms"] == 1767348000000 and clean[0]["rating"] == 4.5
+    assert clean[0]["event_time_ms"] == 1767348000000 and clean[0]["rating"] == 4.5
+    assert clean[1]["rating"] == 4.0 and clean[1]["dwell_ms"] is None and clean[1]["session_id"] is None
+
+
+def test_unicode_ids_are_kept_exactly(spark):
+    clean, quarantine, _ = classify(spark, [ev(user_id="Zoë-用户", item_id="\u00e9t\u00e9")])
+    assert quarantine == []
+    assert clean[0]["user_id"] == "Zoë-用户" and clean[0]["item_id"] == "été"
 
 
 RULE_CASES = [
@@ -68,6 +79,17 @@ RULE_CASES = [
         (ev(event_type=...), "missing_event_type"),
         (ev(event_time=...), "missing_event_time"),
         (ev(user_id={"id": 1}), "wrong_type_id"),
+        (ev(user_id=42), "wrong_type_id"),  # ids are strings: a number is not coerced
+        (ev(item_id=["i1"]), "wrong_type_id"),
+        (ev(event_id=True), "wrong_type_id"),
+        (ev(event_type=7), "wrong_type_event_type"),
+        (ev(event_time=1767348000000.5), "wrong_type_event_time"),
+        (ev(event_time={"ms": 1767348000000}), "wrong_type_event_time"),
+        ('{"event_id": "e1", "event_id": "e2", "user_id": "u1"}', "malformed_json"),  # duplicate keys: ambiguous
+        ('"just a string"', "malformed_json"),
+        ('{"event_id": "e1", "user_id": "u1"} {"event_id": "e2"}', "malformed_json"),  # two objects on one line
+        ('{"event_id": "e1", "user_id": "u1"}, {"event_id": "e2"}', "malformed_json"),
+        ('{"event_id": "e1", "user_id": "u1"}}', "malformed_json"),
         (ev(event_type="teleport"), "unknown_event_type"),
         (ev(event_time="yesterday"), "unparseable_event_time"),
         (ev(event_time="2026-01-02T10:00:00"), "unparseable_event_time"),  # no offset: ambiguous
@@ -75,13 +97,18 @@ RULE_CASES = [
         (ev(event_time="1900-01-01T00:00:00Z"), "event_time_too_old"),
         (ev(event_time="2026-01-04T00:00:01Z"), "event_time_after_landing_day"),  # day end + 24 h
         (ev(dwell_ms="long"), "wrong_type_dwell_ms"),
+        (ev(dwell_ms="1200"), "wrong_type_dwell_ms"),  # a JSON string, not an int
+        (ev(dwell_ms=12.5), "wrong_type_dwell_ms"),
         (ev(dwell_ms=-5), "negative_dwell_ms"),
         (ev(dwell_ms=3_600_001), "absurd_dwell_ms"),
         (ev(event_type="rate", rating="five"), "wrong_type_rating"),
+        (ev(event_type="rate", rating="4"), "wrong_type_rating"),
         (ev(event_type="rate"), "missing_rating_on_rate"),
         (ev(rating=4.0), "rating_on_non_rate_event"),
         (ev(event_type="rate", rating=5.5), "rating_out_of_range"),
         (ev(event_type="rate", rating=0.0), "rating_out_of_range"),
+        (ev(device={"os": "ios"}), "wrong_type_optional_field"),
+        (ev(session_id=17), "wrong_type_optional_field"),
 ]
 
 
@@ -118,6 +145,16 @@ def test_identical_duplicates_are_counted_and_conflicts_quarantined(spark):
     assert quarantine == ["conflicting_duplicate_event_id"]
 
 
+def test_ties_in_time_keep_both_events_and_pick_one_version_deterministically(spark):
+    a = ev(event_id="e1", item_id="i1")
+    b = ev(event_id="e1", item_id="i2")  # same id, same time, other content
+    c = ev(event_id="e2", item_id="i3")  # another event at the very same time
+    first, _, _ = classify(spark, [a, b, c])
+    second, quarantine, _ = classify(spark, [c, b, a])
+    assert first == second and [r["event_id"] for r in first] == ["e1", "e2"]
+    assert quarantine == ["conflicting_duplicate_event_id"]
+
+
 def test_reconcile_adds_up_or_raises():
     summary = reconcile(DT, raw_lines=10, clean=6, quarantined_by_reason={"b": 1, "a": 2}, duplicates=1)
     assert summary == {
@@ -149,6 +186,7 @@ def test_run_reads_plain_and_gzip_and_writes_staged_outputs(spark, tmp_path):
     assert lake.read_json(lake.join(lake.staging(root, lake.CLEAN_EVENTS, DT), lake.RECONCILIATION_FILE)) == summary
     assert lake.is_complete(lake.staging(root, lake.QUARANTINE_EVENTS, DT))
     assert not lake.exists(lake.partition(root, lake.CLEAN_EVENTS, DT))  # nothing published before the gate
+    assert not lake.exists(lake.join(root, lake.STAGING, "clean_work", f"dt={DT}"))  # work copies removed
 
 
 def test_missing_raw_partition_names_the_path(spark, tmp_path):
