@@ -1,4 +1,5 @@
-"""Ranking metrics, full-catalogue ranking in chunks, and the popularity baseline.
+"""Ranking metrics, full-catalogue ranking in chunks, and the baselines: popularity and an item-to-item
+transition kNN.
 
 Every evaluation ranks the whole catalogue (never sampled negatives) and excludes the items in the
 user's history, exactly as candidate generation does. A target the user already had in the history
@@ -9,11 +10,12 @@ so a constant scorer earns no credit from ties.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from typing import Callable, Sequence
 
 import torch
 
-from models.data import Holdout, ItemVocab
+from models.data import DEFAULT_POSITIVE_TYPES, Events, Holdout, ItemVocab, encode_events
 from models.pyfunc import Recommender, user_vectors
 
 #: (user rows slice, item column start, item column end) -> (rows, end - start) scores
@@ -149,30 +151,156 @@ def model_scorer(rec: Recommender, vecs: torch.Tensor, has_history: Sequence[boo
 
 
 @torch.no_grad()
-def evaluate_recommender(rec: Recommender, holdout: list[Holdout], device: torch.device | str = "cpu",
-                         k: int = K) -> dict[str, float]:
-    """HR/NDCG/MRR@k, Recall@50, coverage@k of a recommender on ``holdout``, encoded with its own vocabulary
-    (a target it does not know counts as a miss)."""
+def recommender_ranks(rec: Recommender, holdout: list[Holdout], device: torch.device | str = "cpu",
+                      k: int = K) -> tuple[torch.Tensor, list[float]]:
+    """Each holdout user's top-max(k, 50) items (U, max(k, 50)) and the 1-based rank of their target."""
     vecs, seen = user_vectors(rec, [h.history for h in holdout], device)
     targets = [rec.vocab.index.get(h.target, 0) for h in holdout]
     scorer = model_scorer(rec, vecs, [bool(s) for s in seen])
     top, _, ranks = rank_catalogue(scorer, len(holdout), rec.vocab.n_items + 1, seen, max(k, RECALL_K),
                                    targets=targets, device=device)
+    return top, ranks
+
+
+@torch.no_grad()
+def evaluate_recommender(rec: Recommender, holdout: list[Holdout], device: torch.device | str = "cpu",
+                         k: int = K) -> dict[str, float]:
+    """HR/NDCG/MRR@k, Recall@50, coverage@k of a recommender on ``holdout``, encoded with its own vocabulary
+    (a target it does not know counts as a miss)."""
+    top, ranks = recommender_ranks(rec, holdout, device, k)
     return {**metrics_from_ranks(ranks, k), f"coverage_at_{k}": coverage_at_k(top, rec.vocab.n_items, k),
+            "n_users": float(len(holdout))}
+
+
+def evaluate_scorer(make_scorer: Callable[[list[Events]], Scorer], vocab: ItemVocab, holdout: list[Holdout],
+                    k: int = K) -> dict[str, float]:
+    """The same metrics for any scorer over ``vocab``'s items, built from the holdout histories by
+    ``make_scorer`` (the baselines); seen items are the history's items known to ``vocab``."""
+    seen = [encode_events(h.history, vocab).items for h in holdout]
+    targets = [vocab.index.get(h.target, 0) for h in holdout]
+    scorer = make_scorer([h.history for h in holdout])
+    top, _, ranks = rank_catalogue(scorer, len(holdout), vocab.n_items + 1, seen, max(k, RECALL_K), targets=targets)
+    return {**metrics_from_ranks(ranks, k), f"coverage_at_{k}": coverage_at_k(top, vocab.n_items, k),
             "n_users": float(len(holdout))}
 
 
 def evaluate_popularity(counts: torch.Tensor, vocab: ItemVocab, holdout: list[Holdout], k: int = K) -> dict[str, float]:
     """The same metrics for ranking every item by ``counts`` (positive events in the training split)."""
-    from models.data import encode_events
-
-    seen = [encode_events(h.history, vocab).items for h in holdout]
-    targets = [vocab.index.get(h.target, 0) for h in holdout]
     pop = counts.double()
 
-    def score(rows: slice, c0: int, c1: int) -> torch.Tensor:
-        return pop[c0:c1][None, :].expand(rows.stop - rows.start, c1 - c0)
+    def make_scorer(histories: list[Events]) -> Scorer:
+        def score(rows: slice, c0: int, c1: int) -> torch.Tensor:
+            return pop[c0:c1][None, :].expand(rows.stop - rows.start, c1 - c0)
 
-    top, _, ranks = rank_catalogue(score, len(holdout), vocab.n_items + 1, seen, max(k, RECALL_K), targets=targets)
-    return {**metrics_from_ranks(ranks, k), f"coverage_at_{k}": coverage_at_k(top, vocab.n_items, k),
-            "n_users": float(len(holdout))}
+        return score
+
+    return evaluate_scorer(make_scorer, vocab, holdout, k)
+
+
+# ---------------------------------------------------------------- item-to-item transition kNN ------------------
+
+
+class TransitionKNN:
+    """Item-to-item kNN over the user's last few positive items: the non-neural baseline.
+
+    Fitting counts, within each user's sequence of positive events (known items only, oldest -> newest),
+    every pair (a, b) where b comes 1..``window`` steps after a, weighted 1 / steps (with ``symmetric``, b
+    before a counts too, which makes it an order-blind co-occurrence model; ``window=None`` pairs every two
+    items of a sequence). Rows are normalised, so row a is an estimate of P(next = b | a).
+
+    Scoring a user whose newest positive items are a_0 (newest), a_1, ...: ``sum_j decay**j * P(b | a_j)``
+    over the last ``last_n`` of them (all of them when None), plus ``pop_weight`` x popularity / max
+    popularity, which ranks the items no transition reaches (and users without any known item) by
+    popularity. The matrix is kept as CSR arrays and scored a user batch at a time, so memory grows with
+    the number of observed pairs, not with the square of the catalogue.
+    """
+
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, popularity: torch.Tensor,
+                 vocab: ItemVocab, last_n: int | None = 3, decay: float = 0.5, pop_weight: float = 1e-3,
+                 positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES) -> None:
+        if last_n is not None and last_n < 1:
+            raise ValueError(f"last_n={last_n}: the kNN needs at least the newest item; use last_n >= 1 or None for all")
+        self.crow, self.col, self.val = crow, col, val  # CSR over item rows 0..N: (N+2,), (P,), (P,)
+        pop = popularity.double()
+        self.prior = pop_weight * pop / pop.max().clamp(min=1.0)  # (N+1,)
+        self.vocab, self.last_n, self.decay = vocab, last_n, decay
+        self.positive = set(positive_types)
+
+    @classmethod
+    def fit(cls, users: list[Events], vocab: ItemVocab, popularity: torch.Tensor, window: int | None = 3,
+            symmetric: bool = False, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+            **kwargs) -> "TransitionKNN":
+        """Count transitions in ``users`` (the training split) and normalise rows; ``kwargs`` go to the scorer."""
+        positive = set(positive_types)
+        counts: dict[tuple[int, int], float] = defaultdict(float)
+        for ev in users:
+            seq = [vocab.index[i] for i, t in zip(ev.item_ids, ev.event_types) if t in positive and i in vocab.index]
+            for i, a in enumerate(seq):
+                stop = len(seq) if window is None else min(len(seq), i + 1 + window)
+                for j in range(i + 1, stop):
+                    w = 1.0 / (j - i)
+                    counts[(a, seq[j])] += w
+                    if symmetric:
+                        counts[(seq[j], a)] += w
+        n_rows = vocab.n_items + 1
+        if counts:
+            keys = torch.tensor(sorted(counts), dtype=torch.long)  # (P, 2) sorted by row, then column
+            vals = torch.tensor([counts[(a, b)] for a, b in keys.tolist()], dtype=torch.float64)
+            rows, cols = keys[:, 0], keys[:, 1]
+        else:
+            rows = cols = torch.zeros(0, dtype=torch.long)
+            vals = torch.zeros(0, dtype=torch.float64)
+        row_sum = torch.zeros(n_rows, dtype=torch.float64).index_add_(0, rows, vals)
+        vals = vals / row_sum[rows]
+        crow = torch.zeros(n_rows + 1, dtype=torch.long)
+        crow[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
+        return cls(crow, cols, vals, popularity, vocab, positive_types=positive_types, **kwargs)
+
+    def sources(self, ev: Events) -> list[int]:
+        """The user's newest positive known items, newest first (at most ``last_n``)."""
+        items = [self.vocab.index[i] for i, t in zip(ev.item_ids, ev.event_types)
+                 if t in self.positive and i in self.vocab.index]
+        items.reverse()
+        return items if self.last_n is None else items[: self.last_n]
+
+    def user_scores(self, histories: list[Events]) -> torch.Tensor:
+        """(U, N+1) float64 scores of every item for each history (the caller masks seen items)."""
+        out = self.prior[None, :].repeat(len(histories), 1)  # (U, N+1)
+        users, items, weights = [], [], []
+        for u, ev in enumerate(histories):
+            for j, a in enumerate(self.sources(ev)):
+                users.append(u)
+                items.append(a)
+                weights.append(self.decay ** j)
+        if not users:
+            return out
+        src = torch.tensor(items, dtype=torch.long)  # (S,)
+        starts, lengths = self.crow[src], self.crow[src + 1] - self.crow[src]  # (S,), (S,)
+        total = int(lengths.sum())
+        if total == 0:
+            return out
+        rep = torch.repeat_interleave(torch.arange(len(src)), lengths)  # (P_u,) which source each entry is from
+        offsets = torch.arange(total) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+        entry = starts[rep] + offsets  # (P_u,) positions in col / val
+        user_of = torch.tensor(users, dtype=torch.long)[rep]
+        weight = torch.tensor(weights, dtype=torch.float64)[rep]
+        out.index_put_((user_of, self.col[entry]), weight * self.val[entry], accumulate=True)
+        return out
+
+    def make_scorer(self, histories: list[Events]) -> Scorer:
+        """A :data:`Scorer` for ``histories``; dense scores are built one user batch at a time."""
+        cache: dict[tuple[int, int], torch.Tensor] = {}
+
+        def score(rows: slice, c0: int, c1: int) -> torch.Tensor:
+            key = (rows.start, rows.stop)
+            if key not in cache:
+                cache.clear()
+                cache[key] = self.user_scores(histories[rows])
+            return cache[key][:, c0:c1]
+
+        return score
+
+
+def evaluate_knn(knn: TransitionKNN, holdout: list[Holdout], k: int = K) -> dict[str, float]:
+    """The same metrics for the transition kNN on ``holdout`` (seen items excluded as everywhere)."""
+    return evaluate_scorer(knn.make_scorer, knn.vocab, holdout, k)

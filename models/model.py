@@ -10,7 +10,8 @@ and the self-describing checkpoint. Conventions:
   position embedding counts from the user's first real event, not from the left edge of the tensor;
 * scores are tied to the item representations (id embedding + content) plus a learned per-item bias,
   so an item's content already places it in the same space as the user states;
-* ``forward`` takes tensors already on their device; devices, dtypes and seeds are chosen by callers.
+* ``forward`` takes tensors already on their device; devices, dtypes and seeds are chosen by callers;
+* ``ModelConfig.id_only`` builds plain SASRec (item id + position only), the ablation every run reports.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ModelConfig:
     n_heads: int = 2
     n_layers: int = 2
     dropout: float = 0.2
+    id_only: bool = False  # plain SASRec (the ablation): item id + position only, no content/event/dwell/gap
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -59,13 +61,16 @@ class ItemEncoder(nn.Module):
     """Item representation = id embedding + content (mean of category embeddings + year-bucket embedding).
 
     Content comes from per-item buffers filled from the item table, so it travels in the state_dict.
+    With ``cfg.id_only`` there are no content embeddings and the representation is the id embedding alone.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.id_only = cfg.id_only
         self.id_emb = nn.Embedding(cfg.n_items + 1, cfg.d_model, padding_idx=0)
-        self.cat_emb = nn.Embedding(cfg.n_categories + 1, cfg.d_model, padding_idx=0)
-        self.year_emb = nn.Embedding(cfg.n_years, cfg.d_model, padding_idx=0)
+        if not cfg.id_only:
+            self.cat_emb = nn.Embedding(cfg.n_categories + 1, cfg.d_model, padding_idx=0)
+            self.year_emb = nn.Embedding(cfg.n_years, cfg.d_model, padding_idx=0)
         self.register_buffer("item_categories", torch.zeros(cfg.n_items + 1, cfg.max_categories, dtype=torch.long))
         self.register_buffer("item_year", torch.zeros(cfg.n_items + 1, dtype=torch.long))
 
@@ -86,7 +91,9 @@ class ItemEncoder(nn.Module):
         return cat_mean + self.year_emb(self.item_year[idx])  # (..., d)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        out = self.id_emb(idx) + self.content(idx)  # (..., d)
+        out = self.id_emb(idx)  # (..., d)
+        if not self.id_only:
+            out = out + self.content(idx)  # (..., d)
         return out * (idx > 0).unsqueeze(-1)  # the padding item is exactly zero
 
     def table(self) -> torch.Tensor:
@@ -95,14 +102,17 @@ class ItemEncoder(nn.Module):
 
 
 class InputEmbedding(nn.Module):
-    """What one position carries: item + event type + dwell strength + time gap + position."""
+    """What one position carries: item + event type + dwell strength + time gap + position
+    (item + position only with ``cfg.id_only``)."""
 
     def __init__(self, cfg: ModelConfig, items: ItemEncoder) -> None:
         super().__init__()
         self.items = items
-        self.type_emb = nn.Embedding(cfg.n_event_types + 1, cfg.d_model, padding_idx=0)
-        self.dwell_emb = nn.Embedding(cfg.n_dwell_buckets, cfg.d_model, padding_idx=0)
-        self.gap_emb = nn.Embedding(cfg.n_gap_buckets, cfg.d_model, padding_idx=0)
+        self.id_only = cfg.id_only
+        if not cfg.id_only:
+            self.type_emb = nn.Embedding(cfg.n_event_types + 1, cfg.d_model, padding_idx=0)
+            self.dwell_emb = nn.Embedding(cfg.n_dwell_buckets, cfg.d_model, padding_idx=0)
+            self.gap_emb = nn.Embedding(cfg.n_gap_buckets, cfg.d_model, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
         self.max_len = cfg.max_len
         self.drop = nn.Dropout(cfg.dropout)
@@ -110,13 +120,9 @@ class InputEmbedding(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         # position counted from the first real event, so left padding never shifts it
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0, max=self.max_len - 1)  # (B, L)
-        x = (
-            self.items(batch["items"])
-            + self.type_emb(batch["event_types"])
-            + self.dwell_emb(batch["dwell"])
-            + self.gap_emb(batch["gap"])
-            + self.pos_emb(pos)
-        )  # (B, L, d)
+        x = self.items(batch["items"]) + self.pos_emb(pos)  # (B, L, d)
+        if not self.id_only:
+            x = x + self.type_emb(batch["event_types"]) + self.dwell_emb(batch["dwell"]) + self.gap_emb(batch["gap"])
         return self.drop(x) * mask.unsqueeze(-1)  # (B, L, d); padding rows zero
 
 
@@ -207,6 +213,15 @@ class AttentionRecommender(nn.Module):
         dot product plus the item's bias, (..., end - start)."""
         end = table.shape[0] if end is None else end
         return hidden @ table[start:end].T + self.item_bias[start:end]  # (..., end - start)
+
+    def item_scores(self, hidden: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Scores of the items ``idx`` (K,) only, for hidden states (T, d): (T, K). Builds K item vectors,
+        never the whole table, so its cost does not grow with the catalogue (sampled softmax)."""
+        return hidden @ self.items(idx).T + self.item_bias[idx]  # (T, K)
+
+    def target_scores(self, hidden: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Score of one item per hidden state: hidden (T, d), idx (T,) -> (T,)."""
+        return (hidden * self.items(idx)).sum(-1) + self.item_bias[idx]  # (T,)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scores of every item after every position: (B, L, N+1). Column 0 is padding; callers mask it."""
