@@ -37,6 +37,18 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number; set it to a number such as {default}") from None
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean; set it to true or false")
+
+
 def _str(name: str, default: str) -> str:
     raw = os.environ.get(name)
     return default if raw is None or raw == "" else raw
@@ -65,6 +77,9 @@ class Settings:
     train_epochs: int  # ATTNREC_TRAIN_EPOCHS
     train_max_minutes: float  # ATTNREC_TRAIN_MAX_MINUTES: wall-clock budget for training
     promotion_margin: float  # ATTNREC_PROMOTION_MARGIN: NDCG@10 gain needed to replace champion
+    train_ablation: bool = True  # ATTNREC_TRAIN_ABLATION: also train plain SASRec (item ids only) as a baseline
+    full_softmax_max_items: int = 200_000  # ATTNREC_FULL_SOFTMAX_MAX_ITEMS: above it, sampled softmax + logQ
+    checkpoint_dir: str = str(PROJECT_ROOT / ".cache" / "checkpoints")  # ATTNREC_CHECKPOINT_DIR: resumable training
 
     @property
     def is_local_lake(self) -> bool:
@@ -102,4 +117,7 @@ def get_settings() -> Settings:
         train_epochs=_int("ATTNREC_TRAIN_EPOCHS", 30),
         train_max_minutes=_float("ATTNREC_TRAIN_MAX_MINUTES", 5.0),
         promotion_margin=_float("ATTNREC_PROMOTION_MARGIN", 0.0),
+        train_ablation=_bool("ATTNREC_TRAIN_ABLATION", True),
+        full_softmax_max_items=_int("ATTNREC_FULL_SOFTMAX_MAX_ITEMS", 200_000),
+        checkpoint_dir=_str("ATTNREC_CHECKPOINT_DIR", str(PROJECT_ROOT / ".cache" / "checkpoints")),
     )

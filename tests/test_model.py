@@ -291,3 +291,277 @@ def test_a_target_the_model_does_not_know_is_a_miss():
     rec = Recommender(tiny_model(), vocab, {}, torch.zeros(13, dtype=torch.float64))
     m = evaluate_recommender(rec, [Holdout(events("u", ["i1"]), "unknown-item")])
     assert m["hr_at_10"] == 0.0 and m["recall_at_50"] == 0.0 and m["n_users"] == 1.0
+
+
+# ---------------------------------------------------------------- plain SASRec (the ablation) ----------------
+
+
+def test_id_only_model_has_no_content_or_context_and_ignores_them():
+    vocab = ItemVocab.from_items(item_rows(12))
+    torch.manual_seed(0)
+    plain = build_model(vocab, TrainConfig(d_model=16, dropout=0.0), 16, id_only=True).eval()
+    full = build_model(vocab, TrainConfig(d_model=16, dropout=0.0), 16).eval()
+    def embeddings(model: AttentionRecommender) -> set[str]:
+        return {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
+
+    assert embeddings(plain) == {"id_emb", "pos_emb"}
+    assert embeddings(full) == {"id_emb", "pos_emb", "cat_emb", "year_emb", "type_emb", "dwell_emb", "gap_emb"}
+    batch = random_batch(2, 6, 12)
+    other = {**batch, "event_types": batch["event_types"] % 10 + 1, "dwell": batch["dwell"] % 15 + 1,
+             "gap": batch["gap"] % 31 + 1}
+    with torch.no_grad():
+        assert torch.equal(plain.encode(batch), plain.encode(other))  # only items and positions matter
+        assert not torch.allclose(full.encode(batch), full.encode(other), atol=1e-4)
+        plain.items.set_content(torch.zeros_like(plain.items.item_categories), torch.zeros_like(plain.items.item_year))
+        assert torch.equal(plain.item_table(), plain.items.id_emb.weight * (torch.arange(13) > 0)[:, None])
+
+
+def test_id_only_model_is_causal_and_round_trips_its_checkpoint(tmp_path):
+    vocab = ItemVocab.from_items(item_rows(12))
+    torch.manual_seed(0)
+    rec = Recommender(build_model(vocab, TrainConfig(d_model=16, dropout=0.0), 16, id_only=True).eval(), vocab, {},
+                      torch.zeros(13, dtype=torch.float64))
+    batch = random_batch(2, 7, 12)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["items"][:, 4] = changed["items"][:, 4] % 12 + 1
+    with torch.no_grad():
+        a, b = rec.model.encode(batch), rec.model.encode(changed)
+    assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6) and not torch.allclose(a[:, 4], b[:, 4], atol=1e-4)
+    rec.save(str(tmp_path / "plain.pt"))
+    back = Recommender.load(str(tmp_path / "plain.pt"))
+    assert back.model.cfg.id_only is True
+    with torch.no_grad():
+        assert torch.equal(back.model(batch), rec.model(batch))
+
+
+# ---------------------------------------------------------------- item-to-item transition kNN -----------------
+
+
+def test_transition_knn_counts_rows_and_scores_by_hand():
+    from models.evaluate import TransitionKNN
+
+    vocab = ItemVocab.from_items(item_rows(5))
+    users = [events("u", ["i1", "i2", "i3"]), events("v", ["i1", "i2"]), events("w", ["i1", "i4"]),
+             events("x", ["i5", "i3"], ["impression", "click"])]  # impressions are not transitions
+    pop = torch.tensor([0, 3, 2, 2, 1, 0], dtype=torch.float64)
+    knn = TransitionKNN.fit(users, vocab, pop, window=1, last_n=2, decay=0.5, pop_weight=0.0)
+    # row-normalised: P(2|1) = 2/3, P(4|1) = 1/3, P(3|2) = 1
+    scores = knn.user_scores([events("a", ["i2", "i1"]), events("b", ["i5"]), events("c", ["i3", "i2", "i1"])])
+    assert scores[0].tolist() == pytest.approx([0, 0, 2 / 3, 0.5, 1 / 3, 0])  # P(.|1) + 0.5 P(.|2)
+    assert scores[1].tolist() == [0] * 6  # i5 never leads anywhere
+    assert scores[2].tolist() == pytest.approx([0, 0, 2 / 3, 0.5, 1 / 3, 0])  # last_n = 2: i3 is too old
+    wide = TransitionKNN.fit(users, vocab, pop, window=2, last_n=1, pop_weight=0.0)
+    assert wide.user_scores([events("a", ["i1"])])[0].tolist() == pytest.approx([0, 0, 2 / 3.5, 0.5 / 3.5, 1 / 3.5, 0])
+    bag = TransitionKNN.fit(users, vocab, pop, window=1, symmetric=True, last_n=1, pop_weight=0.0)
+    assert bag.user_scores([events("a", ["i2"])])[0].tolist() == pytest.approx([0, 2 / 3, 0, 1 / 3, 0, 0])
+    prior = TransitionKNN.fit(users, vocab, pop, window=1, last_n=1, pop_weight=1e-3)
+    assert prior.user_scores([events("b", ["i5"])])[0].tolist() == pytest.approx((1e-3 * pop / 3).tolist())
+
+
+def test_transition_knn_ranks_the_successor_first_and_never_recommends_seen_items():
+    from models.evaluate import TransitionKNN, evaluate_knn
+
+    vocab = ItemVocab.from_items(item_rows(20))
+    split = leave_one_out(planted_walks())
+    counts = positive_counts(split.train, vocab)
+    knn = TransitionKNN.fit(split.train, vocab, counts)
+    m = evaluate_knn(knn, split.test)
+    assert m["hr_at_10"] == 1.0 and m["mrr_at_10"] == 1.0  # a first-order walk: the successor is always first
+    histories = [h.history for h in split.test]
+    top, _, _ = rank_catalogue(knn.make_scorer(histories), len(histories), 21,
+                               [encode_events(h, vocab).items for h in histories], k=10, user_batch=7)
+    for h, row in zip(histories, top.tolist()):
+        assert not set(row) & {vocab.index[i] for i in h.item_ids} and 0 not in row
+
+
+def test_transition_knn_rejects_last_n_zero():
+    from models.evaluate import TransitionKNN
+
+    vocab = ItemVocab.from_items(item_rows(3))
+    with pytest.raises(ValueError, match="last_n=0"):
+        TransitionKNN.fit([], vocab, torch.zeros(4), last_n=0)
+
+
+# ---------------------------------------------------------------- training checkpoints and resume -------------
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _planted_training(dropout: float = 0.3):
+    vocab = ItemVocab.from_items(item_rows(20))
+    split = leave_one_out(planted_walks())
+    tcfg = TrainConfig(d_model=16, n_heads=2, n_layers=1, dropout=dropout, batch_size=16, lr=1e-2, warmup_steps=5,
+                       patience=100)
+    examples = training_examples(split.train, vocab, 8)
+
+    def fresh(seed: int) -> Recommender:
+        torch.manual_seed(seed)
+        return Recommender(build_model(vocab, tcfg, 8), vocab, {}, positive_counts(split.train, vocab))
+
+    return split, tcfg, examples, fresh
+
+
+def test_training_checkpoint_holds_the_best_weights_and_round_trips(tmp_path):
+    split, tcfg, examples, fresh = _planted_training()
+    rec = fresh(0)
+    path = str(tmp_path / "ckpt" / "model.pt")
+    torch.manual_seed(0)
+    history = fit(rec, examples, split.valid, tcfg, epochs=3, max_minutes=5.0, seed=0, device=torch.device("cpu"),
+                  checkpoint_path=path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["done"] is False and len(ckpt["history"]) == 3
+    assert ckpt["history"] == history
+    back = fresh(99)  # other initial weights: everything must come from the checkpoint
+    back.model.load_state_dict(ckpt["best_state"])
+    batch = random_batch(4, 8, 20)
+    with torch.no_grad():
+        assert torch.equal(back.model.eval()(batch), rec.model(batch))
+    assert evaluate_recommender(back, split.test) == evaluate_recommender(rec, split.test)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["model.pt"]  # no temp file left behind
+
+
+def test_resuming_an_interrupted_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
+    split, tcfg, examples, fresh = _planted_training(dropout=0.3)  # dropout: the torch RNG must resume too
+    cpu = torch.device("cpu")
+
+    torch.manual_seed(0)
+    straight = fresh(0)
+    straight_history = fit(straight, examples, split.valid, tcfg, epochs=4, max_minutes=5.0, seed=0, device=cpu)
+
+    path = str(tmp_path / "model.pt")
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise Interrupted
+
+    torch.manual_seed(0)
+    with pytest.raises(Interrupted):
+        fit(fresh(0), examples, split.valid, tcfg, epochs=4, max_minutes=5.0, seed=0, device=cpu,
+            checkpoint_path=path, on_epoch=stop_after_two)
+    assert torch.load(path, weights_only=True)["epoch"] == 2
+
+    torch.manual_seed(12345)  # another process: other initial weights and RNG state
+    resumed = fresh(7)
+    seen: list[float] = []
+    resumed_history = fit(resumed, examples, split.valid, tcfg, epochs=4, max_minutes=5.0, seed=0, device=cpu,
+                          checkpoint_path=path, on_epoch=lambda row: seen.append(row["epoch"]))
+    assert seen == [1.0, 2.0, 3.0, 4.0]  # epochs 1-2 replayed from the checkpoint, 3-4 trained
+
+    def drop(h):
+        return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in h]
+
+    assert drop(resumed_history) == drop(straight_history)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert evaluate_recommender(resumed, split.test) == evaluate_recommender(straight, split.test)
+
+    # a finished checkpoint resumes to the same model without training again
+    again = fresh(3)
+    calls: list[float] = []
+    fit(again, examples, split.valid, tcfg, epochs=4, max_minutes=5.0, seed=0, device=cpu, checkpoint_path=path,
+        on_epoch=lambda row: calls.append(row["epoch_seconds"]))
+    assert calls == [row["epoch_seconds"] for row in resumed_history]
+    assert all(torch.equal(a[k], again.model.state_dict()[k]) for k in a)
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+    split, tcfg, examples, fresh = _planted_training()
+    path = str(tmp_path / "model.pt")
+    fit(fresh(0), examples, split.valid, tcfg, epochs=1, max_minutes=5.0, seed=0, device=torch.device("cpu"),
+        checkpoint_path=path)
+    with pytest.raises(ValueError, match="written for another model, training config"):
+        fit(fresh(0), examples, split.valid, tcfg, epochs=2, max_minutes=5.0, seed=0, device=torch.device("cpu"),
+            checkpoint_path=path)
+
+
+# ---------------------------------------------------------------- sampled softmax with logQ correction --------
+
+
+def test_sampled_softmax_builds_batch_by_negatives_logits_not_catalogue_wide():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from models.train import NegativeSampler, next_item_loss
+
+    class LargestOutput(TorchDispatchMode):
+        """Records the largest tensor any operation produces."""
+
+        def __init__(self):
+            super().__init__()
+            self.largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    n_items, K = 100_000, 32
+    vocab = ItemVocab.from_items(item_rows(n_items))
+    torch.manual_seed(0)
+    model = build_model(vocab, TrainConfig(d_model=8, n_heads=2, n_layers=1, dropout=0.0), 8)
+    batch = random_batch(4, 6, n_items)
+    targets = torch.randint(1, n_items + 1, (4, 6))
+    targets[:, :2] = 0  # T = 16 positions with a target
+    counts = torch.zeros(n_items + 1, dtype=torch.float64)
+    counts[1:1000] = 50.0  # a skewed proposal
+    sampler = NegativeSampler(counts, K, 0.75, seed=0, device=torch.device("cpu"))
+    negatives = sampler.sample(torch.device("cpu"))
+    assert negatives.shape == (K,) and int(negatives.min()) >= 1 and int(negatives.max()) <= n_items
+
+    with LargestOutput() as sampled:
+        loss = next_item_loss(model, batch, targets, negatives, sampler.log_q)
+    assert torch.isfinite(loss)
+    assert sampled.largest <= 4 * 6 * 4 * 8  # the widest activation (B x L x 4d MLP); logits are T x (K+1) = 528
+    with LargestOutput() as full:
+        next_item_loss(model, batch, targets)
+    assert full.largest >= 16 * n_items  # the full softmax builds (T, N) logits: the recorder does see them
+
+
+def test_logq_correction_makes_sampled_gradients_match_the_full_softmax():
+    from models.train import NegativeSampler, next_item_loss
+
+    n_items = 30
+    vocab = ItemVocab.from_items(item_rows(n_items))
+    torch.manual_seed(0)
+    model = build_model(vocab, TrainConfig(d_model=16, n_heads=2, n_layers=1, dropout=0.0), 8)
+    with torch.no_grad():
+        model.items.id_emb.weight.mul_(50)  # spread the scores so the softmax is far from uniform
+    batch = random_batch(8, 6, n_items, seed=3)
+    targets = torch.randint(1, n_items + 1, (8, 6), generator=torch.Generator().manual_seed(4))
+    counts = torch.tensor([0.0] + [float(4 ** (i % 5)) for i in range(n_items)], dtype=torch.float64)  # Q skewed 256:1
+
+    def grad(negatives=None, log_q=None) -> torch.Tensor:
+        model.zero_grad()
+        next_item_loss(model, batch, targets, negatives, log_q).backward()
+        return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+
+    exact = grad()
+    sampler = NegativeSampler(counts, 100_000, 1.0, seed=0, device=torch.device("cpu"))
+    negatives = sampler.sample(torch.device("cpu"))
+    corrected = grad(negatives, sampler.log_q)
+    uncorrected = grad(negatives, torch.zeros_like(sampler.log_q))
+
+    def rel_error(g: torch.Tensor) -> float:
+        return float((g - exact).norm() / exact.norm())
+
+    assert rel_error(corrected) < 0.03  # measured 0.009 with 100,000 negatives
+    assert rel_error(uncorrected) > 3 * rel_error(corrected)  # measured 0.081: biased toward popular items
+
+
+def test_sampled_softmax_trains_a_tiny_set():
+    vocab = ItemVocab.from_items(item_rows(20))
+    split = leave_one_out(planted_walks())
+    tcfg = TrainConfig(d_model=32, n_heads=2, n_layers=1, dropout=0.0, batch_size=16, lr=1e-2, warmup_steps=5,
+                       weight_decay=0.0, patience=100, full_softmax_max_items=10, n_negatives=8)
+    torch.manual_seed(0)
+    rec = Recommender(build_model(vocab, tcfg, 8), vocab, {}, positive_counts(split.train, vocab))
+    history = fit(rec, training_examples(split.train, vocab, 8), split.valid, tcfg, epochs=40, max_minutes=1.0,
+                  seed=0, device=torch.device("cpu"))
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    assert history[0]["train_loss"] < math.log(20) - 0.4  # ~ log(1 + 8): it is the sampled loss, not the full one
+    assert history[-1]["train_loss"] < 0.3 * history[0]["train_loss"]
+    metrics = evaluate_recommender(rec, split.test)  # evaluation still ranks the whole catalogue
+    assert metrics["hr_at_10"] == 1.0 and metrics["mrr_at_10"] > 0.9

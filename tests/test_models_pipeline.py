@@ -71,6 +71,7 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNREC_TRAIN_EPOCHS", "3")
     monkeypatch.setenv("ATTNREC_TOP_K", "5")
     monkeypatch.setenv("ATTNREC_MAX_SEQ_LEN", "32")
+    monkeypatch.setenv("ATTNREC_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     write_features(str(tmp_path / "lake"))
     return get_settings()
 
@@ -169,23 +170,33 @@ def test_train_run_then_candidates(env):
     from models import candidates, registry, train
 
     result = train.run(DT, env)
-    assert set(result) == {"run_id", "model_version", "metrics", "baseline_metrics", "promoted", "reason"}
+    assert set(result) == {"run_id", "model_version", "metrics", "baseline_metrics", "knn_metrics",
+                           "sasrec_plain_metrics", "promoted", "reason"}
     assert result["model_version"] == "1" and result["promoted"] is True
-    assert result["metrics"]["n_users"] == result["baseline_metrics"]["n_users"] == 40.0
-    for m in (result["metrics"], result["baseline_metrics"]):
+    scorers = {"": "metrics", "pop_": "baseline_metrics", "knn_": "knn_metrics", "sasrec_plain_": "sasrec_plain_metrics"}
+    for key in scorers.values():
+        m = result[key]
         assert set(m) == {"hr_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_50", "coverage_at_10", "n_users"}
+        assert m["n_users"] == 40.0  # every scorer on the same holdout
         assert 0.0 <= m["ndcg_at_10"] <= m["hr_at_10"] <= m["recall_at_50"] <= 1.0
+    # the walks follow a fixed permutation: the transition kNN finds it, popularity cannot
+    assert result["knn_metrics"]["hr_at_10"] > result["baseline_metrics"]["hr_at_10"] + 0.3
 
     client = registry.client(env)
     run = client.get_run(result["run_id"])
-    assert run.data.metrics["test_ndcg_at_10"] == pytest.approx(result["metrics"]["ndcg_at_10"])
-    assert run.data.metrics["pop_test_ndcg_at_10"] == pytest.approx(result["baseline_metrics"]["ndcg_at_10"])
+    for prefix, key in scorers.items():
+        for metric in ("ndcg_at_10", "hr_at_10"):
+            assert run.data.metrics[f"{prefix}test_{metric}"] == pytest.approx(result[key][metric])
     assert len(client.get_metric_history(result["run_id"], "val_ndcg_at_10")) == run.data.metrics["epochs_run"] <= 3
+    assert (len(client.get_metric_history(result["run_id"], "sasrec_plain_val_ndcg_at_10"))
+            == run.data.metrics["sasrec_plain_epochs_run"] <= 3)
     assert run.data.tags["feature_dt"] == DT
     assert len(run.data.tags["feature_snapshot_hash"]) == 16 and run.data.tags["git_commit"]
     assert run.data.params["epochs"] == "3"
+    assert run.data.params["loss"] == "full_softmax" and run.data.params["train_ablation"] == "True"
     artifacts = {a.path for a in client.list_artifacts(result["run_id"], "plots")}
-    assert artifacts == {"plots/training_curves.png", "plots/model_vs_popularity.png"}
+    assert artifacts == {"plots/training_curves.png", "plots/model_vs_baselines.png"}
+    assert not any(Path(env.checkpoint_dir).glob("*/*.pt"))  # checkpoints are removed once the run is recorded
     assert client.get_experiment(run.info.experiment_id).artifact_location == env.mlflow_artifact_root
     assert registry.alias_version(env, "champion") == registry.alias_version(env, "challenger") == "1"
 
@@ -224,3 +235,28 @@ def test_train_run_then_candidates(env):
     again = candidates.run(DT, env)
     assert again["rows"] == res["rows"] and pq.read_table(path).num_rows == res["rows"]
     assert sorted(p.name for p in path.parent.iterdir()) == [f"dt={DT}"]  # no temp or replaced dirs left
+
+
+def test_training_settings_from_env(monkeypatch, tmp_path):
+    from models.train import TrainConfig, parse_overrides
+
+    for name in ("ATTNREC_TRAIN_ABLATION", "ATTNREC_FULL_SOFTMAX_MAX_ITEMS", "ATTNREC_CHECKPOINT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    s = get_settings()
+    assert s.train_ablation is True and s.full_softmax_max_items == 200_000 and s.checkpoint_dir.endswith("checkpoints")
+    monkeypatch.setenv("ATTNREC_TRAIN_ABLATION", "false")
+    monkeypatch.setenv("ATTNREC_FULL_SOFTMAX_MAX_ITEMS", "5000")
+    monkeypatch.setenv("ATTNREC_CHECKPOINT_DIR", str(tmp_path))
+    s = get_settings()
+    assert (s.train_ablation, s.full_softmax_max_items, s.checkpoint_dir) == (False, 5000, str(tmp_path))
+    monkeypatch.setenv("ATTNREC_TRAIN_ABLATION", "perhaps")
+    with pytest.raises(ValueError, match="ATTNREC_TRAIN_ABLATION='perhaps' is not a boolean"):
+        get_settings()
+
+    tcfg = parse_overrides(["dropout=0.1", "n_layers=3", "positive_types=click,rate"])
+    assert (tcfg.dropout, tcfg.n_layers, tcfg.positive_types) == (0.1, 3, ("click", "rate"))
+    assert tcfg.lr == TrainConfig().lr
+    with pytest.raises(ValueError, match="expected NAME=VALUE with NAME one of"):
+        parse_overrides(["depth=3"])
+    with pytest.raises(ValueError, match="'x' is not a valid int"):
+        parse_overrides(["n_layers=x"])
