@@ -17,6 +17,12 @@ EVENT_TYPES: tuple[str, ...] = (
     "skip",
 )
 
+#: How each event type reads as interest (features/sequences ``interest``: 1, 0, -1). Exposure means the item was
+#: shown, not chosen; the rest are positive interest. ATTNREC_NEGATIVE_EVENT_TYPES / ATTNREC_EXPOSURE_EVENT_TYPES
+#: override the defaults.
+EXPOSURE_EVENT_TYPES: tuple[str, ...] = ("impression", "skip")
+NEGATIVE_EVENT_TYPES: tuple[str, ...] = ("dislike",)
+
 REQUIRED_EVENT_FIELDS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_type", "event_time")
 OPTIONAL_EVENT_FIELDS: tuple[str, ...] = ("dwell_ms", "rating", "session_id", "device")
 

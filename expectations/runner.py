@@ -217,6 +217,13 @@ def _plain(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _python(value):
+    """numpy scalars (and tuples of them, as pair expectations report) as plain Python values for messages."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_python(v) for v in value)
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
 def _condition_text(condition) -> str:
     """``event_type != 'rate'`` for a serialized GX comparison condition; ``str()`` of anything else."""
     if isinstance(condition, dict) and condition.get("type") == "comparison":
@@ -245,7 +252,9 @@ def _describe_failure(r) -> str:
         if key in kwargs:
             where = f" {key}={kwargs[key]}"
             break
-    bounds = {k: _plain(kwargs[k]) for k in ("min_value", "max_value", "value_set") if kwargs.get(k) is not None}
+    if "column_A" in kwargs:
+        where = f" column_A={kwargs['column_A']} column_B={kwargs['column_B']}"
+    bounds = {k: _plain(kwargs[k]) for k in ("min_value", "max_value", "value_set", "or_equal") if kwargs.get(k) is not None}
     if kwargs.get("row_condition") is not None:
         bounds["where"] = _condition_text(kwargs["row_condition"])
     text = f"{config.type}{where}"
@@ -261,7 +270,7 @@ def _describe_failure(r) -> str:
     if mismatched:
         text += " (" + ", ".join(f"{k} {v}" for k, v in sorted(mismatched.items())) + ")"
     if res.get("unexpected_count") is not None:
-        shown = list(res.get("partial_unexpected_list") or [])[:_MAX_SHOWN_VALUES]
+        shown = [_python(v) for v in list(res.get("partial_unexpected_list") or [])[:_MAX_SHOWN_VALUES]]
         pct = res.get("unexpected_percent")
         pct_text = f" ({pct:.2f}% of non-null)" if isinstance(pct, (int, float)) else ""
         text += f": {res['unexpected_count']} unexpected{pct_text}, e.g. {shown}"

@@ -4,9 +4,13 @@
                                                          ──▶  _staging/features/items/dt=D
 
 sequences: one row per user, their last ``max_seq_len`` events oldest -> newest (ties broken by event_id),
-with item ids, event types, epoch-ms times and dwell as parallel arrays.
-items: the item vocabulary (``item_idx`` 1..N, 0 is padding) with content (title, categories, year) and
-popularity. Indices carry over from the newest earlier features/items partition, so model versions trained on
+as parallel arrays: item ids, event types, epoch-ms times, dwell, the time gap to the previous event, a dwell
+strength in [0, 1] (log-scaled, 1.0 at ``dwell_saturation_s``) and the interest the event type shows (1 positive,
+0 exposure such as impressions and skips, -1 negative such as dislikes); and the user's activity over the whole
+look-back (events, active days, first and last event).
+items: the item vocabulary (``item_idx`` 1..N, 0 is padding) with content (title, categories, year), popularity
+(all events in the look-back), positive interactions in the last 1, 7 and 30 days up to the end of D, ``heat``
+(positive interactions decayed with a ``heat_half_life_days`` half-life to the end of D), first and last seen. Indices carry over from the newest earlier features/items partition, so model versions trained on
 different days see the same index for the same item; new items are appended in (first seen, item_id) order.
 
 The clean partition of D itself is read from staging when it is not yet published (the DAG publishes it
@@ -26,11 +30,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs this file from anywhere
 
 from attnrec import lake  # noqa: E402
-from attnrec.contracts import check_dt  # noqa: E402
+from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, check_dt  # noqa: E402
 
 ITEM_SCHEMA_DDL = (
     "item_id STRING, title STRING, categories ARRAY<STRING>, release_year STRING, published_at STRING, "
     "_corrupt_record STRING"
+)
+
+
+ITEM_COLUMNS = (
+    "item_idx", "item_id", "title", "categories", "year", "popularity",
+    "interactions_1d", "interactions_7d", "interactions_30d", "heat", "first_seen_ms", "last_seen_ms",
 )
 
 
@@ -39,6 +49,16 @@ class FeatureParams:
     dt: str
     max_seq_len: int = 200
     lookback_days: int = 365
+    exposure_types: tuple[str, ...] = EXPOSURE_EVENT_TYPES
+    negative_types: tuple[str, ...] = NEGATIVE_EVENT_TYPES
+    dwell_saturation_s: float = 600.0
+    heat_half_life_days: float = 7.0
+
+    @property
+    def day_end_ms(self) -> int:
+        """End of day D (UTC) in epoch ms: the reference time of the popularity windows and heat."""
+        day_end = dt_.datetime.fromisoformat(self.dt).replace(tzinfo=dt_.timezone.utc) + dt_.timedelta(days=1)
+        return int(day_end.timestamp() * 1000)
 
     @property
     def first_dt(self) -> str:
@@ -78,35 +98,83 @@ def extract(spark, root: str, params: FeatureParams):
     return events, catalogue, vocab
 
 
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
+
+
+def interest(params: FeatureParams, event_type: str = "e.event_type") -> str:
+    """SQL for the interest an event type shows: -1 negative, 0 exposure, 1 positive."""
+    return (
+        f"CASE WHEN {event_type} IN ({_sql_list(params.negative_types)}) THEN -1 "
+        f"WHEN {event_type} IN ({_sql_list(params.exposure_types)}) THEN 0 ELSE 1 END"
+    )
+
+
 def transform_sequences(events, params: FeatureParams):
-    """One row per user: their last ``max_seq_len`` events as time-ordered parallel arrays."""
+    """One row per user: their last ``max_seq_len`` events as time-ordered parallel arrays, and activity."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     newest_first = Window.partitionBy("user_id").orderBy(F.col("event_time_ms").desc(), F.col("event_id").desc())
-    recent = events.withColumn("_n", F.row_number().over(newest_first)).where(F.col("_n") <= params.max_seq_len)
-    grouped = recent.groupBy("user_id").agg(
-        F.sort_array(
-            F.collect_list(F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms"))
-        ).alias("ev")
+    by_user = Window.partitionBy("user_id")
+    ranked = events.select(
+        "user_id", "event_id", "item_id", "event_type", "event_time_ms", "dwell_ms",
+        F.row_number().over(newest_first).alias("_n"),
+        F.count(F.lit(1)).over(by_user).alias("events_total"),
+        F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms"))).over(by_user)).alias("active_days"),
+        F.min("event_time_ms").over(by_user).alias("first_event_ms"),
+        F.max("event_time_ms").over(by_user).alias("last_event_ms"),
     )
+    grouped = ranked.where(F.col("_n") <= params.max_seq_len).groupBy("user_id").agg(
+        F.sort_array(F.collect_list(F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms"))).alias("ev"),
+        *(F.first(c).alias(c) for c in ("events_total", "active_days", "first_event_ms", "last_event_ms")),
+    )
+    saturation = F.lit(params.dwell_saturation_s)
     return grouped.select(
         "user_id",
         F.transform("ev", lambda e: e["item_id"]).alias("item_ids"),
         F.transform("ev", lambda e: e["event_type"]).alias("event_types"),
         F.transform("ev", lambda e: e["event_time_ms"]).alias("event_times_ms"),
         F.transform("ev", lambda e: e["dwell_ms"]).alias("dwell_ms"),
+        F.expr("transform(ev, (e, i) -> IF(i = 0, CAST(NULL AS BIGINT), e.event_time_ms - ev[i - 1].event_time_ms))")
+        .alias("time_gaps_ms"),
+        F.transform(
+            "ev",
+            lambda e: F.when(  # greatest/least skip nulls: keep a missing dwell missing
+                e["dwell_ms"].isNotNull(),
+                F.least(F.lit(1.0), F.log1p(F.greatest(e["dwell_ms"], F.lit(0)) / 1000.0) / F.log1p(saturation)),
+            ).cast("float"),
+        ).alias("dwell_strength"),
+        F.expr(f"transform(ev, e -> CAST({interest(params)} AS TINYINT))").alias("interest"),
         F.size("ev").cast("int").alias("length"),
+        F.col("events_total").cast("long").alias("events_total"),
+        F.col("active_days").cast("int").alias("active_days"),
+        "first_event_ms",
+        "last_event_ms",
     )
 
 
-def transform_items(events, catalogue, vocab):
-    """The item table: every item in the catalogue or the events, with content, popularity and a stable index."""
+def transform_items(events, catalogue, vocab, params: FeatureParams):
+    """The item table: every item in the catalogue or the events, with content, popularity, heat and a stable index."""
+    import math
+
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    age_days = F.greatest(F.lit(params.day_end_ms) - F.col("event_time_ms"), F.lit(0)) / 86_400_000.0
+    positive = F.expr(interest(params, "event_type")) == 1
+
+    def positive_within(days: int):
+        return F.sum(F.when(positive & (age_days <= days), 1).otherwise(0)).alias(f"interactions_{days}d")
+
     stats = events.groupBy("item_id").agg(
-        F.count(F.lit(1)).alias("popularity"), F.min("event_time_ms").alias("first_seen_ms")
+        F.count(F.lit(1)).alias("popularity"),
+        positive_within(1),
+        positive_within(7),
+        positive_within(30),
+        F.sum(F.when(positive, F.exp(-math.log(2) * age_days / params.heat_half_life_days)).otherwise(0.0)).alias("heat"),
+        F.min("event_time_ms").alias("first_seen_ms"),
+        F.max("event_time_ms").alias("last_seen_ms"),
     )
     if catalogue is not None:
         year = F.coalesce(
@@ -133,7 +201,10 @@ def transform_items(events, catalogue, vocab):
         F.coalesce("categories", F.array().cast("array<string>")).alias("categories"),
         "year",
         F.coalesce("popularity", F.lit(0)).cast("long").alias("popularity"),
+        *(F.coalesce(f"interactions_{d}d", F.lit(0)).cast("long").alias(f"interactions_{d}d") for d in (1, 7, 30)),
+        F.coalesce("heat", F.lit(0.0)).cast("double").alias("heat"),
         "first_seen_ms",
+        "last_seen_ms",
         "item_idx",
     )
     offset = vocab.agg(F.coalesce(F.max("item_idx"), F.lit(0)).alias("m")).first()["m"]  # one number
@@ -142,7 +213,7 @@ def transform_items(events, catalogue, vocab):
         "item_idx", (F.row_number().over(new_order) + F.lit(offset)).cast("int")
     )
     known = items.where(F.col("item_idx").isNotNull()).withColumn("item_idx", F.col("item_idx").cast("int"))
-    return known.unionByName(new_items).select("item_idx", "item_id", "title", "categories", "year", "popularity")
+    return known.unionByName(new_items).select(*ITEM_COLUMNS)
 
 
 def load(sequences, items, root: str, dt: str) -> tuple[str, str]:
@@ -167,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     spark = get_spark(f"attnrec-featurize-{args.dt}")
     try:
         events, catalogue, vocab = extract(spark, root, params)
-        seq_dir, items_dir = load(transform_sequences(events, params), transform_items(events, catalogue, vocab), root, args.dt)
+        seq_dir, items_dir = load(
+            transform_sequences(events, params), transform_items(events, catalogue, vocab, params), root, args.dt
+        )
         users, n_items = spark.read.parquet(seq_dir).count(), spark.read.parquet(items_dir).count()
     except FileNotFoundError as err:
         print(f"featurize: {err}", file=sys.stderr)

@@ -76,32 +76,47 @@ CASES = {
     ),
     "user_sequences": (
         "user_id string, item_ids array<string>, event_types array<string>, event_times_ms array<long>, "
-        "dwell_ms array<long>, length int",
+        "dwell_ms array<long>, time_gaps_ms array<long>, dwell_strength array<float>, interest array<tinyint>, "
+        "length int, events_total long, active_days int, first_event_ms long, last_event_ms long",
         [
-            ("u1", ["i1", "i2"], ["view", "click"], [MS0, MS0 + 5], [None, 500], 2),
-            ("u2", ["i1"], ["rate"], [MS0], [None], 1),
+            ("u1", ["i1", "i2"], ["view", "click"], [MS0, MS0 + 5], [None, 500], [None, 5], [None, 0.1], [1, 1], 2,
+             2, 1, MS0, MS0 + 5),
+            ("u2", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 7, 3, MS0 - 86_400_000, MS0),
         ],
         [
-            ("u1", ["i1", "i2"], ["view", "click"], [MS0, MS0 + 5], [None, 500], 2),
-            ("u1", ["i1"], ["rate"], [MS0], [None], 1),
-            ("u3", ["i1", "i2", "i1", "i2"], ["view"] * 4, [MS0 + k for k in range(4)], [1, 2, 3, 4], 4),
+            ("u1", ["i1", "i2"], ["view", "click"], [MS0, MS0 + 5], [None, 500], [None, 5], [None, 0.1], [1, 1], 2,
+             2, 1, MS0, MS0 + 5),
+            ("u1", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 1, 1, MS0, MS0),
+            ("u3", ["i1", "i2", "i1", "i2"], ["view"] * 4, [MS0 + k for k in range(4)], [1, 2, 3, 4], [None, 1, 1, 1],
+             [0.0] * 4, [1] * 4, 4, 3, 0, MS0 + 3, MS0),
         ],
         [
             "expect_column_values_to_be_unique column=user_id: 2 unexpected (66.67% of non-null), e.g. ['u1', 'u1']",
             "expect_column_values_to_be_between column=length (min_value=1, max_value=3): "
             "1 unexpected (33.33% of non-null), e.g. [4]",
+            "expect_column_values_to_be_between column=active_days (min_value=1): "
+            "1 unexpected (33.33% of non-null), e.g. [0]",
+            "expect_column_pair_values_a_to_be_greater_than_b column_A=events_total column_B=length (or_equal=True): "
+            "1 unexpected (33.33% of non-null), e.g. [(3, 4)]",
+            "expect_column_pair_values_a_to_be_greater_than_b column_A=last_event_ms column_B=first_event_ms "
+            "(or_equal=True): 1 unexpected (33.33% of non-null), e.g. [(1769846400000, 1769846400003)]",
         ],
     ),
     "item_table": (
-        "item_idx int, item_id string, title string, categories array<string>, year int, popularity long",
-        [(1, "i1", "Alpha", ["drama"], 1999, 5), (2, "i2", None, [], None, 0)],
-        [(1, "i1", "Alpha", ["drama"], 1999, 5), (3, "i1", None, [], None, -1)],
+        "item_idx int, item_id string, title string, categories array<string>, year int, popularity long, "
+        "interactions_1d long, interactions_7d long, interactions_30d long, heat double, first_seen_ms long, "
+        "last_seen_ms long",
+        [(1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0), (2, "i2", None, [], None, 0, 0, 0, 0, 0.0, None, None)],
+        [(1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0), (3, "i1", None, [], None, -1, 2, 1, 1, -0.5, None, None)],
         [
             "expect_column_values_to_be_unique column=item_id: 2 unexpected (100.00% of non-null), e.g. ['i1', 'i1']",
             "expect_column_values_to_be_between column=item_idx (min_value=1, max_value=2): "
             "1 unexpected (50.00% of non-null), e.g. [3]",
             "expect_column_values_to_be_between column=popularity (min_value=0): "
             "1 unexpected (50.00% of non-null), e.g. [-1]",
+            "expect_column_values_to_be_between column=heat (min_value=0): 1 unexpected (50.00% of non-null), e.g. [-0.5]",
+            "expect_column_pair_values_a_to_be_greater_than_b column_A=interactions_7d column_B=interactions_1d "
+            "(or_equal=True): 1 unexpected (50.00% of non-null), e.g. [(1, 2)]",
         ],
     ),
     "candidates": (
@@ -295,7 +310,8 @@ def _write_staged(root: Path, dataset: str, suite: str, rows: list[tuple]) -> Pa
     types = {
         "string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(), "float": pa.float32(),
         "timestamp": pa.timestamp("us", tz="UTC"), "array<string>": pa.list_(pa.string()),
-        "array<long>": pa.list_(pa.int64()),
+        "array<long>": pa.list_(pa.int64()), "array<float>": pa.list_(pa.float32()),
+        "array<tinyint>": pa.list_(pa.int8()),
     }
     fields = [(p.strip().split(" ", 1)[0], types[p.strip().split(" ", 1)[1]]) for p in CASES[suite][0].split(", ")]
     schema = pa.schema(fields)
@@ -361,8 +377,8 @@ def test_validate_job_passes_staged_features_via_spark_submit(job_runs):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if f"dt={DT}" in line]
     assert lines[0] == f"features gate dt={DT}: Spark master local[1]"  # spark-submit's --master, not the env
-    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 10/10 expectations; Data Docs: {root}/validation/")
-    assert lines[2].startswith(f"item_table dt={DT}: PASSED 10/10 expectations; Data Docs: {root}/validation/")
+    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 14/14 expectations; Data Docs: {root}/validation/")
+    assert lines[2].startswith(f"item_table dt={DT}: PASSED 13/13 expectations; Data Docs: {root}/validation/")
     assert lines[3] == f"features gate dt={DT}: all checks passed"
     assert len(lines) == 4
     assert sorted(p.name for p in cwd.iterdir()) == ["lake"]  # nothing written into the working directory

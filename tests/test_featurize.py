@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from jobs.featurize import FeatureParams, clean_partitions, transform_items, transform_sequences
 
 EVENTS_DDL = "event_id string, user_id string, item_id string, event_type string, event_time_ms long, dwell_ms long"
+
+
+PARAMS = FeatureParams("2026-01-02")
+DAYS_TO_END = PARAMS.day_end_ms / 86_400_000  # events at ~epoch 0 are this many days before the end of D
 
 
 def events_df(spark, rows):
@@ -28,9 +34,32 @@ def test_sequences_are_time_ordered_truncated_and_tie_broken(spark):
         "event_types": ["view", "impression", "click"],
         "event_times_ms": [200, 200, 300],
         "dwell_ms": [10, None, None],
+        "time_gaps_ms": [None, 0, 100],
+        "dwell_strength": [pytest.approx(math.log1p(0.01) / math.log1p(600), rel=1e-6), None, None],
+        "interest": [1, 0, 1],  # an impression is exposure, not interest
         "length": 3,
+        "events_total": 4,  # activity covers the whole look-back, not only the last 3
+        "active_days": 1,
+        "first_event_ms": 100,
+        "last_event_ms": 300,
     }
-    assert out["u2"]["item_ids"] == ["z"] and out["u2"]["length"] == 1
+    assert out["u2"]["item_ids"] == ["z"] and out["u2"]["length"] == 1 and out["u2"]["time_gaps_ms"] == [None]
+
+
+def test_dwell_strength_saturates_and_interest_follows_configuration(spark):
+    day = 86_400_000
+    rows = [
+        ("e1", "u1", "a", "view", 1 * day, 3_600_000),  # an hour: capped at 1.0
+        ("e2", "u1", "b", "dislike", 3 * day, 0),
+        ("e3", "u1", "c", "skip", 3 * day + 1, -5),  # negative dwell never reaches here; clamp anyway
+    ]
+    params = FeatureParams("2026-01-02", negative_types=("dislike",), exposure_types=("skip",))
+    (row,) = transform_sequences(events_df(spark, rows), params).collect()
+    assert row["dwell_strength"] == [1.0, 0.0, 0.0]
+    assert row["interest"] == [1, -1, 0]
+    assert row["active_days"] == 2 and row["time_gaps_ms"] == [None, 2 * day, 1]
+    (row,) = transform_sequences(events_df(spark, rows), FeatureParams("2026-01-02", negative_types=())).collect()
+    assert row["interest"] == [1, 1, 0]
 
 
 def test_items_join_catalogue_count_popularity_and_index_new_items(spark):
@@ -42,11 +71,13 @@ def test_items_join_catalogue_count_popularity_and_index_new_items(spark):
         [(" b ", "Bee", ["drama"], "1999", None), ("c", "Sea", None, None, "2020-05-01T00:00:00Z"), ("", "nameless", None, None, None)],
         "item_id string, title string, categories array<string>, release_year string, published_at string",
     )
-    items = {r["item_id"]: r.asDict() for r in transform_items(events, catalogue, None).collect()}
+    items = {r["item_id"]: r.asDict() for r in transform_items(events, catalogue, None, PARAMS).collect()}
     assert set(items) == {"b", "c", "z"}
     # new items are indexed by first appearance, then id; catalogue-only items (never seen) come last
     assert [items[i]["item_idx"] for i in ("z", "b", "c")] == [1, 2, 3]
-    assert items["b"] == {"item_idx": 2, "item_id": "b", "title": "Bee", "categories": ["drama"], "year": 1999, "popularity": 2}
+    assert items["b"] == {"item_idx": 2, "item_id": "b", "title": "Bee", "categories": ["drama"], "year": 1999, "popularity": 2,
+                          "interactions_1d": 0, "interactions_7d": 0, "interactions_30d": 0, "heat": pytest.approx(2 * 0.5 ** (DAYS_TO_END / 7)),
+                          "first_seen_ms": 100, "last_seen_ms": 200}
     assert items["c"]["year"] == 2020 and items["c"]["categories"] == [] and items["c"]["popularity"] == 0
     assert items["z"]["title"] is None and items["z"]["popularity"] == 1
 
@@ -54,8 +85,23 @@ def test_items_join_catalogue_count_popularity_and_index_new_items(spark):
 def test_vocabulary_carries_over_between_days(spark):
     events = events_df(spark, [("e1", "u1", "new", "view", 10, None), ("e2", "u1", "old", "view", 20, None)])
     previous = spark.createDataFrame([("old", 7), ("gone", 3)], "item_id string, item_idx int")
-    items = {r["item_id"]: r["item_idx"] for r in transform_items(events, None, previous).collect()}
+    items = {r["item_id"]: r["item_idx"] for r in transform_items(events, None, previous, PARAMS).collect()}
     assert items == {"old": 7, "gone": 3, "new": 8}
+
+
+def test_popularity_windows_and_heat_count_positive_interactions_to_the_end_of_the_day(spark):
+    day, end = 86_400_000, PARAMS.day_end_ms
+    rows = [
+        ("e1", "u1", "a", "purchase", end - day // 2, None),  # 12 h before the end of D
+        ("e2", "u2", "a", "view", end - 3 * day, None),
+        ("e3", "u3", "a", "click", end - 14 * day, None),  # one half-life... twice
+        ("e4", "u4", "a", "impression", end - day // 2, None),  # exposure: popularity, not interest
+        ("e5", "u5", "a", "dislike", end - day // 2, None),
+    ]
+    (item,) = transform_items(events_df(spark, rows), None, None, PARAMS).collect()
+    assert (item["popularity"], item["interactions_1d"], item["interactions_7d"], item["interactions_30d"]) == (5, 1, 2, 3)
+    assert item["heat"] == pytest.approx(0.5 ** (0.5 / 7) + 0.5 ** (3 / 7) + 0.25)
+    assert item["first_seen_ms"] == end - 14 * day and item["last_seen_ms"] == end - day // 2
 
 
 def test_missing_clean_partition_says_what_to_run(tmp_path):
