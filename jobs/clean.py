@@ -372,7 +372,13 @@ def run(spark, root: str, params: CleanParams) -> dict:
     def progress(step: str) -> None:
         print(f"clean dt={params.dt}: {step} ({time.monotonic() - started:.0f} s)", flush=True)
 
-    lines(extract(spark, raw_dir), params).write.mode("overwrite").parquet(lake.join(work, "lines"))
+    raw = extract(spark, raw_dir)
+    gzipped = [f for f in raw.inputFiles() if f.endswith(".gz")]
+    cores = spark.sparkContext.defaultParallelism
+    if 0 < len(gzipped) < cores:  # gzip does not split: one file is one task, so spread the lines over the cores
+        progress(f"{len(gzipped)} gzip file(s) for {cores} cores: repartitioning the lines (land more files to avoid this)")
+        raw = raw.repartition(cores)
+    lines(raw, params).write.mode("overwrite").parquet(lake.join(work, "lines"))
     progress("parsed and checked every raw line")
     earlier = extract_earlier(spark, root, params)
     outcome_dir = lake.join(work, "outcome")
