@@ -9,6 +9,7 @@ so a constant scorer earns no credit from ties.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from typing import Callable, Sequence
@@ -18,7 +19,9 @@ import torch
 from models.data import DEFAULT_POSITIVE_TYPES, Events, Holdout, ItemVocab, encode_events
 from models.pyfunc import Recommender, user_vectors
 
-#: (user rows slice, item column start, item column end) -> (rows, end - start) scores
+#: (user rows slice, item column start, item column end) -> (rows, end - start) scores. rank_catalogue masks
+#: the result in place when it is not a view of other data (else it copies it first), and never keeps a
+#: result past the next call, so a scorer may hand out the same buffer every time.
 Scorer = Callable[[slice, int, int], torch.Tensor]
 
 K = 10
@@ -54,12 +57,24 @@ def coverage_at_k(top_items: torch.Tensor, n_items: int, k: int = K) -> float:
 # ---------------------------------------------------------------- full-catalogue ranking ------------------------
 
 
+def _writable(sc: torch.Tensor) -> torch.Tensor:
+    """``sc`` as float32 that may be modified in place: a scorer's fresh float32 result is used as it is
+    (no copy of a users x items block), a view or another dtype is copied."""
+    if sc.dtype != torch.float32:
+        return sc.float()
+    return sc.clone() if sc._base is not None else sc
+
+
 def _seen_tensor(seen: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
-    width = max([1, *(len(s) for s in seen)])
+    """(U, S) seen item rows, right-padded with -1; built with one copy, not one per user."""
+    lengths = torch.tensor([len(s) for s in seen], dtype=torch.long)  # (U,)
+    width = max(1, int(lengths.max())) if len(seen) else 1
     out = torch.full((len(seen), width), -1, dtype=torch.long)
-    for u, s in enumerate(seen):
-        if s:
-            out[u, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+    flat = torch.tensor([i for s in seen for i in s], dtype=torch.long)  # (sum of lengths,)
+    if flat.numel():
+        rows = torch.repeat_interleave(torch.arange(len(seen)), lengths)
+        cols = torch.arange(flat.numel()) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+        out[rows, cols] = flat
     return out.to(device)
 
 
@@ -89,7 +104,7 @@ def rank_catalogue(scorer: Scorer, n_users: int, n_rows: int, seen: Sequence[Seq
         # pass 1 (targets only): each target's own score, with seen/unknown targets at -inf
         for c0 in range(0, n_rows, item_chunk):
             c1 = min(c0 + item_chunk, n_rows)
-            sc = scorer(rows, c0, c1).float().clone()  # (b, c)
+            sc = _writable(scorer(rows, c0, c1))  # (b, c)
             if c0 == 0:
                 sc[:, 0] = float("-inf")
             local = seen_b - c0  # (b, S)
@@ -99,7 +114,7 @@ def rank_catalogue(scorer: Scorer, n_users: int, n_rows: int, seen: Sequence[Seq
             if targets is not None:
                 inside = (tgt >= c0) & (tgt < c1) & (tgt > 0)
                 tgt_score = torch.where(inside, sc.gather(1, (tgt - c0).clamp(0, c1 - c0 - 1)[:, None])[:, 0], tgt_score)
-            top = sc.topk(min(k_eff, c1 - c0), dim=1)
+            top = sc.topk(min(k_eff, c1 - c0), dim=1, sorted=False)  # sorted by the merge below
             best_score = torch.cat([best_score, top.values], 1)
             best_idx = torch.cat([best_idx, top.indices + c0], 1)
             keep = best_score.topk(min(k_eff, best_score.shape[1]), dim=1)
@@ -107,7 +122,7 @@ def rank_catalogue(scorer: Scorer, n_users: int, n_rows: int, seen: Sequence[Seq
         if targets is not None:  # pass 2: count items that outrank each target (ties: lower index first)
             for c0 in range(0, n_rows, item_chunk):
                 c1 = min(c0 + item_chunk, n_rows)
-                sc = scorer(rows, c0, c1).float().clone()
+                sc = _writable(scorer(rows, c0, c1))
                 if c0 == 0:
                     sc[:, 0] = float("-inf")
                 local = seen_b - c0
@@ -132,16 +147,27 @@ def model_scorer(rec: Recommender, vecs: torch.Tensor, has_history: Sequence[boo
     """Dot products of user states with item vectors; users with no known history get training popularity
     (log1p of counts) instead, so every user still gets a ranking. Items where ``allowed`` (N+1,) is False
     score -inf for everyone (e.g. items no longer in the catalogue)."""
-    table = rec.model.item_table().to(vecs.device)  # (N+1, d)
+    # the item bias rides along as a last column against a constant 1, so scoring is one plain matmul
+    model = rec.model
+    table = torch.cat([model.item_table(), model.item_bias[:, None]], 1).to(vecs.device).float()  # (N+1, d+1)
+    vecs = torch.cat([vecs.float(), torch.ones(vecs.shape[0], 1, device=vecs.device)], 1)  # (U, d+1)
+    cold_rows = [u for u, h in enumerate(has_history) if not h]
     cold = torch.tensor([not h for h in has_history], dtype=torch.bool, device=vecs.device)
     pop = torch.log1p(rec.popularity.to(vecs.device).float())  # (N+1,)
     blocked = None if allowed is None else ~allowed.to(vecs.device)
 
+    buffers: dict[tuple[int, int], torch.Tensor] = {}  # one per block shape: no fresh users x items allocation
+
     def score(rows: slice, c0: int, c1: int) -> torch.Tensor:
-        sc = rec.model.scores(vecs[rows], table, c0, c1).float()  # (b, c)
-        sc = torch.where(cold[rows][:, None], pop[c0:c1][None, :].expand_as(sc), sc)
+        shape = (rows.stop - rows.start, c1 - c0)
+        if shape not in buffers:
+            buffers[shape] = torch.empty(shape, device=vecs.device)
+        sc = torch.matmul(vecs[rows], table[c0:c1].T, out=buffers[shape])  # (b, c): dot product + item bias
+        i = bisect.bisect_left(cold_rows, rows.start)  # checked on the host: no device sync
+        if i < len(cold_rows) and cold_rows[i] < rows.stop:
+            sc[cold[rows]] = pop[c0:c1]
         if blocked is not None:
-            sc = sc.masked_fill(blocked[c0:c1][None, :], float("-inf"))
+            sc.masked_fill_(blocked[c0:c1][None, :], float("-inf"))
         return sc
 
     return score

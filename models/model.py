@@ -212,6 +212,8 @@ class AttentionRecommender(nn.Module):
         """Scores of items start..end-1 given hidden states (..., d) and :meth:`item_table` (N+1, d):
         dot product plus the item's bias, (..., end - start)."""
         end = table.shape[0] if end is None else end
+        if hidden.dim() == 2:  # one fused multiply-add: no second pass over the (T, end - start) block
+            return torch.addmm(self.item_bias[start:end], hidden, table[start:end].T)  # (T, end - start)
         return hidden @ table[start:end].T + self.item_bias[start:end]  # (..., end - start)
 
     def item_scores(self, hidden: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

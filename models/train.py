@@ -430,7 +430,8 @@ def fit(rec: Recommender, examples: list[TrainExample], valid: list[Holdout], tc
             sched.step()
             n += 1
         model.eval()
-        row = {"epoch": float(epoch), "train_loss": total / max(n, 1), "lr": sched.get_last_lr()[0]}
+        row = {"epoch": float(epoch), "train_loss": total / max(n, 1), "lr": sched.get_last_lr()[0],
+               "epoch_train_seconds": time.monotonic() - t0}  # the optimizer steps alone, without validation
         if valid:
             vm = _validate(rec, valid, device, amp_dtype, ctx)
             row.update({"val_ndcg_at_10": vm["ndcg_at_10"], "val_hr_at_10": vm["hr_at_10"]})
