@@ -1,0 +1,153 @@
+"""Benchmark training: sequences/s, time to the best epoch, and the test metrics it reaches.
+
+On a published features partition (``--data-root DIR --dt D``, e.g. MovieLens-100K after behavior_etl) or,
+without one, on a generated synthetic set (users walk item clusters forward with random jumps, so there
+is order to learn). It runs ``models.train.fit`` exactly as ``models.train.run`` does (TrainConfig
+defaults, the same leave-one-out split, early stopping on validation NDCG@10) but without MLflow, and
+prints per epoch and in total:
+
+* sequences/s: training sequences per second of optimizer steps (validation excluded), and target
+  positions/s (every position with a next positive event is one softmax row);
+* time to best epoch: wall seconds, validation included, until the epoch whose weights are kept;
+* test HR@10 / NDCG@10 of the kept weights, beside popularity and the transition kNN (and plain SASRec
+  with ``--ablation``).
+
+Run: ``python benchmarks/train.py [--data-root DIR --dt YYYY-MM-DD] [--users 2000 --items 1000 --mean-len 40]
+[--epochs 30] [--max-minutes 10] [--threads N] [--ablation] [--device cpu|cuda]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def synthetic(n_users: int, n_items: int, mean_len: int, seed: int):
+    """(users, item rows): items sit on a hidden cycle; a user steps 1-2 items along it 70% of the time,
+    else jumps anywhere; sequence lengths are log-normal around ``mean_len``."""
+    from models.data import Events
+
+    rng = random.Random(seed)
+    cycle = list(range(1, n_items + 1))
+    rng.shuffle(cycle)
+    users = []
+    for u in range(n_users):
+        n = max(5, int(rng.lognormvariate(math.log(mean_len), 0.6)))
+        pos = rng.randrange(n_items)
+        items, times, t = [], [], 1_700_000_000_000 + u * 1000
+        for _ in range(n):
+            pos = (pos + 1 + (rng.random() < 0.3)) % n_items if rng.random() < 0.7 else rng.randrange(n_items)
+            t += int(rng.expovariate(1 / 600_000))
+            items.append(f"s{cycle[pos]}")
+            times.append(t)
+        users.append(Events(f"u{u}", items, ["click"] * n, times, [int(rng.expovariate(1 / 30_000)) for _ in range(n)]))
+    rows = [{"item_idx": i, "item_id": f"s{i}", "categories": [f"g{i % 18}"], "year": 1960 + i % 60}
+            for i in range(1, n_items + 1)]
+    return users, rows
+
+
+def bench_fit(name: str, rec, examples, split, tcfg, epochs: int, max_minutes: float, seed: int, device,
+              amp_dtype) -> dict:
+    from models.evaluate import evaluate_recommender
+    from models.train import fit
+
+    positions = sum(sum(1 for t in e.targets if t > 0) for e in examples)
+
+    def show(row: dict) -> None:
+        print(f"  [{name}] epoch {int(row['epoch']):>2}: loss {row['train_loss']:.4f}  "
+              f"val NDCG@10 {row.get('val_ndcg_at_10', float('nan')):.4f}  "
+              f"{len(examples) / row['epoch_train_seconds']:,.0f} seq/s  ({row['epoch_seconds']:.1f} s with validation)",
+              flush=True)
+
+    t0 = time.perf_counter()
+    history = fit(rec, examples, split.valid, tcfg, epochs=epochs, max_minutes=max_minutes, seed=seed, device=device,
+                  amp_dtype=amp_dtype, on_epoch=show)
+    total_s = time.perf_counter() - t0
+    train_s = sum(h["epoch_train_seconds"] for h in history)
+    best = max(range(len(history)), key=lambda i: history[i].get("val_ndcg_at_10", i))
+    rec.model = rec.model.cpu()
+    test = evaluate_recommender(rec, split.test)
+    return {"name": name, "epochs": len(history), "total_s": total_s, "seq_per_s": len(examples) * len(history) / train_s,
+            "pos_per_s": positions * len(history) / train_s, "best_epoch": best + 1,
+            "time_to_best_s": sum(h["epoch_seconds"] for h in history[: best + 1]),
+            "best_val_ndcg": history[best].get("val_ndcg_at_10", float("nan")), "test": test}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", help="lake root with a published features partition")
+    parser.add_argument("--dt", help="features partition date, YYYY-MM-DD")
+    parser.add_argument("--users", type=int, default=2000, help="synthetic set: users")
+    parser.add_argument("--items", type=int, default=1000, help="synthetic set: items")
+    parser.add_argument("--mean-len", type=int, default=40, help="synthetic set: typical sequence length")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--max-minutes", type=float, default=10.0, help="wall-clock budget per model")
+    parser.add_argument("--max-seq-len", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when there is a GPU)")
+    parser.add_argument("--ablation", action="store_true", help="also train plain SASRec (item ids only)")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from models.data import ItemVocab, leave_one_out, load_features, positive_counts, training_examples
+    from models.evaluate import TransitionKNN, evaluate_knn, evaluate_popularity
+    from models.pyfunc import Recommender
+    from models.train import KNN_DECAY, KNN_LAST_N, KNN_WINDOW, TrainConfig, build_model, seed_everything
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    amp = torch.bfloat16 if device.type == "cuda" else None  # as models.train.choose_device
+    if args.data_root and args.dt:
+        users, rows, version = load_features(args.data_root, args.dt)
+        source = f"features dt={args.dt} under {args.data_root} (snapshot {version['snapshot_hash']})"
+    else:
+        users, rows = synthetic(args.users, args.items, args.mean_len, args.seed)
+        source = f"synthetic: {args.users} users, {args.items} items, mean length ~{args.mean_len}, seed {args.seed}"
+    vocab = ItemVocab.from_items(rows)
+    tcfg = TrainConfig()
+    split = leave_one_out(users, tcfg.positive_types)
+    examples = training_examples(split.train, vocab, args.max_seq_len, tcfg.positive_types)
+    counts = positive_counts(split.train, vocab, tcfg.positive_types)
+    n_events = sum(len(u) for u in users)
+    label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"data: {source}\n  {len(users):,} users, {vocab.n_items:,} items, {n_events:,} events, "
+          f"{len(examples):,} training sequences, {len(split.test):,} holdout users\n"
+          f"device: {label}; torch {torch.__version__}; TrainConfig defaults (d={tcfg.d_model}, "
+          f"{tcfg.n_layers} layers, batch {tcfg.batch_size}); up to {args.epochs} epochs, {args.max_minutes} min per model",
+          flush=True)
+
+    results = []
+    for name, id_only in [("attention recommender", False)] + ([("plain SASRec", True)] if args.ablation else []):
+        seed_everything(args.seed)
+        rec = Recommender(build_model(vocab, tcfg, args.max_seq_len, id_only=id_only), vocab, {}, counts)
+        results.append(bench_fit(name, rec, examples, split, tcfg, args.epochs, args.max_minutes, args.seed, device, amp))
+
+    pop = evaluate_popularity(counts, vocab, split.test)
+    knn = evaluate_knn(TransitionKNN.fit(split.train, vocab, counts, window=KNN_WINDOW, last_n=KNN_LAST_N,
+                                         decay=KNN_DECAY, positive_types=tcfg.positive_types), split.test)
+    print("\nresults")
+    for r in results:
+        print(f"  {r['name']}: {r['seq_per_s']:,.0f} sequences/s, {r['pos_per_s']:,.0f} target positions/s; "
+              f"{r['epochs']} epochs in {r['total_s']:.1f} s; best epoch {r['best_epoch']} "
+              f"(val NDCG@10 {r['best_val_ndcg']:.4f}) reached after {r['time_to_best_s']:.1f} s; "
+              f"test HR@10 {r['test']['hr_at_10']:.4f} NDCG@10 {r['test']['ndcg_at_10']:.4f}")
+    print(f"  popularity: test HR@10 {pop['hr_at_10']:.4f} NDCG@10 {pop['ndcg_at_10']:.4f}")
+    print(f"  transition kNN: test HR@10 {knn['hr_at_10']:.4f} NDCG@10 {knn['ndcg_at_10']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
