@@ -165,3 +165,19 @@ def test_model_artifacts_are_proxied_through_the_mlflow_server(compose):
     command = " ".join(compose["services"]["mlflow"]["command"])
     assert "--serve-artifacts" in command and "--artifacts-destination /mlartifacts" in command
     assert "mlartifacts:/mlartifacts" in compose["services"]["mlflow"]["volumes"]
+
+
+def test_mlflow_runs_basic_auth_and_every_client_signs_in(compose, text):
+    """The server starts the basic-auth app with its admin from .env and users in their own database; every
+    attnrec service carries the client credentials (tests/cluster/test_mlflow_postgres.py runs this setup)."""
+    mlflow = compose["services"]["mlflow"]
+    command = " ".join(mlflow["command"])
+    assert "--app-name basic-auth" in command and "@postgres:5432/mlflow_auth" in command
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/tmp/basic_auth.ini"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?")
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_SECRET_KEY:?")
+    for name, svc in compose["services"].items():
+        if svc.get("image") == "attnrec:local":
+            assert svc["environment"]["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?"), name
+    assert "CREATE DATABASE mlflow_auth OWNER mlflow;" in (ROOT / "docker" / "postgres-init.sh").read_text()
