@@ -49,6 +49,23 @@ def _bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name}={raw!r} is not a boolean; set it to true or false")
 
 
+def _event_types(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of contract event types ("" or unset: the default; "none": no type)."""
+    from attnrec.contracts import EVENT_TYPES
+
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() == "none":
+        return ()
+    values = tuple(v.strip().lower() for v in raw.split(",") if v.strip())
+    unknown = [v for v in values if v not in EVENT_TYPES]
+    if unknown:
+        raise ValueError(f"{name}={raw!r} names unknown event types {unknown}; use a comma-separated subset of "
+                         f"{', '.join(EVENT_TYPES)} (or 'none')")
+    return values
+
+
 def _str(name: str, default: str) -> str:
     raw = os.environ.get(name)
     return default if raw is None or raw == "" else raw
@@ -80,6 +97,8 @@ class Settings:
     train_ablation: bool = True  # ATTNREC_TRAIN_ABLATION: also train plain SASRec (item ids only) as a baseline
     full_softmax_max_items: int = 200_000  # ATTNREC_FULL_SOFTMAX_MAX_ITEMS: above it, sampled softmax + logQ
     checkpoint_dir: str = str(PROJECT_ROOT / ".cache" / "checkpoints")  # ATTNREC_CHECKPOINT_DIR: resumable training
+    exposure_event_types: tuple[str, ...] = ("impression", "skip")  # ATTNREC_EXPOSURE_EVENT_TYPES: shown, not chosen
+    negative_event_types: tuple[str, ...] = ("dislike",)  # ATTNREC_NEGATIVE_EVENT_TYPES: negative interest
 
     @property
     def is_local_lake(self) -> bool:
@@ -93,6 +112,8 @@ class Settings:
 
 def get_settings() -> Settings:
     """Read the environment now (cheap; call it inside tasks, not at import time)."""
+    from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
+
     data_root = _str("ATTNREC_DATA_ROOT", str(PROJECT_ROOT / "data"))
     if "://" not in data_root:
         data_root = str(Path(data_root).expanduser().resolve())
@@ -120,4 +141,6 @@ def get_settings() -> Settings:
         train_ablation=_bool("ATTNREC_TRAIN_ABLATION", True),
         full_softmax_max_items=_int("ATTNREC_FULL_SOFTMAX_MAX_ITEMS", 200_000),
         checkpoint_dir=_str("ATTNREC_CHECKPOINT_DIR", str(PROJECT_ROOT / ".cache" / "checkpoints")),
+        exposure_event_types=_event_types("ATTNREC_EXPOSURE_EVENT_TYPES", EXPOSURE_EVENT_TYPES),
+        negative_event_types=_event_types("ATTNREC_NEGATIVE_EVENT_TYPES", NEGATIVE_EVENT_TYPES),
     )

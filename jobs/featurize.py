@@ -234,7 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     root = args.data_root or settings.data_root
-    params = FeatureParams(dt=args.dt, max_seq_len=settings.max_seq_len, lookback_days=settings.lookback_days)
+    params = FeatureParams(
+        dt=args.dt,
+        max_seq_len=settings.max_seq_len,
+        lookback_days=settings.lookback_days,
+        exposure_types=settings.exposure_event_types,
+        negative_types=settings.negative_event_types,
+    )
     spark = get_spark(f"attnrec-featurize-{args.dt}")
     try:
         events, catalogue, vocab = extract(spark, root, params)

@@ -83,3 +83,23 @@ def test_settings_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("ATTNREC_TOP_K", "many")
     with pytest.raises(ValueError, match="ATTNREC_TOP_K='many' is not an integer"):
         get_settings()
+
+
+def test_interest_event_types_from_env(monkeypatch):
+    assert get_settings().exposure_event_types == ("impression", "skip")
+    assert get_settings().negative_event_types == ("dislike",)
+    monkeypatch.setenv("ATTNREC_EXPOSURE_EVENT_TYPES", " Impression ")
+    monkeypatch.setenv("ATTNREC_NEGATIVE_EVENT_TYPES", "none")
+    s = get_settings()
+    assert s.exposure_event_types == ("impression",) and s.negative_event_types == ()
+    monkeypatch.setenv("ATTNREC_NEGATIVE_EVENT_TYPES", "dislike,thumbs_down")
+    with pytest.raises(ValueError, match=r"ATTNREC_NEGATIVE_EVENT_TYPES='dislike,thumbs_down' names unknown event types \['thumbs_down'\]"):
+        get_settings()
+
+
+def test_remove_dir_removes_a_tree_and_ignores_a_missing_one(tmp_path):
+    (tmp_path / "work" / "a").mkdir(parents=True)
+    (tmp_path / "work" / "a" / "f.parquet").write_bytes(b"x")
+    lake.remove_dir(str(tmp_path / "work"))
+    assert not (tmp_path / "work").exists()
+    lake.remove_dir(str(tmp_path / "work"))  # nothing there: no error
