@@ -390,7 +390,13 @@ def fit(rec: Recommender, examples: list[TrainExample], valid: list[Holdout], tc
     done_epochs, best_score, best_state, stale, elapsed, done = 0, -math.inf, None, 0, 0.0, False
     history: list[dict[str, float]] = []
 
-    if checkpoint_path and os.path.exists(checkpoint_path):
+    resume = _rank0_decides(bool(checkpoint_path) and os.path.exists(checkpoint_path), ctx, device)
+    if resume and not os.path.exists(checkpoint_path):
+        raise FileNotFoundError(
+            f"rank {ctx.rank} cannot see the checkpoint {checkpoint_path} that rank 0 resumes from; put "
+            "ATTNREC_CHECKPOINT_DIR on storage every node shares"
+        )
+    if resume:
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         if ckpt.get("fingerprint") != fingerprint:
             raise ValueError(

@@ -260,3 +260,38 @@ def test_training_settings_from_env(monkeypatch, tmp_path):
         parse_overrides(["depth=3"])
     with pytest.raises(ValueError, match="'x' is not a valid int"):
         parse_overrides(["n_layers=x"])
+
+
+def test_a_retried_run_resumes_from_its_checkpoint_and_the_ablation_can_be_skipped(env, monkeypatch):
+    from models import registry, train
+
+    monkeypatch.setenv("ATTNREC_TRAIN_ABLATION", "false")
+    settings = get_settings()
+    log_recommender = registry.log_recommender
+
+    def artifact_store_down(*args, **kwargs):
+        raise RuntimeError("artifact store down")
+
+    monkeypatch.setattr(registry, "log_recommender", artifact_store_down)
+    with pytest.raises(RuntimeError, match="artifact store down"):
+        train.run(DT, settings)
+    (ckpt_path,) = Path(settings.checkpoint_dir).glob("*/*.pt")  # the model's only: no ablation was trained
+    assert ckpt_path.name == "model.pt" and torch.load(ckpt_path, weights_only=True)["epoch"] == 3
+    client = registry.client(settings)
+    (failed,) = client.search_runs([client.get_experiment_by_name(settings.experiment_name).experiment_id])
+    assert failed.info.status == "FAILED"
+
+    # the retry: training is already done, so it resumes without a single optimizer step
+    monkeypatch.setattr(registry, "log_recommender", log_recommender)
+    steps = []
+    train_step = train._train_step
+    monkeypatch.setattr(train, "_train_step", lambda *a, **k: steps.append(1) or train_step(*a, **k))
+    result = train.run(DT, settings)
+    assert steps == []
+    assert result["metrics"]["ndcg_at_10"] == pytest.approx(failed.data.metrics["test_ndcg_at_10"])
+    assert result["sasrec_plain_metrics"] is None and result["knn_metrics"]["n_users"] == 40.0
+    run = client.get_run(result["run_id"])
+    assert not [k for k in run.data.metrics if k.startswith("sasrec_plain_")]
+    assert len(client.get_metric_history(result["run_id"], "val_ndcg_at_10")) == 3  # replayed from the checkpoint
+    assert run.data.params["train_ablation"] == "False"
+    assert not list(Path(settings.checkpoint_dir).glob("*/*.pt"))
