@@ -149,8 +149,9 @@ def model_scorer(rec: Recommender, vecs: torch.Tensor, has_history: Sequence[boo
     score -inf for everyone (e.g. items no longer in the catalogue)."""
     # the item bias rides along as a last column against a constant 1, so scoring is one plain matmul
     model = rec.model
-    table = torch.cat([model.item_table(), model.item_bias[:, None]], 1).to(vecs.device).float()  # (N+1, d+1)
-    vecs = torch.cat([vecs.float(), torch.ones(vecs.shape[0], 1, device=vecs.device)], 1)  # (U, d+1)
+    with torch.no_grad():
+        table = torch.cat([model.item_table(), model.item_bias[:, None]], 1).to(vecs.device).float()  # (N+1, d+1)
+    vecs = torch.cat([vecs.detach().float(), torch.ones(vecs.shape[0], 1, device=vecs.device)], 1)  # (U, d+1)
     cold_rows = [u for u, h in enumerate(has_history) if not h]
     cold = torch.tensor([not h for h in has_history], dtype=torch.bool, device=vecs.device)
     pop = torch.log1p(rec.popularity.to(vecs.device).float())  # (N+1,)
@@ -162,7 +163,8 @@ def model_scorer(rec: Recommender, vecs: torch.Tensor, has_history: Sequence[boo
         shape = (rows.stop - rows.start, c1 - c0)
         if shape not in buffers:
             buffers[shape] = torch.empty(shape, device=vecs.device)
-        sc = torch.matmul(vecs[rows], table[c0:c1].T, out=buffers[shape])  # (b, c): dot product + item bias
+        with torch.autocast(vecs.device.type, enabled=False):  # rank in float32 even inside a bf16 region
+            sc = torch.matmul(vecs[rows], table[c0:c1].T, out=buffers[shape])  # (b, c): dot product + item bias
         i = bisect.bisect_left(cold_rows, rows.start)  # checked on the host: no device sync
         if i < len(cold_rows) and cold_rows[i] < rows.stop:
             sc[cold[rows]] = pop[c0:c1]

@@ -607,3 +607,17 @@ def test_model_scorer_ranking_matches_brute_force(item_chunk, user_batch):
             ahead = (full[u] > full[u, t]) | ((full[u] == full[u, t]) & (torch.arange(n_items + 1) < t))  # ties: lower index first
             assert ranks[u] == float(int(ahead.sum()) + 1)
     assert 6 not in top.flatten().tolist()
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_training_and_validation_run_under_bf16_autocast(sampled):
+    """The GPU path (bf16 autocast in the loss, in validation and in ranking), exercised on CPU."""
+    vocab = ItemVocab.from_items(item_rows(20))
+    split = leave_one_out(planted_walks())
+    tcfg = TrainConfig(d_model=16, n_heads=2, n_layers=1, dropout=0.0, batch_size=16, lr=1e-2, warmup_steps=5,
+                       full_softmax_max_items=10 if sampled else 200_000, n_negatives=8)
+    torch.manual_seed(0)
+    rec = Recommender(build_model(vocab, tcfg, 8), vocab, {}, positive_counts(split.train, vocab))
+    history = fit(rec, training_examples(split.train, vocab, 8), split.valid, tcfg, epochs=2, max_minutes=1.0, seed=0,
+                  device=torch.device("cpu"), amp_dtype=torch.bfloat16)
+    assert all(math.isfinite(h["train_loss"]) and 0.0 <= h["val_ndcg_at_10"] <= 1.0 for h in history)
