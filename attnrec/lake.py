@@ -17,6 +17,7 @@ RAW_EVENTS = "raw/events"
 RAW_ITEMS = "raw/items"
 CLEAN_EVENTS = "clean/events"
 QUARANTINE_EVENTS = "quarantine/events"
+QUARANTINE_ITEMS = "quarantine/items"  # catalogue lines featurize could not use, with a reason
 FEATURE_SEQUENCES = "features/sequences"
 FEATURE_ITEMS = "features/items"
 CANDIDATES = "candidates"

@@ -48,6 +48,8 @@ def behavior_etl():
 
         root = get_settings().data_root
         paths = [lake.publish(root, lake.FEATURE_ITEMS, ds), lake.publish(root, lake.FEATURE_SEQUENCES, ds)]
+        if lake.is_complete(lake.staging(root, lake.QUARANTINE_ITEMS, ds)):  # rejected catalogue lines
+            paths.append(lake.publish(root, lake.QUARANTINE_ITEMS, ds))
         yield Metadata(FEATURES_ASSET, extra={"dt": ds, "paths": paths})
 
     clean = spark_job("clean", "clean")

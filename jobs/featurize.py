@@ -8,6 +8,7 @@ as parallel arrays: item ids, event types, epoch-ms times, dwell, the time gap t
 strength in [0, 1] (log-scaled, 1.0 at ``dwell_saturation_s``) and the interest the event type shows (1 positive,
 0 exposure such as impressions and skips, -1 negative such as dislikes); and the user's activity over the whole
 look-back (events, active days, first and last event).
+Catalogue lines that cannot be used go to quarantine/items/dt=D (raw_line, reason, source_file), never dropped.
 items: the item vocabulary (``item_idx`` 1..N, 0 is padding) with content (title, categories, year), popularity
 (all events in the look-back), positive interactions in the last 1, 7 and 30 days up to the end of D, ``heat``
 (positive interactions decayed with a ``heat_half_life_days`` half-life to the end of D), first and last seen. Indices carry over from the newest earlier features/items partition, so model versions trained on
@@ -87,15 +88,61 @@ def previous_items_partition(root: str, dt: str) -> str | None:
 
 
 def extract(spark, root: str, params: FeatureParams):
-    """(events, catalogue or None, previous vocabulary or None)."""
+    """(events, catalogue lines or None, previous vocabulary or None)."""
     events = spark.read.parquet(*clean_partitions(root, params))
     items_dir = lake.raw_items(root)
     catalogue = None
     if lake.exists(items_dir):
-        catalogue = spark.read.schema(ITEM_SCHEMA_DDL).option("columnNameOfCorruptRecord", "_corrupt_record").json(items_dir)
+        from pyspark.sql import functions as F
+
+        catalogue = spark.read.option("lineSep", "\n").text(items_dir).select(
+            F.col("value").alias("raw_line"), F.input_file_name().alias("source_file")
+        )
     previous = previous_items_partition(root, params.dt)
     vocab = spark.read.parquet(previous).select("item_id", "item_idx") if previous else None
     return events, catalogue, vocab
+
+
+def classify_catalogue(lines):
+    """Raw catalogue lines -> ``(accepted rows, rejected lines, identical duplicate count column)``.
+
+    Accepted: item_id (trimmed), title, categories, release_year, published_at, one row per item_id. Rejected,
+    with raw_line, reason, source_file: ``empty_line``, ``malformed_json`` (not one JSON object, or a field of
+    the wrong type), ``missing_item_id``, and ``conflicting_duplicate_item_id`` for other versions of an item
+    listed more than once (the version in the last file by name wins, so a newer catalogue file updates an item).
+    Identical repeats are only counted (third value: a one-row DataFrame ``duplicates``).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    parsed = lines.withColumn(
+        "j", F.from_json("raw_line", ITEM_SCHEMA_DDL, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"})
+    )
+    line = F.trim("raw_line")
+    item_id = F.trim("j.item_id")
+    reason = (
+        F.when(line == "", "empty_line")
+        .when(F.col("j._corrupt_record").isNotNull() | ~line.startswith("{") | ~line.endswith("}"), "malformed_json")
+        .when(item_id.isNull() | (item_id == ""), "missing_item_id")
+    )
+    classified = parsed.withColumn("reason", reason)
+    fields = ("title", "categories", "release_year", "published_at")
+    ok = classified.where(F.col("reason").isNull()).select(
+        item_id.alias("item_id"), *(F.col(f"j.{f}").alias(f) for f in fields), "raw_line", "source_file"
+    ).withColumn("content", F.to_json(F.struct(*fields)))
+    newest_first = Window.partitionBy("item_id").orderBy(F.col("source_file").desc(), F.col("raw_line"))
+    ranked = ok.withColumn("pos", F.row_number().over(newest_first)).withColumn(
+        "kept_content", F.first("content").over(newest_first)
+    )
+    accepted = ranked.where(F.col("pos") == 1).select("item_id", *fields)
+    repeats = ranked.where(F.col("pos") > 1)
+    rejected = classified.where(F.col("reason").isNotNull()).select("raw_line", "reason", "source_file").unionByName(
+        repeats.where(F.col("content") != F.col("kept_content")).select(
+            "raw_line", F.lit("conflicting_duplicate_item_id").alias("reason"), "source_file"
+        )
+    )
+    duplicates = repeats.where(F.col("content") == F.col("kept_content")).agg(F.count(F.lit(1)).alias("duplicates"))
+    return accepted, rejected, duplicates
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
@@ -216,11 +263,14 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
     return known.unionByName(new_items).select(*ITEM_COLUMNS)
 
 
-def load(sequences, items, root: str, dt: str) -> tuple[str, str]:
+def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str, str]:
+    """Write the staged features (and the rejected catalogue lines, when there is a catalogue)."""
     seq_dir = lake.staging(root, lake.FEATURE_SEQUENCES, dt)
     items_dir = lake.staging(root, lake.FEATURE_ITEMS, dt)
     sequences.repartition(4, "user_id").sortWithinPartitions("user_id").write.mode("overwrite").parquet(seq_dir)
     items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(items_dir)
+    if rejected_items is not None:
+        rejected_items.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.QUARANTINE_ITEMS, dt))
     return seq_dir, items_dir
 
 
@@ -243,11 +293,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     spark = get_spark(f"attnrec-featurize-{args.dt}")
     try:
-        events, catalogue, vocab = extract(spark, root, params)
+        events, lines, vocab = extract(spark, root, params)
+        catalogue = rejected = None
+        if lines is not None:
+            catalogue, rejected, duplicates = classify_catalogue(lines.cache())
         seq_dir, items_dir = load(
-            transform_sequences(events, params), transform_items(events, catalogue, vocab, params), root, args.dt
+            transform_sequences(events, params), transform_items(events, catalogue, vocab, params), root, args.dt,
+            rejected,
         )
         users, n_items = spark.read.parquet(seq_dir).count(), spark.read.parquet(items_dir).count()
+        if lines is not None:
+            by_reason = spark.read.parquet(lake.staging(root, lake.QUARANTINE_ITEMS, args.dt)).groupBy("reason").count()
+            print(
+                f"featurize dt={args.dt}: catalogue lines={lines.count()} accepted={catalogue.count()} "
+                f"identical repeats={duplicates.first()['duplicates']} "
+                f"rejected={ {r['reason']: r['count'] for r in by_reason.collect()} } "
+                f"-> {lake.staging(root, lake.QUARANTINE_ITEMS, args.dt)}"
+            )
     except FileNotFoundError as err:
         print(f"featurize: {err}", file=sys.stderr)
         return 2

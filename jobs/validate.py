@@ -60,10 +60,14 @@ def staged_inputs(dataset: str, dt: str, root: str) -> list[tuple[str, str]]:
             ("clean_events", lake.staging(root, lake.CLEAN_EVENTS, dt)),
             ("quarantine_events", lake.staging(root, lake.QUARANTINE_EVENTS, dt)),
         ]
-    return [
+    inputs = [
         ("user_sequences", lake.staging(root, lake.FEATURE_SEQUENCES, dt)),
         ("item_table", lake.staging(root, lake.FEATURE_ITEMS, dt)),
     ]
+    rejected_items = lake.staging(root, lake.QUARANTINE_ITEMS, dt)
+    if lake.exists(rejected_items):  # only when there is a catalogue; same shape as the events quarantine
+        inputs.append(("quarantine_events", rejected_items))
+    return inputs
 
 
 def _require_complete(path: str, suite: str, dt: str) -> None:

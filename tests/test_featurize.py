@@ -107,3 +107,34 @@ def test_popularity_windows_and_heat_count_positive_interactions_to_the_end_of_t
 def test_missing_clean_partition_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the clean job .behavior_etl. for 2026-01-02"):
         clean_partitions(str(tmp_path), FeatureParams("2026-01-02"))
+
+
+def test_catalogue_lines_are_accepted_or_quarantined_with_a_reason(spark):
+    from jobs.featurize import classify_catalogue
+
+    good = '{"item_id": " b ", "title": "Bee", "categories": ["drama"], "release_year": "1999"}'
+    lines = [
+        ("a.jsonl", good),
+        ("a.jsonl", good),  # identical repeat: counted
+        ("a.jsonl", '{"item_id": "c", "title": "Sea v1"}'),
+        ("b.jsonl", '{"item_id": "c", "title": "Sea v2"}'),  # the later file wins
+        ("a.jsonl", ""),
+        ("a.jsonl", "not json"),
+        ("a.jsonl", '{"item_id": "d", "categories": "drama"}'),  # categories must be a list
+        ("a.jsonl", '{"title": "no id"}'),
+        ("a.jsonl", '{"item_id": "  "}'),
+    ]
+    df = spark.createDataFrame([(line, f) for f, line in lines], "raw_line string, source_file string")
+    accepted, rejected, duplicates = classify_catalogue(df)
+    assert {r["item_id"]: r["title"] for r in accepted.collect()} == {"b": "Bee", "c": "Sea v2"}
+    assert sorted((r["raw_line"], r["reason"]) for r in rejected.collect()) == sorted([
+        ('{"item_id": "c", "title": "Sea v1"}', "conflicting_duplicate_item_id"),
+        ("", "empty_line"),
+        ("not json", "malformed_json"),
+        ('{"item_id": "d", "categories": "drama"}', "malformed_json"),
+        ('{"title": "no id"}', "missing_item_id"),
+        ('{"item_id": "  "}', "missing_item_id"),
+    ])
+    assert duplicates.first()["duplicates"] == 1
+    # every line is accounted for
+    assert accepted.count() + rejected.count() + duplicates.first()["duplicates"] == len(lines)
