@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from models.data import ItemVocab, leave_one_out, load_features, positive_counts, training_examples
-    from models.evaluate import TransitionKNN, evaluate_knn, evaluate_popularity
+    from models.evaluate import evaluate_knn, evaluate_popularity, tune_knn
     from models.pyfunc import Recommender
-    from models.train import KNN_DECAY, KNN_LAST_N, KNN_WINDOW, TrainConfig, build_model, seed_everything
+    from models.train import TrainConfig, build_model, seed_everything
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.device == "auto":
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(bench_fit(name, rec, examples, split, tcfg, args.epochs, args.max_minutes, args.seed, device, amp))
 
     pop = evaluate_popularity(counts, vocab, split.test)
-    knn = evaluate_knn(TransitionKNN.fit(split.train, vocab, counts, window=KNN_WINDOW, last_n=KNN_LAST_N,
-                                         decay=KNN_DECAY, positive_types=tcfg.positive_types), split.test)
+    knn_model, choice = tune_knn(split.train, vocab, counts, split.valid, tcfg.positive_types)
+    knn = evaluate_knn(knn_model, split.test)
     print("\nresults")
     for r in results:
         print(f"  {r['name']}: {r['seq_per_s']:,.0f} sequences/s, {r['pos_per_s']:,.0f} target positions/s; "
@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(val NDCG@10 {r['best_val_ndcg']:.4f}) reached after {r['time_to_best_s']:.1f} s; "
               f"test HR@10 {r['test']['hr_at_10']:.4f} NDCG@10 {r['test']['ndcg_at_10']:.4f}")
     print(f"  popularity: test HR@10 {pop['hr_at_10']:.4f} NDCG@10 {pop['ndcg_at_10']:.4f}")
-    print(f"  transition kNN: test HR@10 {knn['hr_at_10']:.4f} NDCG@10 {knn['ndcg_at_10']:.4f}")
+    print(f"  transition kNN (window {choice['window']}, last {choice['last_n']} items, decay {choice['decay']}, "
+          f"chosen on validation NDCG@10 {choice['val_ndcg_at_10']:.4f}): "
+          f"test HR@10 {knn['hr_at_10']:.4f} NDCG@10 {knn['ndcg_at_10']:.4f}")
     return 0
 
 

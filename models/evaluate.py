@@ -332,3 +332,30 @@ class TransitionKNN:
 def evaluate_knn(knn: TransitionKNN, holdout: list[Holdout], k: int = K) -> dict[str, float]:
     """The same metrics for the transition kNN on ``holdout`` (seen items excluded as everywhere)."""
     return evaluate_scorer(knn.make_scorer, knn.vocab, holdout, k)
+
+
+#: The kNN settings :func:`tune_knn` chooses from: transition window x (last_n, decay).
+KNN_GRID: tuple[tuple[int, int, float], ...] = tuple(
+    (window, last_n, decay) for window in (1, 3, 10) for last_n, decay in ((1, 1.0), (3, 0.5), (10, 0.8), (20, 0.9))
+)
+
+
+def tune_knn(users: list[Events], vocab: ItemVocab, popularity: torch.Tensor, valid: list[Holdout],
+             positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+             grid: Sequence[tuple[int, int, float]] = KNN_GRID) -> tuple[TransitionKNN, dict[str, float]]:
+    """The transition kNN whose (window, last_n, decay) has the best validation NDCG@10 over ``grid``:
+    the baseline gets the same model selection on the validation holdout as the neural models (early
+    stopping), never the test holdout. Returns (kNN fitted on ``users``, {"window", "last_n", "decay",
+    "val_ndcg_at_10"}); without a validation holdout, the first grid point."""
+    best: tuple[float, TransitionKNN, tuple[int, int, float]] | None = None
+    for window, last_n, decay in grid if valid else grid[:1]:
+        knn = TransitionKNN.fit(users, vocab, popularity, window=window, last_n=last_n, decay=decay,
+                                positive_types=positive_types)
+        score = evaluate_knn(knn, valid)["ndcg_at_10"] if valid else float("nan")
+        if best is None or score > best[0]:
+            best = (score, knn, (window, last_n, decay))
+    if best is None:
+        raise ValueError("tune_knn needs at least one (window, last_n, decay) in grid")
+    score, knn, (window, last_n, decay) = best
+    return knn, {"window": window, "last_n": last_n, "decay": decay, "val_ndcg_at_10": score}
+

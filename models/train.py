@@ -6,7 +6,8 @@ by time -> train (cross-entropy on every next positive event: full softmax, or s
 logQ correction above ``ATTNREC_FULL_SOFTMAX_MAX_ITEMS`` items; AdamW, warm-up + cosine decay, gradient
 clipping, early stopping on validation NDCG@10, bounded by epochs and wall clock; a resumable checkpoint
 after every epoch) -> train the plain SASRec ablation (item ids only) with the same budget -> evaluate
-on the test holdout beside the baselines (popularity, item-to-item transition kNN, plain SASRec) -> log
+on the test holdout beside the baselines (popularity, item-to-item transition kNN with its settings chosen
+on the validation holdout, plain SASRec) -> log
 params, curves, metrics and the model (an MLflow pyfunc holding a self-describing checkpoint) -> register
 a version, alias "challenger" -> promote it to "champion" only if it beats the current champion on this
 run's holdout.
@@ -54,12 +55,12 @@ from models.data import (
     training_examples,
 )
 from models.evaluate import (
-    TransitionKNN,
     evaluate_knn,
     evaluate_popularity,
     evaluate_recommender,
     metrics_from_ranks,
     recommender_ranks,
+    tune_knn,
 )
 from models.model import AttentionRecommender, ModelConfig
 from models.pyfunc import Recommender
@@ -527,7 +528,6 @@ def _bar_figure(results: dict[str, dict[str, float]]):
 
 #: MLflow metric prefixes of the scorers every run reports (test metrics are "<prefix>test_<metric>").
 MODEL, POPULARITY, KNN, SASREC_PLAIN = "", "pop_", "knn_", "sasrec_plain_"
-KNN_WINDOW, KNN_LAST_N, KNN_DECAY = 3, 3, 0.5
 
 
 def checkpoint_dir(settings: Settings, dt: str, data_version: dict[str, Any], tcfg: TrainConfig) -> str:
@@ -596,8 +596,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
                                "n_train_sequences": len(examples), "n_holdout_users": len(split.test),
                                "loss": ("sampled_softmax_logq" if vocab.n_items > tcfg.full_softmax_max_items
                                         else "full_softmax"),
-                               "train_ablation": settings.train_ablation, "knn_window": KNN_WINDOW,
-                               "knn_last_n": KNN_LAST_N, "knn_decay": KNN_DECAY})
+                               "train_ablation": settings.train_ablation})
 
         def epoch_logger(prefix: str) -> Callable[[dict[str, float]], None]:
             def log_epoch(row: dict[str, float]) -> None:
@@ -628,9 +627,9 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
         rec.model = rec.model.cpu()
         metrics = evaluate_recommender(rec, split.test)
         baseline = evaluate_popularity(counts, vocab, split.test)
-        knn = TransitionKNN.fit(split.train, vocab, counts, window=KNN_WINDOW, last_n=KNN_LAST_N, decay=KNN_DECAY,
-                                positive_types=tcfg.positive_types)
+        knn, knn_choice = tune_knn(split.train, vocab, counts, split.valid, tcfg.positive_types)
         knn_metrics = evaluate_knn(knn, split.test)
+        mlflow.log_params({f"{KNN}{k}": v for k, v in knn_choice.items() if k != "val_ndcg_at_10"})
         results = {"attention recommender": metrics, "popularity": baseline, "item kNN (transitions)": knn_metrics}
         plain_metrics = None
         if plain is not None:
@@ -641,6 +640,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
                             **{f"{MODEL}test_{k}": v for k, v in metrics.items()},
                             **{f"{POPULARITY}test_{k}": v for k, v in baseline.items()},
                             **{f"{KNN}test_{k}": v for k, v in knn_metrics.items()},
+                            f"{KNN}val_ndcg_at_10": knn_choice["val_ndcg_at_10"],
                             **{f"{SASREC_PLAIN}test_{k}": v for k, v in (plain_metrics or {}).items()}})
         mlflow.log_figure(_curve_figure(histories), "plots/training_curves.png")
         mlflow.log_figure(_bar_figure(results), "plots/model_vs_baselines.png")

@@ -621,3 +621,25 @@ def test_training_and_validation_run_under_bf16_autocast(sampled):
     history = fit(rec, training_examples(split.train, vocab, 8), split.valid, tcfg, epochs=2, max_minutes=1.0, seed=0,
                   device=torch.device("cpu"), amp_dtype=torch.bfloat16)
     assert all(math.isfinite(h["train_loss"]) and 0.0 <= h["val_ndcg_at_10"] <= 1.0 for h in history)
+
+
+def test_tune_knn_picks_the_best_validation_setting():
+    from models.evaluate import TransitionKNN, evaluate_knn, tune_knn
+
+    from tests.test_model_planted import N_ITEMS, partner_walks
+
+    users, _ = partner_walks()
+    vocab = ItemVocab.from_items(item_rows(N_ITEMS))
+    split = leave_one_out(users)
+    split.valid = split.test  # the partner data's validation targets are random by design; its test targets are not
+    counts = positive_counts(split.train, vocab)
+    grid = [(10, 20, 1.0), (1, 1, 1.0), (3, 3, 0.5)]
+    knn, choice = tune_knn(split.train, vocab, counts, split.valid, grid=grid)
+    scores = {g: evaluate_knn(TransitionKNN.fit(split.train, vocab, counts, window=g[0], last_n=g[1], decay=g[2]),
+                              split.valid)["ndcg_at_10"] for g in grid}
+    best = max(grid, key=lambda g: scores[g])
+    assert (choice["window"], choice["last_n"], choice["decay"]) == best
+    assert choice["val_ndcg_at_10"] == scores[best] > scores[(10, 20, 1.0)]
+    assert (knn.last_n, knn.decay) == best[1:]
+    _, first = tune_knn(split.train, vocab, counts, [], grid=grid)  # no validation: the first grid point
+    assert (first["window"], first["last_n"]) == (10, 20) and math.isnan(first["val_ndcg_at_10"])
