@@ -20,7 +20,10 @@ from attnrec.orchestration import FEATURES_ASSET, START_DATE, default_args, spar
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
-    max_active_runs=2,  # backfills cannot take every slot from the nightly run
+    # scheduled and manual runs; a backfill has its own limit (`airflow backfill create --max-active-runs`,
+    # default 10) and never takes these slots. Backfill with --max-active-runs 1: clean and featurize read
+    # the days published before D, so days run oldest first, one at a time, give the nightly chain's result.
+    max_active_runs=2,
     default_args=default_args(),
     tags=["attnrec", "etl"],
     doc_md=__doc__,
