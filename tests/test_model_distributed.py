@@ -31,7 +31,7 @@ def train(tmp_path, name: str, nproc: int) -> tuple[dict, dict]:
            "PYTHONPATH": REPO}
     module = ["-m", "models.train", "--dt", DT, "--set", "dropout=0.0"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
-    out = subprocess.run([*launcher, *module], cwd=REPO, env=env, capture_output=True, text=True, timeout=170)
+    out = subprocess.run([*launcher, *module], cwd=REPO, env=env, capture_output=True, text=True, timeout=85)
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout[out.stdout.index("{"):])  # only rank 0 prints
     client = MlflowClient(tracking_uri=db, registry_uri=db)
@@ -44,7 +44,7 @@ def train(tmp_path, name: str, nproc: int) -> tuple[dict, dict]:
     return result, curves
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(180)
 def test_two_gloo_processes_match_one_process(tmp_path):
     write_features(str(tmp_path / "lake"))
     one, one_curves = train(tmp_path, "one", 1)
