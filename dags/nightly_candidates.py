@@ -1,8 +1,9 @@
 """nightly_candidates: top-K unseen items per user from the champion model, validated, then published.
 
-    wait_for_features -> generate (models:/attention-recommender@champion) -> validate (GX) -> publish candidates/dt=D
+    check_champion -> wait_for_features -> generate (models:/attention-recommender@champion) -> validate (GX)
+                   -> publish candidates/dt=D
 
-The run for D waits (reschedule mode, no worker slot held) until behavior_etl has published features/*/dt=D
+The run fails at once when the registry has no champion (run train_recommender first). Then it waits (reschedule mode, no worker slot held) until behavior_etl has published features/*/dt=D
 with their completion markers, for up to ATTNREC_WAIT_TIMEOUT_HOURS (default 6), then fails naming what is
 missing. It serves the champion of that moment: when train_recommender is still training on D's features, the
 previous champion writes D's candidates.
@@ -27,6 +28,13 @@ from attnrec.orchestration import START_DATE, default_args, sensor_timeout
     doc_md=__doc__,
 )
 def nightly_candidates():
+    @task
+    def check_champion() -> str:
+        from attnrec.settings import get_settings
+        from models.registry import require_champion
+
+        return require_champion(get_settings())
+
     @task.sensor(mode="reschedule", poke_interval=300, timeout=sensor_timeout(), soft_fail=False)
     def wait_for_features(ds: str | None = None) -> bool:
         from attnrec import lake
@@ -60,7 +68,7 @@ def nightly_candidates():
         return lake.publish(get_settings().data_root, lake.CANDIDATES, ds)
 
     summary = generate()
-    wait_for_features() >> summary
+    check_champion() >> wait_for_features() >> summary
     publish(validate(summary))
 
 

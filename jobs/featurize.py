@@ -249,7 +249,8 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
         "year",
         F.coalesce("popularity", F.lit(0)).cast("long").alias("popularity"),
         *(F.coalesce(f"interactions_{d}d", F.lit(0)).cast("long").alias(f"interactions_{d}d") for d in (1, 7, 30)),
-        F.coalesce("heat", F.lit(0.0)).cast("double").alias("heat"),
+        # rounded: a float sum depends on the order partitions are added in; 1e-6 keeps reruns row-identical
+        F.round(F.coalesce("heat", F.lit(0.0)), 6).cast("double").alias("heat"),
         "first_seen_ms",
         "last_seen_ms",
         "item_idx",
@@ -274,6 +275,31 @@ def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str
     return seq_dir, items_dir
 
 
+def run(spark, root: str, params: FeatureParams) -> dict:
+    """extract -> transform -> load for day ``params.dt``; returns counts and the staged paths."""
+    events, lines, vocab = extract(spark, root, params)
+    catalogue = rejected = None
+    if lines is not None:
+        catalogue, rejected, duplicates = classify_catalogue(lines.cache())
+    seq_dir, items_dir = load(
+        transform_sequences(events, params), transform_items(events, catalogue, vocab, params), root, params.dt, rejected
+    )
+    summary = {"users": spark.read.parquet(seq_dir).count(), "items": spark.read.parquet(items_dir).count(),
+               "sequences": seq_dir, "items_path": items_dir}
+    if lines is not None:
+        rejected_dir = lake.staging(root, lake.QUARANTINE_ITEMS, params.dt)
+        by_reason = spark.read.parquet(rejected_dir).groupBy("reason").count().collect()  # a few rows
+        summary["catalogue"] = {
+            "lines": lines.count(),
+            "accepted": catalogue.count(),
+            "identical_repeats": duplicates.first()["duplicates"],
+            "rejected_by_reason": {r["reason"]: r["count"] for r in by_reason},
+        }
+        print(f"featurize dt={params.dt}: catalogue {summary['catalogue']} (rejected lines in {rejected_dir})")
+        lines.unpersist()
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
@@ -293,29 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     spark = get_spark(f"attnrec-featurize-{args.dt}")
     try:
-        events, lines, vocab = extract(spark, root, params)
-        catalogue = rejected = None
-        if lines is not None:
-            catalogue, rejected, duplicates = classify_catalogue(lines.cache())
-        seq_dir, items_dir = load(
-            transform_sequences(events, params), transform_items(events, catalogue, vocab, params), root, args.dt,
-            rejected,
-        )
-        users, n_items = spark.read.parquet(seq_dir).count(), spark.read.parquet(items_dir).count()
-        if lines is not None:
-            by_reason = spark.read.parquet(lake.staging(root, lake.QUARANTINE_ITEMS, args.dt)).groupBy("reason").count()
-            print(
-                f"featurize dt={args.dt}: catalogue lines={lines.count()} accepted={catalogue.count()} "
-                f"identical repeats={duplicates.first()['duplicates']} "
-                f"rejected={ {r['reason']: r['count'] for r in by_reason.collect()} } "
-                f"-> {lake.staging(root, lake.QUARANTINE_ITEMS, args.dt)}"
-            )
+        summary = run(spark, root, params)
     except FileNotFoundError as err:
         print(f"featurize: {err}", file=sys.stderr)
         return 2
     finally:
         spark.stop()
-    print(f"featurize dt={args.dt}: users={users} items={n_items} -> {seq_dir}, {items_dir}")
+    print(f"featurize dt={args.dt}: users={summary['users']} items={summary['items']} -> {summary['sequences']}, {summary['items_path']}")
     return 0
 
 

@@ -144,14 +144,20 @@ def load_version(settings: Settings, version: str) -> "Recommender":
     return pyfunc.unwrap_python_model().recommender
 
 
-def load_champion(settings: Settings) -> tuple["Recommender", str]:
-    """(recommender, version) of ``models:/attention-recommender@champion``; RuntimeError when there is none."""
+def require_champion(settings: Settings) -> str:
+    """The version ``champion`` points at; RuntimeError saying what to run when there is none."""
     version = alias_version(settings, CHAMPION)
     if version is None:
         raise RuntimeError(
             f"no '{CHAMPION}' version of model '{settings.model_name}' in the MLflow registry at "
             f"{settings.mlflow_tracking_uri}; run the train_recommender DAG first"
         )
+    return version
+
+
+def load_champion(settings: Settings) -> tuple["Recommender", str]:
+    """(recommender, version) of ``models:/attention-recommender@champion``; RuntimeError when there is none."""
+    version = require_champion(settings)
     return load_version(settings, version), version
 
 

@@ -83,6 +83,7 @@ def test_embedded_spark_connection_is_local(dagbag):
 def test_nightly_candidates_waits_for_published_features(dagbag):
     tasks = dagbag["dags"]["nightly_candidates"]["tasks"]
     assert tasks["wait_for_features"]["mode"] == "reschedule"  # holds no worker slot while waiting
+    assert tasks["wait_for_features"]["upstream"] == ["check_champion"]  # no champion: fail at once, do not wait
     assert tasks["generate"]["upstream"] == ["wait_for_features"]
     assert tasks["publish"]["upstream"] == ["validate"]
 

@@ -109,9 +109,7 @@ def run_locally(spark, root: Path) -> None:
     settings = get_settings()
     clean.run(spark, str(root), clean.CleanParams(dt=DT, **from_settings(clean.CleanParams, settings)))
     params = featurize.FeatureParams(dt=DT, **from_settings(featurize.FeatureParams, settings))
-    events, catalogue, vocab = featurize.extract(spark, str(root), params)
-    featurize.load(featurize.transform_sequences(events, params), featurize.transform_items(events, catalogue, vocab),
-                   str(root), DT)
+    featurize.run(spark, str(root), params)
 
 
 def test_standalone_cluster_matches_local_mode(cluster, spark, tmp_path):
