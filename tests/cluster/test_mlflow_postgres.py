@@ -36,21 +36,57 @@ def restore_mlflow_uris(monkeypatch):
 
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
-    """(tracking URL, artifacts dir, backend URL) of a running server; stopped afterwards."""
+    """(tracking URL, artifacts dir, backend URL, (user, password)) of a running server with basic-auth, as in
+    docker-compose.yml: users and permissions in their own PostgreSQL database, the admin from the environment
+    (no default password). Stopped afterwards."""
+    import secrets
+
     tmp_path = tmp_path_factory.mktemp("mlflow")
     backend = postgres.create_db("mlflow")
+    auth_db = postgres.create_db("mlflow_auth")
     artifacts = tmp_path / "mlartifacts"
     port = free_port()
     log = tmp_path / "mlflow.log"
-    env = {**os.environ, "MLFLOW_SERVER_ALLOWED_HOSTS": f"mlflow:{port},localhost:{port},127.0.0.1:{port}"}
-    proc = start([str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
-                  "--port", str(port), "--workers", "1", "--serve-artifacts",
+    auth_ini = tmp_path / "basic_auth.ini"
+    auth_ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = {auth_db}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"  # PBKDF2 once a minute per credential, not on every request
+    )
+    admin = ("attnrec-admin", secrets.token_urlsafe(16))
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ALLOWED_HOSTS": f"mlflow:{port},localhost:{port},127.0.0.1:{port}",
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+        "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+    }
+    proc = start([str(VENV_BIN / "mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri", backend,
+                  "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--serve-artifacts",
                   "--artifacts-destination", str(artifacts)], log, env)
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 150, proc, log)
-        yield f"http://127.0.0.1:{port}", artifacts, backend
+        yield f"http://127.0.0.1:{port}", artifacts, backend, admin
     finally:
         stop(proc)
+
+
+def _status(url: str, host: str | None = None, auth: tuple[str, str] | None = None) -> int:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    headers = {"Host": host} if host else {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def test_train_register_promote_and_load_through_the_server(mlflow_server, postgres, tmp_path, monkeypatch):
@@ -60,9 +96,12 @@ def test_train_register_promote_and_load_through_the_server(mlflow_server, postg
     from models import registry, train
     from tests.test_models_pipeline import write_features
 
-    url, artifacts, _ = mlflow_server
+    url, artifacts, _, admin = mlflow_server
     monkeypatch.setenv("ATTNREC_DATA_ROOT", str(tmp_path / "lake"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    # the standard MLflow client credentials, as the compose services get them from .env
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
     # as in docker-compose.yml: artifacts go through the server into its volume, so every container can load them
     monkeypatch.setenv("ATTNREC_MLFLOW_ARTIFACTS", "mlflow-artifacts:/attnrec")
     monkeypatch.setenv("ATTNREC_TRAIN_EPOCHS", "2")
@@ -105,23 +144,15 @@ def test_train_register_promote_and_load_through_the_server(mlflow_server, postg
     assert tags["promotion_decision"] == "forced" and tags["feature_dt"] == DT
 
 
-def test_server_refuses_unlisted_host_headers(mlflow_server):
-    """The DNS-rebinding guard the compose file configures with MLFLOW_SERVER_ALLOWED_HOSTS: the service name
-    is accepted once listed, any other Host header is refused."""
-    import urllib.error
-    import urllib.request
-
-    url, _, _ = mlflow_server
+def test_server_requires_credentials_and_refuses_unlisted_host_headers(mlflow_server):
+    """Basic-auth: no credentials or a wrong password is 401, the admin from the environment gets in. The
+    DNS-rebinding guard the compose file configures with MLFLOW_SERVER_ALLOWED_HOSTS: the service name is
+    accepted once listed, any other Host header is refused."""
+    url, _, _, admin = mlflow_server
     port = url.rsplit(":", 1)[1]
 
-    def status(host: str) -> int:
-        req = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search?max_results=1",
-                                     headers={"Host": host})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status
-        except urllib.error.HTTPError as err:
-            return err.code
-
-    assert status(f"mlflow:{port}") == 200
-    assert status(f"evil.example:{port}") in (400, 403)
+    assert _status(url) == 401
+    assert _status(url, auth=(admin[0], "password1234")) == 401
+    assert _status(url, auth=admin) == 200
+    assert _status(url, host=f"mlflow:{port}", auth=admin) == 200
+    assert _status(url, host=f"evil.example:{port}", auth=admin) in (400, 403)
