@@ -82,7 +82,7 @@ def test_every_published_port_is_bound_to_loopback(compose):
 
 def test_state_lives_in_named_volumes(compose):
     declared = set(compose["volumes"])
-    assert declared == {"postgres", "lake", "mlartifacts"}
+    assert declared == {"postgres", "lake", "mlartifacts", "airflow-auth"}
     used = set()
     for svc in compose["services"].values():
         for vol in svc.get("volumes", []):
@@ -103,7 +103,8 @@ def test_no_default_passwords_every_secret_comes_from_env(text, compose):
     def walk(node, path=""):
         if isinstance(node, dict):
             for key, value in node.items():
-                if re.search(r"PASSWORD|SECRET", str(key)) and isinstance(value, str):
+                # a *_FILE setting is the path of a secret file, not a secret
+                if re.search(r"PASSWORD|SECRET", str(key)) and not str(key).endswith("_FILE") and isinstance(value, str):
                     assert REQUIRED_VAR.fullmatch(value), f"{path}{key} is a literal: {value!r}"
                 walk(value, f"{path}{key}.")
         elif isinstance(node, list):
@@ -181,3 +182,16 @@ def test_mlflow_runs_basic_auth_and_every_client_signs_in(compose, text):
         if svc.get("image") == "attnrec:local":
             assert svc["environment"]["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?"), name
     assert "CREATE DATABASE mlflow_auth OWNER mlflow;" in (ROOT / "docker" / "postgres-init.sh").read_text()
+
+
+def test_airflow_logs_in_with_the_admin_from_env_and_no_generated_password(compose):
+    """Simple auth manager users from .env; airflow-init writes the password file before any server starts."""
+    init = compose["services"]["airflow-init"]
+    assert init["environment"]["AIRFLOW_ADMIN_PASSWORD"].startswith("${AIRFLOW_ADMIN_PASSWORD:?")
+    command = " ".join(init["command"])
+    assert "/opt/airflow-auth/passwords.json" in command and command.rstrip().endswith("airflow db migrate")
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        env = compose["services"][name]["environment"]
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "${AIRFLOW_ADMIN_USER:?set AIRFLOW_ADMIN_USER in .env}:admin"
+        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == "/opt/airflow-auth/passwords.json"
+        assert "airflow-auth:/opt/airflow-auth" in compose["services"][name]["volumes"]
