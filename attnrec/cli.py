@@ -13,6 +13,21 @@ import argparse
 import sys
 
 
+SCORERS = (("attention model", "test_"), ("transition kNN", "knn_test_"), ("plain SASRec", "sasrec_plain_test_"),
+           ("popularity", "pop_test_"))
+METRICS = ("hr_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_50", "coverage_at_10")
+
+
+def metrics_table(metrics: dict[str, float]) -> list[str]:
+    """The champion run's test metrics beside its baselines, one aligned row per scorer that was evaluated."""
+    rows = [f"  {'':<16}" + "".join(f"{m:>16}" for m in METRICS)]
+    for label, prefix in SCORERS:
+        if any(f"{prefix}{m}" in metrics for m in METRICS):
+            cells = "".join(f"{metrics[f'{prefix}{m}']:>16.4f}" if f"{prefix}{m}" in metrics else f"{'-':>16}" for m in METRICS)
+            rows.append(f"  {label:<16}{cells}")
+    return rows
+
+
 def summary(dt: str) -> str:
     """A human summary of day ``dt``: candidates, validation report, MLflow registry."""
     import pyarrow.parquet as pq
@@ -49,9 +64,9 @@ def summary(dt: str) -> str:
         lines.append(f"Registry      : no champion of {s.model_name!r} yet ({type(err).__name__})")
     else:
         metrics = client.get_run(champion.run_id).data.metrics
-        shown = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("test_", "pop_test_"))}
         lines.append(f"Registry      : {s.model_name} champion = version {champion.version} (run {champion.run_id})")
-        lines.append(f"Test metrics  : {shown}")
+        lines.append("Test metrics (same leave-one-out split, full catalogue):")
+        lines += metrics_table(metrics)
     return "\n".join(lines)
 
 
