@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-SUITE_NAMES: tuple[str, ...] = ("clean_events", "quarantine_events", "user_sequences", "item_table", "candidates")
+SUITE_NAMES: tuple[str, ...] = (
+    "raw_events_sample", "clean_events", "quarantine_events", "user_sequences", "item_table", "candidates"
+)
 
 _SITE_NAME = "attnrec_lake"
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}

@@ -3,7 +3,9 @@
     spark-submit jobs/validate.py --dataset clean_events --dt 2026-01-31 [--data-root s3a://lake]
     python jobs/validate.py --dataset features --dt 2026-01-31
 
-``clean_events`` checks the staged clean events (suite ``clean_events``), the staged quarantine
+``clean_events`` checks a seeded sample of up to ``RAW_SAMPLE_LINES`` raw lines of the day (suite
+``raw_events_sample``: lines are JSON objects whose fields have the contract's JSON types, mostly), the staged
+clean events (suite ``clean_events``), the staged quarantine
 (suite ``quarantine_events``) and the clean job's ``_reconciliation.json`` (counts add up, quarantine
 share under ``ATTNREC_MAX_QUARANTINE_SHARE``). ``features`` checks the staged user sequences
 (``user_sequences``) and item table (``item_table``). Validation runs on Spark; nothing is collected.
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 DATASETS = ("clean_events", "features")
+RAW_SAMPLE_LINES = 100_000  # the raw sample gate looks at about this many lines of the day
 #: pyspark sets this in the Python driver that spark-submit launches (it connects to that JVM).
 _SPARK_SUBMIT_ENV = "PYSPARK_GATEWAY_PORT"
 
@@ -57,6 +60,7 @@ def staged_inputs(dataset: str, dt: str, root: str) -> list[tuple[str, str]]:
 
     if dataset == "clean_events":
         return [
+            ("raw_events_sample", lake.join(root, lake.RAW_EVENTS, f"dt={dt}")),
             ("clean_events", lake.staging(root, lake.CLEAN_EVENTS, dt)),
             ("quarantine_events", lake.staging(root, lake.QUARANTINE_EVENTS, dt)),
         ]
@@ -90,15 +94,29 @@ def check_inputs(dataset: str, dt: str, root: str) -> tuple[list[tuple[str, str]
 
     inputs = staged_inputs(dataset, dt, root)
     for suite, path in inputs:
-        _require_complete(path, suite, dt)
+        if suite != "raw_events_sample":
+            _require_complete(path, suite, dt)
     recon_path = None
     if dataset == "clean_events":
-        recon_path = lake.join(inputs[0][1], lake.RECONCILIATION_FILE)
+        recon_path = lake.join(dict(inputs)["clean_events"], lake.RECONCILIATION_FILE)
         if not lake.exists(recon_path):
             raise FileNotFoundError(
                 f"no reconciliation for clean_events dt={dt}: looked for {recon_path}; the clean job writes it"
             )
+    if "raw_events_sample" in dict(inputs):
+        lake.require_raw_events(root, dt)
     return inputs, recon_path
+
+
+def raw_sample(spark, raw_dir: str, raw_lines: int | None, seed: int):
+    """About ``RAW_SAMPLE_LINES`` raw lines (seeded), parsed the way the clean job parses them (exact JSON types)."""
+    from jobs.clean import extract, parse
+
+    lines = extract(spark, raw_dir)
+    if raw_lines is None or raw_lines > RAW_SAMPLE_LINES:
+        fraction = RAW_SAMPLE_LINES / raw_lines if raw_lines else 1.0
+        lines = lines.sample(fraction=min(1.0, fraction), seed=seed)
+    return parse(lines)
 
 
 def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: str, settings) -> list[str]:
@@ -107,6 +125,7 @@ def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: 
     from expectations.runner import GateFailed, check_reconciliation, validate_spark
 
     failures: list[str] = []
+    recon = None
     if recon_path is not None:
         recon = lake.read_json(recon_path)
         try:
@@ -119,7 +138,10 @@ def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: 
             print(f"reconciliation dt={dt}: FAILED", flush=True)
             failures.append(str(exc))
     for suite, path in inputs:
-        df = spark.read.parquet(path)
+        if suite == "raw_events_sample":
+            df = raw_sample(spark, path, (recon or {}).get("raw_lines"), settings.seed)
+        else:
+            df = spark.read.parquet(path)
         try:
             summary = validate_spark(suite, df, dt, settings)
             print(

@@ -39,7 +39,26 @@ MS0 = int(T0.timestamp() * 1000)
 
 # Per suite: (Spark DDL schema, valid rows, broken rows, the exact failure lines the broken rows give).
 # Settings in these tests: max_seq_len=3, top_k=3, max_dwell_ms=60000.
+RAW_OK = ("STRING", "STRING", "STRING", "STRING", "BIGINT")
 CASES = {
+    "raw_events_sample": (
+        "raw_line string, is_object boolean, t_event_id string, t_user_id string, t_item_id string, "
+        "t_event_type string, t_event_time string",
+        [(f'{{"event_id": "e{k}"}}', True, *RAW_OK) for k in range(19)] + [("not json", False, None, None, None, None, None)],
+        [(f'{{"event_id": "e{k}"}}', True, *RAW_OK) for k in range(7)]
+        + [("[1]", False, None, None, None, None, None), ("x", False, None, None, None, None, None),
+           ('{"user_id": 7}', True, "STRING", "BIGINT", "STRING", "STRING", "DECIMAL(3,1)")],
+        [
+            "expect_column_value_lengths_to_be_between column=raw_line (min_value=2, max_value=65536): "
+            "1 unexpected (10.00% of non-null), e.g. ['x']",
+            "expect_column_values_to_be_in_set column=is_object (value_set=[True]): "
+            "2 unexpected (20.00% of non-null), e.g. [False, False]",
+            "expect_column_values_to_be_in_set column=t_user_id (value_set=['STRING']): "
+            "1 unexpected (12.50% of non-null), e.g. ['BIGINT']",
+            "expect_column_values_to_be_in_set column=t_event_time (value_set=['STRING', 'TINYINT', 'SMALLINT', "
+            "'INT', 'BIGINT']): 1 unexpected (12.50% of non-null), e.g. ['DECIMAL(3,1)']",
+        ],
+    ),
     "clean_events": (
         "event_id string, user_id string, item_id string, event_type string, event_time timestamp, "
         "event_time_ms long, dwell_ms long, rating double, session_id string, device string",
@@ -135,7 +154,7 @@ CASES = {
         ],
     ),
 }
-SPARK_SUITES = ("clean_events", "quarantine_events", "user_sequences", "item_table")
+SPARK_SUITES = ("raw_events_sample", "clean_events", "quarantine_events", "user_sequences", "item_table")
 # Tiny data on a shared 2-core box: Spark's code generation and the JVM's C2 JIT cost far more than
 # they save here (measured: the first validation 28 s -> 16 s).
 from tests.conftest import FAST_SPARK_CONF  # noqa: E402  (the test session settings, also used by subprocesses)
@@ -175,7 +194,7 @@ def test_suite_files_are_gx_suites_that_follow_the_contracts():
     candidates = json.loads(suite_path("candidates").read_text())
     (columns,) = [e for e in candidates["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
     assert columns["kwargs"]["column_set"] == [name for name, _ in CANDIDATE_COLUMNS]
-    with pytest.raises(ValueError, match="unknown expectation suite 'events'; use one of clean_events"):
+    with pytest.raises(ValueError, match="unknown expectation suite 'events'; use one of raw_events_sample, clean_events"):
         suite_path("events")
 
 
@@ -311,7 +330,7 @@ def _write_staged(root: Path, dataset: str, suite: str, rows: list[tuple]) -> Pa
         "string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(), "float": pa.float32(),
         "timestamp": pa.timestamp("us", tz="UTC"), "array<string>": pa.list_(pa.string()),
         "array<long>": pa.list_(pa.int64()), "array<float>": pa.list_(pa.float32()),
-        "array<tinyint>": pa.list_(pa.int8()),
+        "array<tinyint>": pa.list_(pa.int8()), "boolean": pa.bool_(),
     }
     fields = [(p.strip().split(" ", 1)[0], types[p.strip().split(" ", 1)[1]]) for p in CASES[suite][0].split(", ")]
     schema = pa.schema(fields)
@@ -350,6 +369,11 @@ def job_runs(tmp_path_factory):
     passing, failing = base / "pass", base / "fail"
     _write_staged(passing / "lake", lake.FEATURE_SEQUENCES, "user_sequences", CASES["user_sequences"][1])
     _write_staged(passing / "lake", lake.FEATURE_ITEMS, "item_table", CASES["item_table"][1])
+    raw_day = failing / "lake" / "raw" / "events" / f"dt={DT}"
+    raw_day.mkdir(parents=True)
+    (raw_day / "part-0.jsonl").write_text("".join(
+        f'{{"event_id": "e{k}", "user_id": "u1", "item_id": "i1", "event_type": "view", "event_time": {MS0}}}\n'
+        for k in range(6)))
     clean = _write_staged(failing / "lake", lake.CLEAN_EVENTS, "clean_events", CASES["clean_events"][2])
     _write_staged(failing / "lake", lake.QUARANTINE_EVENTS, "quarantine_events", CASES["quarantine_events"][1])
     lake.write_json(str(clean / lake.RECONCILIATION_FILE), {
@@ -391,6 +415,7 @@ def test_validate_job_fails_on_broken_clean_events(job_runs):
     assert f"reconciliation dt={DT}: FAILED" in result.stdout  # 2 of 6 lines quarantined > 5%
     assert f"clean_events dt={DT}: FAILED (details on stderr)" in result.stdout
     assert f"quarantine_events dt={DT}: PASSED 5/5 expectations" in result.stdout
+    assert f"raw_events_sample dt={DT}: PASSED 8/8 expectations" in result.stdout  # the raw lines themselves are fine
     assert f"validation gate clean_events FAILED for dt={DT}: 4 of 13 expectations failed" in result.stderr
     for line in CASES["clean_events"][3]:
         assert f"  - {line}" in result.stderr
