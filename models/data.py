@@ -17,10 +17,16 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from attnrec import lake
-from attnrec.contracts import EVENT_TYPES
+from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
 
-#: Event types that count as a positive signal (training targets, holdout events).
-DEFAULT_POSITIVE_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t not in ("impression", "skip"))
+
+def positive_types(exposure: Sequence[str] = EXPOSURE_EVENT_TYPES, negative: Sequence[str] = NEGATIVE_EVENT_TYPES) -> tuple[str, ...]:
+    """Event types that count as a positive signal (training targets, holdout events): every type that is neither
+    exposure (impressions, skips) nor negative (dislikes). Those stay in the sequence as context."""
+    return tuple(t for t in EVENT_TYPES if t not in set(exposure) | set(negative))
+
+
+DEFAULT_POSITIVE_TYPES: tuple[str, ...] = positive_types()
 
 EVENT_TYPE_INDEX: dict[str, int] = {t: i + 1 for i, t in enumerate(EVENT_TYPES)}  # 0 = padding
 

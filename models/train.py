@@ -49,6 +49,7 @@ from models.data import (
     ItemVocab,
     TrainExample,
     leave_one_out,
+    positive_types,
     load_features,
     positive_counts,
     train_batches,
@@ -547,7 +548,8 @@ def run(dt: str, settings: Settings | None = None, tcfg: TrainConfig | None = No
     train only and return {"rank": rank}.
     """
     settings = settings or get_settings()
-    tcfg = tcfg or TrainConfig(full_softmax_max_items=settings.full_softmax_max_items)
+    tcfg = tcfg or TrainConfig(full_softmax_max_items=settings.full_softmax_max_items,
+                               positive_types=positive_types(settings.exposure_event_types, settings.negative_event_types))
     ctx, created = init_distributed()
     try:
         return _run(dt, settings, tcfg, ctx)

@@ -643,3 +643,10 @@ def test_tune_knn_picks_the_best_validation_setting():
     assert (knn.last_n, knn.decay) == best[1:]
     _, first = tune_knn(split.train, vocab, counts, [], grid=grid)  # no validation: the first grid point
     assert (first["window"], first["last_n"]) == (10, 20) and math.isnan(first["val_ndcg_at_10"])
+
+
+def test_targets_are_the_positive_event_types_exposure_and_negatives_stay_context():
+    from models.data import DEFAULT_POSITIVE_TYPES, positive_types
+
+    assert set(DEFAULT_POSITIVE_TYPES) == {"click", "view", "add_to_cart", "purchase", "rate", "like", "share"}
+    assert set(positive_types(("impression",), ())) == set(DEFAULT_POSITIVE_TYPES) | {"skip", "dislike"}
