@@ -28,13 +28,7 @@ from models.pyfunc import Recommender, recommend
 from models.train import TrainConfig, build_model, fit, next_item_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids spin-waiting on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def item_rows(n: int) -> list[dict]:

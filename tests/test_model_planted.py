@@ -26,12 +26,7 @@ from models.train import TrainConfig, build_model, fit
 N_ITEMS, N_USERS, PAIRS = 200, 400, 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def partner_walks(seed: int = 0) -> tuple[list[Events], dict[str, str]]:

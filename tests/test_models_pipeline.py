@@ -16,13 +16,7 @@ DT = "2026-01-31"
 N_ITEMS, N_USERS = 30, 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids spin-waiting on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def write_features(root: str, dt: str = DT) -> None:
