@@ -36,6 +36,37 @@ def default_args() -> dict[str, Any]:
     return {"owner": "attnrec", "retries": retries, "retry_delay": dt_.timedelta(minutes=2)}
 
 
+def train_task_routing() -> dict[str, str]:
+    """``executor`` / ``queue`` arguments for train_recommender's ``train`` task, from ATTNREC_TRAIN_EXECUTOR and
+    ATTNREC_TRAIN_QUEUE; ``{}`` when both are unset (the default executor and queue, as every other task).
+
+    Airflow refuses a whole DAG whose task names an executor missing from ``[core] executor``, with a message
+    that does not say where the name came from; this checks first, against the same lookup, and names the
+    setting and the fix. The check reads configuration only (no database, no I/O).
+    """
+    settings = get_settings()
+    routing = {}
+    if settings.train_executor:
+        from airflow.configuration import conf
+        from airflow.exceptions import UnknownExecutorException
+        from airflow.executors.executor_loader import ExecutorLoader
+
+        try:
+            ExecutorLoader.lookup_executor_name_by_str(settings.train_executor, validate_teams=False)
+        except UnknownExecutorException:
+            configured = conf.get("core", "executor")
+            raise ValueError(
+                f"ATTNREC_TRAIN_EXECUTOR={settings.train_executor!r} is not one of the executors Airflow runs "
+                f"([core] executor = {configured!r}); add it there, e.g. AIRFLOW__CORE__EXECUTOR="
+                "'LocalExecutor,airflow.providers.edge3.executors.EdgeExecutor', name one of those (alias, class "
+                "name or module path), or unset ATTNREC_TRAIN_EXECUTOR to train on the default executor"
+            ) from None
+        routing["executor"] = settings.train_executor
+    if settings.train_queue:
+        routing["queue"] = settings.train_queue
+    return routing
+
+
 def sensor_timeout() -> dt_.timedelta:
     """How long a task waits for its input partitions (``ATTNREC_WAIT_TIMEOUT_HOURS``, default 6) before failing."""
     raw = os.environ.get("ATTNREC_WAIT_TIMEOUT_HOURS", "6")

@@ -71,6 +71,18 @@ def _str(name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+def _name(name: str, example: str) -> str:
+    """One Airflow name (an executor, a queue): "" when unset; no spaces or commas, since it must match exactly."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return ""
+    value = raw.strip()
+    if any(ch.isspace() or ch == "," for ch in value):
+        raise ValueError(f"{name}={raw!r} must be a single name without spaces or commas, such as {example!r}; "
+                         "unset it for Airflow's default")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Build it with :func:`get_settings`, never by hand in pipeline code."""
@@ -99,6 +111,10 @@ class Settings:
     checkpoint_dir: str = str(PROJECT_ROOT / ".cache" / "checkpoints")  # ATTNREC_CHECKPOINT_DIR: resumable training
     exposure_event_types: tuple[str, ...] = ("impression", "skip")  # ATTNREC_EXPOSURE_EVENT_TYPES: shown, not chosen
     negative_event_types: tuple[str, ...] = ("dislike",)  # ATTNREC_NEGATIVE_EVENT_TYPES: negative interest
+    # ATTNREC_TRAIN_EXECUTOR: the Airflow executor of train_recommender's train task, e.g. EdgeExecutor for the
+    # GPU trainer; it must be one of [core] executor. "" (unset): the default (first configured) executor.
+    train_executor: str = ""
+    train_queue: str = ""  # ATTNREC_TRAIN_QUEUE: the queue of the train task (the trainer's edge worker serves it)
 
     @property
     def is_local_lake(self) -> bool:
@@ -143,4 +159,6 @@ def get_settings() -> Settings:
         checkpoint_dir=_str("ATTNREC_CHECKPOINT_DIR", str(PROJECT_ROOT / ".cache" / "checkpoints")),
         exposure_event_types=_event_types("ATTNREC_EXPOSURE_EVENT_TYPES", EXPOSURE_EVENT_TYPES),
         negative_event_types=_event_types("ATTNREC_NEGATIVE_EVENT_TYPES", NEGATIVE_EVENT_TYPES),
+        train_executor=_name("ATTNREC_TRAIN_EXECUTOR", "EdgeExecutor"),
+        train_queue=_name("ATTNREC_TRAIN_QUEUE", "gpu"),
     )

@@ -4,13 +4,16 @@ Scheduled on the features Asset that behavior_etl publishes; the partition to tr
 triggering event (``extra["dt"]``), or from the logical date when run by hand (``airflow dags test
 train_recommender 2026-01-31``). The new version is aliased ``challenger`` and becomes ``champion`` only
 when it beats the current champion on the same holdout.
+
+The ``train`` task runs on the executor and queue named by ATTNREC_TRAIN_EXECUTOR / ATTNREC_TRAIN_QUEUE (on the
+cluster: the GPU trainer's Edge worker); unset, on the default executor like every other task.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from attnrec.orchestration import FEATURES_ASSET, START_DATE, default_args
+from attnrec.orchestration import FEATURES_ASSET, START_DATE, default_args, train_task_routing
 
 
 @dag(
@@ -30,7 +33,7 @@ def train_recommender():
 
         return feature_dt_from_context(context)
 
-    @task
+    @task(**train_task_routing())
     def train(dt: str) -> dict:
         from models.train import run
 

@@ -23,7 +23,8 @@ out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": hea
 for dag in bag.dags.values():
     out["dags"][dag.dag_id] = {
         "tasks": {t.task_id: {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids),
-                        "mode": getattr(t, "mode", None)} for t in dag.tasks},
+                        "mode": getattr(t, "mode", None), "executor": t.executor, "queue": t.queue}
+                  for t in dag.tasks},
         "timetable": type(dag.timetable).__name__,
         "max_active_runs": dag.max_active_runs,
         "conn_id": next((getattr(t, "_conn_id", None) for t in dag.tasks if getattr(t, "_conn_id", None)), None),
@@ -34,17 +35,22 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def dagbag(tmp_path_factory) -> dict:
-    home = tmp_path_factory.mktemp("airflow_home")
+def probe_dagbag(home: Path, **extra_env: str) -> dict:
+    """Parse dags/ with Airflow's DagBag in a fresh process: only ``extra_env`` of AIRFLOW*/ATTNREC_* is set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ATTNREC_"))}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False")
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False",
+               **extra_env)
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(REPO / "dags")], env=env, capture_output=True, text=True, timeout=300
     )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert line, f"DagBag probe failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(line[len("RESULT") :])
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory) -> dict:
+    return probe_dagbag(tmp_path_factory.mktemp("airflow_home"))
 
 
 def test_no_import_errors_and_contract_dag_ids(dagbag):
@@ -108,3 +114,42 @@ def test_missing_partitions_names_what_is_not_published(tmp_path, monkeypatch):
         sensor_timeout()
     monkeypatch.setenv("ATTNREC_WAIT_TIMEOUT_HOURS", "1.5")
     assert sensor_timeout().total_seconds() == 5400
+
+
+EDGE = "airflow.providers.edge3.executors.EdgeExecutor"
+
+
+def test_every_task_runs_on_the_default_executor_and_queue_by_default(dagbag):
+    routes = {(t["executor"], t["queue"]) for dag in dagbag["dags"].values() for t in dag["tasks"].values()}
+    assert routes == {(None, "default")}
+
+
+def test_train_task_goes_to_the_configured_executor_and_queue(tmp_path):
+    bag = probe_dagbag(tmp_path, AIRFLOW__CORE__EXECUTOR=f"LocalExecutor,{EDGE}",
+                       ATTNREC_TRAIN_EXECUTOR="EdgeExecutor", ATTNREC_TRAIN_QUEUE="gpu")
+    assert bag["errors"] == {}
+    tasks = bag["dags"]["train_recommender"]["tasks"]
+    assert (tasks["train"]["executor"], tasks["train"]["queue"]) == ("EdgeExecutor", "gpu")
+    assert (tasks["feature_partition"]["executor"], tasks["feature_partition"]["queue"]) == (None, "default")
+
+
+def test_an_executor_airflow_does_not_run_fails_the_dag_naming_the_setting(tmp_path):
+    """Airflow rejects a DAG whose task names an executor missing from [core] executor (the whole DAG becomes an
+    import error); the message names the setting, its value and the fix, and the other DAGs still load."""
+    bag = probe_dagbag(tmp_path, ATTNREC_TRAIN_EXECUTOR="EdgeExecutor")  # [core] executor: LocalExecutor only
+    [(path, error)] = bag["errors"].items()
+    assert path.endswith("train_recommender.py")
+    assert ("ATTNREC_TRAIN_EXECUTOR='EdgeExecutor' is not one of the executors Airflow runs "
+            "([core] executor = 'LocalExecutor')") in error
+    assert f"AIRFLOW__CORE__EXECUTOR='LocalExecutor,{EDGE}'" in error
+    assert set(bag["dags"]) == {"behavior_etl", "nightly_candidates"}
+
+
+@pytest.mark.parametrize("name, value", [("ATTNREC_TRAIN_EXECUTOR", "LocalExecutor,EdgeExecutor"),
+                                         ("ATTNREC_TRAIN_QUEUE", "gpu a100")])
+def test_train_routing_settings_are_single_names(monkeypatch, name, value):
+    from attnrec.settings import get_settings
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name}={value!r} must be a single name without spaces or commas"):
+        get_settings()
