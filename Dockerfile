@@ -26,7 +26,8 @@ COPY expectations ./expectations
 COPY dags ./dags
 RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
  && useradd --create-home --uid 50000 attnrec \
- && mkdir -p /data /opt/airflow /opt/airflow-auth && chown -R attnrec /data /opt/airflow /opt/airflow-auth /opt/attnrec
+ && mkdir -p /data /checkpoints /mlartifacts /opt/airflow /opt/airflow-auth \
+ && chown -R attnrec /data /checkpoints /mlartifacts /opt/airflow /opt/airflow-auth /opt/attnrec
 
 USER attnrec
 ENV AIRFLOW_HOME=/opt/airflow \

@@ -1,6 +1,11 @@
 """The Airflow tier of the cluster as local processes: ``airflow api-server``, ``scheduler`` (LocalExecutor) and
 ``dag-processor`` on 127.0.0.1, metadata in PostgreSQL, a fresh AIRFLOW_HOME whose ``dags`` is the repo's dags/.
 
+With ``edge_queue`` it is also configured as docker-compose.yml's GPU profile: the scheduler runs LocalExecutor and
+the Edge provider's EdgeExecutor, the API server serves the Edge worker API, ATTNREC_TRAIN_EXECUTOR /
+ATTNREC_TRAIN_QUEUE route train_recommender's ``train`` task there, and ``airflow edge worker --queues
+<edge_queue>`` (the compose ``trainer`` service's command) runs beside them, with its own checkpoint directory.
+
 Authentication is Airflow 3's default Simple auth manager with one admin user whose password is generated here
 and written to the passwords file before the API server starts (so Airflow never prints a generated one). The
 REST client below gets a JWT from ``POST /auth/token`` and talks to ``/api/v2`` as that user.
@@ -25,13 +30,17 @@ from .conftest import VENV_BIN, free_port, start, stop, wait_http
 REPO = Path(__file__).resolve().parents[2]
 USERNAME = "attnrec_admin"
 TERMINAL = {"success", "failed"}
+EDGE_EXECUTOR = "airflow.providers.edge3.executors.EdgeExecutor"
 
 
 class AirflowStack:
     """One Airflow deployment on a PostgreSQL database; :meth:`start` then :meth:`stop` (always)."""
 
-    def __init__(self, base: Path, sql_alchemy_conn: str, extra_env: dict[str, str] | None = None):
+    def __init__(self, base: Path, sql_alchemy_conn: str, extra_env: dict[str, str] | None = None,
+                 edge_queue: str | None = None):
         self.base = base
+        self.edge_queue = edge_queue
+        self.edge_hostname = f"attnrec-trainer-{os.getpid()}"  # the name the Edge worker registers under
         self.home = base / "airflow"
         self.data_root = base / "data"
         self.port = free_port()
@@ -63,13 +72,28 @@ class AirflowStack:
             # the DAG files do not change during a test; re-parsing every 30 s only costs CPU on a small machine
             AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="600",
             ATTNREC_DATA_ROOT=str(self.data_root),
+            ATTNREC_CHECKPOINT_DIR=str(base / "checkpoints"),
             MLFLOW_TRACKING_URI=f"sqlite:///{base / 'mlflow.db'}",
+            ATTNREC_MLFLOW_ARTIFACTS=(base / "mlartifacts").as_uri(),
             ATTNREC_SPARK_DRIVER_MEMORY="1g",
             # C1-only JIT and the serial GC: a short-lived driver JVM on tiny data starts and runs faster
             SPARK_SUBMIT_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         )
+        if edge_queue:
+            env.update(
+                # the first executor is the default (every task that names none); the train task names EdgeExecutor
+                AIRFLOW__CORE__EXECUTOR=f"LocalExecutor,{EDGE_EXECUTOR}",
+                AIRFLOW__EDGE__API_ENABLED="True",
+                AIRFLOW__EDGE__API_URL=f"{self.url}/edge_worker/v1/rpcapi",
+                AIRFLOW__EDGE__JOB_POLL_INTERVAL="2",
+                ATTNREC_TRAIN_EXECUTOR="EdgeExecutor",
+                ATTNREC_TRAIN_QUEUE=edge_queue,
+            )
         env.update(extra_env or {})
         self.env = env
+        # as in compose, only the trainer has its checkpoint directory (a volume there): evidence of where training ran
+        self.trainer_checkpoints = base / "trainer-checkpoints"
+        self.edge_env = {**env, "ATTNREC_CHECKPOINT_DIR": str(self.trainer_checkpoints)}
 
     # --- processes -------------------------------------------------------------------------------------------
     def airflow(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
@@ -95,6 +119,10 @@ class AirflowStack:
             self.procs[name] = start([str(VENV_BIN / "airflow"), *cmd], self.log(name), self.env)
         wait_http(f"{self.url}/api/v2/monitor/health", 180, self.procs["api-server"], self.log("api-server"),
                   ready=_healthy)
+        if self.edge_queue:  # after the API it registers with is up (it retries with back-off for minutes otherwise)
+            self.procs["edge-worker"] = start(
+                [str(VENV_BIN / "airflow"), "edge", "worker", "--queues", self.edge_queue, "--concurrency", "1",
+                 "--edge-hostname", self.edge_hostname], self.log("edge-worker"), self.edge_env)
         self.wait_for(lambda: {d["dag_id"] for d in self.get("/api/v2/dags")["dags"]} >= {
             "behavior_etl", "train_recommender", "nightly_candidates"}, 180, "the three DAGs parsed")
 
@@ -102,7 +130,7 @@ class AirflowStack:
         return self.base / f"{name}.log"
 
     def stop(self) -> None:
-        for name in ("scheduler", "dag-processor", "api-server"):
+        for name in ("edge-worker", "scheduler", "dag-processor", "api-server"):
             stop(self.procs.get(name), timeout=15)
 
     def tails(self, chars: int = 2500) -> str:

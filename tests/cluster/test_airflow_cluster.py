@@ -1,5 +1,6 @@
-"""The Airflow tier of the cluster, for real: ``api-server``, ``scheduler`` (LocalExecutor) and ``dag-processor``
-on 127.0.0.1 with their metadata in PostgreSQL, the repo's DAGs, and a tiny synthetic lake.
+"""The Airflow tier of the cluster, for real: ``api-server``, ``scheduler`` (LocalExecutor, and the EdgeExecutor for
+the training task) and ``dag-processor`` on 127.0.0.1 with their metadata in PostgreSQL, an ``airflow edge worker``
+serving the training queue as compose's GPU ``trainer`` does, the repo's DAGs, and a tiny synthetic lake.
 
 One stack serves the whole module (started once, stopped at the end). The tests run in file order and build on
 each other, so that the slow parts overlap on a small machine: the backfill (three days, one run at a time) is
@@ -10,6 +11,7 @@ created first and runs while the REST-triggered and the browser-triggered runs g
     2026-03-04      POST /api/v2/dags/behavior_etl/dagRuns               (test_02)
     2026-03-05      the Trigger dialog of the Airflow UI in Chromium     (test_03)
     2026-03-07..09  no raw data: backfilled to fail fast                 (test_06)
+    2026-03-04      train_recommender: ``train`` on the Edge worker      (test_08)
 
 behavior_etl runs at 02:00 UTC ("0 2 * * *"), so the run for day D has logical date D 02:00 UTC: that is what a
 backfill creates, and what the REST and UI triggers use, so that a later backfill recognises those days as done.
@@ -18,6 +20,7 @@ backfill creates, and what the REST and UI triggers use, so that a later backfil
 from __future__ import annotations
 
 import datetime as dt_
+import json
 import os
 import shutil
 import urllib.parse
@@ -27,7 +30,7 @@ import pytest
 
 from attnrec import lake
 
-from .airflow_stack import REPO, USERNAME, AirflowStack
+from .airflow_stack import REPO, TERMINAL, USERNAME, AirflowStack
 from .conftest import IN_CI
 
 pytestmark = pytest.mark.integration
@@ -40,6 +43,10 @@ DAG = "behavior_etl"
 PUBLISHED = (lake.CLEAN_EVENTS, lake.QUARANTINE_EVENTS, lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS)
 TASKS = {"check_raw", "clean", "validate_clean", "publish_clean", "featurize", "validate_features", "publish_features"}
 ARTIFACTS = Path(os.environ.get("ATTNREC_TEST_ARTIFACTS") or REPO / "test-artifacts") / "airflow-cluster"
+TRAIN_QUEUE = "gpu"  # the queue compose's trainer serves
+#: small training, so the run is dominated by process start-up (the model and its checks run in tests/test_model*.py)
+TRAINING_ENV = {"ATTNREC_TRAIN_EPOCHS": "2", "ATTNREC_TRAIN_MAX_MINUTES": "1", "ATTNREC_TRAIN_ABLATION": "false",
+                "ATTNREC_MAX_SEQ_LEN": "32", "OMP_NUM_THREADS": "1"}
 
 
 def tick(day: str) -> str:
@@ -54,7 +61,7 @@ def parse(ts: str) -> dt_.datetime:
 @pytest.fixture(scope="module")
 def stack(postgres, tmp_path_factory):
     base = tmp_path_factory.mktemp("airflow-cluster")
-    airflow = AirflowStack(base, postgres.create_db("airflow"))
+    airflow = AirflowStack(base, postgres.create_db("airflow"), extra_env=TRAINING_ENV, edge_queue=TRAIN_QUEUE)
     from attnrec.generate import generate
 
     # five landing days, tiny: each behavior_etl run is dominated by Spark start-up, not by data
@@ -315,3 +322,61 @@ def test_07_a_run_triggered_at_midnight_is_not_the_days_scheduled_run(stack):
     stack.post(f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": f"{day}T00:00:00Z"})
     assert stack.wait_run(DAG, day, 100)["logical_date"] == f"{day}T00:00:00Z"
     assert dry_run(stack, day, day, "none") == [tick(day)]
+
+
+@pytest.mark.timeout(300)
+def test_08_train_runs_on_the_edge_worker_and_the_rest_on_the_local_executor(stack, postgres):
+    """compose's GPU profile without Docker: train_recommender for a published day; its ``train`` task goes through
+    the EdgeExecutor to the ``airflow edge worker`` serving the training queue, ``feature_partition`` runs on the
+    scheduler's LocalExecutor (the default, first executor)."""
+    train_dag = "train_recommender"
+    assert_published(str(stack.data_root), REST_DAY)  # features of test_02's run
+    workers = stack.wait_for(lambda: [w for w in stack.get("/edge_worker/ui/worker")["workers"]
+                                      if w["worker_name"] == stack.edge_hostname and w["state"] == "idle"],
+                             120, f"edge worker {stack.edge_hostname} registered and idle")
+    assert workers[0]["queues"] == [TRAIN_QUEUE]
+    # compose's health check of the trainer service, against this worker (it finds it by the pid file in AIRFLOW_HOME)
+    out = stack.airflow("edge", "status", timeout=60).stdout
+    assert json.loads(out[out.index("{"):])["state"] == "idle", out
+    # the worker only calls out (to the API server); it listens on no port
+    import psutil
+
+    worker = psutil.Process(stack.procs["edge-worker"].pid)
+    listening = [c.laddr for p in (worker, *worker.children(recursive=True))
+                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening == []
+
+    stack.patch(f"/api/v2/dags/{train_dag}", {"is_paused": False})  # paused DAGs' runs are not scheduled
+    stack.post(f"/api/v2/dags/{train_dag}/dagRuns", {"logical_date": f"{REST_DAY}T00:00:00Z"})
+    run = stack.wait_run(train_dag, REST_DAY, 270)
+    tis = {ti["task_id"]: ti for ti in stack.get(
+        f"/api/v2/dags/{train_dag}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}/taskInstances"
+    )["task_instances"]}
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    assert {t: ti["state"] for t, ti in tis.items()} == {"feature_partition": "success", "train": "success"}
+    assert (tis["train"]["executor"], tis["train"]["queue"]) == ("EdgeExecutor", TRAIN_QUEUE)
+    assert (tis["feature_partition"]["executor"], tis["feature_partition"]["queue"]) == (None, "default")
+
+    # the Edge provider's job table: one job, the train task, run by our worker; nothing else went to the edge.
+    # The task reports its own state through the Execution API; the worker marks the job done once the task's
+    # process has exited (a moment later).
+    def edge_jobs_done():
+        jobs = stack.get(f"/edge_worker/ui/jobs?dag_id_pattern={train_dag}")["jobs"]
+        return jobs if jobs and all(j["state"] in TERMINAL for j in jobs) else None
+
+    jobs = stack.wait_for(edge_jobs_done, 60, "the edge job to finish")
+    assert [(j["task_id"], j["run_id"], j["queue"], j["edge_worker"], j["state"]) for j in jobs] == [
+        ("train", run["dag_run_id"], TRAIN_QUEUE, stack.edge_hostname, "success")]
+    rows = postgres.psql("SELECT task_id, coalesce(executor, ''), queue FROM task_instance "
+                         f"WHERE dag_id = '{train_dag}' ORDER BY task_id", db="airflow")
+    assert rows.split() == ["feature_partition||default", f"train|EdgeExecutor|{TRAIN_QUEUE}"]
+
+    # the training process had the worker's environment: only the trainer's checkpoint directory was used
+    assert stack.trainer_checkpoints.is_dir(), "training did not write under the edge worker's ATTNREC_CHECKPOINT_DIR"
+    assert not (stack.base / "checkpoints").exists()
+    # and it produced a model: version 1 of the registered model, trained on REST_DAY's features
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
+    [version] = client.search_model_versions("name='attention-recommender'")
+    assert int(version.version) == 1 and client.get_run(version.run_id).data.tags["feature_dt"] == REST_DAY

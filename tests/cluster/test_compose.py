@@ -2,7 +2,8 @@
 
 There is no Docker engine on the CI machine, so these read the files as data and assert the properties the
 README promises: every service of the topology, health checks, loopback-only ports, named volumes, no default
-passwords, a GPU reservation for the trainer and an image built from requirements.lock.
+passwords, a GPU reservation for the trainer, the trainer as the Edge worker of the training queue, and an image
+built from requirements.lock. (test_airflow_cluster.py runs the Airflow and Edge worker configuration for real.)
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ SERVICES = (
     "spark-worker",
     "trainer",
 )
-#: Services that run once and exit (no health check expected): the DB migration and the on-demand trainer.
-ONE_SHOT = {"airflow-init", "trainer"}
+#: Services that run once and exit (no health check expected): the DB migration.
+ONE_SHOT = {"airflow-init"}
+AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+EDGE_EXECUTOR = "airflow.providers.edge3.executors.EdgeExecutor"
 REQUIRED_VAR = re.compile(r"\$\{(\w+):\?[^}]+\}")
 ANY_VAR = re.compile(r"(?<!\$)\$\{(\w+)(?::?[-?+][^}]*)?\}")
 
@@ -82,7 +85,7 @@ def test_every_published_port_is_bound_to_loopback(compose):
 
 def test_state_lives_in_named_volumes(compose):
     declared = set(compose["volumes"])
-    assert declared == {"postgres", "lake", "mlartifacts", "airflow-auth"}
+    assert declared == {"postgres", "lake", "mlartifacts", "airflow-auth", "checkpoints"}
     used = set()
     for svc in compose["services"].values():
         for vol in svc.get("volumes", []):
@@ -140,6 +143,21 @@ def test_dockerfile_installs_exactly_the_lock_file():
     assert "USER attnrec" in dockerfile
 
 
+def test_image_user_owns_every_volume_mount_point(compose):
+    """A new named volume takes the owner of its mount point in the image; a path the image lacks is created as
+    root, and the services run as the unprivileged attnrec user, so each mount point must be made and chowned."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    mkdir = re.search(r"mkdir -p ([^&\\\n]+)", dockerfile).group(1).split()
+    chown = re.search(r"chown -R attnrec ([^&\\\n]+)", dockerfile).group(1).split()
+    for name, svc in compose["services"].items():
+        if svc.get("image") != "attnrec:local":
+            continue
+        for vol in svc.get("volumes", []):
+            source, target = vol.split(":")[:2]
+            if not source.startswith(("./", "/")):
+                assert target in mkdir and target in chown, f"{name}: {target} is not created and chowned in Dockerfile"
+
+
 def test_postgres_init_creates_the_databases_the_services_use(text):
     init = (ROOT / "docker" / "postgres-init.sh").read_text()
     for db in ("airflow", "mlflow"):
@@ -195,3 +213,45 @@ def test_airflow_logs_in_with_the_admin_from_env_and_no_generated_password(compo
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "${AIRFLOW_ADMIN_USER:?set AIRFLOW_ADMIN_USER in .env}:admin"
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == "/opt/airflow-auth/passwords.json"
         assert "airflow-auth:/opt/airflow-auth" in compose["services"][name]["volumes"]
+
+
+def test_trainer_is_the_edge_worker_of_the_training_queue(compose):
+    """Every Airflow component runs LocalExecutor (the default) and the EdgeExecutor; the api-server serves the
+    Edge worker API; the trainer runs ``airflow edge worker`` on the queue the train task is routed to."""
+    services = compose["services"]
+    for name in (*AIRFLOW_SERVICES, "trainer"):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == f"LocalExecutor,{EDGE_EXECUTOR}", name
+        assert env["AIRFLOW__EDGE__API_URL"] == "http://airflow-apiserver:8080/edge_worker/v1/rpcapi", name
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET:?"), name  # signs worker calls
+    assert services["airflow-apiserver"]["environment"]["AIRFLOW__EDGE__API_ENABLED"] == "True"
+    trainer = services["trainer"]
+    queue = trainer["environment"]["ATTNREC_TRAIN_QUEUE"]
+    assert trainer["command"] == ["airflow", "edge", "worker", "--queues", queue, "--concurrency", "1"]
+    assert trainer["healthcheck"]["test"] == ["CMD", "airflow", "edge", "status"]
+    assert trainer["depends_on"]["airflow-apiserver"] == {"condition": "service_healthy"}
+    assert trainer["profiles"] == ["gpu"] and trainer["image"] == "attnrec:local"
+    assert trainer["environment"]["ATTNREC_CHECKPOINT_DIR"] == "/checkpoints"
+    assert "checkpoints:/checkpoints" in trainer["volumes"] and "lake:/data" in trainer["volumes"]
+
+
+def test_training_goes_to_the_trainer_only_when_env_says_so(compose):
+    """The compose file never routes the train task itself: without ATTNREC_TRAIN_EXECUTOR in .env it runs on the
+    default LocalExecutor (a host without a GPU); .env.example shows the two lines a GPU host uncomments."""
+    for name, svc in compose["services"].items():
+        assert "ATTNREC_TRAIN_EXECUTOR" not in (svc.get("environment") or {}), name
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    assert "#COMPOSE_PROFILES=gpu" in lines and "#ATTNREC_TRAIN_EXECUTOR=EdgeExecutor" in lines
+
+
+def test_the_cluster_test_runs_the_same_edge_configuration(tmp_path, compose):
+    """tests/cluster/airflow_stack.py configures its processes as compose does (only hosts and ports differ)."""
+    from .airflow_stack import AirflowStack
+
+    env = AirflowStack(tmp_path, "postgresql+psycopg2://unused", edge_queue="gpu").env
+    shared = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == shared["AIRFLOW__CORE__EXECUTOR"]
+    assert env["AIRFLOW__EDGE__API_ENABLED"] == shared["AIRFLOW__EDGE__API_ENABLED"]
+    assert env["AIRFLOW__EDGE__API_URL"].split(":", 2)[2].split("/", 1)[1] == shared["AIRFLOW__EDGE__API_URL"].split(
+        ":", 2)[2].split("/", 1)[1]  # the path after host:port
+    assert (env["ATTNREC_TRAIN_EXECUTOR"], env["ATTNREC_TRAIN_QUEUE"]) == ("EdgeExecutor", shared["ATTNREC_TRAIN_QUEUE"])
