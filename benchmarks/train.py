@@ -13,7 +13,7 @@ prints per epoch and in total:
   with ``--ablation``).
 
 Run: ``python benchmarks/train.py [--data-root DIR --dt YYYY-MM-DD] [--users 2000 --items 1000 --mean-len 40]
-[--epochs 30] [--max-minutes 10] [--threads N] [--ablation] [--device cpu|cuda]``
+[--epochs 30] [--max-minutes 10] [--threads N] [--ablation] [--device cpu|cuda] [--seed 42] [--set NAME=VALUE ...]``
 """
 
 from __future__ import annotations
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when there is a GPU)")
     parser.add_argument("--ablation", action="store_true", help="also train plain SASRec (item ids only)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a TrainConfig field, e.g. --set dropout=0.3 (repeatable), as models.train --set")
     args = parser.parse_args(argv)
 
     import torch
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.data import ItemVocab, leave_one_out, load_features, positive_counts, training_examples
     from models.evaluate import evaluate_knn, evaluate_popularity, tune_knn
     from models.pyfunc import Recommender
-    from models.train import TrainConfig, build_model, seed_everything
+    from models.train import build_model, parse_overrides, seed_everything
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.device == "auto":
@@ -117,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         users, rows = synthetic(args.users, args.items, args.mean_len, args.seed)
         source = f"synthetic: {args.users} users, {args.items} items, mean length ~{args.mean_len}, seed {args.seed}"
     vocab = ItemVocab.from_items(rows)
-    tcfg = TrainConfig()
+    try:
+        tcfg = parse_overrides(args.set)
+    except ValueError as err:
+        parser.error(str(err))
     split = leave_one_out(users, tcfg.positive_types)
     examples = training_examples(split.train, vocab, args.max_seq_len, tcfg.positive_types)
     counts = positive_counts(split.train, vocab, tcfg.positive_types)
@@ -125,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"data: {source}\n  {len(users):,} users, {vocab.n_items:,} items, {n_events:,} events, "
           f"{len(examples):,} training sequences, {len(split.test):,} holdout users\n"
-          f"device: {label}; torch {torch.__version__}; TrainConfig defaults (d={tcfg.d_model}, "
-          f"{tcfg.n_layers} layers, batch {tcfg.batch_size}); up to {args.epochs} epochs, {args.max_minutes} min per model",
+          f"device: {label}; torch {torch.__version__}; TrainConfig (d={tcfg.d_model}, "
+          f"{tcfg.n_layers} layers, batch {tcfg.batch_size}, dropout {tcfg.dropout}, lr {tcfg.lr}{', overrides ' + ' '.join(args.set) if args.set else ''}); up to {args.epochs} epochs, {args.max_minutes} min per model",
           flush=True)
 
     results = []

@@ -88,6 +88,7 @@ class TrainConfig:
     full_softmax_max_items: int = 200_000  # larger catalogues train with sampled softmax + logQ correction
     n_negatives: int = 1024  # sampled softmax: negatives per step, shared by every position of the batch
     sampling_alpha: float = 0.75  # sampled softmax: Q(item) proportional to (training target count + 1) ** alpha
+    mask_seen: bool = True  # leave the items seen so far out of each position's softmax, as serving does
 
 
 # ---------------------------------------------------------------- entry-point choices ---------------------------
@@ -203,30 +204,63 @@ class NegativeSampler:
 
 
 def sampled_logits(model: AttentionRecommender, hidden: torch.Tensor, targets: torch.Tensor,
-                   negatives: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+                   negatives: torch.Tensor, log_q: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
     """Corrected logits (T, 1 + K): column 0 the target, then the K shared negatives; a negative equal to
-    the row's target (an accidental hit) is masked out. hidden (T, d), targets (T,), negatives (K,),
-    log_q (N+1,). Builds T x (K + 1) logits, never T x N."""
+    the row's target (an accidental hit), or among the row's ``seen`` items (T, S) when given, is masked out.
+    hidden (T, d), targets (T,), negatives (K,), log_q (N+1,). Builds T x (K + 1) logits, never T x N."""
     pos = model.target_scores(hidden, targets) - log_q[targets]  # (T,)
     neg = model.item_scores(hidden, negatives) - log_q[negatives]  # (T, K)
-    neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))  # (T, K)
+    drop = negatives[None, :] == targets[:, None]  # (T, K)
+    if seen is not None:  # membership by binary search in each sorted row: T x K, never T x K x S
+        rows = seen.sort(-1).values  # (T, S)
+        wanted = negatives.expand(len(rows), -1).contiguous()  # (T, K)
+        at = torch.searchsorted(rows, wanted).clamp(max=rows.shape[1] - 1)  # (T, K)
+        drop |= rows.gather(-1, at) == wanted
+    neg = neg.masked_fill(drop, float("-inf"))  # (T, K)
     return torch.cat([pos[:, None], neg], 1).float()  # (T, 1 + K)
+
+
+def seen_prefixes(items: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """For each selected position (b, t) of ``sel`` (B, L), the items at positions 0..t of row b, zeros
+    after t: (T, L). These are the items candidate generation would exclude after that position."""
+    L = items.shape[1]
+    upto = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()  # (L, L): row t keeps 0..t
+    return (items[:, None, :] * upto)[sel]  # (T, L)
+
+
+def drop_seen_targets(items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``targets`` (B, L) with every target already among the items up to its position set to 0: candidate
+    generation never serves a seen item, so a repeat is not something to learn to rank."""
+    sel = targets > 0  # (B, L)
+    repeat = (seen_prefixes(items, sel) == targets[sel][:, None]).any(-1)  # (T,)
+    out = targets.clone()
+    out[sel] = torch.where(repeat, torch.zeros_like(targets[sel]), targets[sel])
+    return out
 
 
 def next_item_loss(model: AttentionRecommender, inputs: dict[str, torch.Tensor], targets: torch.Tensor,
                    negatives: torch.Tensor | None = None, log_q: torch.Tensor | None = None,
-                   reduction: str = "mean") -> torch.Tensor:
+                   reduction: str = "mean", mask_seen: bool = False) -> torch.Tensor:
     """Cross-entropy of the next item at every position that has a target: over the full catalogue, or,
-    with ``negatives`` and ``log_q`` (see :class:`NegativeSampler`), sampled softmax with logQ correction."""
+    with ``negatives`` and ``log_q`` (see :class:`NegativeSampler`), sampled softmax with logQ correction.
+
+    ``mask_seen``: at each position the items seen up to it are left out of the softmax (out of the sampled
+    negatives with sampled softmax), as candidate generation and evaluation leave them out of the ranking;
+    targets must not be among them (see :func:`drop_seen_targets`)."""
     hidden = model.encode(inputs)  # (B, L, d)
     sel = targets > 0  # (B, L)
     h, t = hidden[sel], targets[sel]  # (T, d), (T,)
     if negatives is None:
-        logits = model.scores(h, model.item_table(), start=1).float()  # (T, N): padding is never a next item
-        return F.cross_entropy(logits, t - 1, reduction=reduction)
+        if not mask_seen:
+            logits = model.scores(h, model.item_table(), start=1).float()  # (T, N): padding is never a next item
+            return F.cross_entropy(logits, t - 1, reduction=reduction)
+        logits = model.scores(h, model.item_table()).float()  # (T, N+1)
+        logits = logits.scatter(-1, seen_prefixes(inputs["items"], sel), -math.inf)  # column 0 (padding) too
+        return F.cross_entropy(logits, t, reduction=reduction)
     if log_q is None:
         raise ValueError("sampled softmax needs log_q, the log sampling probability of every item (NegativeSampler.log_q)")
-    logits = sampled_logits(model, h, t, negatives, log_q)  # (T, 1 + K)
+    seen = seen_prefixes(inputs["items"], sel) if mask_seen else None  # (T, L)
+    logits = sampled_logits(model, h, t, negatives, log_q, seen)  # (T, 1 + K)
     return F.cross_entropy(logits, torch.zeros_like(t), reduction=reduction)
 
 
@@ -311,12 +345,15 @@ def _train_step(model: AttentionRecommender, opt: torch.optim.Optimizer, inputs:
         targets = targets[ctx.rank::ctx.world]
     inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
     targets = targets.to(device, non_blocking=True)
+    if tcfg.mask_seen:
+        targets = drop_seen_targets(inputs["items"], targets)
     n_local = int((targets > 0).sum())
     opt.zero_grad(set_to_none=True)
     loss_sum = None
     if n_local:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss_sum = next_item_loss(model, inputs, targets, negatives, log_q, reduction="sum")
+            loss_sum = next_item_loss(model, inputs, targets, negatives, log_q, reduction="sum",
+                                      mask_seen=tcfg.mask_seen)
     local = 0.0 if loss_sum is None else loss_sum.item()
     if ctx.world > 1:
         stats = torch.tensor([local, float(n_local)], dtype=torch.float64, device=device)

@@ -25,7 +25,7 @@ from models.data import (
 from models.evaluate import coverage_at_k, evaluate_popularity, evaluate_recommender, metrics_from_ranks, rank_catalogue
 from models.model import AttentionRecommender, ModelConfig
 from models.pyfunc import Recommender, recommend
-from models.train import TrainConfig, build_model, fit, next_item_loss
+from models.train import TrainConfig, build_model, drop_seen_targets, fit, next_item_loss
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
@@ -230,6 +230,26 @@ def test_loss_is_log_catalogue_size_for_a_constant_model():
     assert next_item_loss(model, batch, targets).item() == pytest.approx(math.log(12), abs=1e-5)
 
 
+def test_masked_loss_leaves_the_items_seen_so_far_out_of_each_softmax():
+    model = tiny_model()
+    batch = random_batch(2, 5, 12)
+    batch["items"] = torch.tensor([[0, 0, 3, 5, 3], [1, 2, 4, 4, 6]])
+    batch["event_types"][0, :2] = 0  # row 0 is left padded
+    targets = drop_seen_targets(batch["items"], torch.tensor([[0, 0, 5, 3, 7], [2, 4, 4, 6, 1]]))
+    assert targets.tolist() == [[0, 0, 5, 0, 7], [2, 4, 0, 6, 0]]  # repeats of a seen item are no targets
+    with torch.no_grad():
+        got = next_item_loss(model, batch, targets, mask_seen=True, reduction="sum")
+        scores = model(batch)  # (B, L, N+1)
+    want = 0.0
+    for b, t in zip(*torch.nonzero(targets, as_tuple=True)):
+        allowed = [i for i in range(1, 13) if i not in batch["items"][b, : t + 1].tolist()]
+        logits = scores[b, t, allowed]
+        want += float(torch.logsumexp(logits, 0) - scores[b, t, targets[b, t]])
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    with torch.no_grad():  # without the mask every item competes, so the loss is larger
+        assert next_item_loss(model, batch, targets, reduction="sum").item() > got.item()
+
+
 # ---------------------------------------------------------------- metrics and ranking --------------------------
 
 
@@ -383,11 +403,11 @@ class Interrupted(Exception):
     pass
 
 
-def _planted_training(dropout: float = 0.3):
+def _planted_training(dropout: float = 0.3, **overrides):
     vocab = ItemVocab.from_items(item_rows(20))
     split = leave_one_out(planted_walks())
     tcfg = TrainConfig(d_model=16, n_heads=2, n_layers=1, dropout=dropout, batch_size=16, lr=1e-2, warmup_steps=5,
-                       patience=100)
+                       patience=100, **overrides)
     examples = training_examples(split.train, vocab, 8)
 
     def fresh(seed: int) -> Recommender:
@@ -416,8 +436,9 @@ def test_training_checkpoint_holds_the_best_weights_and_round_trips(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["model.pt"]  # no temp file left behind
 
 
-def test_resuming_an_interrupted_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
-    split, tcfg, examples, fresh = _planted_training(dropout=0.3)  # dropout: the torch RNG must resume too
+@pytest.mark.parametrize("overrides", [{}, {"mask_seen": True}], ids=["plain", "mask_seen"])
+def test_resuming_an_interrupted_run_ends_exactly_like_an_uninterrupted_one(tmp_path, overrides):
+    split, tcfg, examples, fresh = _planted_training(dropout=0.3, **overrides)  # dropout: the torch RNG must resume too
     cpu = torch.device("cpu")
 
     torch.manual_seed(0)
@@ -512,6 +533,27 @@ def test_sampled_softmax_builds_batch_by_negatives_logits_not_catalogue_wide():
     with LargestOutput() as full:
         next_item_loss(model, batch, targets)
     assert full.largest >= 16 * n_items  # the full softmax builds (T, N) logits: the recorder does see them
+
+
+def test_sampled_softmax_with_mask_seen_drops_negatives_the_position_has_seen():
+    from models.train import sampled_logits, seen_prefixes
+
+    model = tiny_model()
+    batch = random_batch(1, 4, 12)
+    batch["items"] = torch.tensor([[2, 5, 7, 9]])
+    targets = torch.tensor([[0, 3, 4, 11]])
+    sel = targets > 0
+    negatives = torch.tensor([2, 3, 7, 8, 9, 12])
+    log_q = torch.zeros(13)
+    with torch.no_grad():
+        h = model.encode(batch)[sel]
+        logits = sampled_logits(model, h, targets[sel], negatives, log_q, seen_prefixes(batch["items"], sel))
+    dropped = torch.isinf(logits[:, 1:]).tolist()
+    # position 1 has seen 2, 5 (target 3 is an accidental hit); position 2: 2, 5, 7; position 3: 2, 5, 7, 9
+    assert dropped == [[True, True, False, False, False, False],
+                       [True, False, True, False, False, False],
+                       [True, False, True, False, True, False]]
+    assert torch.isfinite(logits[:, 0]).all()
 
 
 def test_logq_correction_makes_sampled_gradients_match_the_full_softmax():
