@@ -4,7 +4,8 @@
 With ``edge_queue`` it is also configured as docker-compose.yml's GPU profile: the scheduler runs LocalExecutor and
 the Edge provider's EdgeExecutor, the API server serves the Edge worker API, ATTNREC_TRAIN_EXECUTOR /
 ATTNREC_TRAIN_QUEUE route train_recommender's ``train`` task there, and ``airflow edge worker --queues
-<edge_queue>`` (the compose ``trainer`` service's command) runs beside them, with its own checkpoint directory.
+<edge_queue>`` (the compose ``trainer`` service's command) runs beside them, with its own checkpoint and log
+directories.
 
 Authentication is Airflow 3's default Simple auth manager with one admin user whose password is generated here
 and written to the passwords file before the API server starts (so Airflow never prints a generated one). The
@@ -91,9 +92,11 @@ class AirflowStack:
             )
         env.update(extra_env or {})
         self.env = env
-        # as in compose, only the trainer has its checkpoint directory (a volume there): evidence of where training ran
+        # as in compose, only the trainer has its checkpoint directory (a volume there), and its task logs stay in its
+        # own container: what the API server shows of them, the worker pushed over HTTP
         self.trainer_checkpoints = base / "trainer-checkpoints"
-        self.edge_env = {**env, "ATTNREC_CHECKPOINT_DIR": str(self.trainer_checkpoints)}
+        self.edge_env = {**env, "ATTNREC_CHECKPOINT_DIR": str(self.trainer_checkpoints),
+                         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(base / "trainer-logs")}
 
     # --- processes -------------------------------------------------------------------------------------------
     def airflow(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:

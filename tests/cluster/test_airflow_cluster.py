@@ -324,7 +324,7 @@ def test_07_a_run_triggered_at_midnight_is_not_the_days_scheduled_run(stack):
     assert dry_run(stack, day, day, "none") == [tick(day)]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(360)
 def test_08_train_runs_on_the_edge_worker_and_the_rest_on_the_local_executor(stack, postgres):
     """compose's GPU profile without Docker: train_recommender for a published day; its ``train`` task goes through
     the EdgeExecutor to the ``airflow edge worker`` serving the training queue, ``feature_partition`` runs on the
@@ -370,6 +370,14 @@ def test_08_train_runs_on_the_edge_worker_and_the_rest_on_the_local_executor(sta
     rows = postgres.psql("SELECT task_id, coalesce(executor, ''), queue FROM task_instance "
                          f"WHERE dag_id = '{train_dag}' ORDER BY task_id", db="airflow")
     assert rows.split() == ["feature_partition||default", f"train|EdgeExecutor|{TRAIN_QUEUE}"]
+
+    # the worker pushed the task's log to the API server (its own log folder is elsewhere): the UI's log view has it
+    log_path = (f"/api/v2/dags/{train_dag}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+                "/taskInstances/train/logs/1")
+    stack.wait_for(lambda: f"dt={REST_DAY}: " in json.dumps(stack.get(log_path)), 60,
+                   "the train task's log (models.train's data summary line) through the REST API")
+    # and the worker's own log folder holds the train task's log only
+    assert [p.parent.name for p in (stack.base / "trainer-logs").rglob("*.log")] == ["task_id=train"]
 
     # the training process had the worker's environment: only the trainer's checkpoint directory was used
     assert stack.trainer_checkpoints.is_dir(), "training did not write under the edge worker's ATTNREC_CHECKPOINT_DIR"
