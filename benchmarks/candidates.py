@@ -11,7 +11,7 @@ which any exact full-catalogue ranking must do. It prints users/s for both and t
 (ranking time / matmul time); on CUDA too when a GPU is present. Optionally (``--encode-users``) it also
 times the transformer encoding of user sequences of ``--seq-len`` events, the other half of candidates.
 
-Run: ``python benchmarks/candidates.py [--users 100000] [--items 50000] [--k 100] [--seen 50] [--dim 64]
+Run: ``python benchmarks/candidates.py [--users 100000] [--items 50000] [--k 100] [--seen 50] [--dim 128]
 [--user-batch 256] [--threads N] [--devices cpu,cuda] [--repeat 1] [--encode-users 0]``
 
 Times are the fastest of ``--repeat`` runs (use 3 or more on a machine shared with other work).
@@ -129,12 +129,14 @@ def time_encoding(rec, n_users: int, seq_len: int, device, seed: int, batch: int
 
 
 def main(argv: list[str] | None = None) -> int:
+    from models.train import TrainConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--seen", type=int, default=50, help="seen items masked per user")
-    parser.add_argument("--dim", type=int, default=64, help="model width d (TrainConfig default: 64)")
+    parser.add_argument("--dim", type=int, default=TrainConfig.d_model, help=f"model width d (TrainConfig default: {TrainConfig.d_model})")
     parser.add_argument("--user-batch", type=int, default=256,
                         help="users per scoring batch (models.pyfunc.recommend's default, which candidates uses: 256)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core)")
