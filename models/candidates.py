@@ -41,7 +41,7 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     import pyarrow.parquet as pq
     import torch
 
-    from models.data import Events, feature_paths, read_table
+    from models.data import feature_paths, read_sequences, read_table
     from models.pyfunc import recommend
     from models.registry import load_champion
     from models.train import choose_device
@@ -52,7 +52,7 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     device, _ = choose_device()
     rec.model.to(device)
     paths = feature_paths(settings.data_root, dt)
-    users = sorted((Events.from_row(r) for r in read_table(paths["sequences"])), key=lambda e: e.user_id)
+    users = read_sequences(paths["sequences"])
     catalogue = {r["item_id"] for r in read_table(paths["items"])}
     allowed = torch.tensor([False, *(i in catalogue for i in rec.vocab.item_ids)], dtype=torch.bool)
     new_items = len(catalogue - set(rec.vocab.item_ids))

@@ -100,6 +100,23 @@ def read_table(uri: str) -> list[dict[str, Any]]:
     return pq.read_table(path, filesystem=filesystem).to_pylist()
 
 
+#: The sequences columns the model reads; the other feature columns are never loaded.
+SEQUENCE_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms")
+
+
+def read_sequences(uri: str, batch_rows: int = 10_000) -> list["Events"]:
+    """Every user's events from a sequences partition, sorted by user id. Reads only
+    :data:`SEQUENCE_COLUMNS`, ``batch_rows`` rows at a time, so the Arrow data in memory at once is one batch."""
+    import pyarrow.dataset as ds
+
+    filesystem, path = lake.filesystem_for(uri)
+    dataset = ds.dataset(path, format="parquet", filesystem=filesystem)  # skips files starting with _ or .
+    users = [Events.from_row(r) for batch in dataset.to_batches(columns=list(SEQUENCE_COLUMNS), batch_size=batch_rows)
+             for r in batch.to_pylist()]
+    users.sort(key=lambda e: e.user_id)
+    return users
+
+
 # ---------------------------------------------------------------- vocabulary -----------------------------------
 
 
@@ -336,8 +353,7 @@ def positive_counts(users: list[Events], vocab: ItemVocab,
 def load_features(root: str, dt: str) -> tuple[list[Events], list[dict[str, Any]], dict[str, str]]:
     """(user event sequences, item rows, data version {dt, snapshot_hash, paths}) for partition ``dt``."""
     paths = feature_paths(root, dt)
-    users = [Events.from_row(r) for r in read_table(paths["sequences"])]
-    users.sort(key=lambda e: e.user_id)
+    users = read_sequences(paths["sequences"])
     items = read_table(paths["items"])
     version = {"dt": dt, "snapshot_hash": snapshot_hash([paths["sequences"], paths["items"]]),
                "sequences_path": paths["sequences"], "items_path": paths["items"]}
