@@ -254,8 +254,9 @@ def next_item_loss(model: AttentionRecommender, inputs: dict[str, torch.Tensor],
         if not mask_seen:
             logits = model.scores(h, model.item_table(), start=1).float()  # (T, N): padding is never a next item
             return F.cross_entropy(logits, t - 1, reduction=reduction)
-        logits = model.scores(h, model.item_table()).float()  # (T, N+1)
-        logits = logits.scatter(-1, seen_prefixes(inputs["items"], sel), -math.inf)  # column 0 (padding) too
+        padding = torch.zeros_like(t)[:, None]  # (T, 1): column 0 is never a next item either
+        left_out = torch.cat([padding, seen_prefixes(inputs["items"], sel)], 1)  # (T, 1 + L)
+        logits = model.scores(h, model.item_table()).float().scatter(-1, left_out, -math.inf)  # (T, N+1)
         return F.cross_entropy(logits, t, reduction=reduction)
     if log_q is None:
         raise ValueError("sampled softmax needs log_q, the log sampling probability of every item (NegativeSampler.log_q)")

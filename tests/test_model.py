@@ -248,6 +248,12 @@ def test_masked_loss_leaves_the_items_seen_so_far_out_of_each_softmax():
     assert got.item() == pytest.approx(want, rel=1e-5)
     with torch.no_grad():  # without the mask every item competes, so the loss is larger
         assert next_item_loss(model, batch, targets, reduction="sum").item() > got.item()
+        # row 1 has no padding: its last position still leaves the padding item out of the softmax
+        last = torch.zeros_like(targets)
+        last[1, 4] = 12
+        want_last = float(torch.logsumexp(scores[1, 4, [i for i in range(1, 13) if i not in (1, 2, 4, 6)]], 0)
+                          - scores[1, 4, 12])
+        assert next_item_loss(model, batch, last, mask_seen=True).item() == pytest.approx(want_last, rel=1e-5)
 
 
 # ---------------------------------------------------------------- metrics and ranking --------------------------
