@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--seen", type=int, default=50, help="seen items masked per user")
-    parser.add_argument("--dim", type=int, default=TrainConfig.d_model, help=f"model width d (TrainConfig default: {TrainConfig.d_model})")
+    parser.add_argument("--dim", type=int, default=TrainConfig.d_model,
+                        help=f"model width d (TrainConfig default: {TrainConfig.d_model})")
     parser.add_argument("--user-batch", type=int, default=256,
                         help="users per scoring batch (models.pyfunc.recommend's default, which candidates uses: 256)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core)")

@@ -128,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     counts = positive_counts(split.train, vocab, tcfg.positive_types)
     n_events = sum(len(u) for u in users)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    overrides = f", overrides {' '.join(args.set)}" if args.set else ""
     print(f"data: {source}\n  {len(users):,} users, {vocab.n_items:,} items, {n_events:,} events, "
           f"{len(examples):,} training sequences, {len(split.test):,} holdout users\n"
           f"device: {label}; torch {torch.__version__}; TrainConfig (d={tcfg.d_model}, "
-          f"{tcfg.n_layers} layers, batch {tcfg.batch_size}, dropout {tcfg.dropout}, lr {tcfg.lr}{', overrides ' + ' '.join(args.set) if args.set else ''}); up to {args.epochs} epochs, {args.max_minutes} min per model",
+          f"{tcfg.n_layers} layers, batch {tcfg.batch_size}, dropout {tcfg.dropout}, lr {tcfg.lr}{overrides}); "
+          f"up to {args.epochs} epochs, {args.max_minutes} min per model",
           flush=True)
 
     results = []
