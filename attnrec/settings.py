@@ -27,6 +27,14 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name}={raw!r} is not an integer; set it to a whole number such as {default}") from None
 
 
+def _holdout_cap() -> int:
+    value = _int("ATTNREC_HOLDOUT_MAX_USERS", 20_000)
+    if value < 0:
+        raise ValueError(f"ATTNREC_HOLDOUT_MAX_USERS={value} is negative; set a number of users such as 20000, "
+                         "or 0 to evaluate every user")
+    return value
+
+
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -109,6 +117,9 @@ class Settings:
     train_ablation: bool = True  # ATTNREC_TRAIN_ABLATION: also train plain SASRec (item ids only) as a baseline
     full_softmax_max_items: int = 200_000  # ATTNREC_FULL_SOFTMAX_MAX_ITEMS: above it, sampled softmax + logQ
     checkpoint_dir: str = str(PROJECT_ROOT / ".cache" / "checkpoints")  # ATTNREC_CHECKPOINT_DIR: resumable training
+    # ATTNREC_HOLDOUT_MAX_USERS: users evaluated (validation every epoch, test, the promotion gate); above it a
+    # fixed hash sample of that many, the same in every run. 0: every user with a holdout.
+    holdout_max_users: int = 20_000
     exposure_event_types: tuple[str, ...] = ("impression", "skip")  # ATTNREC_EXPOSURE_EVENT_TYPES: shown, not chosen
     negative_event_types: tuple[str, ...] = ("dislike",)  # ATTNREC_NEGATIVE_EVENT_TYPES: negative interest
     # ATTNREC_TRAIN_EXECUTOR: the Airflow executor of train_recommender's train task, e.g. EdgeExecutor for the
@@ -157,6 +168,7 @@ def get_settings() -> Settings:
         train_ablation=_bool("ATTNREC_TRAIN_ABLATION", True),
         full_softmax_max_items=_int("ATTNREC_FULL_SOFTMAX_MAX_ITEMS", 200_000),
         checkpoint_dir=_str("ATTNREC_CHECKPOINT_DIR", str(PROJECT_ROOT / ".cache" / "checkpoints")),
+        holdout_max_users=_holdout_cap(),
         exposure_event_types=_event_types("ATTNREC_EXPOSURE_EVENT_TYPES", EXPOSURE_EVENT_TYPES),
         negative_event_types=_event_types("ATTNREC_NEGATIVE_EVENT_TYPES", NEGATIVE_EVENT_TYPES),
         train_executor=_name("ATTNREC_TRAIN_EXECUTOR", "EdgeExecutor"),

@@ -59,7 +59,7 @@ def bench_fit(name: str, rec, examples, split, tcfg, epochs: int, max_minutes: f
     from models.evaluate import evaluate_recommender
     from models.train import fit
 
-    positions = sum(sum(1 for t in e.targets if t > 0) for e in examples)
+    positions = int(examples.target_counts(rec.vocab.n_items).sum())
 
     def show(row: dict) -> None:
         print(f"  [{name}] epoch {int(row['epoch']):>2}: loss {row['train_loss']:.4f}  "
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from models.data import ItemVocab, leave_one_out, load_features, positive_counts, training_examples
+    from models.data import ItemVocab, TrainingSet, leave_one_out, load_features, positive_counts, read_split
     from models.evaluate import evaluate_knn, evaluate_popularity, tune_knn
     from models.pyfunc import Recommender
     from models.train import build_model, parse_overrides, seed_everything
@@ -112,24 +112,26 @@ def main(argv: list[str] | None = None) -> int:
     else:
         device = torch.device(args.device)
     amp = torch.bfloat16 if device.type == "cuda" else None  # as models.train.choose_device
-    if args.data_root and args.dt:
-        users, rows, version = load_features(args.data_root, args.dt)
-        source = f"features dt={args.dt} under {args.data_root} (snapshot {version['snapshot_hash']})"
-    else:
-        users, rows = synthetic(args.users, args.items, args.mean_len, args.seed)
-        source = f"synthetic: {args.users} users, {args.items} items, mean length ~{args.mean_len}, seed {args.seed}"
-    vocab = ItemVocab.from_items(rows)
     try:
         tcfg = parse_overrides(args.set)
     except ValueError as err:
         parser.error(str(err))
-    split = leave_one_out(users, tcfg.positive_types)
-    examples = training_examples(split.train, vocab, args.max_seq_len, tcfg.positive_types)
+    if args.data_root and args.dt:
+        paths, rows, version = load_features(args.data_root, args.dt)
+        vocab = ItemVocab.from_items(rows)
+        split = read_split(paths["sequences"], vocab, tcfg.positive_types)  # every holdout user, as the DAG on ML-100K
+        source = f"features dt={args.dt} under {args.data_root} (snapshot {version['snapshot_hash']})"
+    else:
+        users, rows = synthetic(args.users, args.items, args.mean_len, args.seed)
+        vocab = ItemVocab.from_items(rows)
+        split = leave_one_out(users, vocab, tcfg.positive_types)
+        source = f"synthetic: {args.users} users, {args.items} items, mean length ~{args.mean_len}, seed {args.seed}"
+    examples = TrainingSet(split.train, args.max_seq_len, tcfg.positive_types)
     counts = positive_counts(split.train, vocab, tcfg.positive_types)
-    n_events = sum(len(u) for u in users)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     overrides = f", overrides {' '.join(args.set)}" if args.set else ""
-    print(f"data: {source}\n  {len(users):,} users, {vocab.n_items:,} items, {n_events:,} events, "
+    print(f"data: {source}\n  {split.n_users:,} users, {vocab.n_items:,} items, "
+          f"{split.train.n_events:,} training events, "
           f"{len(examples):,} training sequences, {len(split.test):,} holdout users\n"
           f"device: {label}; torch {torch.__version__}; TrainConfig (d={tcfg.d_model}, "
           f"{tcfg.n_layers} layers, batch {tcfg.batch_size}, dropout {tcfg.dropout}, lr {tcfg.lr}{overrides}); "

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import defaultdict
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
-from models.data import DEFAULT_POSITIVE_TYPES, Events, Holdout, ItemVocab, encode_events
+from models.data import (
+    DEFAULT_POSITIVE_TYPES,
+    EncodedSequences,
+    Events,
+    Holdout,
+    ItemVocab,
+    encode_sequences,
+    positive_type_index,
+    user_chunks,
+)
 from models.pyfunc import Recommender, user_vectors
 
 #: (user rows slice, item column start, item column end) -> (rows, end - start) scores. rank_catalogue masks
@@ -204,7 +213,7 @@ def evaluate_scorer(make_scorer: Callable[[list[Events]], Scorer], vocab: ItemVo
                     k: int = K) -> dict[str, float]:
     """The same metrics for any scorer over ``vocab``'s items, built from the holdout histories by
     ``make_scorer`` (the baselines); seen items are the history's items known to ``vocab``."""
-    seen = [encode_events(h.history, vocab).items for h in holdout]
+    seen = encode_sequences([h.history for h in holdout], vocab).item_lists()
     targets = [vocab.index.get(h.target, 0) for h in holdout]
     scorer = make_scorer([h.history for h in holdout])
     top, _, ranks = rank_catalogue(scorer, len(holdout), vocab.n_items + 1, seen, max(k, RECALL_K), targets=targets)
@@ -255,29 +264,35 @@ class TransitionKNN:
         self.positive = set(positive_types)
 
     @classmethod
-    def fit(cls, users: list[Events], vocab: ItemVocab, popularity: torch.Tensor, window: int | None = 3,
+    def fit(cls, train: EncodedSequences, vocab: ItemVocab, popularity: torch.Tensor, window: int | None = 3,
             symmetric: bool = False, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
-            **kwargs) -> "TransitionKNN":
-        """Count transitions in ``users`` (the training split) and normalise rows; ``kwargs`` go to the scorer."""
-        positive = set(positive_types)
-        counts: dict[tuple[int, int], float] = defaultdict(float)
-        for ev in users:
-            seq = [vocab.index[i] for i, t in zip(ev.item_ids, ev.event_types) if t in positive and i in vocab.index]
-            for i, a in enumerate(seq):
-                stop = len(seq) if window is None else min(len(seq), i + 1 + window)
-                for j in range(i + 1, stop):
-                    w = 1.0 / (j - i)
-                    counts[(a, seq[j])] += w
-                    if symmetric:
-                        counts[(seq[j], a)] += w
+            chunk_events: int = 1 << 20, **kwargs) -> "TransitionKNN":
+        """Count transitions in ``train`` (the training split) and normalise rows; ``kwargs`` go to the scorer.
+        Pairs are counted ``chunk_events`` positive events at a time, so scratch memory stays bounded."""
+        positive = positive_type_index(positive_types)
         n_rows = vocab.n_items + 1
-        if counts:
-            keys = torch.tensor(sorted(counts), dtype=torch.long)  # (P, 2) sorted by row, then column
-            vals = torch.tensor([counts[(a, b)] for a, b in keys.tolist()], dtype=torch.float64)
-            rows, cols = keys[:, 0], keys[:, 1]
-        else:
-            rows = cols = torch.zeros(0, dtype=torch.long)
-            vals = torch.zeros(0, dtype=torch.float64)
+        keys, sums = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)  # (P,) row * n_rows + col, weight
+        for u0, u1 in user_chunks(train.offsets, chunk_events):
+            lo, hi = int(train.offsets[u0]), int(train.offsets[u1])
+            keep = np.isin(train.event_types[lo:hi], positive)  # (e,)
+            seq = train.items[lo:hi][keep].astype(np.int64)  # (p,) positive items, one user after another
+            owner = np.repeat(np.arange(u1 - u0), np.diff(train.offsets[u0:u1 + 1]))[keep]  # (p,)
+            longest = int(np.bincount(owner).max(initial=0))
+            reach = longest - 1 if window is None else min(window, longest - 1)
+            parts_k, parts_w = [keys], [sums]
+            for step in range(1, reach + 1):
+                same = owner[:-step] == owner[step:]  # (p - step,) both ends in one user's sequence
+                a, b = seq[:-step][same], seq[step:][same]
+                w = np.full(len(a), 1.0 / step)
+                parts_k.append(a * n_rows + b)
+                parts_w.append(w)
+                if symmetric:
+                    parts_k.append(b * n_rows + a)
+                    parts_w.append(w)
+            keys, inverse = np.unique(np.concatenate(parts_k), return_inverse=True)
+            sums = np.bincount(inverse, weights=np.concatenate(parts_w), minlength=len(keys))
+        rows, cols = torch.from_numpy(keys // n_rows), torch.from_numpy(keys % n_rows)  # (P,) sorted by row, column
+        vals = torch.from_numpy(sums.astype(np.float64))
         row_sum = torch.zeros(n_rows, dtype=torch.float64).index_add_(0, rows, vals)
         vals = vals / row_sum[rows]
         crow = torch.zeros(n_rows + 1, dtype=torch.long)
@@ -340,7 +355,7 @@ KNN_GRID: tuple[tuple[int, int, float], ...] = tuple(
 )
 
 
-def tune_knn(users: list[Events], vocab: ItemVocab, popularity: torch.Tensor, valid: list[Holdout],
+def tune_knn(train: EncodedSequences, vocab: ItemVocab, popularity: torch.Tensor, valid: list[Holdout],
              positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
              grid: Sequence[tuple[int, int, float]] = KNN_GRID) -> tuple[TransitionKNN, dict[str, float]]:
     """The transition kNN whose (window, last_n, decay) has the best validation NDCG@10 over ``grid``:
@@ -349,7 +364,7 @@ def tune_knn(users: list[Events], vocab: ItemVocab, popularity: torch.Tensor, va
     "val_ndcg_at_10"}); without a validation holdout, the first grid point."""
     best: tuple[float, TransitionKNN, tuple[int, int, float]] | None = None
     for window, last_n, decay in grid if valid else grid[:1]:
-        knn = TransitionKNN.fit(users, vocab, popularity, window=window, last_n=last_n, decay=decay,
+        knn = TransitionKNN.fit(train, vocab, popularity, window=window, last_n=last_n, decay=decay,
                                 positive_types=positive_types)
         score = evaluate_knn(knn, valid)["ndcg_at_10"] if valid else float("nan")
         if best is None or score > best[0]:

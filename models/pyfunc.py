@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
-from models.data import Events, ItemVocab, collate_inputs, encode_events
+from models.data import Events, ItemVocab, encode_sequences
 from models.model import AttentionRecommender, from_checkpoint, to_checkpoint
 
 CHECKPOINT_FILE = "recommender.pt"
@@ -59,12 +59,12 @@ def user_vectors(rec: Recommender, users: list[Events], device: torch.device | s
     rec.model.eval()
     vecs, seen = [], []
     for s in range(0, len(users), batch_size):
-        enc = [encode_events(u, rec.vocab) for u in users[s:s + batch_size]]
-        batch = {k: v.to(device) for k, v in collate_inputs(enc, rec.model.cfg.max_len).items()}
+        enc = encode_sequences(users[s:s + batch_size], rec.vocab)
+        batch = {k: v.to(device) for k, v in enc.last_inputs(rec.model.cfg.max_len).items()}
         h = rec.model.encode(batch)[:, -1].float()  # (b, d): newest position is always the last
-        known = torch.tensor([len(e.items) > 0 for e in enc], device=device)
+        known = torch.from_numpy(enc.lengths() > 0).to(device)  # (b,)
         vecs.append(h * known[:, None])
-        seen.extend(e.items for e in enc)
+        seen.extend(enc.item_lists())
     d = rec.model.cfg.d_model
     return (torch.cat(vecs) if vecs else torch.zeros(0, d, device=device)), seen
 

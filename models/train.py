@@ -1,8 +1,9 @@
 """Train the attention recommender on one features partition, track it in MLflow, register it, gate it.
 
 ``run(dt)`` is what the train_recommender DAG calls; ``python -m models.train --dt YYYY-MM-DD`` does the
-same from a shell. Steps: read features/sequences + features/items for ``dt`` -> leave-one-out split
-by time -> train (cross-entropy on every next positive event: full softmax, or sampled softmax with a
+same from a shell. Steps: read features/items for ``dt`` -> stream features/sequences a batch at a time
+into the leave-one-out split by time (training events encoded to seven bytes each, in memory-mapped files
+under the checkpoint directory; the holdout capped at ``ATTNREC_HOLDOUT_MAX_USERS`` users) -> train (cross-entropy on every next positive event: full softmax, or sampled softmax with a
 logQ correction above ``ATTNREC_FULL_SOFTMAX_MAX_ITEMS`` items; AdamW, warm-up + cosine decay, gradient
 clipping, early stopping on validation NDCG@10, bounded by epochs and wall clock; a resumable checkpoint
 after every epoch) -> train the plain SASRec ablation (item ids only) with the same budget -> evaluate
@@ -47,13 +48,11 @@ from models.data import (
     N_YEAR_BUCKETS,
     Holdout,
     ItemVocab,
-    TrainExample,
-    leave_one_out,
-    positive_types,
+    TrainingSet,
     load_features,
     positive_counts,
-    train_batches,
-    training_examples,
+    positive_types,
+    read_split,
 )
 from models.evaluate import (
     evaluate_knn,
@@ -265,16 +264,7 @@ def next_item_loss(model: AttentionRecommender, inputs: dict[str, torch.Tensor],
     return F.cross_entropy(logits, torch.zeros_like(t), reduction=reduction)
 
 
-def target_counts(examples: list[TrainExample], n_items: int) -> torch.Tensor:
-    """(N+1,) how often each item is a training target (the sampled-softmax proposal)."""
-    counts = torch.zeros(n_items + 1, dtype=torch.float64)
-    for e in examples:
-        t = torch.tensor([x for x in e.targets if x > 0], dtype=torch.long)
-        counts.index_add_(0, t, torch.ones(t.numel(), dtype=torch.float64))
-    return counts
-
-
-def _optimizer(model: AttentionRecommender, tcfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: AttentionRecommender, tcfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "emb" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "emb" not in n)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": tcfg.weight_decay},
@@ -333,9 +323,9 @@ def _validate(rec: Recommender, valid: list[Holdout], device: torch.device, amp_
     return metrics_from_ranks([r for part in _gather(ranks, ctx) for r in part])
 
 
-def _train_step(model: AttentionRecommender, opt: torch.optim.Optimizer, inputs: dict[str, torch.Tensor],
-                targets: torch.Tensor, negatives: torch.Tensor | None, log_q: torch.Tensor | None,
-                tcfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None, ctx: DistContext) -> float:
+def train_step(model: AttentionRecommender, opt: torch.optim.Optimizer, inputs: dict[str, torch.Tensor],
+               targets: torch.Tensor, negatives: torch.Tensor | None, log_q: torch.Tensor | None, tcfg: TrainConfig,
+               device: torch.device, amp_dtype: torch.dtype | None, ctx: DistContext = DistContext()) -> float:
     """One optimizer step on one batch; returns the batch's mean loss over all ranks.
 
     With several ranks, this rank takes rows rank, rank + world, ... of the batch; its loss is the sum over
@@ -391,7 +381,7 @@ def _save_checkpoint(path: str, payload: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- the training loop -----------------------------
 
 
-def fit(rec: Recommender, examples: list[TrainExample], valid: list[Holdout], tcfg: TrainConfig, *, epochs: int,
+def fit(rec: Recommender, examples: TrainingSet, valid: list[Holdout], tcfg: TrainConfig, *, epochs: int,
         max_minutes: float, seed: int, device: torch.device, amp_dtype: torch.dtype | None = None,
         on_epoch: Callable[[dict[str, float]], None] | None = None,
         checkpoint_path: str | None = None) -> list[dict[str, float]]:
@@ -409,20 +399,23 @@ def fit(rec: Recommender, examples: list[TrainExample], valid: list[Holdout], tc
     written for another model, config, data size, epoch count or seed is refused with a ValueError.
 
     Distributed (a process group is initialised, see :func:`init_distributed`): every rank builds the same
-    batches from the same seed and trains on its rows of each (:func:`_train_step`); validation is sharded
+    batches from the same seed and trains on its rows of each (:func:`train_step`); validation is sharded
     and gathered; ``on_epoch`` runs on rank 0 only.
     """
-    if not examples:
+    if not len(examples):
         raise ValueError("no training examples: no user has a positive event after another event; check features/sequences")
+    if examples.max_len > rec.model.cfg.max_len:
+        raise ValueError(f"training examples of {examples.max_len} events do not fit the model's max_len "
+                         f"{rec.model.cfg.max_len}; build the TrainingSet with max_len <= {rec.model.cfg.max_len}")
     ctx = dist_context()
     model = rec.model.to(device)
     rng = random.Random(seed)
     steps_per_epoch = math.ceil(len(examples) / tcfg.batch_size)
-    opt = _optimizer(model, tcfg)
+    opt = make_optimizer(model, tcfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tcfg, epochs * steps_per_epoch))
     sampler = None
     if model.cfg.n_items > tcfg.full_softmax_max_items:
-        sampler = NegativeSampler(target_counts(examples, model.cfg.n_items), tcfg.n_negatives, tcfg.sampling_alpha,
+        sampler = NegativeSampler(examples.target_counts(model.cfg.n_items), tcfg.n_negatives, tcfg.sampling_alpha,
                                   seed, device)
         log.info("sampled softmax: %d items > %d, %d negatives per step with logQ correction",
                  model.cfg.n_items, tcfg.full_softmax_max_items, tcfg.n_negatives)
@@ -470,9 +463,9 @@ def fit(rec: Recommender, examples: list[TrainExample], valid: list[Holdout], tc
         t0 = time.monotonic()
         model.train()
         total, n = 0.0, 0
-        for inputs, targets in train_batches(examples, tcfg.batch_size, model.cfg.max_len, rng):
+        for inputs, targets in examples.batches(tcfg.batch_size, rng):
             negatives = sampler.sample(device) if sampler is not None else None
-            total += _train_step(model, opt, inputs, targets, negatives, log_q, tcfg, device, amp_dtype, ctx)
+            total += train_step(model, opt, inputs, targets, negatives, log_q, tcfg, device, amp_dtype, ctx)
             sched.step()
             n += 1
         model.eval()
@@ -574,6 +567,7 @@ def checkpoint_dir(settings: Settings, dt: str, data_version: dict[str, Any], tc
     retry of the same task resumes and anything else starts afresh."""
     key = json.dumps({"dt": dt, "snapshot": data_version.get("snapshot_hash"), "epochs": settings.train_epochs,
                       "seed": settings.seed, "max_seq_len": settings.max_seq_len, "ablation": settings.train_ablation,
+                      "holdout_max_users": settings.holdout_max_users,
                       "train": {**asdict(tcfg), "positive_types": list(tcfg.positive_types)}}, sort_keys=True)
     return os.path.join(settings.checkpoint_dir, f"train-{dt}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
 
@@ -604,20 +598,24 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
     seed_everything(settings.seed)
     device, amp_dtype = choose_device()
 
-    users, item_rows, data_version = load_features(settings.data_root, dt)
+    paths, item_rows, data_version = load_features(settings.data_root, dt)
     vocab = ItemVocab.from_items(item_rows)
-    split = leave_one_out(users, tcfg.positive_types)
+    ckpt_dir = checkpoint_dir(settings, dt, data_version, tcfg)
+    t_read = time.monotonic()
+    split = read_split(paths["sequences"], vocab, tcfg.positive_types, settings.holdout_max_users or None,
+                       spill_dir=os.path.join(ckpt_dir, f"sequences-rank{ctx.rank}"))
     if not split.test:
         raise ValueError(
             f"features for dt={dt} have no user with 3 or more positive events ({', '.join(tcfg.positive_types)}); "
             "the leave-one-out holdout would be empty, so there is nothing to evaluate or gate on"
         )
-    examples = training_examples(split.train, vocab, settings.max_seq_len, tcfg.positive_types)
+    examples = TrainingSet(split.train, settings.max_seq_len, tcfg.positive_types)
     counts = positive_counts(split.train, vocab, tcfg.positive_types)
     rec = Recommender(build_model(vocab, tcfg, settings.max_seq_len), vocab, data_version, counts)
-    ckpt_dir = checkpoint_dir(settings, dt, data_version, tcfg)
-    log.info("dt=%s: %d users, %d items, %d training sequences, %d holdout users, device %s, rank %d of %d",
-             dt, len(users), vocab.n_items, len(examples), len(split.test), device, ctx.rank, ctx.world)
+    log.info("dt=%s: %d users, %d items, %d training events in %d training sequences (read in %.1fs, kept on "
+             "disk under %s), %d holdout users evaluated of %d, device %s, rank %d of %d",
+             dt, split.n_users, vocab.n_items, split.train.n_events, len(examples), time.monotonic() - t_read,
+             ckpt_dir, len(split.test), split.n_holdout_users, device, ctx.rank, ctx.world)
     fit_args: dict[str, Any] = {"epochs": settings.train_epochs, "max_minutes": settings.train_max_minutes,
                                 "seed": settings.seed, "device": device, "amp_dtype": amp_dtype}
 
@@ -632,8 +630,9 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
                                "positive_types": ",".join(tcfg.positive_types), "epochs": settings.train_epochs,
                                "max_minutes": settings.train_max_minutes, "seed": settings.seed,
                                "max_seq_len": settings.max_seq_len, "n_items": vocab.n_items,
-                               "n_categories": len(vocab.categories), "n_users": len(users),
-                               "n_train_sequences": len(examples), "n_holdout_users": len(split.test),
+                               "n_categories": len(vocab.categories), "n_users": split.n_users,
+                               "n_train_events": split.train.n_events, "n_train_sequences": len(examples),
+                               "n_holdout_users": len(split.test), "n_holdout_eligible_users": split.n_holdout_users,
                                "loss": ("sampled_softmax_logq" if vocab.n_items > tcfg.full_softmax_max_items
                                         else "full_softmax"),
                                "train_ablation": settings.train_ablation})
@@ -660,7 +659,8 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
             if main:
                 mlflow.log_metrics({f"{SASREC_PLAIN}train_seconds": time.monotonic() - t1,
                                     f"{SASREC_PLAIN}epochs_run": float(len(histories["plain SASRec"]))})
-        if not main:
+        if not main:  # rank 0 removes the checkpoint directory once the run is registered
+            shutil.rmtree(os.path.join(ckpt_dir, f"sequences-rank{ctx.rank}"), ignore_errors=True)
             return {"rank": ctx.rank}
         run_id = active.info.run_id
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,13 +14,13 @@ from models.data import (
     Events,
     Holdout,
     ItemVocab,
-    collate_inputs,
+    TrainingSet,
     dwell_bucket,
     encode_events,
+    encode_sequences,
     gap_bucket,
     leave_one_out,
     positive_counts,
-    training_examples,
     year_bucket,
 )
 from models.evaluate import coverage_at_k, evaluate_popularity, evaluate_recommender, metrics_from_ranks, rank_catalogue
@@ -95,11 +96,10 @@ def test_more_left_padding_does_not_change_real_positions():
 def test_a_short_row_beside_a_long_row_matches_the_row_alone():
     model = tiny_model()
     vocab = ItemVocab.from_items(item_rows(12))
-    short = encode_events(events("u", ["i3", "i5"]), vocab)
-    long = encode_events(events("v", [f"i{i}" for i in range(1, 10)]), vocab)
+    short, long = events("u", ["i3", "i5"]), events("v", [f"i{i}" for i in range(1, 10)])
     with torch.no_grad():
-        alone = model.encode(collate_inputs([short], 16))[:, -1]
-        together = model.encode(collate_inputs([short, long], 16))[:1, -1]
+        alone = model.encode(encode_sequences([short], vocab).last_inputs(16))[:, -1]
+        together = model.encode(encode_sequences([short, long], vocab).last_inputs(16))[:1, -1]
     assert torch.allclose(alone, together, atol=1e-5)
 
 
@@ -123,11 +123,11 @@ def planted_walks(n_items: int = 20, n_users: int = 60, length: int = 6, seed: i
 def test_tiny_model_overfits_a_planted_next_item_pattern():
     torch.manual_seed(0)
     vocab = ItemVocab.from_items(item_rows(20))
-    split = leave_one_out(planted_walks())
+    split = leave_one_out(planted_walks(), vocab)
     tcfg = TrainConfig(d_model=32, n_heads=2, n_layers=1, dropout=0.0, batch_size=16, lr=1e-2, warmup_steps=5,
                        weight_decay=0.0, patience=100)
     rec = Recommender(build_model(vocab, tcfg, 8), vocab, {"dt": "2026-01-01"}, positive_counts(split.train, vocab))
-    examples = training_examples(split.train, vocab, 8)
+    examples = TrainingSet(split.train, 8)
     history = fit(rec, examples, split.valid, tcfg, epochs=40, max_minutes=1.0, seed=0, device=torch.device("cpu"))
     assert history[0]["train_loss"] > 2.5  # ~ log(20) at the start
     assert history[-1]["train_loss"] < 0.2
@@ -194,8 +194,10 @@ def test_vocab_rejects_gaps_in_item_idx():
 def test_leave_one_out_uses_positive_events_only():
     ev = events("u", ["a", "b", "c", "d", "e", "f"], ["rate", "impression", "click", "skip", "purchase", "impression"])
     short = events("s", ["a", "b", "c"], ["click", "impression", "click"])
-    split = leave_one_out([ev, short])
-    assert [e.item_ids for e in split.train] == [["a", "b"], ["a", "b", "c"]]
+    vocab = ItemVocab.from_items([{"item_idx": i + 1, "item_id": x} for i, x in enumerate("abcdef")])
+    split = leave_one_out([ev, short], vocab)
+    assert [split.train.row(u).items for u in range(2)] == [[1, 2], [1, 2, 3]]
+    assert (split.n_users, split.n_holdout_users) == (2, 1)
     assert [(h.history.item_ids, h.target) for h in split.valid] == [(["a", "b"], "c")]
     assert [(h.history.item_ids, h.target) for h in split.test] == [(["a", "b", "c", "d"], "e")]
 
@@ -213,11 +215,11 @@ def test_encode_skips_unknown_items_but_keeps_their_time_gap():
 def test_training_examples_target_the_next_positive_event():
     vocab = ItemVocab.from_items(item_rows(5))
     ev = events("u", ["i1", "i2", "i3", "i4"], ["rate", "impression", "rate", "click"])
-    (ex,) = training_examples([ev], vocab, max_len=10)
-    assert ex.inputs.items == [1, 2, 3]
-    assert ex.targets == [0, 3, 4]
-    (cut,) = training_examples([ev], vocab, max_len=2)
-    assert cut.inputs.items == [2, 3] and cut.targets == [3, 4]
+    inputs, targets = TrainingSet(encode_sequences([ev], vocab), max_len=10).batch(np.arange(1))
+    assert inputs["items"].tolist() == [[1, 2, 3]] and inputs["event_types"].tolist() == [[6, 1, 6]]
+    assert targets.tolist() == [[0, 3, 4]]
+    inputs, targets = TrainingSet(encode_sequences([ev], vocab), max_len=2).batch(np.arange(1))
+    assert inputs["items"].tolist() == [[2, 3]] and targets.tolist() == [[3, 4]]
 
 
 def test_loss_is_log_catalogue_size_for_a_constant_model():
@@ -364,6 +366,7 @@ def test_transition_knn_counts_rows_and_scores_by_hand():
     users = [events("u", ["i1", "i2", "i3"]), events("v", ["i1", "i2"]), events("w", ["i1", "i4"]),
              events("x", ["i5", "i3"], ["impression", "click"])]  # impressions are not transitions
     pop = torch.tensor([0, 3, 2, 2, 1, 0], dtype=torch.float64)
+    users = encode_sequences(users, vocab)
     knn = TransitionKNN.fit(users, vocab, pop, window=1, last_n=2, decay=0.5, pop_weight=0.0)
     # row-normalised: P(2|1) = 2/3, P(4|1) = 1/3, P(3|2) = 1
     scores = knn.user_scores([events("a", ["i2", "i1"]), events("b", ["i5"]), events("c", ["i3", "i2", "i1"])])
@@ -382,14 +385,14 @@ def test_transition_knn_ranks_the_successor_first_and_never_recommends_seen_item
     from models.evaluate import TransitionKNN, evaluate_knn
 
     vocab = ItemVocab.from_items(item_rows(20))
-    split = leave_one_out(planted_walks())
+    split = leave_one_out(planted_walks(), vocab)
     counts = positive_counts(split.train, vocab)
     knn = TransitionKNN.fit(split.train, vocab, counts)
     m = evaluate_knn(knn, split.test)
     assert m["hr_at_10"] == 1.0 and m["mrr_at_10"] == 1.0  # a first-order walk: the successor is always first
     histories = [h.history for h in split.test]
     top, _, _ = rank_catalogue(knn.make_scorer(histories), len(histories), 21,
-                               [encode_events(h, vocab).items for h in histories], k=10, user_batch=7)
+                               encode_sequences(histories, vocab).item_lists(), k=10, user_batch=7)
     for h, row in zip(histories, top.tolist()):
         assert not set(row) & {vocab.index[i] for i in h.item_ids} and 0 not in row
 
@@ -399,7 +402,7 @@ def test_transition_knn_rejects_last_n_zero():
 
     vocab = ItemVocab.from_items(item_rows(3))
     with pytest.raises(ValueError, match="last_n=0"):
-        TransitionKNN.fit([], vocab, torch.zeros(4), last_n=0)
+        TransitionKNN.fit(encode_sequences([], vocab), vocab, torch.zeros(4), last_n=0)
 
 
 # ---------------------------------------------------------------- training checkpoints and resume -------------
@@ -411,10 +414,10 @@ class Interrupted(Exception):
 
 def _planted_training(dropout: float = 0.3, **overrides):
     vocab = ItemVocab.from_items(item_rows(20))
-    split = leave_one_out(planted_walks())
+    split = leave_one_out(planted_walks(), vocab)
     tcfg = TrainConfig(d_model=16, n_heads=2, n_layers=1, dropout=dropout, batch_size=16, lr=1e-2, warmup_steps=5,
                        patience=100, **overrides)
-    examples = training_examples(split.train, vocab, 8)
+    examples = TrainingSet(split.train, 8)
 
     def fresh(seed: int) -> Recommender:
         torch.manual_seed(seed)
@@ -595,12 +598,12 @@ def test_logq_correction_makes_sampled_gradients_match_the_full_softmax():
 
 def test_sampled_softmax_trains_a_tiny_set():
     vocab = ItemVocab.from_items(item_rows(20))
-    split = leave_one_out(planted_walks())
+    split = leave_one_out(planted_walks(), vocab)
     tcfg = TrainConfig(d_model=32, n_heads=2, n_layers=1, dropout=0.0, batch_size=16, lr=1e-2, warmup_steps=5,
                        weight_decay=0.0, patience=100, full_softmax_max_items=10, n_negatives=8)
     torch.manual_seed(0)
     rec = Recommender(build_model(vocab, tcfg, 8), vocab, {}, positive_counts(split.train, vocab))
-    history = fit(rec, training_examples(split.train, vocab, 8), split.valid, tcfg, epochs=40, max_minutes=1.0,
+    history = fit(rec, TrainingSet(split.train, 8), split.valid, tcfg, epochs=40, max_minutes=1.0,
                   seed=0, device=torch.device("cpu"))
     assert all(math.isfinite(h["train_loss"]) for h in history)
     assert history[0]["train_loss"] < math.log(20) - 0.4  # ~ log(1 + 8): it is the sampled loss, not the full one
@@ -655,12 +658,12 @@ def test_model_scorer_ranking_matches_brute_force(item_chunk, user_batch):
 def test_training_and_validation_run_under_bf16_autocast(sampled):
     """The GPU path (bf16 autocast in the loss, in validation and in ranking), exercised on CPU."""
     vocab = ItemVocab.from_items(item_rows(20))
-    split = leave_one_out(planted_walks())
+    split = leave_one_out(planted_walks(), vocab)
     tcfg = TrainConfig(d_model=16, n_heads=2, n_layers=1, dropout=0.0, batch_size=16, lr=1e-2, warmup_steps=5,
                        full_softmax_max_items=10 if sampled else 200_000, n_negatives=8)
     torch.manual_seed(0)
     rec = Recommender(build_model(vocab, tcfg, 8), vocab, {}, positive_counts(split.train, vocab))
-    history = fit(rec, training_examples(split.train, vocab, 8), split.valid, tcfg, epochs=2, max_minutes=1.0, seed=0,
+    history = fit(rec, TrainingSet(split.train, 8), split.valid, tcfg, epochs=2, max_minutes=1.0, seed=0,
                   device=torch.device("cpu"), amp_dtype=torch.bfloat16)
     assert all(math.isfinite(h["train_loss"]) and 0.0 <= h["val_ndcg_at_10"] <= 1.0 for h in history)
 
@@ -672,7 +675,7 @@ def test_tune_knn_picks_the_best_validation_setting():
 
     users, _ = partner_walks()
     vocab = ItemVocab.from_items(item_rows(N_ITEMS))
-    split = leave_one_out(users)
+    split = leave_one_out(users, vocab)
     split.valid = split.test  # the partner data's validation targets are random by design; its test targets are not
     counts = positive_counts(split.train, vocab)
     grid = [(10, 20, 1.0), (1, 1, 1.0), (3, 3, 0.5)]

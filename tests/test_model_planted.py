@@ -18,7 +18,7 @@ import random
 import pytest
 import torch
 
-from models.data import Events, ItemVocab, leave_one_out, positive_counts, training_examples
+from models.data import Events, ItemVocab, TrainingSet, leave_one_out, positive_counts
 from models.evaluate import TransitionKNN, evaluate_knn, evaluate_popularity, evaluate_recommender
 from models.pyfunc import Recommender
 from models.train import TrainConfig, build_model, fit
@@ -54,7 +54,7 @@ def test_only_order_aware_scorers_find_the_planted_partner():
     users, partner = partner_walks()
     vocab = ItemVocab.from_items([{"item_idx": i, "item_id": f"i{i}", "categories": [f"c{i % 7}"], "year": None}
                                   for i in range(1, N_ITEMS + 1)])
-    split = leave_one_out(users)
+    split = leave_one_out(users, vocab)
     assert all(h.target == partner[h.history.item_ids[-1]] for h in split.test)  # the oracle is always right
     counts = positive_counts(split.train, vocab)
     assert counts[1:].max() <= 4 * counts[1:].mean()  # popularity is flat
@@ -69,7 +69,7 @@ def test_only_order_aware_scorers_find_the_planted_partner():
     torch.manual_seed(0)
     rec = Recommender(build_model(vocab, tcfg, 2 * PAIRS), vocab, {}, counts)
     # no validation: the validation target (rk) is random by construction, so keep the last epoch
-    fit(rec, training_examples(split.train, vocab, 2 * PAIRS), [], tcfg, epochs=25, max_minutes=2.0, seed=0,
+    fit(rec, TrainingSet(split.train, 2 * PAIRS), [], tcfg, epochs=25, max_minutes=2.0, seed=0,
         device=torch.device("cpu"))
     model = evaluate_recommender(rec, split.test)
 

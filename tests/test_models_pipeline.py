@@ -87,14 +87,14 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
     import mlflow
 
     from models import registry
-    from models.data import ItemVocab, leave_one_out, load_features, positive_counts, training_examples
+    from models.data import ItemVocab, TrainingSet, load_features, positive_counts, read_split
     from models.evaluate import evaluate_recommender
     from models.pyfunc import Recommender
     from models.train import TrainConfig, build_model, fit
 
-    users, items, version = load_features(env.data_root, DT)
+    paths, items, version = load_features(env.data_root, DT)
     vocab = ItemVocab.from_items(items)
-    split = leave_one_out(users)
+    split = read_split(paths["sequences"], vocab)
     counts = positive_counts(split.train, vocab)
     tcfg = TrainConfig(d_model=32, n_layers=1, dropout=0.0, batch_size=8, lr=1e-2, warmup_steps=5, patience=100)
 
@@ -102,7 +102,7 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
         torch.manual_seed(1)
         rec = Recommender(build_model(vocab, tcfg, 32), vocab, version, counts)
         if trained:
-            fit(rec, training_examples(split.train, vocab, 32), split.valid, tcfg, epochs=30, max_minutes=1.0,
+            fit(rec, TrainingSet(split.train, 32), split.valid, tcfg, epochs=30, max_minutes=1.0,
                 seed=1, device=torch.device("cpu"))
         return rec
 
@@ -284,8 +284,8 @@ def test_a_retried_run_resumes_from_its_checkpoint_and_the_ablation_can_be_skipp
     # the retry: training is already done, so it resumes without a single optimizer step
     monkeypatch.setattr(registry, "log_recommender", log_recommender)
     steps = []
-    train_step = train._train_step
-    monkeypatch.setattr(train, "_train_step", lambda *a, **k: steps.append(1) or train_step(*a, **k))
+    train_step = train.train_step
+    monkeypatch.setattr(train, "train_step", lambda *a, **k: steps.append(1) or train_step(*a, **k))
     result = train.run(DT, settings)
     assert steps == []
     assert result["metrics"]["ndcg_at_10"] == pytest.approx(failed.data.metrics["test_ndcg_at_10"])
