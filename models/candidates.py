@@ -1,9 +1,9 @@
 """Nightly candidates: the champion model's top-K unseen items for every user, for one partition.
 
 ``run(dt)`` (the nightly_candidates DAG) or ``python -m models.candidates --dt YYYY-MM-DD``:
-load ``models:/attention-recommender@champion`` -> read the published features/sequences and
-features/items for ``dt`` -> encode users in batches -> score the full catalogue in chunks, excluding
-every item in the user's sequence and items no longer in the catalogue -> top-K -> parquet in
+load ``models:/attention-recommender@champion`` -> read features/items for ``dt`` -> stream the published
+features/sequences ``USER_BATCH`` users at a time: encode them -> score the full catalogue in chunks,
+excluding every item in the user's sequence and items no longer in the catalogue -> top-K -> parquet in
 ``lake.staging(root, candidates, dt)`` with ``_SUCCESS``, written aside and renamed into place (the
 candidates gate validates it and publishes it).
 """
@@ -32,16 +32,38 @@ def candidates_schema():
     return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in CANDIDATE_COLUMNS])
 
 
+def candidate_table(user_ids: Any, top_idx: Any, top_score: Any, item_ids: Any, model_name: str,
+                    version: str) -> Any:
+    """Candidates-contract rows for a batch: ``user_ids`` (U,) Arrow strings, ``top_idx`` / ``top_score``
+    (U, k) from :func:`models.pyfunc.recommend` (index 0 = no item: the tail when fewer than k are left),
+    ``item_ids`` the model's vocabulary as an Arrow array (index i is position i - 1)."""
+    import numpy as np
+    import pyarrow as pa
+
+    idx = top_idx.numpy()
+    keep = idx > 0  # (U, k): real items fill each row from the left
+    user_rows = np.repeat(np.arange(len(idx)), keep.sum(1))
+    n = len(user_rows)
+    return pa.Table.from_arrays([
+        pa.array(user_ids).take(pa.array(user_rows)).cast(pa.string()),
+        pa.array(np.cumsum(keep, axis=1)[keep].astype(np.int32)),
+        item_ids.take(pa.array(idx[keep] - 1)),
+        pa.array(top_score.numpy()[keep].astype(np.float32)),
+        pa.array([model_name] * n, pa.string()),
+        pa.array([version] * n, pa.string()),
+    ], schema=candidates_schema())
+
+
 def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
-    """Write top-K candidates for every user in features/sequences for ``dt`` to the staging partition.
+    """Write top-K candidates for every user in features/sequences for ``dt`` to the staging partition,
+    streaming the users ``USER_BATCH`` at a time (memory does not grow with the number of users).
 
     Returns {"path", "users", "rows", "model_version"}.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 
-    from models.data import feature_paths, read_sequences, read_table
+    from models.data import count_rows, encode_record_batch, feature_paths, read_table, sequence_batches
     from models.pyfunc import recommend
     from models.registry import load_champion
     from models.train import choose_device
@@ -52,40 +74,30 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     device, _ = choose_device()
     rec.model.to(device)
     paths = feature_paths(settings.data_root, dt)
-    users = read_sequences(paths["sequences"])
+    n_users = count_rows(paths["sequences"])
     catalogue = {r["item_id"] for r in read_table(paths["items"])}
     allowed = torch.tensor([False, *(i in catalogue for i in rec.vocab.item_ids)], dtype=torch.bool)
     new_items = len(catalogue - set(rec.vocab.item_ids))
     log.info("candidates dt=%s: %d users, champion v%s knows %d items (%d catalogue items are new to it)",
-             dt, len(users), version, rec.vocab.n_items, new_items)
+             dt, n_users, version, rec.vocab.n_items, new_items)
 
     out_uri = lake.staging(settings.data_root, lake.CANDIDATES, dt)
     tmp_uri = f"{out_uri}.tmp-{uuid.uuid4().hex[:8]}"
     filesystem, tmp = lake.filesystem_for(tmp_uri)
     filesystem.create_dir(tmp, recursive=True)
-    schema = candidates_schema()
-    rows, start = 0, time.monotonic()
+    rows, done, start = 0, 0, time.monotonic()
     try:
-        with pq.ParquetWriter(f"{tmp}/part-00000.parquet", schema, filesystem=filesystem) as writer:
-            for s in range(0, len(users), USER_BATCH):
-                batch = users[s:s + USER_BATCH]
-                top_idx, top_score = recommend(rec, batch, settings.top_k, device, allowed=allowed)
-                cols: dict[str, list] = {name: [] for name, _ in CANDIDATE_COLUMNS}
-                for u, idx, sc in zip(batch, top_idx.tolist(), top_score.tolist()):
-                    ranked = [(i, v) for i, v in zip(idx, sc) if i > 0]
-                    for r, (i, v) in enumerate(ranked, start=1):
-                        cols["user_id"].append(u.user_id)
-                        cols["rank"].append(r)
-                        cols["item_id"].append(rec.vocab.item_ids[i - 1])
-                        cols["score"].append(v)
-                if cols["user_id"]:
-                    cols["model_name"] = [settings.model_name] * len(cols["user_id"])
-                    cols["model_version"] = [str(version)] * len(cols["user_id"])
-                    writer.write_table(pa.Table.from_pydict(cols, schema=schema))
-                rows += len(cols["user_id"])
-                done = s + len(batch)
+        with pq.ParquetWriter(f"{tmp}/part-00000.parquet", candidates_schema(), filesystem=filesystem) as writer:
+            for batch in sequence_batches(paths["sequences"], USER_BATCH):
+                top_idx, top_score = recommend(rec, encode_record_batch(batch, rec.vocab), settings.top_k, device,
+                                               allowed=allowed)
+                table = candidate_table(batch.column("user_id"), top_idx.cpu(), top_score.cpu(),
+                                        rec.vocab.arrow_ids(), settings.model_name, str(version))
+                if table.num_rows:
+                    writer.write_table(table)
+                rows, done = rows + table.num_rows, done + batch.num_rows
                 elapsed = max(time.monotonic() - start, 1e-9)
-                log.info("candidates: %d/%d users, %.0f users/s", done, len(users), done / elapsed)
+                log.info("candidates: %d/%d users, %.0f users/s", done, n_users, done / elapsed)
         with filesystem.open_output_stream(f"{tmp}/{lake.SUCCESS_MARKER}"):
             pass
         lake.replace_dir(tmp_uri, out_uri)
@@ -95,8 +107,8 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
         if filesystem.get_file_info(tmp).type != fs.FileType.NotFound:
             filesystem.delete_dir(tmp)
         raise
-    log.info("candidates: wrote %d rows for %d users to %s", rows, len(users), out_uri)
-    return {"path": out_uri, "users": len(users), "rows": rows, "model_version": str(version)}
+    log.info("candidates: wrote %d rows for %d users to %s", rows, done, out_uri)
+    return {"path": out_uri, "users": done, "rows": rows, "model_version": str(version)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -315,6 +315,12 @@ class EncodedSequences:
         return {name: torch.from_numpy(gather_windows(getattr(self, name), starts, stops, length))
                 for name, _ in ENCODED_COLUMNS}
 
+    def rows(self, u0: int, u1: int) -> "EncodedSequences":
+        """Users u0..u1-1 (views of the same event arrays)."""
+        e0, e1 = int(self.offsets[u0]), int(self.offsets[u1])
+        columns = (getattr(self, name)[e0:e1] for name, _ in ENCODED_COLUMNS)
+        return EncodedSequences(self.offsets[u0:u1 + 1] - e0, *columns)
+
     def last_inputs(self, max_len: int) -> dict[str, torch.Tensor]:
         """Model inputs for every user: their last ``max_len`` events, trimmed to the longest row (at least 1)."""
         stops = self.offsets[1:]
@@ -448,6 +454,20 @@ def encode_sequences(users: Sequence[Events], vocab: ItemVocab) -> EncodedSequen
     raw sequence; events whose item the vocabulary does not know are then left out."""
     raw = _raw_from_events(users, vocab)
     return raw.keep(raw.items > 0)
+
+
+def encode_record_batch(batch: Any, vocab: ItemVocab) -> EncodedSequences:
+    """:func:`encode_sequences` for a features/sequences Arrow record batch (see :func:`sequence_batches`)."""
+    raw = _raw_from_arrow(batch, vocab)
+    return raw.keep(raw.items > 0)
+
+
+def count_rows(uri: str) -> int:
+    """Rows of a parquet partition, from the file footers (no data read)."""
+    import pyarrow.dataset as ds
+
+    filesystem, path = lake.filesystem_for(uri)
+    return sum(f.metadata.num_rows for f in ds.dataset(path, format="parquet", filesystem=filesystem).get_fragments())
 
 
 def encode_events(ev: Events, vocab: ItemVocab) -> Encoded:

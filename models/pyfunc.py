@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
 
-from models.data import Events, ItemVocab, encode_sequences
+from models.data import EncodedSequences, Events, ItemVocab, encode_sequences
 from models.model import AttentionRecommender, from_checkpoint, to_checkpoint
 
 CHECKPOINT_FILE = "recommender.pt"
@@ -51,15 +51,17 @@ class Recommender:
 
 
 @torch.no_grad()
-def user_vectors(rec: Recommender, users: list[Events], device: torch.device | str = "cpu",
+def user_vectors(rec: Recommender, users: EncodedSequences | list[Events], device: torch.device | str = "cpu",
                  batch_size: int = 256) -> tuple[torch.Tensor, list[list[int]]]:
-    """(U, d) state after each user's newest known event, and each user's known item indices.
+    """(U, d) state after each user's newest known event, and each user's known item indices; ``users`` are
+    raw events (encoded here with the model's vocabulary) or already encoded with it.
 
-    A user none of whose items the model knows gets a zero row (see :func:`top_k` for the fallback)."""
+    A user none of whose items the model knows gets a zero row (:func:`models.evaluate.model_scorer` ranks it by popularity)."""
+    seqs = users if isinstance(users, EncodedSequences) else encode_sequences(users, rec.vocab)
     rec.model.eval()
     vecs, seen = [], []
-    for s in range(0, len(users), batch_size):
-        enc = encode_sequences(users[s:s + batch_size], rec.vocab)
+    for s in range(0, len(seqs), batch_size):
+        enc = seqs.rows(s, min(s + batch_size, len(seqs)))
         batch = {k: v.to(device) for k, v in enc.last_inputs(rec.model.cfg.max_len).items()}
         h = rec.model.encode(batch)[:, -1].float()  # (b, d): newest position is always the last
         known = torch.from_numpy(enc.lengths() > 0).to(device)  # (b,)
@@ -70,15 +72,15 @@ def user_vectors(rec: Recommender, users: list[Events], device: torch.device | s
 
 
 @torch.no_grad()
-def recommend(rec: Recommender, users: list[Events], k: int, device: torch.device | str = "cpu",
+def recommend(rec: Recommender, users: EncodedSequences | list[Events], k: int, device: torch.device | str = "cpu",
               batch_size: int = 256, allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` item indices (U, k) and scores (U, k) over the full catalogue (restricted to ``allowed``,
     (N+1,) bool, when given), each user's known items excluded; index 0 / -inf fill the tail when fewer
-    than k items are left."""
+    than k items are left. ``users`` as in :func:`user_vectors`."""
     from models.evaluate import model_scorer, rank_catalogue
 
     vecs, seen = user_vectors(rec, users, device, batch_size)
-    top_idx, top_score, _ = rank_catalogue(model_scorer(rec, vecs, [bool(s) for s in seen], allowed), len(users),
+    top_idx, top_score, _ = rank_catalogue(model_scorer(rec, vecs, [bool(s) for s in seen], allowed), len(seen),
                                            rec.vocab.n_items + 1, seen, k, user_batch=batch_size, device=device)
     return top_idx, top_score
 
