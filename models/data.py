@@ -151,14 +151,6 @@ def sequence_batches(uri: str, batch_rows: int = 10_000) -> Iterator[Any]:
             yield from parquet.iter_batches(batch_size=batch_rows, columns=[c for c in SEQUENCE_COLUMNS if c in names])
 
 
-def read_sequences(uri: str, batch_rows: int = 10_000) -> list["Events"]:
-    """Every user's events from a sequences partition as Python objects, sorted by user id (candidate
-    generation; training reads the partition with :func:`read_split` instead)."""
-    users = [Events.from_row(r) for batch in sequence_batches(uri, batch_rows) for r in batch.to_pylist()]
-    users.sort(key=lambda e: e.user_id)
-    return users
-
-
 # ---------------------------------------------------------------- vocabulary -----------------------------------
 
 
