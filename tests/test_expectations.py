@@ -7,7 +7,6 @@ failing expectation, its column and the unexpected values named in the GateFaile
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -170,8 +169,8 @@ def _pandas(suite: str, rows: list[tuple]) -> pd.DataFrame:
 
 @pytest.fixture
 def settings(tmp_path):
-    return dataclasses.replace(
-        get_settings(), data_root=str(tmp_path / "lake"), max_seq_len=3, top_k=3, max_dwell_ms=60000
+    return get_settings().model_copy(
+        update={"data_root": str(tmp_path / "lake"), "max_seq_len": 3, "top_k": 3, "max_dwell_ms": 60000}
     )
 
 
@@ -256,7 +255,7 @@ def test_data_docs_page_per_run_under_the_lake_and_nothing_in_cwd(settings, tmp_
 
 
 def test_uri_lake_skips_data_docs(settings, caplog):
-    remote = dataclasses.replace(settings, data_root="s3a://attnrec-lake/prod")
+    remote = settings.model_copy(update={"data_root": "s3a://attnrec-lake/prod"})
     summary = validate_pandas("candidates", _pandas("candidates", CASES["candidates"][1]), DT, remote)
     assert summary["success"] is True and summary["data_docs"] is None
     assert "lake root s3a://attnrec-lake/prod is not a local path: Data Docs are not built" in caplog.text
@@ -315,7 +314,7 @@ def test_reconciliation_fails_when_quarantine_share_is_too_high(settings):
         "5.00% (ATTNREC_MAX_QUARANTINE_SHARE=0.05). Top quarantine reasons: invalid_json=70, bad_rating=20. "
         "Fix the producer, or raise ATTNREC_MAX_QUARANTINE_SHARE if this share is expected"
     )
-    assert check_reconciliation(recon, dataclasses.replace(settings, max_quarantine_share=0.1)) is None
+    assert check_reconciliation(recon, settings.model_copy(update={"max_quarantine_share": 0.1})) is None
 
 
 # ------------------------------------------------------------------------------------ jobs/validate.py
