@@ -16,18 +16,20 @@ Run: ``spark-submit jobs/clean.py --dt 2026-01-31`` (or ``python jobs/clean.py -
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt_
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs this file from anywhere
+from attnrec import lake
+from attnrec.args import DataRoot, Dt, spark_submit_main
+from attnrec.contracts import (
+    EVENT_TYPES,
+    OPTIONAL_EVENT_FIELDS,
+    RATING_MAX,
+    RATING_MIN,
+    REQUIRED_EVENT_FIELDS,
+)
 
-from attnrec import lake  # noqa: E402
-from attnrec.contracts import EVENT_TYPES, RATING_MAX, RATING_MIN, check_dt  # noqa: E402
-
-RAW_FIELDS = ("event_id", "user_id", "item_id", "event_type", "event_time", "dwell_ms", "rating", "session_id", "device")
+RAW_FIELDS = REQUIRED_EVENT_FIELDS + OPTIONAL_EVENT_FIELDS
 CLEAN_COLUMNS = (
     "event_id",
     "user_id",
@@ -184,7 +186,9 @@ def rule_reason(params: CleanParams):
     rating = F.when(present("rating"), trimmed("rating").try_cast("double"))
     event_type = F.lower(trimmed("event_type"))
 
-    missing = [(~present(n) | (jtype(n) == "STRING") & (trimmed(n) == ""), f"missing_{n}") for n in RAW_FIELDS[:5]]
+    missing = [
+        (~present(n) | (jtype(n) == "STRING") & (trimmed(n) == ""), f"missing_{n}") for n in REQUIRED_EVENT_FIELDS
+    ]
     rules = [
         (line == "", "empty_line"),
         (~F.col("is_object"), "malformed_json"),
@@ -405,28 +409,22 @@ def run(spark, root: str, params: CleanParams) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(dt: Dt, data_root: DataRoot = None) -> int:
+    """Clean one landing day of raw behaviour events into staging: clean events, quarantine, reconciliation."""
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dt", required=True, type=check_dt, help="landing day YYYY-MM-DD (the DAG's logical date)")
-    parser.add_argument("--data-root", help="lake root (default: ATTNREC_DATA_ROOT)")
-    args = parser.parse_args(argv)
-    settings = get_settings()
+    settings = get_settings(data_root=data_root)
     params = CleanParams(
-        dt=args.dt,
+        dt=dt,
         event_time_tolerance_hours=settings.event_time_tolerance_hours,
         max_dwell_ms=settings.max_dwell_ms,
         bot_events_per_day=settings.bot_events_per_day,
         dedupe_lookback_days=settings.dedupe_lookback_days,
     )
-    spark = get_spark(f"attnrec-clean-{args.dt}")
+    spark = get_spark(f"attnrec-clean-{dt}")
     try:
-        summary = run(spark, args.data_root or settings.data_root, params)
-    except FileNotFoundError as err:
-        print(f"clean: {err}", file=sys.stderr)
-        return 2
+        summary = run(spark, settings.data_root, params)
     finally:
         spark.stop()
     print(
@@ -438,4 +436,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    spark_submit_main(main, "clean")

@@ -22,16 +22,12 @@ Run: ``spark-submit jobs/featurize.py --dt 2026-01-31``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt_
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs this file from anywhere
-
-from attnrec import lake  # noqa: E402
-from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, check_dt  # noqa: E402
+from attnrec import lake
+from attnrec.args import DataRoot, Dt, spark_submit_main
+from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
 
 ITEM_SCHEMA_DDL = (
     "item_id STRING, title STRING, categories ARRAY<STRING>, release_year STRING, published_at STRING, "
@@ -300,34 +296,30 @@ def run(spark, root: str, params: FeatureParams) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(dt: Dt, data_root: DataRoot = None) -> int:
+    """Build day D's features (user sequences, item table) into staging from the clean events up to D."""
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dt", required=True, type=check_dt, help="feature day YYYY-MM-DD (the DAG's logical date)")
-    parser.add_argument("--data-root", help="lake root (default: ATTNREC_DATA_ROOT)")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    root = args.data_root or settings.data_root
+    settings = get_settings(data_root=data_root)
     params = FeatureParams(
-        dt=args.dt,
+        dt=dt,
         max_seq_len=settings.max_seq_len,
         lookback_days=settings.lookback_days,
         exposure_types=settings.exposure_event_types,
         negative_types=settings.negative_event_types,
     )
-    spark = get_spark(f"attnrec-featurize-{args.dt}")
+    spark = get_spark(f"attnrec-featurize-{dt}")
     try:
-        summary = run(spark, root, params)
-    except FileNotFoundError as err:
-        print(f"featurize: {err}", file=sys.stderr)
-        return 2
+        summary = run(spark, settings.data_root, params)
     finally:
         spark.stop()
-    print(f"featurize dt={args.dt}: users={summary['users']} items={summary['items']} -> {summary['sequences']}, {summary['items_path']}")
+    print(
+        f"featurize dt={dt}: users={summary['users']} items={summary['items']} -> {summary['sequences']}, "
+        f"{summary['items_path']}"
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    spark_submit_main(main, "featurize")
