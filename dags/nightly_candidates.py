@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from attnrec.orchestration import START_DATE, default_args, sensor_timeout
+from dags.wiring import START_DATE, default_args, sensor_timeout
 
 
 @dag(
@@ -38,7 +38,7 @@ def nightly_candidates():
     @task.sensor(mode="reschedule", poke_interval=300, timeout=sensor_timeout(), soft_fail=False)
     def wait_for_features(ds: str | None = None) -> bool:
         from attnrec import lake
-        from attnrec.orchestration import missing_partitions
+        from dags.wiring import missing_partitions
         from attnrec.settings import get_settings
 
         missing = missing_partitions(get_settings().data_root, (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS), ds)

@@ -19,7 +19,8 @@ from airflow.dag_processing.dagbag import DagBag
 before = set(sys.modules)
 bag = DagBag(dag_folder=sys.argv[1])
 heavy = sorted({m.split('.')[0] for m in set(sys.modules) - before} & {'torch', 'pyspark', 'mlflow', 'great_expectations', 'pandas', 'numpy', 'sklearn'})
-out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": heavy, "dags": {}}
+out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": heavy, "dags": {},
+       "files": sorted(s.file.rsplit("/", 1)[-1] for s in bag.dagbag_stats)}
 for dag in bag.dags.values():
     out["dags"][dag.dag_id] = {
         "tasks": {t.task_id: {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids),
@@ -56,6 +57,11 @@ def dagbag(tmp_path_factory) -> dict:
 def test_no_import_errors_and_contract_dag_ids(dagbag):
     assert dagbag["errors"] == {}
     assert set(dagbag["dags"]) == {"behavior_etl", "train_recommender", "nightly_candidates"}
+
+
+def test_only_dag_files_are_parsed(dagbag):
+    """dags/.airflowignore keeps the package's __init__ and the shared wiring module out of DAG parsing."""
+    assert dagbag["files"] == ["behavior_etl.py", "nightly_candidates.py", "train_recommender.py"]
 
 
 def test_dag_files_do_not_import_heavy_libraries(dagbag):
@@ -96,7 +102,7 @@ def test_nightly_candidates_waits_for_published_features(dagbag):
 
 def test_missing_partitions_names_what_is_not_published(tmp_path, monkeypatch):
     from attnrec import lake
-    from attnrec.orchestration import missing_partitions, sensor_timeout
+    from dags.wiring import missing_partitions, sensor_timeout
 
     root = str(tmp_path)
     datasets = (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS)
