@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def _tree_rss(proc) -> int:
@@ -88,7 +87,7 @@ def measure_in_process(fn) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     from attnrec import lake
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, required=True, help="synthetic events in all (split evenly over the days)")

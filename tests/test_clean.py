@@ -267,7 +267,7 @@ def test_run_dedupes_against_published_days_inside_the_lookback_only(spark, tmp_
 
 def test_a_rerun_gives_the_same_rows(spark, tmp_path):
     from attnrec import lake
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     root = str(tmp_path)
     generate(root, start_dt=DT, days=1, users=40, items=80, events_per_day=2_000, seed=11, bad_fraction=0.03,

@@ -40,7 +40,7 @@ def job_env(base: Path) -> dict[str, str]:
 
 
 def test_flood_of_bad_lines_fails_the_dag_and_publishes_nothing(tmp_path):
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     dt = "2026-04-01"
     env = job_env(tmp_path)
@@ -74,7 +74,7 @@ def parquet_rows(path: str) -> int:
 
 
 def test_killed_clean_job_leaves_the_published_partition_and_the_rerun_completes(spark, tmp_path):
-    from attnrec.generate import generate
+    from datatools.generate import generate
     from jobs.clean import CleanParams, run
 
     dt = "2026-04-02"

@@ -62,7 +62,7 @@ def parse(ts: str) -> dt_.datetime:
 def stack(postgres, tmp_path_factory):
     base = tmp_path_factory.mktemp("airflow-cluster")
     airflow = AirflowStack(base, postgres.create_db("airflow"), extra_env=TRAINING_ENV, edge_queue=TRAIN_QUEUE)
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     # five landing days, tiny: each behavior_etl run is dominated by Spark start-up, not by data
     generate(str(airflow.data_root), start_dt=BACKFILL_DAYS[0], days=5, users=30, items=100, events_per_day=400,

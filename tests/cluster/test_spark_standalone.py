@@ -113,7 +113,7 @@ def run_locally(spark, root: Path) -> None:
 
 
 def test_standalone_cluster_matches_local_mode(cluster, spark, tmp_path):
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     master, ui_json, tmp = cluster
     on_cluster, on_local = tmp_path / "lake-cluster", tmp_path / "lake-local"
