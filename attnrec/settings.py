@@ -97,7 +97,9 @@ class Settings(BaseSettings):
 
     # -- clean and featurize
     event_time_tolerance_hours: int = Field(
-        24, **_env("ATTNREC_CLOCK_SKEW_HOURS"), description="hours an event_time may lie past the end of its landing day"
+        24,
+        **_env("ATTNREC_CLOCK_SKEW_HOURS"),
+        description="hours an event_time may lie past the end of its landing day",
     )
     max_dwell_ms: int = Field(
         6 * 3600 * 1000, **_env("ATTNREC_MAX_DWELL_MS"), description="dwell above this is quarantined as absurd"

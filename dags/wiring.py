@@ -139,9 +139,7 @@ def feature_dt_from_context(context: dict[str, Any]) -> str:
     event (``extra["dt"]``). A run with a logical date (manual trigger, ``airflow dags test``) uses it.
     """
     events = context.get("triggering_asset_events") or {}
-    dts = sorted(
-        str(event.extra["dt"]) for asset in events for event in events[asset] if (event.extra or {}).get("dt")
-    )
+    dts = sorted(str(event.extra["dt"]) for asset in events for event in events[asset] if (event.extra or {}).get("dt"))
     if dts:
         return dts[-1]
     if context.get("ds"):

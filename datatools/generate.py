@@ -36,7 +36,6 @@ import datetime as dt_
 import gzip
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable

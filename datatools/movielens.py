@@ -152,8 +152,14 @@ def land(data_root: str, source_dir: Path, dt: str | None = None) -> dict[str, A
     with open(tmp / EVENTS_FILE, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         lines = [
             json.dumps(
-                {"event_id": f"ml100k-{n}", "user_id": row[u], "item_id": row[i], "event_type": "rate",
-                 "event_time": ms, "rating": float(row[r])},
+                {
+                    "event_id": f"ml100k-{n}",
+                    "user_id": row[u],
+                    "item_id": row[i],
+                    "event_type": "rate",
+                    "event_time": ms,
+                    "rating": float(row[r]),
+                },
                 separators=(",", ":"),
             )  # fmt: skip
             for n, (row, ms) in enumerate(zip(rows, times), start=1)

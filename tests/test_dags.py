@@ -18,7 +18,8 @@ t0 = time.time()
 from airflow.dag_processing.dagbag import DagBag
 before = set(sys.modules)
 bag = DagBag(dag_folder=sys.argv[1])
-heavy = sorted({m.split('.')[0] for m in set(sys.modules) - before} & {'torch', 'pyspark', 'mlflow', 'great_expectations', 'pandas', 'numpy', 'sklearn'})
+heavy = sorted({m.split('.')[0] for m in set(sys.modules) - before}
+               & {'torch', 'pyspark', 'mlflow', 'great_expectations', 'pandas', 'numpy', 'sklearn'})
 out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": heavy, "dags": {},
        "files": sorted(s.file.rsplit("/", 1)[-1] for s in bag.dagbag_stats)}
 for dag in bag.dags.values():
@@ -39,8 +40,9 @@ print("RESULT" + json.dumps(out))
 def probe_dagbag(home: Path, **extra_env: str) -> dict:
     """Parse dags/ with Airflow's DagBag in a fresh process: only ``extra_env`` of AIRFLOW*/ATTNREC_* is set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ATTNREC_"))}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False",
-               **extra_env)
+    env.update(
+        AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False", **extra_env
+    )
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(REPO / "dags")], env=env, capture_output=True, text=True, timeout=300
     )
@@ -131,8 +133,12 @@ def test_every_task_runs_on_the_default_executor_and_queue_by_default(dagbag):
 
 
 def test_train_task_goes_to_the_configured_executor_and_queue(tmp_path):
-    bag = probe_dagbag(tmp_path, AIRFLOW__CORE__EXECUTOR=f"LocalExecutor,{EDGE}",
-                       ATTNREC_TRAIN_EXECUTOR="EdgeExecutor", ATTNREC_TRAIN_QUEUE="gpu")
+    bag = probe_dagbag(
+        tmp_path,
+        AIRFLOW__CORE__EXECUTOR=f"LocalExecutor,{EDGE}",
+        ATTNREC_TRAIN_EXECUTOR="EdgeExecutor",
+        ATTNREC_TRAIN_QUEUE="gpu",
+    )
     assert bag["errors"] == {}
     tasks = bag["dags"]["train_recommender"]["tasks"]
     assert (tasks["train"]["executor"], tasks["train"]["queue"]) == ("EdgeExecutor", "gpu")
@@ -145,14 +151,17 @@ def test_an_executor_airflow_does_not_run_fails_the_dag_naming_the_setting(tmp_p
     bag = probe_dagbag(tmp_path, ATTNREC_TRAIN_EXECUTOR="EdgeExecutor")  # [core] executor: LocalExecutor only
     [(path, error)] = bag["errors"].items()
     assert path.endswith("train_recommender.py")
-    assert ("ATTNREC_TRAIN_EXECUTOR='EdgeExecutor' is not one of the executors Airflow runs "
-            "([core] executor = 'LocalExecutor')") in error
+    assert (
+        "ATTNREC_TRAIN_EXECUTOR='EdgeExecutor' is not one of the executors Airflow runs "
+        "([core] executor = 'LocalExecutor')"
+    ) in error
     assert f"AIRFLOW__CORE__EXECUTOR='LocalExecutor,{EDGE}'" in error
     assert set(bag["dags"]) == {"behavior_etl", "nightly_candidates"}
 
 
-@pytest.mark.parametrize("name, value", [("ATTNREC_TRAIN_EXECUTOR", "LocalExecutor,EdgeExecutor"),
-                                         ("ATTNREC_TRAIN_QUEUE", "gpu a100")])
+@pytest.mark.parametrize(
+    "name, value", [("ATTNREC_TRAIN_EXECUTOR", "LocalExecutor,EdgeExecutor"), ("ATTNREC_TRAIN_QUEUE", "gpu a100")]
+)
 def test_train_routing_settings_are_single_names(monkeypatch, name, value):
     from attnrec.settings import get_settings
 

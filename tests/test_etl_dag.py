@@ -46,7 +46,9 @@ def test_flood_of_bad_lines_fails_the_dag_and_publishes_nothing(tmp_path):
     env = job_env(tmp_path)
     (tmp_path / "airflow").mkdir()
     (tmp_path / "airflow" / "dags").symlink_to(REPO / "dags")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    )
     root = env["ATTNREC_DATA_ROOT"]
     generate(root, start_dt=dt, days=1, users=50, items=200, events_per_day=2000, seed=3, bad_fraction=0.3)
 
@@ -61,7 +63,9 @@ def test_flood_of_bad_lines_fails_the_dag_and_publishes_nothing(tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-4000:]
     assert f"reconciliation FAILED for dt={dt}" in output, output[-4000:]
-    assert "of raw_lines=2000 is" in output and "above the threshold 5.00% (ATTNREC_MAX_QUARANTINE_SHARE=0.05)" in output
+    assert (
+        "of raw_lines=2000 is" in output and "above the threshold 5.00% (ATTNREC_MAX_QUARANTINE_SHARE=0.05)" in output
+    )
     for dataset in (lake.CLEAN_EVENTS, lake.QUARANTINE_EVENTS, lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS):
         assert not lake.exists(lake.partition(root, dataset, dt)), f"{dataset} was published after a failed gate"
     assert lake.list_partitions(root, lake.CLEAN_EVENTS) == []

@@ -39,7 +39,9 @@ def test_settings_from_env(monkeypatch, tmp_path):
     s = get_settings()
     assert s.data_root == str(tmp_path / "lake") and s.top_k == 7 and s.model_name == "attention-recommender"
     monkeypatch.setenv("ATTNREC_TOP_K", "many")
-    with pytest.raises(ValueError, match="ATTNREC_TOP_K='many' is not an integer; set it to a whole number such as 100"):
+    with pytest.raises(
+        ValueError, match="ATTNREC_TOP_K='many' is not an integer; set it to a whole number such as 100"
+    ):
         get_settings()
 
 
@@ -85,7 +87,12 @@ def test_booleans(monkeypatch, raw, value):
 
 def test_airflow_and_spark_submit_settings(monkeypatch):
     s = get_settings()
-    assert (s.task_retries, s.wait_timeout_hours, s.spark_python, s.spark_driver_memory) == (0, 6.0, sys.executable, "4g")
+    assert (s.task_retries, s.wait_timeout_hours, s.spark_python, s.spark_driver_memory) == (
+        0,
+        6.0,
+        sys.executable,
+        "4g",
+    )
     monkeypatch.setenv("ATTNREC_TASK_RETRIES", "3")
     monkeypatch.setenv("ATTNREC_WAIT_TIMEOUT_HOURS", "1.5")
     monkeypatch.setenv("ATTNREC_SPARK_PYTHON", "/opt/python/bin/python3")
