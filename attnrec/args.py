@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Literal, NoReturn, get_args
+from typing import Annotated, Literal, NoReturn
 
 import typer
 
@@ -18,7 +18,6 @@ from attnrec.contracts import check_dt
 
 #: The gates of ``jobs/validate.py``: what behavior_etl's validate tasks pass as ``--dataset``.
 Gate = Literal["clean_events", "features"]
-GATES: tuple[str, ...] = get_args(Gate)
 
 
 def _check_dt(ctx: typer.Context, param: typer.CallbackParam, value: str | None) -> str | None:

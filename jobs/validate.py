@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import sys
 
-from attnrec.args import GATES, DataRoot, Dataset, Dt, spark_submit_main
+from attnrec.args import DataRoot, Dataset, Dt, spark_submit_main
 
-DATASETS = GATES
 RAW_SAMPLE_LINES = 100_000  # the raw sample gate looks at about this many lines of the day
 
 
