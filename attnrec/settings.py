@@ -43,10 +43,6 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 EventTypes = Annotated[tuple[str, ...], NoDecode]
 
 
-def _env(name: str) -> dict[str, Any]:
-    return {"validation_alias": name}
-
-
 class Settings(BaseSettings):
     """Resolved configuration. Build it with :func:`get_settings`, never by hand in pipeline code."""
 
@@ -61,111 +57,137 @@ class Settings(BaseSettings):
 
     # -- lake and stores
     data_root: str = Field(
-        str(PROJECT_ROOT / "data"), **_env("ATTNREC_DATA_ROOT"),
+        str(PROJECT_ROOT / "data"),
+        validation_alias="ATTNREC_DATA_ROOT",
         description="lake root: a local path (made absolute) or a URI such as s3a://bucket/lake or hdfs://...",
-    )  # fmt: skip
+    )
     mlflow_tracking_uri: str = Field(
-        f"sqlite:///{_MLFLOW_DIR / 'mlflow.db'}", **_env("MLFLOW_TRACKING_URI"),
+        f"sqlite:///{_MLFLOW_DIR / 'mlflow.db'}",
+        validation_alias="MLFLOW_TRACKING_URI",
         description="MLflow tracking server, also the model registry (MLflow's own variable, no prefix)",
-    )  # fmt: skip
+    )
     mlflow_artifact_root: str = Field(
-        (_MLFLOW_DIR / "artifacts").as_uri(), **_env("ATTNREC_MLFLOW_ARTIFACTS"),
+        (_MLFLOW_DIR / "artifacts").as_uri(),
+        validation_alias="ATTNREC_MLFLOW_ARTIFACTS",
         description="where a new MLflow experiment keeps its artifacts",
-    )  # fmt: skip
-    experiment_name: str = Field("attnrec", **_env("ATTNREC_EXPERIMENT"), description="MLflow experiment name")
+    )
+    experiment_name: str = Field("attnrec", validation_alias="ATTNREC_EXPERIMENT", description="MLflow experiment name")
     checkpoint_dir: str = Field(
-        str(PROJECT_ROOT / ".cache" / "checkpoints"), **_env("ATTNREC_CHECKPOINT_DIR"),
+        str(PROJECT_ROOT / ".cache" / "checkpoints"),
+        validation_alias="ATTNREC_CHECKPOINT_DIR",
         description="resumable training checkpoints (a restarted train task continues from here)",
-    )  # fmt: skip
+    )
 
     # -- Spark
     spark_master: str = Field(
-        "local[*]", **_env("ATTNREC_SPARK_MASTER"),
+        "local[*]",
+        validation_alias="ATTNREC_SPARK_MASTER",
         description="Spark master of a job run directly (python jobs/x.py); under spark-submit, --master wins",
-    )  # fmt: skip
+    )
     spark_conn_id: str = Field(
-        "attnrec_spark", **_env("ATTNREC_SPARK_CONN_ID"),
+        "attnrec_spark",
+        validation_alias="ATTNREC_SPARK_CONN_ID",
         description="the Airflow connection SparkSubmitOperator submits the jobs to",
-    )  # fmt: skip
+    )
     spark_python: str = Field(
-        default_factory=lambda: sys.executable, **_env("ATTNREC_SPARK_PYTHON"),
+        default_factory=lambda: sys.executable,
+        validation_alias="ATTNREC_SPARK_PYTHON",
         description="the Python that Spark runs the jobs with (driver and executors); default: this interpreter",
-    )  # fmt: skip
+    )
     spark_driver_memory: str = Field(
-        "4g", **_env("ATTNREC_SPARK_DRIVER_MEMORY"), description="Spark driver memory of every job, e.g. 4g"
+        "4g", validation_alias="ATTNREC_SPARK_DRIVER_MEMORY", description="Spark driver memory of every job, e.g. 4g"
     )
 
     # -- clean and featurize
     event_time_tolerance_hours: int = Field(
         24,
-        **_env("ATTNREC_CLOCK_SKEW_HOURS"),
+        validation_alias="ATTNREC_CLOCK_SKEW_HOURS",
         description="hours an event_time may lie past the end of its landing day",
     )
     max_dwell_ms: int = Field(
-        6 * 3600 * 1000, **_env("ATTNREC_MAX_DWELL_MS"), description="dwell above this is quarantined as absurd"
+        6 * 3600 * 1000,
+        validation_alias="ATTNREC_MAX_DWELL_MS",
+        description="dwell above this is quarantined as absurd",
     )
     max_quarantine_share: float = Field(
-        0.05, **_env("ATTNREC_MAX_QUARANTINE_SHARE"),
+        0.05,
+        validation_alias="ATTNREC_MAX_QUARANTINE_SHARE",
         description="the clean gate fails when quarantined / raw lines of a day is above this",
-    )  # fmt: skip
-    bot_events_per_day: int = Field(
-        5000, **_env("ATTNREC_BOT_EVENTS_PER_DAY"),
-        description="a user with more clean events in a day is a bot (their events are quarantined)",
-    )  # fmt: skip
-    dedupe_lookback_days: int = Field(
-        7, **_env("ATTNREC_DEDUPE_LOOKBACK_DAYS"), description="earlier clean days checked for re-sent event_ids"
     )
-    max_seq_len: int = Field(200, **_env("ATTNREC_MAX_SEQ_LEN"), description="events kept per user sequence")
+    bot_events_per_day: int = Field(
+        5000,
+        validation_alias="ATTNREC_BOT_EVENTS_PER_DAY",
+        description="a user with more clean events in a day is a bot (their events are quarantined)",
+    )
+    dedupe_lookback_days: int = Field(
+        7,
+        validation_alias="ATTNREC_DEDUPE_LOOKBACK_DAYS",
+        description="earlier clean days checked for re-sent event_ids",
+    )
+    max_seq_len: int = Field(200, validation_alias="ATTNREC_MAX_SEQ_LEN", description="events kept per user sequence")
     lookback_days: int = Field(
-        365, **_env("ATTNREC_LOOKBACK_DAYS"), description="clean partitions featurize reads, ending at the day D"
+        365,
+        validation_alias="ATTNREC_LOOKBACK_DAYS",
+        description="clean partitions featurize reads, ending at the day D",
     )
     exposure_event_types: EventTypes = Field(
-        EXPOSURE_EVENT_TYPES, **_env("ATTNREC_EXPOSURE_EVENT_TYPES"),
+        EXPOSURE_EVENT_TYPES,
+        validation_alias="ATTNREC_EXPOSURE_EVENT_TYPES",
         description="event types that mean shown, not chosen (comma-separated; 'none' for no type)",
-    )  # fmt: skip
+    )
     negative_event_types: EventTypes = Field(
-        NEGATIVE_EVENT_TYPES, **_env("ATTNREC_NEGATIVE_EVENT_TYPES"),
+        NEGATIVE_EVENT_TYPES,
+        validation_alias="ATTNREC_NEGATIVE_EVENT_TYPES",
         description="event types that mean negative interest (comma-separated; 'none' for no type)",
-    )  # fmt: skip
+    )
 
     # -- training, registry and candidates
-    seed: int = Field(42, **_env("ATTNREC_SEED"), description="the one seed every random choice derives from")
-    train_epochs: int = Field(30, **_env("ATTNREC_TRAIN_EPOCHS"), description="maximum training epochs")
+    seed: int = Field(42, validation_alias="ATTNREC_SEED", description="the one seed every random choice derives from")
+    train_epochs: int = Field(30, validation_alias="ATTNREC_TRAIN_EPOCHS", description="maximum training epochs")
     train_max_minutes: float = Field(
-        5.0, **_env("ATTNREC_TRAIN_MAX_MINUTES"), description="wall-clock budget for training, in minutes"
+        5.0, validation_alias="ATTNREC_TRAIN_MAX_MINUTES", description="wall-clock budget for training, in minutes"
     )
     train_ablation: Flag = Field(
-        True, **_env("ATTNREC_TRAIN_ABLATION"), description="also train plain SASRec (item ids only) as a baseline"
+        True,
+        validation_alias="ATTNREC_TRAIN_ABLATION",
+        description="also train plain SASRec (item ids only) as a baseline",
     )
     full_softmax_max_items: int = Field(
-        200_000, **_env("ATTNREC_FULL_SOFTMAX_MAX_ITEMS"),
+        200_000,
+        validation_alias="ATTNREC_FULL_SOFTMAX_MAX_ITEMS",
         description="catalogue size above which training uses sampled softmax with a logQ correction",
-    )  # fmt: skip
+    )
     holdout_max_users: int = Field(
-        20_000, **_env("ATTNREC_HOLDOUT_MAX_USERS"),
+        20_000,
+        validation_alias="ATTNREC_HOLDOUT_MAX_USERS",
         description="users evaluated (every epoch, test, the promotion gate); above it a fixed hash sample of "
         "that many, the same in every run; 0: every user with a holdout",
-    )  # fmt: skip
-    promotion_margin: float = Field(
-        0.0, **_env("ATTNREC_PROMOTION_MARGIN"), description="NDCG@10 gain a challenger needs to replace the champion"
     )
-    top_k: int = Field(100, **_env("ATTNREC_TOP_K"), description="candidates per user")
+    promotion_margin: float = Field(
+        0.0,
+        validation_alias="ATTNREC_PROMOTION_MARGIN",
+        description="NDCG@10 gain a challenger needs to replace the champion",
+    )
+    top_k: int = Field(100, validation_alias="ATTNREC_TOP_K", description="candidates per user")
 
     # -- Airflow
-    task_retries: int = Field(0, **_env("ATTNREC_TASK_RETRIES"), description="retries of every DAG task")
+    task_retries: int = Field(0, validation_alias="ATTNREC_TASK_RETRIES", description="retries of every DAG task")
     wait_timeout_hours: float = Field(
-        6.0, **_env("ATTNREC_WAIT_TIMEOUT_HOURS"),
+        6.0,
+        validation_alias="ATTNREC_WAIT_TIMEOUT_HOURS",
         description="how long a task waits for its input partitions before it fails",
-    )  # fmt: skip
+    )
     train_executor: str = Field(
-        "", **_env("ATTNREC_TRAIN_EXECUTOR"),
+        "",
+        validation_alias="ATTNREC_TRAIN_EXECUTOR",
         description="Airflow executor of train_recommender's train task, e.g. EdgeExecutor for the GPU trainer; it "
         "must be one of [core] executor; unset: the default (first configured) executor",
-    )  # fmt: skip
+    )
     train_queue: str = Field(
-        "", **_env("ATTNREC_TRAIN_QUEUE"),
+        "",
+        validation_alias="ATTNREC_TRAIN_QUEUE",
         description="queue of the train task (the trainer's Edge worker serves it); unset: the default queue",
-    )  # fmt: skip
+    )
 
     @property
     def model_name(self) -> str:

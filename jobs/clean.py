@@ -95,7 +95,6 @@ def extract_earlier(spark, root: str, params: CleanParams):
     ``None`` when the window is empty (0 days) or none of its days is published. Only complete published
     partitions count (``lake.list_partitions``), never day ``dt`` itself, which this run replaces.
     """
-
     wanted = set(lookback_days(params.dt, params.dedupe_lookback_days))
     days = [d for d in lake.list_partitions(root, lake.CLEAN_EVENTS) if d in wanted]
     if not days:
