@@ -23,6 +23,7 @@ COPY attnrec ./attnrec
 COPY jobs ./jobs
 COPY models ./models
 COPY expectations ./expectations
+COPY datatools ./datatools
 COPY dags ./dags
 RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
  && useradd --create-home --uid 50000 attnrec \

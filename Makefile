@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
 
-.PHONY: demo test venv check-java clean-demo
+.PHONY: demo test lint venv check-java clean-demo
 
 venv: $(STAMP)
 
@@ -25,8 +25,16 @@ check-java:
 demo: venv check-java
 	@bash scripts/demo.sh
 
+# The architecture and the style, checked before any test runs: the import-linter contracts of pyproject.toml
+# (layers: CLI and DAGs -> stages -> gates -> core), then ruff's lint rules and its formatter. PYTHONPATH: the
+# contracts are checked on this checkout's code, whatever checkout the venv's editable install points at.
+lint: venv
+	PYTHONPATH="$(CURDIR)" $(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 # the venv's bin first on PATH: spark-submit finds its SPARK_HOME through the venv's python
-test: venv check-java
+test: venv check-java lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 clean-demo:

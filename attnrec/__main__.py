@@ -1,5 +1,5 @@
-import sys
+"""``python -m attnrec`` (and ``torchrun ... -m attnrec train --dt D``): the ``attnrec`` command line."""
 
 from attnrec.cli import main
 
-sys.exit(main())
+main()

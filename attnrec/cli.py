@@ -1,20 +1,248 @@
-"""``attnrec`` command line: the entry points of each stage, and a summary of where results are.
+"""``attnrec``: one command line for every stage, the model registry, the data tools and a day's summary.
 
-    attnrec movielens --data-root DIR          land MovieLens-100K as raw logs
-    attnrec generate --data-root DIR ...       synthetic behaviour logs
-    attnrec train --dt D                       models.train (what train_recommender runs)
-    attnrec candidates --dt D                  models.candidates (what nightly_candidates runs)
-    attnrec summary --dt D                     where the candidates, Data Docs and MLflow store are
+The top layer: each command imports its stage (``jobs``, ``models``, ``datatools``) when it runs, so ``attnrec
+--help`` loads no Spark, torch or MLflow. The options every entry point shares (``--dt``, ``--data-root``,
+``--dataset``) come from :mod:`attnrec.args`. A stage's ValueError or FileNotFoundError (a bad value, a missing
+partition) is one line ``attnrec <command>: <message>`` on stderr and exit code 2; any other error keeps its
+traceback.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
+import logging
 import sys
+from typing import Annotated, Any
+
+import typer
+
+from attnrec.args import DataRoot, Dataset, Dt, dt_option, one_line_errors
+
+HELP = """Batch pipeline of an attention-based (SASRec-family) recommender, one command per stage.
+
+The DAGs run these stages each day D (behavior_etl, train_recommender, nightly_candidates); the same commands run
+one stage by hand, e.g. to debug a failed task or to backfill a day:
+
+\b
+  attnrec movielens --data-root data --print-dt       land MovieLens-100K as raw logs, print its day D
+  attnrec generate --data-root data --start D         or synthetic behaviour logs
+  attnrec clean --dt D                                raw/events/dt=D -> staged clean events + quarantine
+  attnrec validate --dataset clean_events --dt D      the gate on the staged clean events
+  attnrec featurize --dt D                            staged features/sequences, features/items of D
+  attnrec validate --dataset features --dt D          the gate on the staged features
+  attnrec train --dt D                                train, log to MLflow, register, promote if better
+  attnrec candidates --dt D                           top-K per user from the champion (staged)
+  attnrec registry show                               versions and aliases of attention-recommender
+  attnrec summary --dt D                              where the day's results are
+
+The DAGs publish a staged partition only after its gate passes; by hand, publish through the DAG
+(airflow dags test behavior_etl D). Configuration comes from ATTNREC_* environment variables
+(attnrec/settings.py lists every one with its default).
+"""
+
+app = typer.Typer(
+    name="attnrec",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # plain tracebacks in task logs, never local variables
+    rich_markup_mode=None,
+)
+registry = typer.Typer(
+    help="The MLflow registry of attention-recommender: versions, aliases and promotions.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(registry, name="registry")
 
 
-SCORERS = (("attention model", "test_"), ("transition kNN", "knn_test_"), ("plain SASRec", "sasrec_plain_test_"),
-           ("popularity", "pop_test_"))
+def stage_errors(command: str):
+    """``attnrec <command>: <message>`` and exit code 2 for a stage's ValueError / FileNotFoundError."""
+    return one_line_errors(f"attnrec {command}")
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _log_progress() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
+
+
+# ------------------------------------------------------------------------------------------- data tools
+
+
+@app.command()
+def movielens(
+    data_root: Annotated[str, typer.Option(metavar="DIR", help="Lake root to land raw/events and raw/items under.")],
+    cache_dir: Annotated[
+        str | None, typer.Option(metavar="DIR", help="Where the recbole wheel is kept (default: .cache/ml-100k).")
+    ] = None,
+    dt: Annotated[str | None, dt_option("The landing day (default: the day after the last rating).")] = None,
+    print_dt: Annotated[
+        bool, typer.Option("--print-dt", help="Print only the landing day on stdout, the summary on stderr.")
+    ] = False,
+) -> None:
+    """Land MovieLens-100K (from the recbole==1.2.1 wheel on PyPI) as raw logs: one partition of 100,000
+    rate events and the 1,682-movie catalogue."""
+    from datatools.movielens import default_cache_dir, fetch, land
+
+    with stage_errors("movielens"):
+        result = land(data_root, fetch(cache_dir or default_cache_dir()), dt)
+    summary = f"dt={result['dt']}: {result['events']} events, {result['users']} users, {result['items']} items"
+    if print_dt:
+        print(summary, file=sys.stderr)
+        print(result["dt"])
+    else:
+        print(summary)
+
+
+@app.command()
+def generate(
+    data_root: Annotated[str, typer.Option(metavar="DIR", help="Lake root to write raw/events and raw/items under.")],
+    start: Annotated[str, dt_option("The first landing day.", name="--start")],
+    days: Annotated[int, typer.Option(help="Landing days.")] = 1,
+    users: Annotated[int, typer.Option(help="Users.")] = 1000,
+    items: Annotated[int, typer.Option(help="Catalogue size.")] = 500,
+    events_per_day: Annotated[int, typer.Option(help="Lines per landing day, bad ones included.")] = 20_000,
+    bad_fraction: Annotated[
+        float, typer.Option(help="Share of bad lines (duplicates, malformed JSON, missing ids, ...).")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option(help="Everything derives from it: same arguments, same bytes.")] = 42,
+    files_per_day: Annotated[int, typer.Option(help="gzip files per landing day.")] = 1,
+) -> None:
+    """Write seeded synthetic behaviour logs in the raw contract: drifting Zipf popularity, sessions down a
+    funnel, bots, and with --bad-fraction the real world's bad lines, each kind counted."""
+    from datatools.generate import generate as write_days
+
+    with stage_errors("generate"):
+        result = write_days(
+            data_root, start, days, users, items, events_per_day,
+            seed=seed, bad_fraction=bad_fraction, files_per_day=files_per_day,
+            log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        )  # fmt: skip
+    print(f"items: {result['items']['count']} -> {result['items']['path']}")
+    for dt, day in result["days"].items():
+        bad = ", ".join(f"{k}={v}" for k, v in day["bad"].items() if v) or "none"
+        print(f"dt={dt}: {day['lines']} lines, {day['good']} good, bad: {bad}")
+    print(f"{result['events']:,} lines in {result['seconds']:.1f}s ({result['events_per_second']:,.0f} events/s)")
+
+
+# ------------------------------------------------------------------------------------------ Spark jobs
+
+
+@app.command()
+def clean(dt: Dt, data_root: DataRoot = None) -> None:
+    """Clean one landing day (Spark, in this process): raw/events/dt=D -> staged clean events, quarantine (a
+    reason per line) and the reconciliation raw = clean + quarantined + duplicates."""
+    from jobs.clean import main
+
+    with stage_errors("clean"):
+        _exit(main(dt, data_root))
+
+
+@app.command()
+def featurize(dt: Dt, data_root: DataRoot = None) -> None:
+    """Build day D's features (Spark, in this process) from the clean events up to D: staged user sequences
+    and item table."""
+    from jobs.featurize import main
+
+    with stage_errors("featurize"):
+        _exit(main(dt, data_root))
+
+
+@app.command()
+def validate(dataset: Dataset, dt: Dt, data_root: DataRoot = None) -> None:
+    """Run a gate on day D's staged partitions (Great Expectations on Spark, in this process). Exit code 0
+    when every check passes, 1 when one fails (the failures on stderr), 2 when a partition is missing."""
+    from jobs.validate import main
+
+    with stage_errors("validate"):
+        _exit(main(dataset, dt, data_root))
+
+
+# ------------------------------------------------------------------------------------------ model stages
+
+
+@app.command()
+def train(
+    dt: Dt,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="NAME=VALUE", help="Override a training-config field, e.g. --set dropout=0.3 (repeatable)."
+        ),
+    ] = None,
+) -> None:
+    """Train the attention recommender on features/*/dt=D beside its baselines, log the run to MLflow and
+    register the version; it becomes champion only when it beats the current one on the same holdout.
+
+    Several processes: torchrun --nproc_per_node=N -m attnrec train --dt D (only rank 0 logs, registers and
+    prints the result).
+    """
+    from attnrec.settings import get_settings
+    from models.config import train_config
+    from models.train import run
+
+    _log_progress()
+    with stage_errors("train"):
+        settings = get_settings()
+        result = run(dt, settings, train_config(settings, overrides or []))
+    if "rank" not in result:
+        _print_json(result)
+
+
+@app.command()
+def candidates(dt: Dt) -> None:
+    """Write day D's top-K unseen items per user from the champion model to staging (what nightly_candidates
+    validates and publishes)."""
+    from attnrec.settings import get_settings
+    from models.candidates import run
+
+    _log_progress()
+    with stage_errors("candidates"):
+        result = run(dt, get_settings())
+    _print_json(result)
+
+
+@registry.command("show")
+def registry_show() -> None:
+    """Print the aliases (champion, challenger) and every version with its promotion tags, as JSON."""
+    from attnrec.settings import get_settings
+    from models.registry import describe
+
+    with stage_errors("registry show"):
+        _print_json(describe(get_settings()))
+
+
+@registry.command("promote")
+def registry_promote(
+    version: Annotated[str, typer.Option(metavar="N", help="The registered version to make champion, e.g. 3.")],
+    reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "manual promotion",
+) -> None:
+    """Move alias champion to an existing version (a manual promotion or a roll-back), then print the registry."""
+    from attnrec.settings import get_settings
+    from models.registry import describe, promote
+
+    with stage_errors("registry promote"):
+        settings = get_settings()
+        promote(settings, version, reason)
+        _print_json(describe(settings))
+
+
+# ----------------------------------------------------------------------------------------------- summary
+
+SCORERS = (
+    ("attention model", "test_"),
+    ("transition kNN", "knn_test_"),
+    ("plain SASRec", "sasrec_plain_test_"),
+    ("popularity", "pop_test_"),
+)
 METRICS = ("hr_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_50", "coverage_at_10")
 
 
@@ -23,15 +251,18 @@ def metrics_table(metrics: dict[str, float]) -> list[str]:
     rows = [f"  {'':<16}" + "".join(f"{m:>16}" for m in METRICS)]
     for label, prefix in SCORERS:
         if any(f"{prefix}{m}" in metrics for m in METRICS):
-            cells = "".join(f"{metrics[f'{prefix}{m}']:>16.4f}" if f"{prefix}{m}" in metrics else f"{'-':>16}" for m in METRICS)
+            cells = "".join(
+                f"{metrics[f'{prefix}{m}']:>16.4f}" if f"{prefix}{m}" in metrics else f"{'-':>16}" for m in METRICS
+            )
             rows.append(f"  {label:<16}{cells}")
     return rows
 
 
-def summary(dt: str) -> str:
-    """A human summary of day ``dt``: candidates, validation report, MLflow registry."""
+def summary_lines(dt: str) -> list[str]:
+    """Day ``dt`` in a few lines: candidates, clean and quarantine, reconciliation, Data Docs, MLflow registry."""
     import pyarrow.parquet as pq
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from attnrec import lake
     from attnrec.settings import get_settings
@@ -60,45 +291,24 @@ def summary(dt: str) -> str:
     client = MlflowClient(tracking_uri=s.mlflow_tracking_uri)
     try:
         champion = client.get_model_version_by_alias(s.model_name, "champion")
-    except Exception as err:  # noqa: BLE001 - MLflow raises a generic MlflowException when absent
+    except MlflowException as err:  # no such model or alias yet
         lines.append(f"Registry      : no champion of {s.model_name!r} yet ({type(err).__name__})")
     else:
         metrics = client.get_run(champion.run_id).data.metrics
         lines.append(f"Registry      : {s.model_name} champion = version {champion.version} (run {champion.run_id})")
         lines.append("Test metrics (same leave-one-out split, full catalogue):")
         lines += metrics_table(metrics)
-    return "\n".join(lines)
+    return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="attnrec", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("movielens", "generate"):
-        sub.add_parser(name, add_help=False, help=f"see: python -m attnrec.{name} --help")
-    for name in ("train", "candidates"):
-        sub.add_parser(name, add_help=False, help=f"see: python -m models.{name} --help")
-    p_sum = sub.add_parser("summary", help="where the day's results are")
-    p_sum.add_argument("--dt", required=True)
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "movielens":
-        from attnrec.movielens import main as run
-    elif args.command == "generate":
-        from attnrec.generate import main as run
-    elif args.command == "train":
-        from models.train import main as run
-    elif args.command == "candidates":
-        from models.candidates import main as run
-    else:
-        from attnrec.contracts import check_dt
-
-        try:
-            print(summary(check_dt(args.dt)))
-        except ValueError as err:
-            print(f"attnrec summary: {err}", file=sys.stderr)
-            return 2
-        return 0
-    return run(rest)
+@app.command()
+def summary(dt: Dt) -> None:
+    """Where day D's results are: candidates, clean events, quarantine, reconciliation, Data Docs, the MLflow
+    store and the champion's test metrics beside its baselines."""
+    with stage_errors("summary"):
+        print("\n".join(summary_lines(dt)))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main() -> None:
+    """The ``attnrec`` console script and ``python -m attnrec`` (also under torchrun)."""
+    app(prog_name="attnrec")

@@ -50,5 +50,7 @@ def check_dt(dt: str) -> str:
     try:
         _dt.date.fromisoformat(dt)
     except ValueError:
-        raise ValueError(f"partition date {dt!r} is not a real calendar date; pass e.g. 2026-01-31") from None
+        raise ValueError(
+            f"partition date {dt!r} is not a real calendar date; pass YYYY-MM-DD, e.g. 2026-01-31"
+        ) from None
     return dt

@@ -145,7 +145,8 @@ def publish(root: str, dataset: str, dt: str) -> str:
     src_uri = staging(root, dataset, dt)
     if not is_complete(src_uri):
         raise FileNotFoundError(
-            f"nothing complete to publish at {src_uri} (no {SUCCESS_MARKER}); run the job that writes {dataset} for {dt} first"
+            f"nothing complete to publish at {src_uri} (no {SUCCESS_MARKER}); "
+            f"run the job that writes {dataset} for {dt} first"
         )
     return replace_dir(src_uri, partition(root, dataset, dt))
 

@@ -1,131 +1,198 @@
-"""One home for configuration: environment variables with embedded defaults.
+"""The one home of configuration: one typed settings class over the environment, with embedded defaults.
 
-Nothing else in attnrec hard-codes a path, URI or host. Every value can be overridden by the
-environment variable named beside it; the defaults are the embedded single-machine setup
-(Spark ``local[*]``, MLflow on SQLite under ``.mlflow/``, the lake under ``./data``).
+Nothing else in attnrec reads the environment for configuration or hard-codes a path, URI or host. Each field
+below names its variable (``ATTNREC_*``, and MLflow's own ``MLFLOW_TRACKING_URI``), its type, its default and
+what it does; the defaults are the embedded single-machine setup (Spark ``local[*]``, MLflow on SQLite under
+``.mlflow/``, the lake under ``./data``). An unset or empty variable takes the default. A bad value fails
+:func:`get_settings` with a ``ValueError`` naming the variable, the value and the fix.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import sys
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
 
 #: The checkout this package lives in; embedded defaults are relative to it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 MODEL_NAME = "attention-recommender"
 
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer; set it to a whole number such as {default}") from None
+_MLFLOW_DIR = PROJECT_ROOT / ".mlflow"
 
 
-def _holdout_cap() -> int:
-    value = _int("ATTNREC_HOLDOUT_MAX_USERS", 20_000)
-    if value < 0:
-        raise ValueError(f"ATTNREC_HOLDOUT_MAX_USERS={value} is negative; set a number of users such as 20000, "
-                         "or 0 to evaluate every user")
-    return value
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; set it to a number such as {default}") from None
-
-
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
+def _flag(value: Any) -> Any:
+    """true/false the way people write it in an environment: 1/0, true/false, yes/no, on/off (any case)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
         return True
-    if value in ("0", "false", "no", "off"):
+    if text in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{name}={raw!r} is not a boolean; set it to true or false")
+    raise ValueError("is not a boolean; set it to true or false")
 
 
-def _event_types(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    """A comma-separated list of contract event types ("" or unset: the default; "none": no type)."""
-    from attnrec.contracts import EVENT_TYPES
-
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    if raw.strip().lower() == "none":
-        return ()
-    values = tuple(v.strip().lower() for v in raw.split(",") if v.strip())
-    unknown = [v for v in values if v not in EVENT_TYPES]
-    if unknown:
-        raise ValueError(f"{name}={raw!r} names unknown event types {unknown}; use a comma-separated subset of "
-                         f"{', '.join(EVENT_TYPES)} (or 'none')")
-    return values
+Flag = Annotated[bool, BeforeValidator(_flag)]
+#: Read as a comma-separated list (see ``Settings._event_type_list``), not as JSON (pydantic-settings' default).
+EventTypes = Annotated[tuple[str, ...], NoDecode]
 
 
-def _str(name: str, default: str) -> str:
-    raw = os.environ.get(name)
-    return default if raw is None or raw == "" else raw
-
-
-def _name(name: str, example: str) -> str:
-    """One Airflow name (an executor, a queue): "" when unset; no spaces or commas, since it must match exactly."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return ""
-    value = raw.strip()
-    if any(ch.isspace() or ch == "," for ch in value):
-        raise ValueError(f"{name}={raw!r} must be a single name without spaces or commas, such as {example!r}; "
-                         "unset it for Airflow's default")
-    return value
-
-
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """Resolved configuration. Build it with :func:`get_settings`, never by hand in pipeline code."""
 
-    data_root: str  # ATTNREC_DATA_ROOT: lake root, a local path or a URI (s3a://, hdfs://)
-    mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI
-    mlflow_artifact_root: str  # ATTNREC_MLFLOW_ARTIFACTS: where a new experiment keeps artifacts
-    experiment_name: str  # ATTNREC_EXPERIMENT
-    model_name: str  # registered model name (contract: attention-recommender)
-    spark_master: str  # ATTNREC_SPARK_MASTER: used when a job is run directly (not via Airflow)
-    spark_conn_id: str  # ATTNREC_SPARK_CONN_ID: the Airflow connection SparkSubmitOperator uses
-    top_k: int  # ATTNREC_TOP_K: candidates per user
-    max_seq_len: int  # ATTNREC_MAX_SEQ_LEN: events kept per user sequence
-    lookback_days: int  # ATTNREC_LOOKBACK_DAYS: clean partitions featurize reads, ending at D
-    event_time_tolerance_hours: int  # ATTNREC_CLOCK_SKEW_HOURS: event_time allowed past the landing day
-    max_dwell_ms: int  # ATTNREC_MAX_DWELL_MS: dwell above this is quarantined as absurd
-    max_quarantine_share: float  # ATTNREC_MAX_QUARANTINE_SHARE: gate on quarantined / raw lines
-    bot_events_per_day: int  # ATTNREC_BOT_EVENTS_PER_DAY: a user with more clean events in a day is a bot
-    dedupe_lookback_days: int  # ATTNREC_DEDUPE_LOOKBACK_DAYS: earlier clean days checked for re-sent event_ids
-    seed: int  # ATTNREC_SEED: the one seed every random choice derives from
-    train_epochs: int  # ATTNREC_TRAIN_EPOCHS
-    train_max_minutes: float  # ATTNREC_TRAIN_MAX_MINUTES: wall-clock budget for training
-    promotion_margin: float  # ATTNREC_PROMOTION_MARGIN: NDCG@10 gain needed to replace champion
-    train_ablation: bool = True  # ATTNREC_TRAIN_ABLATION: also train plain SASRec (item ids only) as a baseline
-    full_softmax_max_items: int = 200_000  # ATTNREC_FULL_SOFTMAX_MAX_ITEMS: above it, sampled softmax + logQ
-    checkpoint_dir: str = str(PROJECT_ROOT / ".cache" / "checkpoints")  # ATTNREC_CHECKPOINT_DIR: resumable training
-    # ATTNREC_HOLDOUT_MAX_USERS: users evaluated (validation every epoch, test, the promotion gate); above it a
-    # fixed hash sample of that many, the same in every run. 0: every user with a holdout.
-    holdout_max_users: int = 20_000
-    exposure_event_types: tuple[str, ...] = ("impression", "skip")  # ATTNREC_EXPOSURE_EVENT_TYPES: shown, not chosen
-    negative_event_types: tuple[str, ...] = ("dislike",)  # ATTNREC_NEGATIVE_EVENT_TYPES: negative interest
-    # ATTNREC_TRAIN_EXECUTOR: the Airflow executor of train_recommender's train task, e.g. EdgeExecutor for the
-    # GPU trainer; it must be one of [core] executor. "" (unset): the default (first configured) executor.
-    train_executor: str = ""
-    train_queue: str = ""  # ATTNREC_TRAIN_QUEUE: the queue of the train task (the trainer's edge worker serves it)
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,  # ATTNREC_TOP_K, not attnrec_top_k: the names are part of the contract
+        env_ignore_empty=True,  # VAR= (empty) means "use the default", as unset does
+        extra="ignore",
+        validate_by_name=True,  # get_settings(data_root=...) from a --data-root flag
+        validate_by_alias=True,
+    )
+
+    # -- lake and stores
+    data_root: str = Field(
+        str(PROJECT_ROOT / "data"),
+        validation_alias="ATTNREC_DATA_ROOT",
+        description="lake root: a local path (made absolute) or a URI such as s3a://bucket/lake or hdfs://...",
+    )
+    mlflow_tracking_uri: str = Field(
+        f"sqlite:///{_MLFLOW_DIR / 'mlflow.db'}",
+        validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow tracking server, also the model registry (MLflow's own variable, no prefix)",
+    )
+    mlflow_artifact_root: str = Field(
+        (_MLFLOW_DIR / "artifacts").as_uri(),
+        validation_alias="ATTNREC_MLFLOW_ARTIFACTS",
+        description="where a new MLflow experiment keeps its artifacts",
+    )
+    experiment_name: str = Field("attnrec", validation_alias="ATTNREC_EXPERIMENT", description="MLflow experiment name")
+    checkpoint_dir: str = Field(
+        str(PROJECT_ROOT / ".cache" / "checkpoints"),
+        validation_alias="ATTNREC_CHECKPOINT_DIR",
+        description="resumable training checkpoints (a restarted train task continues from here)",
+    )
+
+    # -- Spark
+    spark_master: str = Field(
+        "local[*]",
+        validation_alias="ATTNREC_SPARK_MASTER",
+        description="Spark master of a job run directly (python jobs/x.py); under spark-submit, --master wins",
+    )
+    spark_conn_id: str = Field(
+        "attnrec_spark",
+        validation_alias="ATTNREC_SPARK_CONN_ID",
+        description="the Airflow connection SparkSubmitOperator submits the jobs to",
+    )
+    spark_python: str = Field(
+        default_factory=lambda: sys.executable,
+        validation_alias="ATTNREC_SPARK_PYTHON",
+        description="the Python that Spark runs the jobs with (driver and executors); default: this interpreter",
+    )
+    spark_driver_memory: str = Field(
+        "4g", validation_alias="ATTNREC_SPARK_DRIVER_MEMORY", description="Spark driver memory of every job, e.g. 4g"
+    )
+
+    # -- clean and featurize
+    event_time_tolerance_hours: int = Field(
+        24,
+        validation_alias="ATTNREC_CLOCK_SKEW_HOURS",
+        description="hours an event_time may lie past the end of its landing day",
+    )
+    max_dwell_ms: int = Field(
+        6 * 3600 * 1000,
+        validation_alias="ATTNREC_MAX_DWELL_MS",
+        description="dwell above this is quarantined as absurd",
+    )
+    max_quarantine_share: float = Field(
+        0.05,
+        validation_alias="ATTNREC_MAX_QUARANTINE_SHARE",
+        description="the clean gate fails when quarantined / raw lines of a day is above this",
+    )
+    bot_events_per_day: int = Field(
+        5000,
+        validation_alias="ATTNREC_BOT_EVENTS_PER_DAY",
+        description="a user with more clean events in a day is a bot (their events are quarantined)",
+    )
+    dedupe_lookback_days: int = Field(
+        7,
+        validation_alias="ATTNREC_DEDUPE_LOOKBACK_DAYS",
+        description="earlier clean days checked for re-sent event_ids",
+    )
+    max_seq_len: int = Field(200, validation_alias="ATTNREC_MAX_SEQ_LEN", description="events kept per user sequence")
+    lookback_days: int = Field(
+        365,
+        validation_alias="ATTNREC_LOOKBACK_DAYS",
+        description="clean partitions featurize reads, ending at the day D",
+    )
+    exposure_event_types: EventTypes = Field(
+        EXPOSURE_EVENT_TYPES,
+        validation_alias="ATTNREC_EXPOSURE_EVENT_TYPES",
+        description="event types that mean shown, not chosen (comma-separated; 'none' for no type)",
+    )
+    negative_event_types: EventTypes = Field(
+        NEGATIVE_EVENT_TYPES,
+        validation_alias="ATTNREC_NEGATIVE_EVENT_TYPES",
+        description="event types that mean negative interest (comma-separated; 'none' for no type)",
+    )
+
+    # -- training, registry and candidates
+    seed: int = Field(42, validation_alias="ATTNREC_SEED", description="the one seed every random choice derives from")
+    train_epochs: int = Field(30, validation_alias="ATTNREC_TRAIN_EPOCHS", description="maximum training epochs")
+    train_max_minutes: float = Field(
+        5.0, validation_alias="ATTNREC_TRAIN_MAX_MINUTES", description="wall-clock budget for training, in minutes"
+    )
+    train_ablation: Flag = Field(
+        True,
+        validation_alias="ATTNREC_TRAIN_ABLATION",
+        description="also train plain SASRec (item ids only) as a baseline",
+    )
+    full_softmax_max_items: int = Field(
+        200_000,
+        validation_alias="ATTNREC_FULL_SOFTMAX_MAX_ITEMS",
+        description="catalogue size above which training uses sampled softmax with a logQ correction",
+    )
+    holdout_max_users: int = Field(
+        20_000,
+        validation_alias="ATTNREC_HOLDOUT_MAX_USERS",
+        description="users evaluated (every epoch, test, the promotion gate); above it a fixed hash sample of "
+        "that many, the same in every run; 0: every user with a holdout",
+    )
+    promotion_margin: float = Field(
+        0.0,
+        validation_alias="ATTNREC_PROMOTION_MARGIN",
+        description="NDCG@10 gain a challenger needs to replace the champion",
+    )
+    top_k: int = Field(100, validation_alias="ATTNREC_TOP_K", description="candidates per user")
+
+    # -- Airflow
+    task_retries: int = Field(0, validation_alias="ATTNREC_TASK_RETRIES", description="retries of every DAG task")
+    wait_timeout_hours: float = Field(
+        6.0,
+        validation_alias="ATTNREC_WAIT_TIMEOUT_HOURS",
+        description="how long a task waits for its input partitions before it fails",
+    )
+    train_executor: str = Field(
+        "",
+        validation_alias="ATTNREC_TRAIN_EXECUTOR",
+        description="Airflow executor of train_recommender's train task, e.g. EdgeExecutor for the GPU trainer; it "
+        "must be one of [core] executor; unset: the default (first configured) executor",
+    )
+    train_queue: str = Field(
+        "",
+        validation_alias="ATTNREC_TRAIN_QUEUE",
+        description="queue of the train task (the trainer's Edge worker serves it); unset: the default queue",
+    )
+
+    @property
+    def model_name(self) -> str:
+        """The registered model name: a contract (DESIGN.md), not a setting."""
+        return MODEL_NAME
 
     @property
     def is_local_lake(self) -> bool:
@@ -136,41 +203,96 @@ class Settings:
         """The lake root as a local path; only meaningful when :attr:`is_local_lake`."""
         return Path(self.data_root.removeprefix("file://"))
 
+    @field_validator("data_root")
+    @classmethod
+    def _absolute_local_root(cls, value: str) -> str:
+        return value if "://" in value else str(Path(value).expanduser().resolve())
 
-def get_settings() -> Settings:
-    """Read the environment now (cheap; call it inside tasks, not at import time)."""
-    from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
+    @field_validator("holdout_max_users")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("is negative; set a number of users such as 20000, or 0 to evaluate every user")
+        return value
 
-    data_root = _str("ATTNREC_DATA_ROOT", str(PROJECT_ROOT / "data"))
-    if "://" not in data_root:
-        data_root = str(Path(data_root).expanduser().resolve())
-    mlflow_dir = PROJECT_ROOT / ".mlflow"
-    return Settings(
-        data_root=data_root,
-        mlflow_tracking_uri=_str("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"),
-        mlflow_artifact_root=_str("ATTNREC_MLFLOW_ARTIFACTS", (mlflow_dir / "artifacts").as_uri()),
-        experiment_name=_str("ATTNREC_EXPERIMENT", "attnrec"),
-        model_name=MODEL_NAME,
-        spark_master=_str("ATTNREC_SPARK_MASTER", "local[*]"),
-        spark_conn_id=_str("ATTNREC_SPARK_CONN_ID", "attnrec_spark"),
-        top_k=_int("ATTNREC_TOP_K", 100),
-        max_seq_len=_int("ATTNREC_MAX_SEQ_LEN", 200),
-        lookback_days=_int("ATTNREC_LOOKBACK_DAYS", 365),
-        event_time_tolerance_hours=_int("ATTNREC_CLOCK_SKEW_HOURS", 24),
-        max_dwell_ms=_int("ATTNREC_MAX_DWELL_MS", 6 * 3600 * 1000),
-        max_quarantine_share=_float("ATTNREC_MAX_QUARANTINE_SHARE", 0.05),
-        bot_events_per_day=_int("ATTNREC_BOT_EVENTS_PER_DAY", 5000),
-        dedupe_lookback_days=_int("ATTNREC_DEDUPE_LOOKBACK_DAYS", 7),
-        seed=_int("ATTNREC_SEED", 42),
-        train_epochs=_int("ATTNREC_TRAIN_EPOCHS", 30),
-        train_max_minutes=_float("ATTNREC_TRAIN_MAX_MINUTES", 5.0),
-        promotion_margin=_float("ATTNREC_PROMOTION_MARGIN", 0.0),
-        train_ablation=_bool("ATTNREC_TRAIN_ABLATION", True),
-        full_softmax_max_items=_int("ATTNREC_FULL_SOFTMAX_MAX_ITEMS", 200_000),
-        checkpoint_dir=_str("ATTNREC_CHECKPOINT_DIR", str(PROJECT_ROOT / ".cache" / "checkpoints")),
-        holdout_max_users=_holdout_cap(),
-        exposure_event_types=_event_types("ATTNREC_EXPOSURE_EVENT_TYPES", EXPOSURE_EVENT_TYPES),
-        negative_event_types=_event_types("ATTNREC_NEGATIVE_EVENT_TYPES", NEGATIVE_EVENT_TYPES),
-        train_executor=_name("ATTNREC_TRAIN_EXECUTOR", "EdgeExecutor"),
-        train_queue=_name("ATTNREC_TRAIN_QUEUE", "gpu"),
-    )
+    @field_validator("wait_timeout_hours")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be > 0; set e.g. 6")
+        return value
+
+    @field_validator("exposure_event_types", "negative_event_types", mode="before")
+    @classmethod
+    def _event_type_list(cls, value: Any, info: ValidationInfo) -> Any:
+        """A comma-separated list of contract event types; blank: the default; "none": no type."""
+        if not isinstance(value, str):
+            return value
+        if value.strip() == "":
+            return cls.model_fields[info.field_name].default
+        if value.strip().lower() == "none":
+            return ()
+        return tuple(v.strip().lower() for v in value.split(",") if v.strip())
+
+    @field_validator("exposure_event_types", "negative_event_types")
+    @classmethod
+    def _known_event_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(
+                f"names unknown event types {unknown}; use a comma-separated subset of {', '.join(EVENT_TYPES)} "
+                "(or 'none')"
+            )
+        return value
+
+    @field_validator("train_executor", "train_queue", mode="before")
+    @classmethod
+    def _single_name(cls, value: Any, info: ValidationInfo) -> Any:
+        """One Airflow name: it must match exactly, so no spaces or commas; blank means unset."""
+        if not isinstance(value, str):
+            return value
+        name = value.strip()
+        if any(ch.isspace() or ch == "," for ch in name):
+            example = "EdgeExecutor" if info.field_name == "train_executor" else "gpu"
+            raise ValueError(
+                f"must be a single name without spaces or commas, such as {example!r}; unset it for Airflow's default"
+            )
+        return name
+
+
+#: Per pydantic error type, what to say after ``NAME='value'``; {default} is the field's default.
+_FIXES = {
+    "int_parsing": "is not an integer; set it to a whole number such as {default}",
+    "int_from_float": "is not an integer; set it to a whole number such as {default}",
+    "float_parsing": "is not a number; set it to a number such as {default}",
+}
+
+
+def _explain(error: ValidationError) -> str:
+    """One line per bad variable: ``NAME='value' <what is wrong>; <the fix>``."""
+    fields = {**Settings.model_fields, **{f.validation_alias: f for f in Settings.model_fields.values()}}
+    lines = []
+    for item in error.errors(include_url=False):
+        key = str(item["loc"][0]) if item["loc"] else "?"
+        field = fields.get(key)
+        name = field.validation_alias if field is not None else key
+        if item["type"] == "value_error":
+            problem = str(item["ctx"]["error"])
+        else:
+            fix = _FIXES.get(item["type"])
+            default = field.get_default(call_default_factory=True) if field is not None else None
+            problem = fix.format(default=default) if fix else f"is not valid: {item['msg']}"
+        lines.append(f"{name}={item['input']!r} {problem}")
+    return "\n".join(lines)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Read the environment now (cheap, no I/O: call it inside tasks, not at import time).
+
+    ``overrides`` (field names, e.g. ``data_root`` from a ``--data-root`` flag) win over the environment and are
+    validated the same way. A bad value raises ``ValueError`` naming the variable, the value and the fix.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        raise ValueError(_explain(err)) from None

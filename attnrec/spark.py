@@ -2,14 +2,12 @@
 
 Under ``spark-submit`` the master and resources come from the submit command (the Airflow Spark
 connection), so this only fills in the attnrec session defaults. Run as plain ``python jobs/x.py``,
-the job uses ``ATTNREC_SPARK_MASTER`` (default ``local[*]``).
+the job uses ``ATTNREC_SPARK_MASTER`` (default ``local[*]``) and ``ATTNREC_SPARK_DRIVER_MEMORY``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 #: Session settings every attnrec job relies on: UTC times, no surprises from ANSI casts we guard ourselves.
 SESSION_CONF: dict[str, str] = {
@@ -21,14 +19,8 @@ SESSION_CONF: dict[str, str] = {
 }
 
 
-def ensure_repo_on_path() -> None:
-    """spark-submit runs a job file from anywhere; make ``attnrec``/``jobs`` importable."""
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-
-
 def launched_by_spark_submit() -> bool:
+    """pyspark sets PYSPARK_GATEWAY_PORT in the Python driver that spark-submit launches (it joins that JVM)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
@@ -40,8 +32,9 @@ def get_spark(app_name: str, master: str | None = None):
 
     builder = SparkSession.builder.appName(app_name)
     if not launched_by_spark_submit():
-        builder = builder.master(master or get_settings().spark_master)
-        builder = builder.config("spark.driver.memory", os.environ.get("ATTNREC_SPARK_DRIVER_MEMORY", "4g"))
+        settings = get_settings()
+        builder = builder.master(master or settings.spark_master)
+        builder = builder.config("spark.driver.memory", settings.spark_driver_memory)
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def _tree_rss(proc) -> int:
@@ -88,16 +87,22 @@ def measure_in_process(fn) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     from attnrec import lake
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, required=True, help="synthetic events in all (split evenly over the days)")
+    parser.add_argument(
+        "--events", type=int, required=True, help="synthetic events in all (split evenly over the days)"
+    )
     parser.add_argument("--days", type=int, default=1, help="landing days (default 1)")
     parser.add_argument("--users", type=int, default=0, help="users (default: events / 100 per day, at least 100)")
     parser.add_argument("--items", type=int, default=20_000, help="catalogue size (default 20000)")
     parser.add_argument("--start", default="2026-01-01", help="first landing day (default 2026-01-01)")
-    parser.add_argument("--files-per-day", type=int, default=8,
-                        help="gzip files per landing day (default 8; gzip is not splittable, so one file is one task)")
+    parser.add_argument(
+        "--files-per-day",
+        type=int,
+        default=8,
+        help="gzip files per landing day (default 8; gzip is not splittable, so one file is one task)",
+    )
     parser.add_argument("--keep", help="lake directory to write to and keep (default: a temporary one, deleted)")
     parser.add_argument("--driver-memory", default="4g", help="ATTNREC_SPARK_DRIVER_MEMORY for the jobs (default 4g)")
     args = parser.parse_args(argv)
@@ -149,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     etl = [r for r in rows if r[0] != "generate"]
     etl_seconds = sum(r[1] for r in etl)
     total_events = per_day * args.days
-    print(f"\nbehavior_etl benchmark: {total_events:,} events, {args.days} day(s), {users:,} users, {args.items:,} items, "
-          f"{args.files_per_day} gzip file(s) per day")
+    print(
+        f"\nbehavior_etl benchmark: {total_events:,} events, {args.days} day(s), {users:,} users, "
+        f"{args.items:,} items, {args.files_per_day} gzip file(s) per day"
+    )
     print("| stage | seconds | events/s | peak RSS (MiB) |")
     print("|---|---|---|---|")
     for name, seconds, events, rss in rows:

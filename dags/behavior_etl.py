@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, Metadata, dag, task
 
-from attnrec.orchestration import FEATURES_ASSET, START_DATE, default_args, spark_job
+from dags.wiring import FEATURES_ASSET, START_DATE, default_args, spark_job
 
 
 @dag(

@@ -3,17 +3,18 @@
     check_champion -> wait_for_features -> generate (models:/attention-recommender@champion) -> validate (GX)
                    -> publish candidates/dt=D
 
-The run fails at once when the registry has no champion (run train_recommender first). Then it waits (reschedule mode, no worker slot held) until behavior_etl has published features/*/dt=D
-with their completion markers, for up to ATTNREC_WAIT_TIMEOUT_HOURS (default 6), then fails naming what is
-missing. It serves the champion of that moment: when train_recommender is still training on D's features, the
-previous champion writes D's candidates.
+The run fails at once when the registry has no champion (run train_recommender first). Then it waits
+(reschedule mode, no worker slot held) until behavior_etl has published features/*/dt=D with their completion
+markers, for up to ATTNREC_WAIT_TIMEOUT_HOURS (default 6), then fails naming what is missing. It serves the
+champion of that moment: when train_recommender is still training on D's features, the previous champion writes
+D's candidates.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from attnrec.orchestration import START_DATE, default_args, sensor_timeout
+from dags.wiring import START_DATE, default_args, sensor_timeout
 
 
 @dag(
@@ -38,8 +39,8 @@ def nightly_candidates():
     @task.sensor(mode="reschedule", poke_interval=300, timeout=sensor_timeout(), soft_fail=False)
     def wait_for_features(ds: str | None = None) -> bool:
         from attnrec import lake
-        from attnrec.orchestration import missing_partitions
         from attnrec.settings import get_settings
+        from dags.wiring import missing_partitions
 
         missing = missing_partitions(get_settings().data_root, (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS), ds)
         if missing:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from airflow.sdk import dag, task
 
-from attnrec.orchestration import FEATURES_ASSET, START_DATE, default_args, train_task_routing
+from dags.wiring import FEATURES_ASSET, START_DATE, default_args, train_task_routing
 
 
 @dag(
@@ -29,7 +29,7 @@ from attnrec.orchestration import FEATURES_ASSET, START_DATE, default_args, trai
 def train_recommender():
     @task
     def feature_partition(**context) -> str:
-        from attnrec.orchestration import START_DATE, feature_dt_from_context
+        from dags.wiring import feature_dt_from_context
 
         return feature_dt_from_context(context)
 

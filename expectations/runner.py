@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 SUITE_NAMES: tuple[str, ...] = (
-    "raw_events_sample", "clean_events", "quarantine_events", "user_sequences", "item_table", "candidates"
+    "raw_events_sample",
+    "clean_events",
+    "quarantine_events",
+    "user_sequences",
+    "item_table",
+    "candidates",
 )
 
 _SITE_NAME = "attnrec_lake"
@@ -81,7 +86,7 @@ def load_suite(suite_name: str):
     path = suite_path(suite_name)
     payload = json.loads(path.read_text())
     if payload.get("name") != suite_name:
-        raise ValueError(f"{path} holds suite {payload.get('name')!r}, expected {suite_name!r}; fix its \"name\"")
+        raise ValueError(f'{path} holds suite {payload.get("name")!r}, expected {suite_name!r}; fix its "name"')
     suite = gx.ExpectationSuite(**payload)
     if len(suite.expectations) != len(payload.get("expectations", [])):
         raise ValueError(
@@ -154,8 +159,9 @@ def _context(settings: Settings):
     return gx.get_context(mode="ephemeral", project_config=config), site_name
 
 
-def _run_checkpoint(context, site_name, suite_name: str, dt: str, data_source, batch_parameters: dict,
-                    params: dict[str, Any]) -> dict:
+def _run_checkpoint(
+    context, site_name, suite_name: str, dt: str, data_source, batch_parameters: dict, params: dict[str, Any]
+) -> dict:
     """Run ``suite_name`` through a Checkpoint on the batch; return the summary or raise GateFailed."""
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
@@ -197,8 +203,13 @@ def _run_checkpoint(context, site_name, suite_name: str, dt: str, data_source, b
         lines += [f"  - {f}" for f in failed]
         lines.append(f"  Data Docs: {docs}" if docs else "  Data Docs: not built (lake root is not a local path)")
         raise GateFailed("\n".join(lines), summary)
-    log.info("validation gate %s passed for dt=%s (%d expectations); Data Docs: %s", suite_name, dt,
-             len(suite_result.results), docs)
+    log.info(
+        "validation gate %s passed for dt=%s (%d expectations); Data Docs: %s",
+        suite_name,
+        dt,
+        len(suite_result.results),
+        docs,
+    )
     return summary
 
 
@@ -256,7 +267,9 @@ def _describe_failure(r) -> str:
             break
     if "column_A" in kwargs:
         where = f" column_A={kwargs['column_A']} column_B={kwargs['column_B']}"
-    bounds = {k: _plain(kwargs[k]) for k in ("min_value", "max_value", "value_set", "or_equal") if kwargs.get(k) is not None}
+    bounds = {
+        k: _plain(kwargs[k]) for k in ("min_value", "max_value", "value_set", "or_equal") if kwargs.get(k) is not None
+    }
     if kwargs.get("row_condition") is not None:
         bounds["where"] = _condition_text(kwargs["row_condition"])
     text = f"{config.type}{where}"

@@ -16,18 +16,20 @@ Run: ``spark-submit jobs/clean.py --dt 2026-01-31`` (or ``python jobs/clean.py -
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt_
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs this file from anywhere
+from attnrec import lake
+from attnrec.args import DataRoot, Dt, spark_submit_main
+from attnrec.contracts import (
+    EVENT_TYPES,
+    OPTIONAL_EVENT_FIELDS,
+    RATING_MAX,
+    RATING_MIN,
+    REQUIRED_EVENT_FIELDS,
+)
 
-from attnrec import lake  # noqa: E402
-from attnrec.contracts import EVENT_TYPES, RATING_MAX, RATING_MIN, check_dt  # noqa: E402
-
-RAW_FIELDS = ("event_id", "user_id", "item_id", "event_type", "event_time", "dwell_ms", "rating", "session_id", "device")
+RAW_FIELDS = REQUIRED_EVENT_FIELDS + OPTIONAL_EVENT_FIELDS
 CLEAN_COLUMNS = (
     "event_id",
     "user_id",
@@ -93,8 +95,6 @@ def extract_earlier(spark, root: str, params: CleanParams):
     ``None`` when the window is empty (0 days) or none of its days is published. Only complete published
     partitions count (``lake.list_partitions``), never day ``dt`` itself, which this run replaces.
     """
-    from pyspark.sql import functions as F
-
     wanted = set(lookback_days(params.dt, params.dedupe_lookback_days))
     days = [d for d in lake.list_partitions(root, lake.CLEAN_EVENTS) if d in wanted]
     if not days:
@@ -136,20 +136,20 @@ def parse(raw):
     fields = []
     for name in RAW_FIELDS:
         value = F.try_variant_get(v, f"$.{name}", "variant")
-        fields += [F.schema_of_variant(value).alias(f"t_{name}"), F.try_variant_get(v, f"$.{name}", "string").alias(f"s_{name}")]
+        fields += [
+            F.schema_of_variant(value).alias(f"t_{name}"),
+            F.try_variant_get(v, f"$.{name}", "string").alias(f"s_{name}"),
+        ]
     # Parsed inside "[...]": a JSON parser stops after the first complete value, so '{"a":1} junk' or two
     # objects on one line would pass as the first object; as array elements they are a syntax error or a 2nd item.
     wrapped = F.try_parse_json(F.concat(F.lit("["), F.col("raw_line"), F.lit("]")))
     first = F.try_variant_get(wrapped, "$[0]", "variant")
     only_one = F.try_variant_get(wrapped, "$[1]", "variant").isNull()
-    return (
-        raw.select("raw_line", "source_file", first.alias("v"), only_one.alias("only_one"))
-        .select(
-            "raw_line",
-            "source_file",
-            F.coalesce(F.schema_of_variant(v).startswith("OBJECT<") & F.col("only_one"), F.lit(False)).alias("is_object"),
-            *fields,
-        )
+    return raw.select("raw_line", "source_file", first.alias("v"), only_one.alias("only_one")).select(
+        "raw_line",
+        "source_file",
+        F.coalesce(F.schema_of_variant(v).startswith("OBJECT<") & F.col("only_one"), F.lit(False)).alias("is_object"),
+        *fields,
     )
 
 
@@ -184,7 +184,9 @@ def rule_reason(params: CleanParams):
     rating = F.when(present("rating"), trimmed("rating").try_cast("double"))
     event_type = F.lower(trimmed("event_type"))
 
-    missing = [(~present(n) | (jtype(n) == "STRING") & (trimmed(n) == ""), f"missing_{n}") for n in RAW_FIELDS[:5]]
+    missing = [
+        (~present(n) | (jtype(n) == "STRING") & (trimmed(n) == ""), f"missing_{n}") for n in REQUIRED_EVENT_FIELDS
+    ]
     rules = [
         (line == "", "empty_line"),
         (~F.col("is_object"), "malformed_json"),
@@ -274,7 +276,11 @@ def decide(classified, params: CleanParams, earlier=None):
     multi = flagged.where(F.col("needs_look")).drop("needs_look")
 
     if earlier is not None:  # late re-sends of events published on earlier days
-        known = earlier.join(repeated, "event_id", "left_semi").groupBy("event_id").agg(F.collect_set("content").alias("earlier_contents"))
+        known = (
+            earlier.join(repeated, "event_id", "left_semi")
+            .groupBy("event_id")
+            .agg(F.collect_set("content").alias("earlier_contents"))
+        )
         multi = multi.join(known, "event_id", "left")
         seen_before = F.col("earlier_contents").isNotNull()
         same_before = F.coalesce(F.array_contains("earlier_contents", F.col("content")), F.lit(False))
@@ -282,9 +288,8 @@ def decide(classified, params: CleanParams, earlier=None):
         multi = multi.withColumn("earlier_contents", F.lit(None).cast("array<string>"))
         seen_before = same_before = F.lit(False)
     by_id = Window.partitionBy("event_id").orderBy("event_time_ms", "content", "raw_line", "source_file")
-    multi = (
-        multi.withColumn("pos", F.when(~seen_before, F.row_number().over(by_id)))
-        .withColumn("kept_content", F.first("content").over(by_id))
+    multi = multi.withColumn("pos", F.when(~seen_before, F.row_number().over(by_id))).withColumn(
+        "kept_content", F.first("content").over(by_id)
     )
     multi_reason = (
         F.when(seen_before & same_before, F.lit(DUPLICATE))
@@ -294,13 +299,16 @@ def decide(classified, params: CleanParams, earlier=None):
         .otherwise(F.lit("conflicting_duplicate_event_id"))
     )
     decided = single.unionByName(
-        multi.withColumn("reason", multi_reason).drop("earlier_contents", "pos", "kept_content"), allowMissingColumns=False
+        multi.withColumn("reason", multi_reason).drop("earlier_contents", "pos", "kept_content"),
+        allowMissingColumns=False,
     )
 
     kept = decided.where(F.col("reason").isNull())
     bots = (
-        kept.groupBy("user_id").agg(F.count(F.lit(1)).alias("user_events"))
-        .where(F.col("user_events") > params.bot_events_per_day).select("user_id", F.lit(True).alias("is_bot"))
+        kept.groupBy("user_id")
+        .agg(F.count(F.lit(1)).alias("user_events"))
+        .where(F.col("user_events") > params.bot_events_per_day)
+        .select("user_id", F.lit(True).alias("is_bot"))
     )
     decided = decided.join(F.broadcast(bots), "user_id", "left").withColumn(
         "reason", F.when(F.col("reason").isNull() & F.col("is_bot"), F.lit("bot_user")).otherwise(F.col("reason"))
@@ -376,7 +384,9 @@ def run(spark, root: str, params: CleanParams) -> dict:
     gzipped = [f for f in raw.inputFiles() if f.endswith(".gz")]
     cores = spark.sparkContext.defaultParallelism
     if 0 < len(gzipped) < cores:  # gzip does not split: one file is one task, so spread the lines over the cores
-        progress(f"{len(gzipped)} gzip file(s) for {cores} cores: repartitioning the lines (land more files to avoid this)")
+        progress(
+            f"{len(gzipped)} gzip file(s) for {cores} cores: repartitioning the lines (land more files to avoid this)"
+        )
         raw = raw.repartition(cores)
     lines(raw, params).write.mode("overwrite").parquet(lake.join(work, "lines"))
     progress("parsed and checked every raw line")
@@ -405,28 +415,22 @@ def run(spark, root: str, params: CleanParams) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(dt: Dt, data_root: DataRoot = None) -> int:
+    """Clean one landing day of raw behaviour events into staging: clean events, quarantine, reconciliation."""
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dt", required=True, type=check_dt, help="landing day YYYY-MM-DD (the DAG's logical date)")
-    parser.add_argument("--data-root", help="lake root (default: ATTNREC_DATA_ROOT)")
-    args = parser.parse_args(argv)
-    settings = get_settings()
+    settings = get_settings(data_root=data_root)
     params = CleanParams(
-        dt=args.dt,
+        dt=dt,
         event_time_tolerance_hours=settings.event_time_tolerance_hours,
         max_dwell_ms=settings.max_dwell_ms,
         bot_events_per_day=settings.bot_events_per_day,
         dedupe_lookback_days=settings.dedupe_lookback_days,
     )
-    spark = get_spark(f"attnrec-clean-{args.dt}")
+    spark = get_spark(f"attnrec-clean-{dt}")
     try:
-        summary = run(spark, args.data_root or settings.data_root, params)
-    except FileNotFoundError as err:
-        print(f"clean: {err}", file=sys.stderr)
-        return 2
+        summary = run(spark, settings.data_root, params)
     finally:
         spark.stop()
     print(
@@ -438,4 +442,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    spark_submit_main(main, "clean")

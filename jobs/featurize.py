@@ -11,8 +11,9 @@ look-back (events, active days, first and last event).
 Catalogue lines that cannot be used go to quarantine/items/dt=D (raw_line, reason, source_file), never dropped.
 items: the item vocabulary (``item_idx`` 1..N, 0 is padding) with content (title, categories, year), popularity
 (all events in the look-back), positive interactions in the last 1, 7 and 30 days up to the end of D, ``heat``
-(positive interactions decayed with a ``heat_half_life_days`` half-life to the end of D), first and last seen. Indices carry over from the newest earlier features/items partition, so model versions trained on
-different days see the same index for the same item; new items are appended in (first seen, item_id) order.
+(positive interactions decayed with a ``heat_half_life_days`` half-life to the end of D), first and last seen.
+Indices carry over from the newest earlier features/items partition, so model versions trained on different days
+see the same index for the same item; new items are appended in (first seen, item_id) order.
 
 The clean partition of D itself is read from staging when it is not yet published (the DAG publishes it
 after its gate, so in the DAG it is always published by the time this runs).
@@ -22,16 +23,12 @@ Run: ``spark-submit jobs/featurize.py --dt 2026-01-31``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt_
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # spark-submit runs this file from anywhere
-
-from attnrec import lake  # noqa: E402
-from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, check_dt  # noqa: E402
+from attnrec import lake
+from attnrec.args import DataRoot, Dt, spark_submit_main
+from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
 
 ITEM_SCHEMA_DDL = (
     "item_id STRING, title STRING, categories ARRAY<STRING>, release_year STRING, published_at STRING, "
@@ -40,8 +37,18 @@ ITEM_SCHEMA_DDL = (
 
 
 ITEM_COLUMNS = (
-    "item_idx", "item_id", "title", "categories", "year", "popularity",
-    "interactions_1d", "interactions_7d", "interactions_30d", "heat", "first_seen_ms", "last_seen_ms",
+    "item_idx",
+    "item_id",
+    "title",
+    "categories",
+    "year",
+    "popularity",
+    "interactions_1d",
+    "interactions_7d",
+    "interactions_30d",
+    "heat",
+    "first_seen_ms",
+    "last_seen_ms",
 )
 
 
@@ -95,8 +102,10 @@ def extract(spark, root: str, params: FeatureParams):
     if lake.exists(items_dir):
         from pyspark.sql import functions as F
 
-        catalogue = spark.read.option("lineSep", "\n").text(items_dir).select(
-            F.col("value").alias("raw_line"), F.input_file_name().alias("source_file")
+        catalogue = (
+            spark.read.option("lineSep", "\n")
+            .text(items_dir)
+            .select(F.col("value").alias("raw_line"), F.input_file_name().alias("source_file"))
         )
     previous = previous_items_partition(root, params.dt)
     vocab = spark.read.parquet(previous).select("item_id", "item_idx") if previous else None
@@ -116,7 +125,10 @@ def classify_catalogue(lines):
     from pyspark.sql import functions as F
 
     parsed = lines.withColumn(
-        "j", F.from_json("raw_line", ITEM_SCHEMA_DDL, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"})
+        "j",
+        F.from_json(
+            "raw_line", ITEM_SCHEMA_DDL, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
+        ),
     )
     line = F.trim("raw_line")
     item_id = F.trim("j.item_id")
@@ -127,18 +139,24 @@ def classify_catalogue(lines):
     )
     classified = parsed.withColumn("reason", reason)
     fields = ("title", "categories", "release_year", "published_at")
-    ok = classified.where(F.col("reason").isNull()).select(
-        item_id.alias("item_id"), *(F.col(f"j.{f}").alias(f) for f in fields), "raw_line", "source_file"
-    ).withColumn("content", F.to_json(F.struct(*fields)))
+    ok = (
+        classified.where(F.col("reason").isNull())
+        .select(item_id.alias("item_id"), *(F.col(f"j.{f}").alias(f) for f in fields), "raw_line", "source_file")
+        .withColumn("content", F.to_json(F.struct(*fields)))
+    )
     newest_first = Window.partitionBy("item_id").orderBy(F.col("source_file").desc(), F.col("raw_line"))
     ranked = ok.withColumn("pos", F.row_number().over(newest_first)).withColumn(
         "kept_content", F.first("content").over(newest_first)
     )
     accepted = ranked.where(F.col("pos") == 1).select("item_id", *fields)
     repeats = ranked.where(F.col("pos") > 1)
-    rejected = classified.where(F.col("reason").isNotNull()).select("raw_line", "reason", "source_file").unionByName(
-        repeats.where(F.col("content") != F.col("kept_content")).select(
-            "raw_line", F.lit("conflicting_duplicate_item_id").alias("reason"), "source_file"
+    rejected = (
+        classified.where(F.col("reason").isNotNull())
+        .select("raw_line", "reason", "source_file")
+        .unionByName(
+            repeats.where(F.col("content") != F.col("kept_content")).select(
+                "raw_line", F.lit("conflicting_duplicate_item_id").alias("reason"), "source_file"
+            )
         )
     )
     duplicates = repeats.where(F.col("content") == F.col("kept_content")).agg(F.count(F.lit(1)).alias("duplicates"))
@@ -165,16 +183,27 @@ def transform_sequences(events, params: FeatureParams):
     newest_first = Window.partitionBy("user_id").orderBy(F.col("event_time_ms").desc(), F.col("event_id").desc())
     by_user = Window.partitionBy("user_id")
     ranked = events.select(
-        "user_id", "event_id", "item_id", "event_type", "event_time_ms", "dwell_ms",
+        "user_id",
+        "event_id",
+        "item_id",
+        "event_type",
+        "event_time_ms",
+        "dwell_ms",
         F.row_number().over(newest_first).alias("_n"),
         F.count(F.lit(1)).over(by_user).alias("events_total"),
         F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms"))).over(by_user)).alias("active_days"),
         F.min("event_time_ms").over(by_user).alias("first_event_ms"),
         F.max("event_time_ms").over(by_user).alias("last_event_ms"),
     )
-    grouped = ranked.where(F.col("_n") <= params.max_seq_len).groupBy("user_id").agg(
-        F.sort_array(F.collect_list(F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms"))).alias("ev"),
-        *(F.first(c).alias(c) for c in ("events_total", "active_days", "first_event_ms", "last_event_ms")),
+    grouped = (
+        ranked.where(F.col("_n") <= params.max_seq_len)
+        .groupBy("user_id")
+        .agg(
+            F.sort_array(
+                F.collect_list(F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms"))
+            ).alias("ev"),
+            *(F.first(c).alias(c) for c in ("events_total", "active_days", "first_event_ms", "last_event_ms")),
+        )
     )
     saturation = F.lit(params.dwell_saturation_s)
     return grouped.select(
@@ -183,8 +212,9 @@ def transform_sequences(events, params: FeatureParams):
         F.transform("ev", lambda e: e["event_type"]).alias("event_types"),
         F.transform("ev", lambda e: e["event_time_ms"]).alias("event_times_ms"),
         F.transform("ev", lambda e: e["dwell_ms"]).alias("dwell_ms"),
-        F.expr("transform(ev, (e, i) -> IF(i = 0, CAST(NULL AS BIGINT), e.event_time_ms - ev[i - 1].event_time_ms))")
-        .alias("time_gaps_ms"),
+        F.expr(
+            "transform(ev, (e, i) -> IF(i = 0, CAST(NULL AS BIGINT), e.event_time_ms - ev[i - 1].event_time_ms))"
+        ).alias("time_gaps_ms"),
         F.transform(
             "ev",
             lambda e: F.when(  # greatest/least skip nulls: keep a missing dwell missing
@@ -219,7 +249,9 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
         positive_within(1),
         positive_within(7),
         positive_within(30),
-        F.sum(F.when(positive, F.exp(-math.log(2) * age_days / params.heat_half_life_days)).otherwise(0.0)).alias("heat"),
+        F.sum(F.when(positive, F.exp(-math.log(2) * age_days / params.heat_half_life_days)).otherwise(0.0)).alias(
+            "heat"
+        ),
         F.min("event_time_ms").alias("first_seen_ms"),
         F.max("event_time_ms").alias("last_seen_ms"),
     )
@@ -238,22 +270,28 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
             .dropDuplicates(["item_id"])
         )
     else:
-        content = events.sparkSession.createDataFrame([], "item_id string, title string, categories array<string>, year int")
+        content = events.sparkSession.createDataFrame(
+            [], "item_id string, title string, categories array<string>, year int"
+        )
     if vocab is None:
         vocab = events.sparkSession.createDataFrame([], "item_id string, item_idx int")
     # an item once indexed keeps its index, even on a day it is neither seen nor in the catalogue
-    items = content.join(stats, "item_id", "full_outer").join(vocab, "item_id", "full_outer").select(
-        "item_id",
-        "title",
-        F.coalesce("categories", F.array().cast("array<string>")).alias("categories"),
-        "year",
-        F.coalesce("popularity", F.lit(0)).cast("long").alias("popularity"),
-        *(F.coalesce(f"interactions_{d}d", F.lit(0)).cast("long").alias(f"interactions_{d}d") for d in (1, 7, 30)),
-        # rounded: a float sum depends on the order partitions are added in; 1e-6 keeps reruns row-identical
-        F.round(F.coalesce("heat", F.lit(0.0)), 6).cast("double").alias("heat"),
-        "first_seen_ms",
-        "last_seen_ms",
-        "item_idx",
+    items = (
+        content.join(stats, "item_id", "full_outer")
+        .join(vocab, "item_id", "full_outer")
+        .select(
+            "item_id",
+            "title",
+            F.coalesce("categories", F.array().cast("array<string>")).alias("categories"),
+            "year",
+            F.coalesce("popularity", F.lit(0)).cast("long").alias("popularity"),
+            *(F.coalesce(f"interactions_{d}d", F.lit(0)).cast("long").alias(f"interactions_{d}d") for d in (1, 7, 30)),
+            # rounded: a float sum depends on the order partitions are added in; 1e-6 keeps reruns row-identical
+            F.round(F.coalesce("heat", F.lit(0.0)), 6).cast("double").alias("heat"),
+            "first_seen_ms",
+            "last_seen_ms",
+            "item_idx",
+        )
     )
     offset = vocab.agg(F.coalesce(F.max("item_idx"), F.lit(0)).alias("m")).first()["m"]  # one number
     new_order = Window.orderBy(F.col("first_seen_ms").asc_nulls_last(), F.col("item_id"))
@@ -282,10 +320,18 @@ def run(spark, root: str, params: FeatureParams) -> dict:
     if lines is not None:
         catalogue, rejected, duplicates = classify_catalogue(lines.cache())
     seq_dir, items_dir = load(
-        transform_sequences(events, params), transform_items(events, catalogue, vocab, params), root, params.dt, rejected
+        transform_sequences(events, params),
+        transform_items(events, catalogue, vocab, params),
+        root,
+        params.dt,
+        rejected,
     )
-    summary = {"users": spark.read.parquet(seq_dir).count(), "items": spark.read.parquet(items_dir).count(),
-               "sequences": seq_dir, "items_path": items_dir}
+    summary = {
+        "users": spark.read.parquet(seq_dir).count(),
+        "items": spark.read.parquet(items_dir).count(),
+        "sequences": seq_dir,
+        "items_path": items_dir,
+    }
     if lines is not None:
         rejected_dir = lake.staging(root, lake.QUARANTINE_ITEMS, params.dt)
         by_reason = spark.read.parquet(rejected_dir).groupBy("reason").count().collect()  # a few rows
@@ -300,34 +346,30 @@ def run(spark, root: str, params: FeatureParams) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(dt: Dt, data_root: DataRoot = None) -> int:
+    """Build day D's features (user sequences, item table) into staging from the clean events up to D."""
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dt", required=True, type=check_dt, help="feature day YYYY-MM-DD (the DAG's logical date)")
-    parser.add_argument("--data-root", help="lake root (default: ATTNREC_DATA_ROOT)")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    root = args.data_root or settings.data_root
+    settings = get_settings(data_root=data_root)
     params = FeatureParams(
-        dt=args.dt,
+        dt=dt,
         max_seq_len=settings.max_seq_len,
         lookback_days=settings.lookback_days,
         exposure_types=settings.exposure_event_types,
         negative_types=settings.negative_event_types,
     )
-    spark = get_spark(f"attnrec-featurize-{args.dt}")
+    spark = get_spark(f"attnrec-featurize-{dt}")
     try:
-        summary = run(spark, root, params)
-    except FileNotFoundError as err:
-        print(f"featurize: {err}", file=sys.stderr)
-        return 2
+        summary = run(spark, settings.data_root, params)
     finally:
         spark.stop()
-    print(f"featurize dt={args.dt}: users={summary['users']} items={summary['items']} -> {summary['sequences']}, {summary['items_path']}")
+    print(
+        f"featurize dt={dt}: users={summary['users']} items={summary['items']} -> {summary['sequences']}, "
+        f"{summary['items_path']}"
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    spark_submit_main(main, "featurize")

@@ -18,40 +18,11 @@ when launched by spark-submit, else from ``ATTNREC_SPARK_MASTER``.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-from pathlib import Path
 
-DATASETS = ("clean_events", "features")
+from attnrec.args import DataRoot, Dataset, Dt, spark_submit_main
+
 RAW_SAMPLE_LINES = 100_000  # the raw sample gate looks at about this many lines of the day
-#: pyspark sets this in the Python driver that spark-submit launches (it connects to that JVM).
-_SPARK_SUBMIT_ENV = "PYSPARK_GATEWAY_PORT"
-
-
-def _ensure_repo_on_path() -> None:
-    """spark-submit runs this file from any working directory: make ``attnrec``/``expectations`` importable."""
-    repo_root = str(Path(__file__).resolve().parent.parent)
-    if repo_root not in sys.path:
-        sys.path.insert(0, repo_root)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="validate", description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
-    parser.add_argument("--dt", required=True, help="partition date YYYY-MM-DD (the DAG run's logical date)")
-    parser.add_argument("--data-root", help="lake root (default: ATTNREC_DATA_ROOT)")
-    return parser.parse_args(argv)
-
-
-def build_session(app_name: str, settings):
-    """A SparkSession; the master is set here only when spark-submit did not choose one."""
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder.appName(app_name)
-    if _SPARK_SUBMIT_ENV not in os.environ:
-        builder = builder.master(settings.spark_master)
-    return builder.getOrCreate()
 
 
 def staged_inputs(dataset: str, dt: str, root: str) -> list[tuple[str, str]]:
@@ -155,28 +126,15 @@ def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: 
     return failures
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the gate of ``--dataset`` for ``--dt``; return the process exit code."""
-    args = parse_args(argv)
-    _ensure_repo_on_path()
-    if args.data_root:
-        os.environ["ATTNREC_DATA_ROOT"] = args.data_root
-    from attnrec.contracts import check_dt
+def main(dataset: Dataset, dt: Dt, data_root: DataRoot = None) -> int:
+    """Run every gate of --dataset on the staged partitions of --dt: 0 when all pass, 1 when one fails."""
     from attnrec.settings import get_settings
+    from attnrec.spark import get_spark
 
-    try:
-        dt = check_dt(args.dt)
-    except ValueError as exc:
-        print(f"validate: {exc}", file=sys.stderr)
-        return 2
-    settings = get_settings()
-    try:
-        inputs, recon_path = check_inputs(args.dataset, dt, settings.data_root)
-    except FileNotFoundError as exc:
-        print(f"validate: {exc}", file=sys.stderr)
-        return 2
-    spark = build_session(f"attnrec-validate-{args.dataset}-{dt}", settings)
-    print(f"{args.dataset} gate dt={dt}: Spark master {spark.sparkContext.master}", flush=True)
+    settings = get_settings(data_root=data_root)
+    inputs, recon_path = check_inputs(dataset, dt, settings.data_root)  # before Spark starts
+    spark = get_spark(f"attnrec-validate-{dataset}-{dt}")
+    print(f"{dataset} gate dt={dt}: Spark master {spark.sparkContext.master}", flush=True)
     try:
         failures = run_gates(spark, inputs, recon_path, dt, settings)
     finally:
@@ -184,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print("\n\n".join(failures), file=sys.stderr)
         return 1
-    print(f"{args.dataset} gate dt={dt}: all checks passed")
+    print(f"{dataset} gate dt={dt}: all checks passed")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    spark_submit_main(main, "validate")

@@ -19,7 +19,7 @@ step "Airflow metadata database ($AIRFLOW_HOME)"
 airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 || { tail -20 "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
 
 step "MovieLens-100K (from the recbole==1.2.1 wheel on PyPI) landed as raw logs"
-DT=$(python -m attnrec.movielens --data-root "$ATTNREC_DATA_ROOT" --print-dt)
+DT=$(attnrec movielens --data-root "$ATTNREC_DATA_ROOT" --print-dt)
 echo "landing day: dt=$DT"
 
 declare -A SECONDS_TAKEN
@@ -38,7 +38,7 @@ for dag in behavior_etl train_recommender nightly_candidates; do
   echo "$dag succeeded in ${SECONDS_TAKEN[$dag]} s (log: $log)"
 done
 
-python -m attnrec summary --dt "$DT"
+attnrec summary --dt "$DT"
 if [ ! -f "$ATTNREC_DATA_ROOT/candidates/dt=$DT/_SUCCESS" ]; then
   echo "error: the DAGs finished but no candidates were published for dt=$DT; see the logs in $AIRFLOW_HOME/demo-*.log"
   exit 1

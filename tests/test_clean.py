@@ -53,8 +53,10 @@ def test_valid_event_is_normalised(spark):
 def test_epoch_millis_and_numeric_ratings_are_accepted(spark):
     clean, quarantine, _ = classify(
         spark,
-        [ev(event_time=1767348000000, event_type="rate", rating=4.5, dwell_ms=...),
-         ev(event_id="e2", event_type="rate", rating=4, dwell_ms=None, session_id=None, extra={"a": [1]})],
+        [
+            ev(event_time=1767348000000, event_type="rate", rating=4.5, dwell_ms=...),
+            ev(event_id="e2", event_type="rate", rating=4, dwell_ms=None, session_id=None, extra={"a": [1]}),
+        ],
     )
     assert quarantine == []
     assert clean[0]["event_time_ms"] == 1767348000000 and clean[0]["rating"] == 4.5
@@ -68,47 +70,47 @@ def test_unicode_ids_are_kept_exactly(spark):
 
 
 RULE_CASES = [
-        ("", "empty_line"),
-        ("not json", "malformed_json"),
-        ("[1, 2]", "malformed_json"),
-        ('{"event_id": "e1"} trailing', "malformed_json"),
-        (ev(event_id=...), "missing_event_id"),
-        (ev(event_id=None), "missing_event_id"),
-        (ev(user_id="  "), "missing_user_id"),
-        (ev(item_id=...), "missing_item_id"),
-        (ev(event_type=...), "missing_event_type"),
-        (ev(event_time=...), "missing_event_time"),
-        (ev(user_id={"id": 1}), "wrong_type_id"),
-        (ev(user_id=42), "wrong_type_id"),  # ids are strings: a number is not coerced
-        (ev(item_id=["i1"]), "wrong_type_id"),
-        (ev(event_id=True), "wrong_type_id"),
-        (ev(event_type=7), "wrong_type_event_type"),
-        (ev(event_time=1767348000000.5), "wrong_type_event_time"),
-        (ev(event_time={"ms": 1767348000000}), "wrong_type_event_time"),
-        ('{"event_id": "e1", "event_id": "e2", "user_id": "u1"}', "malformed_json"),  # duplicate keys: ambiguous
-        ('"just a string"', "malformed_json"),
-        ('{"event_id": "e1", "user_id": "u1"} {"event_id": "e2"}', "malformed_json"),  # two objects on one line
-        ('{"event_id": "e1", "user_id": "u1"}, {"event_id": "e2"}', "malformed_json"),
-        ('{"event_id": "e1", "user_id": "u1"}}', "malformed_json"),
-        (ev(event_type="teleport"), "unknown_event_type"),
-        (ev(event_time="yesterday"), "unparseable_event_time"),
-        (ev(event_time="2026-01-02T10:00:00"), "unparseable_event_time"),  # no offset: ambiguous
-        (ev(event_time=1767348000), "event_time_too_old"),  # seconds, not milliseconds
-        (ev(event_time="1900-01-01T00:00:00Z"), "event_time_too_old"),
-        (ev(event_time="2026-01-04T00:00:01Z"), "event_time_after_landing_day"),  # day end + 24 h
-        (ev(dwell_ms="long"), "wrong_type_dwell_ms"),
-        (ev(dwell_ms="1200"), "wrong_type_dwell_ms"),  # a JSON string, not an int
-        (ev(dwell_ms=12.5), "wrong_type_dwell_ms"),
-        (ev(dwell_ms=-5), "negative_dwell_ms"),
-        (ev(dwell_ms=3_600_001), "absurd_dwell_ms"),
-        (ev(event_type="rate", rating="five"), "wrong_type_rating"),
-        (ev(event_type="rate", rating="4"), "wrong_type_rating"),
-        (ev(event_type="rate"), "missing_rating_on_rate"),
-        (ev(rating=4.0), "rating_on_non_rate_event"),
-        (ev(event_type="rate", rating=5.5), "rating_out_of_range"),
-        (ev(event_type="rate", rating=0.0), "rating_out_of_range"),
-        (ev(device={"os": "ios"}), "wrong_type_optional_field"),
-        (ev(session_id=17), "wrong_type_optional_field"),
+    ("", "empty_line"),
+    ("not json", "malformed_json"),
+    ("[1, 2]", "malformed_json"),
+    ('{"event_id": "e1"} trailing', "malformed_json"),
+    (ev(event_id=...), "missing_event_id"),
+    (ev(event_id=None), "missing_event_id"),
+    (ev(user_id="  "), "missing_user_id"),
+    (ev(item_id=...), "missing_item_id"),
+    (ev(event_type=...), "missing_event_type"),
+    (ev(event_time=...), "missing_event_time"),
+    (ev(user_id={"id": 1}), "wrong_type_id"),
+    (ev(user_id=42), "wrong_type_id"),  # ids are strings: a number is not coerced
+    (ev(item_id=["i1"]), "wrong_type_id"),
+    (ev(event_id=True), "wrong_type_id"),
+    (ev(event_type=7), "wrong_type_event_type"),
+    (ev(event_time=1767348000000.5), "wrong_type_event_time"),
+    (ev(event_time={"ms": 1767348000000}), "wrong_type_event_time"),
+    ('{"event_id": "e1", "event_id": "e2", "user_id": "u1"}', "malformed_json"),  # duplicate keys: ambiguous
+    ('"just a string"', "malformed_json"),
+    ('{"event_id": "e1", "user_id": "u1"} {"event_id": "e2"}', "malformed_json"),  # two objects on one line
+    ('{"event_id": "e1", "user_id": "u1"}, {"event_id": "e2"}', "malformed_json"),
+    ('{"event_id": "e1", "user_id": "u1"}}', "malformed_json"),
+    (ev(event_type="teleport"), "unknown_event_type"),
+    (ev(event_time="yesterday"), "unparseable_event_time"),
+    (ev(event_time="2026-01-02T10:00:00"), "unparseable_event_time"),  # no offset: ambiguous
+    (ev(event_time=1767348000), "event_time_too_old"),  # seconds, not milliseconds
+    (ev(event_time="1900-01-01T00:00:00Z"), "event_time_too_old"),
+    (ev(event_time="2026-01-04T00:00:01Z"), "event_time_after_landing_day"),  # day end + 24 h
+    (ev(dwell_ms="long"), "wrong_type_dwell_ms"),
+    (ev(dwell_ms="1200"), "wrong_type_dwell_ms"),  # a JSON string, not an int
+    (ev(dwell_ms=12.5), "wrong_type_dwell_ms"),
+    (ev(dwell_ms=-5), "negative_dwell_ms"),
+    (ev(dwell_ms=3_600_001), "absurd_dwell_ms"),
+    (ev(event_type="rate", rating="five"), "wrong_type_rating"),
+    (ev(event_type="rate", rating="4"), "wrong_type_rating"),
+    (ev(event_type="rate"), "missing_rating_on_rate"),
+    (ev(rating=4.0), "rating_on_non_rate_event"),
+    (ev(event_type="rate", rating=5.5), "rating_out_of_range"),
+    (ev(event_type="rate", rating=0.0), "rating_out_of_range"),
+    (ev(device={"os": "ios"}), "wrong_type_optional_field"),
+    (ev(session_id=17), "wrong_type_optional_field"),
 ]
 
 
@@ -267,17 +269,20 @@ def test_run_dedupes_against_published_days_inside_the_lookback_only(spark, tmp_
 
 def test_a_rerun_gives_the_same_rows(spark, tmp_path):
     from attnrec import lake
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     root = str(tmp_path)
-    generate(root, start_dt=DT, days=1, users=40, items=80, events_per_day=2_000, seed=11, bad_fraction=0.03,
-             files_per_day=3)
+    generate(
+        root, start_dt=DT, days=1, users=40, items=80, events_per_day=2_000, seed=11, bad_fraction=0.03, files_per_day=3
+    )
 
     def snapshot():
         clean = spark.read.parquet(lake.staging(root, lake.CLEAN_EVENTS, DT))
         quarantine = spark.read.parquet(lake.staging(root, lake.QUARANTINE_EVENTS, DT))
-        return (sorted(tuple(r) for r in clean.collect()),
-                sorted((r["raw_line"], r["reason"], r["source_file"]) for r in quarantine.collect()))
+        return (
+            sorted(tuple(r) for r in clean.collect()),
+            sorted((r["raw_line"], r["reason"], r["source_file"]) for r in quarantine.collect()),
+        )
 
     params = CleanParams(dt=DT, max_dwell_ms=3_600_000)
     first = run(spark, root, params)

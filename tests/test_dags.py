@@ -18,8 +18,10 @@ t0 = time.time()
 from airflow.dag_processing.dagbag import DagBag
 before = set(sys.modules)
 bag = DagBag(dag_folder=sys.argv[1])
-heavy = sorted({m.split('.')[0] for m in set(sys.modules) - before} & {'torch', 'pyspark', 'mlflow', 'great_expectations', 'pandas', 'numpy', 'sklearn'})
-out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": heavy, "dags": {}}
+heavy = sorted({m.split('.')[0] for m in set(sys.modules) - before}
+               & {'torch', 'pyspark', 'mlflow', 'great_expectations', 'pandas', 'numpy', 'sklearn'})
+out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": heavy, "dags": {},
+       "files": sorted(s.file.rsplit("/", 1)[-1] for s in bag.dagbag_stats)}
 for dag in bag.dags.values():
     out["dags"][dag.dag_id] = {
         "tasks": {t.task_id: {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids),
@@ -38,8 +40,9 @@ print("RESULT" + json.dumps(out))
 def probe_dagbag(home: Path, **extra_env: str) -> dict:
     """Parse dags/ with Airflow's DagBag in a fresh process: only ``extra_env`` of AIRFLOW*/ATTNREC_* is set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ATTNREC_"))}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False",
-               **extra_env)
+    env.update(
+        AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False", **extra_env
+    )
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(REPO / "dags")], env=env, capture_output=True, text=True, timeout=300
     )
@@ -56,6 +59,11 @@ def dagbag(tmp_path_factory) -> dict:
 def test_no_import_errors_and_contract_dag_ids(dagbag):
     assert dagbag["errors"] == {}
     assert set(dagbag["dags"]) == {"behavior_etl", "train_recommender", "nightly_candidates"}
+
+
+def test_only_dag_files_are_parsed(dagbag):
+    """dags/.airflowignore keeps the package's __init__ and the shared wiring module out of DAG parsing."""
+    assert dagbag["files"] == ["behavior_etl.py", "nightly_candidates.py", "train_recommender.py"]
 
 
 def test_dag_files_do_not_import_heavy_libraries(dagbag):
@@ -96,7 +104,7 @@ def test_nightly_candidates_waits_for_published_features(dagbag):
 
 def test_missing_partitions_names_what_is_not_published(tmp_path, monkeypatch):
     from attnrec import lake
-    from attnrec.orchestration import missing_partitions, sensor_timeout
+    from dags.wiring import missing_partitions, sensor_timeout
 
     root = str(tmp_path)
     datasets = (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS)
@@ -125,8 +133,12 @@ def test_every_task_runs_on_the_default_executor_and_queue_by_default(dagbag):
 
 
 def test_train_task_goes_to_the_configured_executor_and_queue(tmp_path):
-    bag = probe_dagbag(tmp_path, AIRFLOW__CORE__EXECUTOR=f"LocalExecutor,{EDGE}",
-                       ATTNREC_TRAIN_EXECUTOR="EdgeExecutor", ATTNREC_TRAIN_QUEUE="gpu")
+    bag = probe_dagbag(
+        tmp_path,
+        AIRFLOW__CORE__EXECUTOR=f"LocalExecutor,{EDGE}",
+        ATTNREC_TRAIN_EXECUTOR="EdgeExecutor",
+        ATTNREC_TRAIN_QUEUE="gpu",
+    )
     assert bag["errors"] == {}
     tasks = bag["dags"]["train_recommender"]["tasks"]
     assert (tasks["train"]["executor"], tasks["train"]["queue"]) == ("EdgeExecutor", "gpu")
@@ -139,14 +151,17 @@ def test_an_executor_airflow_does_not_run_fails_the_dag_naming_the_setting(tmp_p
     bag = probe_dagbag(tmp_path, ATTNREC_TRAIN_EXECUTOR="EdgeExecutor")  # [core] executor: LocalExecutor only
     [(path, error)] = bag["errors"].items()
     assert path.endswith("train_recommender.py")
-    assert ("ATTNREC_TRAIN_EXECUTOR='EdgeExecutor' is not one of the executors Airflow runs "
-            "([core] executor = 'LocalExecutor')") in error
+    assert (
+        "ATTNREC_TRAIN_EXECUTOR='EdgeExecutor' is not one of the executors Airflow runs "
+        "([core] executor = 'LocalExecutor')"
+    ) in error
     assert f"AIRFLOW__CORE__EXECUTOR='LocalExecutor,{EDGE}'" in error
     assert set(bag["dags"]) == {"behavior_etl", "nightly_candidates"}
 
 
-@pytest.mark.parametrize("name, value", [("ATTNREC_TRAIN_EXECUTOR", "LocalExecutor,EdgeExecutor"),
-                                         ("ATTNREC_TRAIN_QUEUE", "gpu a100")])
+@pytest.mark.parametrize(
+    "name, value", [("ATTNREC_TRAIN_EXECUTOR", "LocalExecutor,EdgeExecutor"), ("ATTNREC_TRAIN_QUEUE", "gpu a100")]
+)
 def test_train_routing_settings_are_single_names(monkeypatch, name, value):
     from attnrec.settings import get_settings
 

@@ -40,13 +40,15 @@ def job_env(base: Path) -> dict[str, str]:
 
 
 def test_flood_of_bad_lines_fails_the_dag_and_publishes_nothing(tmp_path):
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     dt = "2026-04-01"
     env = job_env(tmp_path)
     (tmp_path / "airflow").mkdir()
     (tmp_path / "airflow" / "dags").symlink_to(REPO / "dags")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    )
     root = env["ATTNREC_DATA_ROOT"]
     generate(root, start_dt=dt, days=1, users=50, items=200, events_per_day=2000, seed=3, bad_fraction=0.3)
 
@@ -61,7 +63,9 @@ def test_flood_of_bad_lines_fails_the_dag_and_publishes_nothing(tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-4000:]
     assert f"reconciliation FAILED for dt={dt}" in output, output[-4000:]
-    assert "of raw_lines=2000 is" in output and "above the threshold 5.00% (ATTNREC_MAX_QUARANTINE_SHARE=0.05)" in output
+    assert (
+        "of raw_lines=2000 is" in output and "above the threshold 5.00% (ATTNREC_MAX_QUARANTINE_SHARE=0.05)" in output
+    )
     for dataset in (lake.CLEAN_EVENTS, lake.QUARANTINE_EVENTS, lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS):
         assert not lake.exists(lake.partition(root, dataset, dt)), f"{dataset} was published after a failed gate"
     assert lake.list_partitions(root, lake.CLEAN_EVENTS) == []
@@ -74,7 +78,7 @@ def parquet_rows(path: str) -> int:
 
 
 def test_killed_clean_job_leaves_the_published_partition_and_the_rerun_completes(spark, tmp_path):
-    from attnrec.generate import generate
+    from datatools.generate import generate
     from jobs.clean import CleanParams, run
 
     dt = "2026-04-02"

@@ -7,7 +7,6 @@ failing expectation, its column and the unexpected values named in the GateFaile
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -44,10 +43,14 @@ CASES = {
     "raw_events_sample": (
         "raw_line string, is_object boolean, t_event_id string, t_user_id string, t_item_id string, "
         "t_event_type string, t_event_time string",
-        [(f'{{"event_id": "e{k}"}}', True, *RAW_OK) for k in range(19)] + [("not json", False, None, None, None, None, None)],
+        [(f'{{"event_id": "e{k}"}}', True, *RAW_OK) for k in range(19)]
+        + [("not json", False, None, None, None, None, None)],
         [(f'{{"event_id": "e{k}"}}', True, *RAW_OK) for k in range(7)]
-        + [("[1]", False, None, None, None, None, None), ("x", False, None, None, None, None, None),
-           ('{"user_id": 7}', True, "STRING", "BIGINT", "STRING", "STRING", "DECIMAL(3,1)")],
+        + [
+            ("[1]", False, None, None, None, None, None),
+            ("x", False, None, None, None, None, None),
+            ('{"user_id": 7}', True, "STRING", "BIGINT", "STRING", "STRING", "DECIMAL(3,1)"),
+        ],
         [
             "expect_column_value_lengths_to_be_between column=raw_line (min_value=2, max_value=65536): "
             "1 unexpected (10.00% of non-null), e.g. ['x']",
@@ -98,16 +101,55 @@ CASES = {
         "dwell_ms array<long>, time_gaps_ms array<long>, dwell_strength array<float>, interest array<tinyint>, "
         "length int, events_total long, active_days int, first_event_ms long, last_event_ms long",
         [
-            ("u1", ["i1", "i2"], ["view", "click"], [MS0, MS0 + 5], [None, 500], [None, 5], [None, 0.1], [1, 1], 2,
-             2, 1, MS0, MS0 + 5),
+            (
+                "u1",
+                ["i1", "i2"],
+                ["view", "click"],
+                [MS0, MS0 + 5],
+                [None, 500],
+                [None, 5],
+                [None, 0.1],
+                [1, 1],
+                2,
+                2,
+                1,
+                MS0,
+                MS0 + 5,
+            ),
             ("u2", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 7, 3, MS0 - 86_400_000, MS0),
         ],
         [
-            ("u1", ["i1", "i2"], ["view", "click"], [MS0, MS0 + 5], [None, 500], [None, 5], [None, 0.1], [1, 1], 2,
-             2, 1, MS0, MS0 + 5),
+            (
+                "u1",
+                ["i1", "i2"],
+                ["view", "click"],
+                [MS0, MS0 + 5],
+                [None, 500],
+                [None, 5],
+                [None, 0.1],
+                [1, 1],
+                2,
+                2,
+                1,
+                MS0,
+                MS0 + 5,
+            ),
             ("u1", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 1, 1, MS0, MS0),
-            ("u3", ["i1", "i2", "i1", "i2"], ["view"] * 4, [MS0 + k for k in range(4)], [1, 2, 3, 4], [None, 1, 1, 1],
-             [0.0] * 4, [1] * 4, 4, 3, 0, MS0 + 3, MS0),
+            (
+                "u3",
+                ["i1", "i2", "i1", "i2"],
+                ["view"] * 4,
+                [MS0 + k for k in range(4)],
+                [1, 2, 3, 4],
+                [None, 1, 1, 1],
+                [0.0] * 4,
+                [1] * 4,
+                4,
+                3,
+                0,
+                MS0 + 3,
+                MS0,
+            ),
         ],
         [
             "expect_column_values_to_be_unique column=user_id: 2 unexpected (66.67% of non-null), e.g. ['u1', 'u1']",
@@ -125,25 +167,38 @@ CASES = {
         "item_idx int, item_id string, title string, categories array<string>, year int, popularity long, "
         "interactions_1d long, interactions_7d long, interactions_30d long, heat double, first_seen_ms long, "
         "last_seen_ms long",
-        [(1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0), (2, "i2", None, [], None, 0, 0, 0, 0, 0.0, None, None)],
-        [(1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0), (3, "i1", None, [], None, -1, 2, 1, 1, -0.5, None, None)],
+        [
+            (1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0),
+            (2, "i2", None, [], None, 0, 0, 0, 0, 0.0, None, None),
+        ],
+        [
+            (1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0),
+            (3, "i1", None, [], None, -1, 2, 1, 1, -0.5, None, None),
+        ],
         [
             "expect_column_values_to_be_unique column=item_id: 2 unexpected (100.00% of non-null), e.g. ['i1', 'i1']",
             "expect_column_values_to_be_between column=item_idx (min_value=1, max_value=2): "
             "1 unexpected (50.00% of non-null), e.g. [3]",
             "expect_column_values_to_be_between column=popularity (min_value=0): "
             "1 unexpected (50.00% of non-null), e.g. [-1]",
-            "expect_column_values_to_be_between column=heat (min_value=0): 1 unexpected (50.00% of non-null), e.g. [-0.5]",
+            "expect_column_values_to_be_between column=heat (min_value=0): "
+            "1 unexpected (50.00% of non-null), e.g. [-0.5]",
             "expect_column_pair_values_a_to_be_greater_than_b column_A=interactions_7d column_B=interactions_1d "
             "(or_equal=True): 1 unexpected (50.00% of non-null), e.g. [(1, 2)]",
         ],
     ),
     "candidates": (
         "user_id string, rank int, item_id string, score float, model_name string, model_version string",
-        [("u1", 1, "i3", 0.9, "attention-recommender", "4"), ("u1", 2, "i4", 0.5, "attention-recommender", "4"),
-         ("u2", 1, "i3", 0.8, "attention-recommender", "4")],
-        [("u1", 1, "i3", 0.9, "attention-recommender", "4"), ("u1", 1, "i3", 0.5, "attention-recommender", "4"),
-         ("u2", 4, "i3", 0.8, "attention-recommender", "4")],
+        [
+            ("u1", 1, "i3", 0.9, "attention-recommender", "4"),
+            ("u1", 2, "i4", 0.5, "attention-recommender", "4"),
+            ("u2", 1, "i3", 0.8, "attention-recommender", "4"),
+        ],
+        [
+            ("u1", 1, "i3", 0.9, "attention-recommender", "4"),
+            ("u1", 1, "i3", 0.5, "attention-recommender", "4"),
+            ("u2", 4, "i3", 0.8, "attention-recommender", "4"),
+        ],
         [
             "expect_column_values_to_be_between column=rank (min_value=1, max_value=3): "
             "1 unexpected (33.33% of non-null), e.g. [4]",
@@ -170,8 +225,8 @@ def _pandas(suite: str, rows: list[tuple]) -> pd.DataFrame:
 
 @pytest.fixture
 def settings(tmp_path):
-    return dataclasses.replace(
-        get_settings(), data_root=str(tmp_path / "lake"), max_seq_len=3, top_k=3, max_dwell_ms=60000
+    return get_settings().model_copy(
+        update={"data_root": str(tmp_path / "lake"), "max_seq_len": 3, "top_k": 3, "max_dwell_ms": 60000}
     )
 
 
@@ -194,7 +249,9 @@ def test_suite_files_are_gx_suites_that_follow_the_contracts():
     candidates = json.loads(suite_path("candidates").read_text())
     (columns,) = [e for e in candidates["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
     assert columns["kwargs"]["column_set"] == [name for name, _ in CANDIDATE_COLUMNS]
-    with pytest.raises(ValueError, match="unknown expectation suite 'events'; use one of raw_events_sample, clean_events"):
+    with pytest.raises(
+        ValueError, match="unknown expectation suite 'events'; use one of raw_events_sample, clean_events"
+    ):
         suite_path("events")
 
 
@@ -207,7 +264,11 @@ def test_suite_on_pandas_passes_valid_and_names_failures(suite, settings):
     summary = validate_pandas(suite, _pandas(suite, valid), DT, settings)
     n = len(load_suite(suite).expectations)
     assert {k: summary[k] for k in ("suite", "dt", "success", "evaluated", "failed")} == {
-        "suite": suite, "dt": DT, "success": True, "evaluated": n, "failed": []
+        "suite": suite,
+        "dt": DT,
+        "success": True,
+        "evaluated": n,
+        "failed": [],
     }
     assert Path(summary["data_docs"]).is_file()
 
@@ -256,7 +317,7 @@ def test_data_docs_page_per_run_under_the_lake_and_nothing_in_cwd(settings, tmp_
 
 
 def test_uri_lake_skips_data_docs(settings, caplog):
-    remote = dataclasses.replace(settings, data_root="s3a://attnrec-lake/prod")
+    remote = settings.model_copy(update={"data_root": "s3a://attnrec-lake/prod"})
     summary = validate_pandas("candidates", _pandas("candidates", CASES["candidates"][1]), DT, remote)
     assert summary["success"] is True and summary["data_docs"] is None
     assert "lake root s3a://attnrec-lake/prod is not a local path: Data Docs are not built" in caplog.text
@@ -286,8 +347,14 @@ def test_suite_on_spark_passes_valid_and_names_failures(suite, spark, settings):
 
 
 def _recon(**overrides) -> dict:
-    recon = {"dt": DT, "raw_lines": 1000, "clean": 960, "quarantined": 30, "duplicates": 10,
-             "quarantined_by_reason": {"invalid_json": 20, "unknown_event_type": 10}}
+    recon = {
+        "dt": DT,
+        "raw_lines": 1000,
+        "clean": 960,
+        "quarantined": 30,
+        "duplicates": 10,
+        "quarantined_by_reason": {"invalid_json": 20, "unknown_event_type": 10},
+    }
     recon.update(overrides)
     return recon
 
@@ -315,7 +382,7 @@ def test_reconciliation_fails_when_quarantine_share_is_too_high(settings):
         "5.00% (ATTNREC_MAX_QUARANTINE_SHARE=0.05). Top quarantine reasons: invalid_json=70, bad_rating=20. "
         "Fix the producer, or raise ATTNREC_MAX_QUARANTINE_SHARE if this share is expected"
     )
-    assert check_reconciliation(recon, dataclasses.replace(settings, max_quarantine_share=0.1)) is None
+    assert check_reconciliation(recon, settings.model_copy(update={"max_quarantine_share": 0.1})) is None
 
 
 # ------------------------------------------------------------------------------------ jobs/validate.py
@@ -327,10 +394,17 @@ def _write_staged(root: Path, dataset: str, suite: str, rows: list[tuple]) -> Pa
     import pyarrow.parquet as pq
 
     types = {
-        "string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(), "float": pa.float32(),
-        "timestamp": pa.timestamp("us", tz="UTC"), "array<string>": pa.list_(pa.string()),
-        "array<long>": pa.list_(pa.int64()), "array<float>": pa.list_(pa.float32()),
-        "array<tinyint>": pa.list_(pa.int8()), "boolean": pa.bool_(),
+        "string": pa.string(),
+        "long": pa.int64(),
+        "int": pa.int32(),
+        "double": pa.float64(),
+        "float": pa.float32(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "array<string>": pa.list_(pa.string()),
+        "array<long>": pa.list_(pa.int64()),
+        "array<float>": pa.list_(pa.float32()),
+        "array<tinyint>": pa.list_(pa.int8()),
+        "boolean": pa.bool_(),
     }
     fields = [(p.strip().split(" ", 1)[0], types[p.strip().split(" ", 1)[1]]) for p in CASES[suite][0].split(", ")]
     schema = pa.schema(fields)
@@ -371,15 +445,25 @@ def job_runs(tmp_path_factory):
     _write_staged(passing / "lake", lake.FEATURE_ITEMS, "item_table", CASES["item_table"][1])
     raw_day = failing / "lake" / "raw" / "events" / f"dt={DT}"
     raw_day.mkdir(parents=True)
-    (raw_day / "part-0.jsonl").write_text("".join(
-        f'{{"event_id": "e{k}", "user_id": "u1", "item_id": "i1", "event_type": "view", "event_time": {MS0}}}\n'
-        for k in range(6)))
+    (raw_day / "part-0.jsonl").write_text(
+        "".join(
+            f'{{"event_id": "e{k}", "user_id": "u1", "item_id": "i1", "event_type": "view", "event_time": {MS0}}}\n'
+            for k in range(6)
+        )
+    )
     clean = _write_staged(failing / "lake", lake.CLEAN_EVENTS, "clean_events", CASES["clean_events"][2])
     _write_staged(failing / "lake", lake.QUARANTINE_EVENTS, "quarantine_events", CASES["quarantine_events"][1])
-    lake.write_json(str(clean / lake.RECONCILIATION_FILE), {
-        "dt": DT, "raw_lines": 6, "clean": 3, "quarantined": 2, "duplicates": 1,
-        "quarantined_by_reason": {"invalid_json": 1, "missing_user_id": 1},
-    })
+    lake.write_json(
+        str(clean / lake.RECONCILIATION_FILE),
+        {
+            "dt": DT,
+            "raw_lines": 6,
+            "clean": 3,
+            "quarantined": 2,
+            "duplicates": 1,
+            "quarantined_by_reason": {"invalid_json": 1, "missing_user_id": 1},
+        },
+    )
     runs = {
         "pass": (passing, _job_command(["--dataset", "features"], passing / "lake", spark_submit=True)),
         "fail": (failing, _job_command(["--dataset", "clean_events"], failing / "lake", spark_submit=False)),

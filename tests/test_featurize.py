@@ -27,7 +27,10 @@ def test_sequences_are_time_ordered_truncated_and_tie_broken(spark):
         ("e2a", "u1", "b", "view", 200, 10),  # same time as e2b: event_id breaks the tie
         ("e9", "u2", "z", "rate", 50, None),  # a single-event user
     ]
-    out = {r["user_id"]: r.asDict() for r in transform_sequences(events_df(spark, rows), FeatureParams("2026-01-02", max_seq_len=3)).collect()}
+    out = {
+        r["user_id"]: r.asDict()
+        for r in transform_sequences(events_df(spark, rows), FeatureParams("2026-01-02", max_seq_len=3)).collect()
+    }
     assert out["u1"] == {
         "user_id": "u1",
         "item_ids": ["b", "x", "c"],  # the oldest event (a) falls out of the last 3
@@ -65,19 +68,38 @@ def test_dwell_strength_saturates_and_interest_follows_configuration(spark):
 def test_items_join_catalogue_count_popularity_and_index_new_items(spark):
     events = events_df(
         spark,
-        [("e1", "u1", "b", "view", 200, None), ("e2", "u2", "b", "click", 100, None), ("e3", "u1", "z", "view", 50, None)],
+        [
+            ("e1", "u1", "b", "view", 200, None),
+            ("e2", "u2", "b", "click", 100, None),
+            ("e3", "u1", "z", "view", 50, None),
+        ],
     )
     catalogue = spark.createDataFrame(
-        [(" b ", "Bee", ["drama"], "1999", None), ("c", "Sea", None, None, "2020-05-01T00:00:00Z"), ("", "nameless", None, None, None)],
+        [
+            (" b ", "Bee", ["drama"], "1999", None),
+            ("c", "Sea", None, None, "2020-05-01T00:00:00Z"),
+            ("", "nameless", None, None, None),
+        ],
         "item_id string, title string, categories array<string>, release_year string, published_at string",
     )
     items = {r["item_id"]: r.asDict() for r in transform_items(events, catalogue, None, PARAMS).collect()}
     assert set(items) == {"b", "c", "z"}
     # new items are indexed by first appearance, then id; catalogue-only items (never seen) come last
     assert [items[i]["item_idx"] for i in ("z", "b", "c")] == [1, 2, 3]
-    assert items["b"] == {"item_idx": 2, "item_id": "b", "title": "Bee", "categories": ["drama"], "year": 1999, "popularity": 2,
-                          "interactions_1d": 0, "interactions_7d": 0, "interactions_30d": 0, "heat": pytest.approx(2 * 0.5 ** (DAYS_TO_END / 7)),
-                          "first_seen_ms": 100, "last_seen_ms": 200}
+    assert items["b"] == {
+        "item_idx": 2,
+        "item_id": "b",
+        "title": "Bee",
+        "categories": ["drama"],
+        "year": 1999,
+        "popularity": 2,
+        "interactions_1d": 0,
+        "interactions_7d": 0,
+        "interactions_30d": 0,
+        "heat": pytest.approx(2 * 0.5 ** (DAYS_TO_END / 7)),
+        "first_seen_ms": 100,
+        "last_seen_ms": 200,
+    }
     assert items["c"]["year"] == 2020 and items["c"]["categories"] == [] and items["c"]["popularity"] == 0
     assert items["z"]["title"] is None and items["z"]["popularity"] == 1
 
@@ -99,7 +121,12 @@ def test_popularity_windows_and_heat_count_positive_interactions_to_the_end_of_t
         ("e5", "u5", "a", "dislike", end - day // 2, None),
     ]
     (item,) = transform_items(events_df(spark, rows), None, None, PARAMS).collect()
-    assert (item["popularity"], item["interactions_1d"], item["interactions_7d"], item["interactions_30d"]) == (5, 1, 2, 3)
+    assert (item["popularity"], item["interactions_1d"], item["interactions_7d"], item["interactions_30d"]) == (
+        5,
+        1,
+        2,
+        3,
+    )
     assert item["heat"] == pytest.approx(0.5 ** (0.5 / 7) + 0.5 ** (3 / 7) + 0.25)
     assert item["first_seen_ms"] == end - 14 * day and item["last_seen_ms"] == end - day // 2
 
@@ -127,14 +154,16 @@ def test_catalogue_lines_are_accepted_or_quarantined_with_a_reason(spark):
     df = spark.createDataFrame([(line, f) for f, line in lines], "raw_line string, source_file string")
     accepted, rejected, duplicates = classify_catalogue(df)
     assert {r["item_id"]: r["title"] for r in accepted.collect()} == {"b": "Bee", "c": "Sea v2"}
-    assert sorted((r["raw_line"], r["reason"]) for r in rejected.collect()) == sorted([
-        ('{"item_id": "c", "title": "Sea v1"}', "conflicting_duplicate_item_id"),
-        ("", "empty_line"),
-        ("not json", "malformed_json"),
-        ('{"item_id": "d", "categories": "drama"}', "malformed_json"),
-        ('{"title": "no id"}', "missing_item_id"),
-        ('{"item_id": "  "}', "missing_item_id"),
-    ])
+    assert sorted((r["raw_line"], r["reason"]) for r in rejected.collect()) == sorted(
+        [
+            ('{"item_id": "c", "title": "Sea v1"}', "conflicting_duplicate_item_id"),
+            ("", "empty_line"),
+            ("not json", "malformed_json"),
+            ('{"item_id": "d", "categories": "drama"}', "malformed_json"),
+            ('{"title": "no id"}', "missing_item_id"),
+            ('{"item_id": "  "}', "missing_item_id"),
+        ]
+    )
     assert duplicates.first()["duplicates"] == 1
     # every line is accounted for
     assert accepted.count() + rejected.count() + duplicates.first()["duplicates"] == len(lines)

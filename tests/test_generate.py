@@ -13,7 +13,7 @@ import pytest
 
 from attnrec import lake
 from attnrec.contracts import EVENT_TYPES, RATING_MAX, RATING_MIN
-from attnrec.generate import BAD_KINDS, ITEMS_FILE, generate, main
+from datatools.generate import BAD_KINDS, ITEMS_FILE, generate
 
 START = "2026-01-01"
 SMALL = dict(start_dt=START, days=2, users=300, items=200, events_per_day=5000)
@@ -246,11 +246,16 @@ def test_bad_arguments_are_rejected(tmp_path, change, message):
         generate(**args)
 
 
-def test_cli(tmp_path, capsys):
-    argv = ["--data-root", str(tmp_path), "--start", START, "--days", "1", "--users", "100", "--items", "50",
-            "--events-per-day", "1000", "--bad-fraction", "0.1", "--seed", "5"]  # fmt: skip
-    assert main(argv) == 0
-    out = capsys.readouterr().out.splitlines()
+def test_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from attnrec.cli import app
+
+    argv = ["generate", "--data-root", str(tmp_path), "--start", START, "--days", "1", "--users", "100", "--items",
+            "50", "--events-per-day", "1000", "--bad-fraction", "0.1", "--seed", "5"]  # fmt: skip
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    out = result.stdout.splitlines()
     assert out[0] == f"items: 50 -> {tmp_path / lake.RAW_ITEMS / ITEMS_FILE}"
     assert out[1].startswith(f"dt={START}: 1000 lines, 900 good, bad: duplicate=")
     assert out[2].startswith("1,000 lines in ")

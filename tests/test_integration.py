@@ -38,10 +38,21 @@ def env(tmp_path_factory) -> dict[str, str]:
     )
     (base / "airflow").mkdir()
     (base / "airflow" / "dags").symlink_to(REPO / "dags")  # Airflow's default dags folder, $AIRFLOW_HOME/dags
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    from attnrec.generate import generate
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    )
+    from datatools.generate import generate
 
-    generate(env["ATTNREC_DATA_ROOT"], start_dt=DT, days=1, users=80, items=300, events_per_day=6000, seed=7, bad_fraction=0.01)
+    generate(
+        env["ATTNREC_DATA_ROOT"],
+        start_dt=DT,
+        days=1,
+        users=80,
+        items=300,
+        events_per_day=6000,
+        seed=7,
+        bad_fraction=0.01,
+    )
     return env
 
 

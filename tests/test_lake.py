@@ -1,4 +1,4 @@
-"""attnrec.lake and attnrec.settings: paths, staged publish, partition listing, env parsing."""
+"""attnrec.lake: paths, staged publish, partition listing; attnrec.contracts.check_dt."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from attnrec import lake
 from attnrec.contracts import check_dt
-from attnrec.settings import get_settings
 
 DT = "2026-01-31"
 
@@ -73,28 +72,6 @@ def test_require_raw_events(tmp_path):
 def test_check_dt_names_the_bad_value(bad):
     with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(")):
         check_dt(bad)
-
-
-def test_settings_from_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("ATTNREC_DATA_ROOT", str(tmp_path / "lake"))
-    monkeypatch.setenv("ATTNREC_TOP_K", "7")
-    s = get_settings()
-    assert s.data_root == str(tmp_path / "lake") and s.top_k == 7 and s.model_name == "attention-recommender"
-    monkeypatch.setenv("ATTNREC_TOP_K", "many")
-    with pytest.raises(ValueError, match="ATTNREC_TOP_K='many' is not an integer"):
-        get_settings()
-
-
-def test_interest_event_types_from_env(monkeypatch):
-    assert get_settings().exposure_event_types == ("impression", "skip")
-    assert get_settings().negative_event_types == ("dislike",)
-    monkeypatch.setenv("ATTNREC_EXPOSURE_EVENT_TYPES", " Impression ")
-    monkeypatch.setenv("ATTNREC_NEGATIVE_EVENT_TYPES", "none")
-    s = get_settings()
-    assert s.exposure_event_types == ("impression",) and s.negative_event_types == ()
-    monkeypatch.setenv("ATTNREC_NEGATIVE_EVENT_TYPES", "dislike,thumbs_down")
-    with pytest.raises(ValueError, match=r"ATTNREC_NEGATIVE_EVENT_TYPES='dislike,thumbs_down' names unknown event types \['thumbs_down'\]"):
-        get_settings()
 
 
 def test_remove_dir_removes_a_tree_and_ignores_a_missing_one(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from attnrec import lake
-from attnrec.movielens import ITEMS_FILE, WHEEL_NAME, default_cache_dir, fetch, land, main
+from datatools.movielens import ITEMS_FILE, WHEEL_NAME, default_cache_dir, fetch, land
 
 DT = "1998-04-23"  # the day after the last rating, 1998-04-22T23:10:38Z
 END_OF_DT_MS = 893376000000  # 1998-04-24T00:00:00Z
@@ -84,16 +84,25 @@ def test_items_follow_the_raw_contract(landed):
     assert sum("release_year" in row for row in items.values()) == 1680
 
 
-def test_cli_relanding_gives_identical_files(landed, tmp_path, capsys):
+def test_cli_relanding_gives_identical_files(landed, tmp_path):
+    from typer.testing import CliRunner
+
+    from attnrec.cli import app
+
     root, _ = landed
     other = tmp_path / "lake"
-    assert main(["--data-root", str(other), "--cache-dir", str(default_cache_dir())]) == 0
-    assert capsys.readouterr().out.strip() == f"dt={DT}: 100000 events, 943 users, 1682 items"
+    argv = ["movielens", "--data-root", str(other), "--cache-dir", str(default_cache_dir())]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"dt={DT}: 100000 events, 943 users, 1682 items"
     assert _events_file(str(other)).read_bytes() == _events_file(root).read_bytes()
     items_rel = Path(lake.RAW_ITEMS) / ITEMS_FILE
     assert (other / items_rel).read_bytes() == (Path(root) / items_rel).read_bytes()
-    # Landing again replaces the partition whole and leaves no temporary directories behind.
-    main(["--data-root", str(other), "--cache-dir", str(default_cache_dir())])
+    # Landing again replaces the partition whole and leaves no temporary directories behind; --print-dt
+    # (scripts/demo.sh) prints only the day on stdout.
+    result = CliRunner().invoke(app, [*argv, "--print-dt"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{DT}\n" and f"dt={DT}: 100000 events" in result.stderr
     assert sorted(p.name for p in (other / lake.RAW_EVENTS).iterdir()) == [f"dt={DT}"]
     assert sorted(p.name for p in (other / lake.RAW_EVENTS / f"dt={DT}").iterdir()) == ["ml-100k.jsonl.gz"]
 
@@ -132,5 +141,5 @@ def test_fetch_rejects_a_broken_wheel(tmp_path):
 
 
 def test_land_without_source_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run attnrec.movielens.fetch"):
+    with pytest.raises(FileNotFoundError, match="run datatools.movielens.fetch"):
         land(str(tmp_path / "lake"), tmp_path)

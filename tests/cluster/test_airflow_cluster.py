@@ -45,8 +45,13 @@ TASKS = {"check_raw", "clean", "validate_clean", "publish_clean", "featurize", "
 ARTIFACTS = Path(os.environ.get("ATTNREC_TEST_ARTIFACTS") or REPO / "test-artifacts") / "airflow-cluster"
 TRAIN_QUEUE = "gpu"  # the queue compose's trainer serves
 #: small training, so the run is dominated by process start-up (the model and its checks run in tests/test_model*.py)
-TRAINING_ENV = {"ATTNREC_TRAIN_EPOCHS": "2", "ATTNREC_TRAIN_MAX_MINUTES": "1", "ATTNREC_TRAIN_ABLATION": "false",
-                "ATTNREC_MAX_SEQ_LEN": "32", "OMP_NUM_THREADS": "1"}
+TRAINING_ENV = {
+    "ATTNREC_TRAIN_EPOCHS": "2",
+    "ATTNREC_TRAIN_MAX_MINUTES": "1",
+    "ATTNREC_TRAIN_ABLATION": "false",
+    "ATTNREC_MAX_SEQ_LEN": "32",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def tick(day: str) -> str:
@@ -62,11 +67,19 @@ def parse(ts: str) -> dt_.datetime:
 def stack(postgres, tmp_path_factory):
     base = tmp_path_factory.mktemp("airflow-cluster")
     airflow = AirflowStack(base, postgres.create_db("airflow"), extra_env=TRAINING_ENV, edge_queue=TRAIN_QUEUE)
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     # five landing days, tiny: each behavior_etl run is dominated by Spark start-up, not by data
-    generate(str(airflow.data_root), start_dt=BACKFILL_DAYS[0], days=5, users=30, items=100, events_per_day=400,
-             seed=11, bad_fraction=0.01)
+    generate(
+        str(airflow.data_root),
+        start_dt=BACKFILL_DAYS[0],
+        days=5,
+        users=30,
+        items=100,
+        events_per_day=400,
+        seed=11,
+        bad_fraction=0.01,
+    )
     try:
         airflow.start()
         airflow.patch(f"/api/v2/dags/{DAG}", {"is_paused": False})  # new DAGs start paused
@@ -85,23 +98,39 @@ def backfills(stack: AirflowStack) -> list[dict]:
 
 def backfill_rows(postgres, backfill_id: int) -> list[tuple[str, str, str]]:
     """(logical date, dag_run_id or '', exception_reason or '') per day of a backfill, from PostgreSQL."""
-    out = postgres.psql("SELECT to_char(bdr.logical_date AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI'), "
-                        "coalesce(dr.run_id, ''), coalesce(bdr.exception_reason, '') FROM backfill_dag_run bdr "
-                        f"LEFT JOIN dag_run dr ON dr.id = bdr.dag_run_id WHERE bdr.backfill_id = {backfill_id} "
-                        "ORDER BY bdr.sort_ordinal", db="airflow")
+    out = postgres.psql(
+        "SELECT to_char(bdr.logical_date AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI'), "
+        "coalesce(dr.run_id, ''), coalesce(bdr.exception_reason, '') FROM backfill_dag_run bdr "
+        f"LEFT JOIN dag_run dr ON dr.id = bdr.dag_run_id WHERE bdr.backfill_id = {backfill_id} "
+        "ORDER BY bdr.sort_ordinal",
+        db="airflow",
+    )
     return [tuple(line.split("|")) for line in out.splitlines()]
 
 
 def wait_backfill_done(stack: AirflowStack, backfill_id: int, timeout: float) -> dict:
     return stack.wait_for(
         lambda: next((b for b in backfills(stack) if b["id"] == backfill_id and b["completed_at"]), None),
-        timeout, f"backfill {backfill_id} to complete", every=3)
+        timeout,
+        f"backfill {backfill_id} to complete",
+        every=3,
+    )
 
 
 def backfill_create(stack: AirflowStack, first: str, last: str, *options: str, check: bool = True):
     # --to-date is a timestamp: the day's 02:00 run is inside the window only if the window reaches past 02:00
-    return stack.airflow("backfill", "create", "--dag-id", DAG, "--from-date", first,
-                         "--to-date", f"{last}T23:59:59", *options, check=check)
+    return stack.airflow(
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG,
+        "--from-date",
+        first,
+        "--to-date",
+        f"{last}T23:59:59",
+        *options,
+        check=check,
+    )
 
 
 def assert_published(root: str, day: str) -> None:
@@ -113,8 +142,10 @@ def assert_published(root: str, day: str) -> None:
 
 def max_overlap(runs: list[dict]) -> int:
     """The largest number of runs that were running at the same instant (from their start and end dates)."""
-    edges = sorted([(parse(r["start_date"]), 1) for r in runs] + [(parse(r["end_date"]), -1) for r in runs],
-                   key=lambda e: (e[0], e[1]))  # an end before a start at the same instant
+    edges = sorted(
+        [(parse(r["start_date"]), 1) for r in runs] + [(parse(r["end_date"]), -1) for r in runs],
+        key=lambda e: (e[0], e[1]),
+    )  # an end before a start at the same instant
     best = now = 0
     for _, step in edges:
         now += step
@@ -147,11 +178,18 @@ def test_02_rest_trigger_runs_to_success_and_is_recorded_in_postgres(stack, post
     assert_published(str(stack.data_root), REST_DAY)
 
     # the same run, read from Airflow's metadata database in PostgreSQL
-    row = postgres.psql("SELECT run_type, state, triggered_by, triggering_user_name FROM dag_run "
-                        f"WHERE dag_id = '{DAG}' AND run_id = '{run['dag_run_id']}'", db="airflow")
+    row = postgres.psql(
+        "SELECT run_type, state, triggered_by, triggering_user_name FROM dag_run "
+        f"WHERE dag_id = '{DAG}' AND run_id = '{run['dag_run_id']}'",
+        db="airflow",
+    )
     assert row.split() == [f"manual|success|REST_API|{USERNAME}"]
-    tis = postgres.psql("SELECT count(*) FROM task_instance WHERE dag_id = '{0}' AND run_id = '{1}' AND "
-                        "state = 'success'".format(DAG, run["dag_run_id"]), db="airflow")
+    tis = postgres.psql(
+        "SELECT count(*) FROM task_instance WHERE dag_id = '{0}' AND run_id = '{1}' AND state = 'success'".format(
+            DAG, run["dag_run_id"]
+        ),
+        db="airflow",
+    )
     assert tis.strip() == str(len(TASKS))
 
 
@@ -164,8 +202,10 @@ def test_02b_rest_api_refuses_requests_without_a_valid_token(stack):
 
 def _chromium() -> str:
     found = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    message = ("Chromium not found; install Debian's package (`apt-get install -y chromium`, .ci/run does this on "
-               "CI). Playwright drives that browser; `playwright install` is never used")
+    message = (
+        "Chromium not found; install Debian's package (`apt-get install -y chromium`, .ci/run does this on "
+        "CI). Playwright drives that browser; `playwright install` is never used"
+    )
     if not found:
         if IN_CI:
             pytest.fail(message)
@@ -265,8 +305,15 @@ def test_04_backfill_runs_every_day_one_at_a_time_in_date_order(stack, postgres)
 
 def dry_run(stack: AirflowStack, first: str, last: str, reprocess: str) -> list[str]:
     """The logical dates a backfill would create (``POST /api/v2/backfills/dry_run``, the CLI's --dry-run)."""
-    body = stack.post("/api/v2/backfills/dry_run", {"dag_id": DAG, "from_date": f"{first}T00:00:00Z",
-                                                    "to_date": f"{last}T23:59:59Z", "reprocess_behavior": reprocess})
+    body = stack.post(
+        "/api/v2/backfills/dry_run",
+        {
+            "dag_id": DAG,
+            "from_date": f"{first}T00:00:00Z",
+            "to_date": f"{last}T23:59:59Z",
+            "reprocess_behavior": reprocess,
+        },
+    )
     return [b["logical_date"] for b in body["backfills"]]
 
 
@@ -308,8 +355,11 @@ def test_06_backfill_max_active_runs_is_its_own_limit_and_failed_days_are_rerun(
     rerun = [stack.run_for(DAG, d) for d in MISSING_DAYS]
     assert [r["state"] for r in rerun] == ["failed"] * 3
     assert all(parse(new["start_date"]) > parse(old["end_date"]) for old, new in zip(runs, rerun))
-    tries = postgres.psql(f"SELECT try_number FROM task_instance WHERE dag_id = '{DAG}' AND task_id = 'check_raw' "
-                          f"AND run_id IN ({', '.join(repr(r['dag_run_id']) for r in runs)})", db="airflow")
+    tries = postgres.psql(
+        f"SELECT try_number FROM task_instance WHERE dag_id = '{DAG}' AND task_id = 'check_raw' "
+        f"AND run_id IN ({', '.join(repr(r['dag_run_id']) for r in runs)})",
+        db="airflow",
+    )
     assert tries.split() == ["2", "2", "2"]
 
 
@@ -331,27 +381,40 @@ def test_08_train_runs_on_the_edge_worker_and_the_rest_on_the_local_executor(sta
     scheduler's LocalExecutor (the default, first executor)."""
     train_dag = "train_recommender"
     assert_published(str(stack.data_root), REST_DAY)  # features of test_02's run
-    workers = stack.wait_for(lambda: [w for w in stack.get("/edge_worker/ui/worker")["workers"]
-                                      if w["worker_name"] == stack.edge_hostname and w["state"] == "idle"],
-                             120, f"edge worker {stack.edge_hostname} registered and idle")
+    workers = stack.wait_for(
+        lambda: [
+            w
+            for w in stack.get("/edge_worker/ui/worker")["workers"]
+            if w["worker_name"] == stack.edge_hostname and w["state"] == "idle"
+        ],
+        120,
+        f"edge worker {stack.edge_hostname} registered and idle",
+    )
     assert workers[0]["queues"] == [TRAIN_QUEUE]
     # compose's health check of the trainer service, against this worker (it finds it by the pid file in AIRFLOW_HOME)
     out = stack.airflow("edge", "status", timeout=60).stdout
-    assert json.loads(out[out.index("{"):])["state"] == "idle", out
+    assert json.loads(out[out.index("{") :])["state"] == "idle", out
     # the worker only calls out (to the API server); it listens on no port
     import psutil
 
     worker = psutil.Process(stack.procs["edge-worker"].pid)
-    listening = [c.laddr for p in (worker, *worker.children(recursive=True))
-                 for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    listening = [
+        c.laddr
+        for p in (worker, *worker.children(recursive=True))
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
     assert listening == []
 
     stack.patch(f"/api/v2/dags/{train_dag}", {"is_paused": False})  # paused DAGs' runs are not scheduled
     stack.post(f"/api/v2/dags/{train_dag}/dagRuns", {"logical_date": f"{REST_DAY}T00:00:00Z"})
     run = stack.wait_run(train_dag, REST_DAY, 270)
-    tis = {ti["task_id"]: ti for ti in stack.get(
-        f"/api/v2/dags/{train_dag}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}/taskInstances"
-    )["task_instances"]}
+    tis = {
+        ti["task_id"]: ti
+        for ti in stack.get(
+            f"/api/v2/dags/{train_dag}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}/taskInstances"
+        )["task_instances"]
+    }
     assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
     assert {t: ti["state"] for t, ti in tis.items()} == {"feature_partition": "success", "train": "success"}
     assert (tis["train"]["executor"], tis["train"]["queue"]) == ("EdgeExecutor", TRAIN_QUEUE)
@@ -366,16 +429,24 @@ def test_08_train_runs_on_the_edge_worker_and_the_rest_on_the_local_executor(sta
 
     jobs = stack.wait_for(edge_jobs_done, 60, "the edge job to finish")
     assert [(j["task_id"], j["run_id"], j["queue"], j["edge_worker"], j["state"]) for j in jobs] == [
-        ("train", run["dag_run_id"], TRAIN_QUEUE, stack.edge_hostname, "success")]
-    rows = postgres.psql("SELECT task_id, coalesce(executor, ''), queue FROM task_instance "
-                         f"WHERE dag_id = '{train_dag}' ORDER BY task_id", db="airflow")
+        ("train", run["dag_run_id"], TRAIN_QUEUE, stack.edge_hostname, "success")
+    ]
+    rows = postgres.psql(
+        "SELECT task_id, coalesce(executor, ''), queue FROM task_instance "
+        f"WHERE dag_id = '{train_dag}' ORDER BY task_id",
+        db="airflow",
+    )
     assert rows.split() == ["feature_partition||default", f"train|EdgeExecutor|{TRAIN_QUEUE}"]
 
     # the worker pushed the task's log to the API server (its own log folder is elsewhere): the UI's log view has it
-    log_path = (f"/api/v2/dags/{train_dag}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
-                "/taskInstances/train/logs/1")
-    stack.wait_for(lambda: f"dt={REST_DAY}: " in json.dumps(stack.get(log_path)), 60,
-                   "the train task's log (models.train's data summary line) through the REST API")
+    log_path = (
+        f"/api/v2/dags/{train_dag}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}/taskInstances/train/logs/1"
+    )
+    stack.wait_for(
+        lambda: f"dt={REST_DAY}: " in json.dumps(stack.get(log_path)),
+        60,
+        "the train task's log (models.train's data summary line) through the REST API",
+    )
     # and the worker's own log folder holds the train task's log only
     assert [p.parent.name for p in (stack.base / "trainer-logs").rglob("*.log")] == ["task_id=train"]
 

@@ -48,15 +48,46 @@ def cluster(tmp_path_factory):
     env["SPARK_DAEMON_MEMORY"] = "256m"
     master = worker = None
     try:
-        master = start([str(VENV_BIN / "spark-class"), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                        "--port", str(port), "--webui-port", str(ui)], tmp / "master.log", env)
+        master = start(
+            [
+                str(VENV_BIN / "spark-class"),
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+            tmp / "master.log",
+            env,
+        )
         url = f"http://127.0.0.1:{ui}/json/"
         wait_http(url, 90, master, tmp / "master.log")
-        worker = start([str(VENV_BIN / "spark-class"), "org.apache.spark.deploy.worker.Worker",
-                        f"spark://127.0.0.1:{port}", "--host", "127.0.0.1", "--cores", "1", "--memory", "1g",
-                        "--webui-port", str(worker_ui)], tmp / "worker.log", env)
-        wait_http(url, 90, worker, tmp / "worker.log",
-                  ready=lambda body: b'"aliveworkers" : 1' in body or b'"aliveworkers":1' in body)
+        worker = start(
+            [
+                str(VENV_BIN / "spark-class"),
+                "org.apache.spark.deploy.worker.Worker",
+                f"spark://127.0.0.1:{port}",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "1",
+                "--memory",
+                "1g",
+                "--webui-port",
+                str(worker_ui),
+            ],
+            tmp / "worker.log",
+            env,
+        )
+        wait_http(
+            url,
+            90,
+            worker,
+            tmp / "worker.log",
+            ready=lambda body: b'"aliveworkers" : 1' in body or b'"aliveworkers":1' in body,
+        )
         yield f"spark://127.0.0.1:{port}", url, tmp
     finally:
         stop(worker)
@@ -64,19 +95,38 @@ def cluster(tmp_path_factory):
 
 
 def submit(master: str, job: str, data_root: Path, tmp: Path) -> None:
-    cmd = [str(VENV_BIN / "spark-submit"), "--master", master,
-           "--conf", f"spark.pyspark.python={sys.executable}",
-           "--conf", f"spark.pyspark.driver.python={sys.executable}",
-           "--conf", "spark.ui.enabled=false",
-           # small data: compiling generated code costs more than it saves (as in tests/conftest.py)
-           "--conf", "spark.sql.codegen.wholeStage=false",
-           "--conf", "spark.sql.codegen.factoryMode=NO_CODEGEN",
-           "--conf", "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-           "--conf", "spark.executor.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-           "--driver-memory", "512m", "--executor-memory", "512m",
-           str(ROOT / "jobs" / job), "--dt", DT, "--data-root", str(data_root)]
-    done = subprocess.run(cmd, env=_env(tmp, data_root), capture_output=True, text=True, timeout=180,
-                          start_new_session=True)
+    cmd = [
+        str(VENV_BIN / "spark-submit"),
+        "--master",
+        master,
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        f"spark.pyspark.driver.python={sys.executable}",
+        "--conf",
+        "spark.ui.enabled=false",
+        # small data: compiling generated code costs more than it saves (as in tests/conftest.py)
+        "--conf",
+        "spark.sql.codegen.wholeStage=false",
+        "--conf",
+        "spark.sql.codegen.factoryMode=NO_CODEGEN",
+        "--conf",
+        "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        "--conf",
+        "spark.executor.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        "--driver-memory",
+        "512m",
+        "--executor-memory",
+        "512m",
+        str(ROOT / "jobs" / job),
+        "--dt",
+        DT,
+        "--data-root",
+        str(data_root),
+    ]
+    done = subprocess.run(
+        cmd, env=_env(tmp, data_root), capture_output=True, text=True, timeout=180, start_new_session=True
+    )
     assert done.returncode == 0, f"{job} on {master} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
 
@@ -97,8 +147,11 @@ def from_settings(params_cls, settings):
     """The job's params as its main() builds them: every field but dt taken from the settings of that name."""
     import dataclasses
 
-    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(params_cls)
-            if f.name != "dt" and hasattr(settings, f.name)}
+    return {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(params_cls)
+        if f.name != "dt" and hasattr(settings, f.name)
+    }
 
 
 def run_locally(spark, root: Path) -> None:
@@ -113,12 +166,13 @@ def run_locally(spark, root: Path) -> None:
 
 
 def test_standalone_cluster_matches_local_mode(cluster, spark, tmp_path):
-    from attnrec.generate import generate
+    from datatools.generate import generate
 
     master, ui_json, tmp = cluster
     on_cluster, on_local = tmp_path / "lake-cluster", tmp_path / "lake-local"
-    generate(str(on_cluster), DT, days=1, users=40, items=30, events_per_day=600, seed=11, bad_fraction=0.05,
-             files_per_day=2)
+    generate(
+        str(on_cluster), DT, days=1, users=40, items=30, events_per_day=600, seed=11, bad_fraction=0.05, files_per_day=2
+    )
     shutil.copytree(on_cluster / "raw", on_local / "raw")
 
     t0 = time.monotonic()
@@ -133,14 +187,20 @@ def test_standalone_cluster_matches_local_mode(cluster, spark, tmp_path):
     assert names == [f"attnrec-clean-{DT}", f"attnrec-featurize-{DT}"], state["completedapps"]
     assert any((tmp / "work").glob("app-*/*/stdout")), "no executor ran on the worker"
 
-    checks = [(lake.CLEAN_EVENTS, ("event_id",)), (lake.QUARANTINE_EVENTS, ("source_file", "raw_line", "reason")),
-              (lake.FEATURE_SEQUENCES, ("user_id",)), (lake.FEATURE_ITEMS, ("item_idx",))]
+    checks = [
+        (lake.CLEAN_EVENTS, ("event_id",)),
+        (lake.QUARANTINE_EVENTS, ("source_file", "raw_line", "reason")),
+        (lake.FEATURE_SEQUENCES, ("user_id",)),
+        (lake.FEATURE_ITEMS, ("item_idx",)),
+    ]
     for dataset, key in checks:
         a, b = rows(on_cluster, dataset, key), rows(on_local, dataset, key)
         assert len(a) > 0, dataset
         assert a == b, dataset
-    recon = [lake.read_json(lake.join(lake.staging(str(r), lake.CLEAN_EVENTS, DT), lake.RECONCILIATION_FILE))
-             for r in (on_cluster, on_local)]
+    recon = [
+        lake.read_json(lake.join(lake.staging(str(r), lake.CLEAN_EVENTS, DT), lake.RECONCILIATION_FILE))
+        for r in (on_cluster, on_local)
+    ]
     assert recon[0] == recon[1]
     assert recon[0]["raw_lines"] == 600 and recon[0]["quarantined"] >= 1
     print(f"standalone clean+featurize: {cluster_s:.1f}s")

@@ -26,18 +26,16 @@ many days follow it.
 
 CLI::
 
-    python -m attnrec.generate --data-root DIR --start 2026-01-01 --days 3 --users 1000 --items 500 \\
+    attnrec generate --data-root DIR --start 2026-01-01 --days 3 --users 1000 --items 500 \\
         --events-per-day 20000 [--bad-fraction 0.02] [--seed 42] [--files-per-day 1]
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt_
 import gzip
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -535,32 +533,3 @@ def generate(
         "seconds": seconds,
         "events_per_second": total_lines / max(seconds, 1e-9),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attnrec.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True, help="lake root to write raw/events and raw/items under")
-    parser.add_argument("--start", required=True, help="first landing day, YYYY-MM-DD")
-    parser.add_argument("--days", type=int, default=1)
-    parser.add_argument("--users", type=int, default=1000)
-    parser.add_argument("--items", type=int, default=500)
-    parser.add_argument("--events-per-day", type=int, default=20_000)
-    parser.add_argument("--bad-fraction", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--files-per-day", type=int, default=1)
-    args = parser.parse_args(argv)
-    result = generate(
-        args.data_root, args.start, args.days, args.users, args.items, args.events_per_day,
-        seed=args.seed, bad_fraction=args.bad_fraction, files_per_day=args.files_per_day,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
-    )  # fmt: skip
-    print(f"items: {result['items']['count']} -> {result['items']['path']}")
-    for dt, day in result["days"].items():
-        bad = ", ".join(f"{k}={v}" for k, v in day["bad"].items() if v) or "none"
-        print(f"dt={dt}: {day['lines']} lines, {day['good']} good, bad: {bad}")
-    print(f"{result['events']:,} lines in {result['seconds']:.1f}s ({result['events_per_second']:,.0f} events/s)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,9 @@
-"""What the DAG files share: the features Asset, default args and the Spark-submit task factory.
+"""What the DAG files share: the features Asset, default args, task routing and the Spark-submit task factory.
 
-Imported by DAG files at parse time, so it stays cheap: standard library, ``airflow.sdk`` and the Spark
-provider's operator; settings are read from the environment (no I/O, no Variables).
+Imported by DAG files at parse time, so it stays cheap: standard library, ``pendulum``, ``airflow.sdk`` and
+``attnrec.settings`` at the top (the Spark provider's operator and Airflow's executor lookup inside the functions);
+settings come from :func:`attnrec.settings.get_settings` (the environment: no I/O, no Variables). Listed in
+``.airflowignore``: the DAG processor imports it through the DAG files, never parses it as a DAG file.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ DEFAULT_SPARK_CONNECTION = {"conn_type": "spark", "host": "local[*]"}
 
 
 def default_args() -> dict[str, Any]:
-    retries = int(os.environ.get("ATTNREC_TASK_RETRIES", "0"))
-    return {"owner": "attnrec", "retries": retries, "retry_delay": dt_.timedelta(minutes=2)}
+    """Every task's defaults: ATTNREC_TASK_RETRIES retries (default 0), two minutes apart."""
+    return {"owner": "attnrec", "retries": get_settings().task_retries, "retry_delay": dt_.timedelta(minutes=2)}
 
 
 def train_task_routing() -> dict[str, str]:
@@ -69,14 +71,7 @@ def train_task_routing() -> dict[str, str]:
 
 def sensor_timeout() -> dt_.timedelta:
     """How long a task waits for its input partitions (``ATTNREC_WAIT_TIMEOUT_HOURS``, default 6) before failing."""
-    raw = os.environ.get("ATTNREC_WAIT_TIMEOUT_HOURS", "6")
-    try:
-        hours = float(raw)
-    except ValueError:
-        raise ValueError(f"ATTNREC_WAIT_TIMEOUT_HOURS={raw!r} is not a number of hours; set e.g. 6") from None
-    if hours <= 0:
-        raise ValueError(f"ATTNREC_WAIT_TIMEOUT_HOURS={raw!r} must be > 0; set e.g. 6")
-    return dt_.timedelta(hours=hours)
+    return dt_.timedelta(hours=get_settings().wait_timeout_hours)
 
 
 def missing_partitions(root: str, datasets: tuple[str, ...], dt: str) -> list[str]:
@@ -121,15 +116,16 @@ def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args:
     """A SparkSubmitOperator for ``jobs/<job>.py --dt <logical date>`` on the attnrec Spark connection."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-    python = os.environ.get("ATTNREC_SPARK_PYTHON", sys.executable)
-    env = {"ATTNREC_DATA_ROOT": get_settings().data_root, **_spark_submit_env()}
+    settings = get_settings()
+    python = settings.spark_python
+    env = {"ATTNREC_DATA_ROOT": settings.data_root, **_spark_submit_env()}
     return SparkSubmitOperator(
         task_id=task_id,
         application=str(PROJECT_ROOT / "jobs" / f"{job}.py"),
         application_args=["--dt", dt_template, *(extra_args or [])],
         conn_id=ensure_default_spark_connection(),
         name=f"attnrec-{job}",
-        driver_memory=os.environ.get("ATTNREC_SPARK_DRIVER_MEMORY", "4g"),
+        driver_memory=settings.spark_driver_memory,
         conf={"spark.pyspark.python": python, "spark.pyspark.driver.python": python, "spark.log.level": "WARN"},
         env_vars=env,
         verbose=False,
@@ -143,9 +139,7 @@ def feature_dt_from_context(context: dict[str, Any]) -> str:
     event (``extra["dt"]``). A run with a logical date (manual trigger, ``airflow dags test``) uses it.
     """
     events = context.get("triggering_asset_events") or {}
-    dts = sorted(
-        str(event.extra["dt"]) for asset in events for event in events[asset] if (event.extra or {}).get("dt")
-    )
+    dts = sorted(str(event.extra["dt"]) for asset in events for event in events[asset] if (event.extra or {}).get("dt"))
     if dts:
         return dts[-1]
     if context.get("ds"):

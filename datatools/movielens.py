@@ -19,12 +19,11 @@ All 100,000 ratings land in ONE partition ``raw/events/dt=D/ml-100k.jsonl.gz``; 
 day after the last rating (UTC), so every event_time is before the end of the landing day. Items go to
 ``raw/items/ml-100k-items.jsonl``.
 
-CLI: ``python -m attnrec.movielens --data-root DIR [--cache-dir DIR] [--dt YYYY-MM-DD]``.
+CLI: ``attnrec movielens --data-root DIR [--cache-dir DIR] [--dt YYYY-MM-DD] [--print-dt]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt_
 import gzip
 import json
@@ -128,7 +127,7 @@ def land(data_root: str, source_dir: Path, dt: str | None = None) -> dict[str, A
     inter_path, item_path = source_dir / "ml-100k.inter", source_dir / "ml-100k.item"
     for path in (inter_path, item_path):
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing; run attnrec.movielens.fetch(cache_dir) first")
+            raise FileNotFoundError(f"{path} is missing; run datatools.movielens.fetch(cache_dir) first")
     if "://" in data_root and not data_root.startswith("file://"):
         raise ValueError(f"land writes to a local lake, not {data_root!r}; land locally and copy to the cluster store")
     root = data_root.removeprefix("file://")
@@ -153,8 +152,14 @@ def land(data_root: str, source_dir: Path, dt: str | None = None) -> dict[str, A
     with open(tmp / EVENTS_FILE, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         lines = [
             json.dumps(
-                {"event_id": f"ml100k-{n}", "user_id": row[u], "item_id": row[i], "event_type": "rate",
-                 "event_time": ms, "rating": float(row[r])},
+                {
+                    "event_id": f"ml100k-{n}",
+                    "user_id": row[u],
+                    "item_id": row[i],
+                    "event_type": "rate",
+                    "event_time": ms,
+                    "rating": float(row[r]),
+                },
                 separators=(",", ":"),
             )  # fmt: skip
             for n, (row, ms) in enumerate(zip(rows, times), start=1)
@@ -177,29 +182,7 @@ def land(data_root: str, source_dir: Path, dt: str | None = None) -> dict[str, A
         if year.isdigit():
             item["release_year"] = int(year)
         items.append(item)
-    from attnrec.generate import write_items
+    from datatools.generate import write_items
 
     write_items(root, items, ITEMS_FILE)
     return {"dt": dt, "events": len(rows), "users": len({row[u] for row in rows}), "items": len(items)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attnrec.movielens", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", required=True, help="lake root to land raw/events and raw/items under")
-    parser.add_argument("--cache-dir", default=None, help="where the recbole wheel is kept (default .cache/ml-100k)")
-    parser.add_argument("--dt", default=None, help="landing day (default: the day after the last rating)")
-    parser.add_argument("--print-dt", action="store_true", help="print only the landing day on stdout (for scripts)")
-    args = parser.parse_args(argv)
-    source = fetch(args.cache_dir or default_cache_dir())
-    result = land(args.data_root, source, args.dt)
-    summary = f"dt={result['dt']}: {result['events']} events, {result['users']} users, {result['items']} items"
-    if args.print_dt:
-        print(summary, file=sys.stderr)
-        print(result["dt"])
-    else:
-        print(summary)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""attnrec.settings: the one typed settings class over the environment (names, defaults, parsing, errors)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from attnrec.settings import Settings, get_settings
+
+#: Every variable the code reads. Renaming one breaks deployments (.env files, docker-compose.yml, Airflow).
+VARIABLES = {
+    "ATTNREC_DATA_ROOT", "MLFLOW_TRACKING_URI", "ATTNREC_MLFLOW_ARTIFACTS", "ATTNREC_EXPERIMENT",
+    "ATTNREC_CHECKPOINT_DIR", "ATTNREC_SPARK_MASTER", "ATTNREC_SPARK_CONN_ID", "ATTNREC_SPARK_PYTHON",
+    "ATTNREC_SPARK_DRIVER_MEMORY", "ATTNREC_CLOCK_SKEW_HOURS", "ATTNREC_MAX_DWELL_MS", "ATTNREC_MAX_QUARANTINE_SHARE",
+    "ATTNREC_BOT_EVENTS_PER_DAY", "ATTNREC_DEDUPE_LOOKBACK_DAYS", "ATTNREC_MAX_SEQ_LEN", "ATTNREC_LOOKBACK_DAYS",
+    "ATTNREC_EXPOSURE_EVENT_TYPES", "ATTNREC_NEGATIVE_EVENT_TYPES", "ATTNREC_SEED", "ATTNREC_TRAIN_EPOCHS",
+    "ATTNREC_TRAIN_MAX_MINUTES", "ATTNREC_TRAIN_ABLATION", "ATTNREC_FULL_SOFTMAX_MAX_ITEMS",
+    "ATTNREC_HOLDOUT_MAX_USERS", "ATTNREC_PROMOTION_MARGIN", "ATTNREC_TOP_K", "ATTNREC_TASK_RETRIES",
+    "ATTNREC_WAIT_TIMEOUT_HOURS", "ATTNREC_TRAIN_EXECUTOR", "ATTNREC_TRAIN_QUEUE",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_every_field_names_its_variable_and_says_what_it_does():
+    fields = Settings.model_fields
+    assert {f.validation_alias for f in fields.values()} == VARIABLES
+    assert [name for name, f in fields.items() if not f.description] == []
+
+
+def test_settings_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTNREC_DATA_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("ATTNREC_TOP_K", "7")
+    s = get_settings()
+    assert s.data_root == str(tmp_path / "lake") and s.top_k == 7 and s.model_name == "attention-recommender"
+    monkeypatch.setenv("ATTNREC_TOP_K", "many")
+    with pytest.raises(
+        ValueError, match="ATTNREC_TOP_K='many' is not an integer; set it to a whole number such as 100"
+    ):
+        get_settings()
+
+
+def test_blank_means_default_and_names_are_case_sensitive(monkeypatch):
+    monkeypatch.setenv("ATTNREC_TOP_K", "")
+    monkeypatch.setenv("attnrec_seed", "7")
+    monkeypatch.setenv("ATTNREC_EXPOSURE_EVENT_TYPES", "  ")
+    s = get_settings()
+    assert (s.top_k, s.seed, s.exposure_event_types) == (100, 42, ("impression", "skip"))
+
+
+def test_a_relative_data_root_is_made_absolute_and_an_override_wins(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ATTNREC_DATA_ROOT", "lake")
+    assert get_settings().data_root == str(tmp_path / "lake")
+    assert get_settings(data_root="other").data_root == str(tmp_path / "other")  # e.g. a --data-root flag
+    assert get_settings(data_root=None).data_root == str(tmp_path / "lake")  # flag not given: the environment
+    monkeypatch.setenv("ATTNREC_DATA_ROOT", "s3a://bucket/lake")
+    s = get_settings()
+    assert s.data_root == "s3a://bucket/lake" and not s.is_local_lake
+
+
+def test_interest_event_types_from_env(monkeypatch):
+    assert get_settings().exposure_event_types == ("impression", "skip")
+    assert get_settings().negative_event_types == ("dislike",)
+    monkeypatch.setenv("ATTNREC_EXPOSURE_EVENT_TYPES", " Impression ")
+    monkeypatch.setenv("ATTNREC_NEGATIVE_EVENT_TYPES", "none")
+    s = get_settings()
+    assert s.exposure_event_types == ("impression",) and s.negative_event_types == ()
+    monkeypatch.setenv("ATTNREC_NEGATIVE_EVENT_TYPES", "dislike,thumbs_down")
+    with pytest.raises(
+        ValueError,
+        match=r"ATTNREC_NEGATIVE_EVENT_TYPES='dislike,thumbs_down' names unknown event types \['thumbs_down'\]",
+    ):
+        get_settings()
+
+
+@pytest.mark.parametrize("raw, value", [("1", True), (" Off ", False), ("yes", True), ("FALSE", False)])
+def test_booleans(monkeypatch, raw, value):
+    monkeypatch.setenv("ATTNREC_TRAIN_ABLATION", raw)
+    assert get_settings().train_ablation is value
+
+
+def test_airflow_and_spark_submit_settings(monkeypatch):
+    s = get_settings()
+    assert (s.task_retries, s.wait_timeout_hours, s.spark_python, s.spark_driver_memory) == (
+        0,
+        6.0,
+        sys.executable,
+        "4g",
+    )
+    monkeypatch.setenv("ATTNREC_TASK_RETRIES", "3")
+    monkeypatch.setenv("ATTNREC_WAIT_TIMEOUT_HOURS", "1.5")
+    monkeypatch.setenv("ATTNREC_SPARK_PYTHON", "/opt/python/bin/python3")
+    monkeypatch.setenv("ATTNREC_SPARK_DRIVER_MEMORY", "1g")
+    s = get_settings()
+    assert (s.task_retries, s.wait_timeout_hours, s.spark_python, s.spark_driver_memory) == (
+        3, 1.5, "/opt/python/bin/python3", "1g")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, raw, message",
+    [
+        ("ATTNREC_WAIT_TIMEOUT_HOURS", "0", "ATTNREC_WAIT_TIMEOUT_HOURS='0' must be > 0; set e.g. 6"),
+        ("ATTNREC_HOLDOUT_MAX_USERS", "-1", "ATTNREC_HOLDOUT_MAX_USERS='-1' is negative; set a number of users"),
+        ("ATTNREC_TRAIN_ABLATION", "maybe", "ATTNREC_TRAIN_ABLATION='maybe' is not a boolean; set it to true or false"),
+        ("ATTNREC_MAX_QUARANTINE_SHARE", "lots", "ATTNREC_MAX_QUARANTINE_SHARE='lots' is not a number; set it to a "
+         "number such as 0.05"),
+    ],
+)  # fmt: skip
+def test_a_bad_value_names_the_variable_the_value_and_the_fix(monkeypatch, name, raw, message):
+    monkeypatch.setenv(name, raw)
+    with pytest.raises(ValueError) as err:
+        get_settings()
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value) and "pydantic" not in str(err.value)
+
+
+def test_every_bad_value_is_reported_at_once(monkeypatch):
+    monkeypatch.setenv("ATTNREC_TOP_K", "many")
+    monkeypatch.setenv("ATTNREC_SEED", "x")
+    with pytest.raises(ValueError) as err:
+        get_settings()
+    assert [line.split("=")[0] for line in str(err.value).splitlines()] == ["ATTNREC_SEED", "ATTNREC_TOP_K"]
+
+
+def test_settings_are_frozen():
+    s = get_settings()
+    with pytest.raises(ValueError):
+        s.top_k = 5  # type: ignore[misc]
+    assert s.model_copy(update={"top_k": 5}).top_k == 5 and s.top_k == 100
