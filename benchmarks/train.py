@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 def synthetic(n_users: int, n_items: int, mean_len: int, seed: int):
     """(users, item rows): items sit on a hidden cycle; a user steps 1-2 items along it 70% of the time,
     else jumps anywhere; sequence lengths are log-normal around ``mean_len``."""
-    from models.data import Events
+    from models.encoding import Events
 
     rng = random.Random(seed)
     cycle = list(range(1, n_items + 1))
@@ -101,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from models.data import ItemVocab, TrainingSet, leave_one_out, load_features, positive_counts, read_split
-    from models.evaluate import evaluate_knn, evaluate_popularity, tune_knn
-    from models.pyfunc import Recommender
+    from models.baselines import evaluate_knn, evaluate_popularity, tune_knn
+    from models.dataset import TrainingSet, leave_one_out, positive_counts, read_split
+    from models.features import load_features
+    from models.recommender import Recommender
+    from models.vocab import ItemVocab
     from models.train import build_model, parse_overrides, seed_everything
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)

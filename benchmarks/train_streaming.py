@@ -3,7 +3,7 @@
 A synthetic partition of ``--users`` users (default 1,000,000; sequence lengths log-normal around
 ``--mean-len``, items walking a hidden cycle with random jumps) is written to parquet by a child process,
 so its memory is not counted. Then, in this process, exactly as ``models.train.run`` does:
-``models.data.read_split`` streams it (training events encoded to seven bytes each, kept in files and
+``models.dataset.read_split`` streams it (training events encoded to seven bytes each, kept in files and
 memory-mapped; the holdout capped at ``--holdout-max-users``), ``TrainingSet`` indexes the examples, and
 ``models.train.train_step`` runs ``--steps`` optimizer steps (TrainConfig defaults), then the capped
 validation holdout is ranked once. Printed: read rate, resident memory (RSS, from /proc) after each stage
@@ -125,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from models.data import ItemVocab, TrainingSet, positive_counts, read_split
+    from models.dataset import TrainingSet, positive_counts, read_split
     from models.evaluate import evaluate_recommender
-    from models.pyfunc import Recommender
+    from models.recommender import Recommender
+    from models.vocab import ItemVocab
     from models.train import TrainConfig, build_model, make_optimizer, seed_everything, train_step
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)

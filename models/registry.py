@@ -27,8 +27,8 @@ from attnrec.settings import Settings, get_settings
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from models.data import Holdout
-    from models.pyfunc import Recommender
+    from models.dataset import Holdout
+    from models.recommender import Recommender
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_ARTIFACT = "model"

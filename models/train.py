@@ -41,29 +41,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from attnrec.settings import PROJECT_ROOT, Settings, get_settings
-from models.data import (
-    DEFAULT_POSITIVE_TYPES,
-    N_DWELL_BUCKETS,
-    N_GAP_BUCKETS,
-    N_YEAR_BUCKETS,
-    Holdout,
-    ItemVocab,
-    TrainingSet,
-    load_features,
-    positive_counts,
-    positive_types,
-    read_split,
-)
-from models.evaluate import (
-    evaluate_knn,
-    evaluate_popularity,
-    evaluate_recommender,
-    metrics_from_ranks,
-    recommender_ranks,
-    tune_knn,
-)
+from models.baselines import evaluate_knn, evaluate_popularity, tune_knn
+from models.dataset import Holdout, TrainingSet, positive_counts, read_split
+from models.encoding import DEFAULT_POSITIVE_TYPES, N_DWELL_BUCKETS, N_GAP_BUCKETS, positive_types
+from models.evaluate import evaluate_recommender, recommender_ranks
+from models.features import load_features
+from models.metrics import metrics_from_ranks
 from models.model import AttentionRecommender, ModelConfig
-from models.pyfunc import Recommender
+from models.recommender import Recommender
+from models.vocab import N_YEAR_BUCKETS, ItemVocab
 
 log = logging.getLogger(__name__)
 

@@ -10,23 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import (
-    Events,
-    Holdout,
-    ItemVocab,
-    TrainingSet,
-    dwell_bucket,
-    encode_events,
-    encode_sequences,
-    gap_bucket,
-    leave_one_out,
-    positive_counts,
-    year_bucket,
-)
-from models.evaluate import coverage_at_k, evaluate_popularity, evaluate_recommender, metrics_from_ranks, rank_catalogue
+from models.baselines import evaluate_popularity
+from models.dataset import Holdout, TrainingSet, leave_one_out, positive_counts
+from models.encoding import Events, dwell_bucket, encode_events, encode_sequences, gap_bucket
+from models.evaluate import evaluate_recommender
+from models.metrics import coverage_at_k, metrics_from_ranks
 from models.model import AttentionRecommender, ModelConfig
-from models.pyfunc import Recommender, recommend
+from models.ranking import rank_catalogue
+from models.recommender import Recommender, recommend
 from models.train import TrainConfig, build_model, drop_seen_targets, fit, next_item_loss
+from models.vocab import ItemVocab, year_bucket
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
@@ -360,7 +353,7 @@ def test_id_only_model_is_causal_and_round_trips_its_checkpoint(tmp_path):
 
 
 def test_transition_knn_counts_rows_and_scores_by_hand():
-    from models.evaluate import TransitionKNN
+    from models.baselines import TransitionKNN
 
     vocab = ItemVocab.from_items(item_rows(5))
     users = [events("u", ["i1", "i2", "i3"]), events("v", ["i1", "i2"]), events("w", ["i1", "i4"]),
@@ -382,7 +375,7 @@ def test_transition_knn_counts_rows_and_scores_by_hand():
 
 
 def test_transition_knn_ranks_the_successor_first_and_never_recommends_seen_items():
-    from models.evaluate import TransitionKNN, evaluate_knn
+    from models.baselines import TransitionKNN, evaluate_knn
 
     vocab = ItemVocab.from_items(item_rows(20))
     split = leave_one_out(planted_walks(), vocab)
@@ -398,7 +391,7 @@ def test_transition_knn_ranks_the_successor_first_and_never_recommends_seen_item
 
 
 def test_transition_knn_rejects_last_n_zero():
-    from models.evaluate import TransitionKNN
+    from models.baselines import TransitionKNN
 
     vocab = ItemVocab.from_items(item_rows(3))
     with pytest.raises(ValueError, match="last_n=0"):
@@ -616,7 +609,7 @@ def test_sampled_softmax_trains_a_tiny_set():
 def test_model_scorer_ranking_matches_brute_force(item_chunk, user_batch):
     """The fast path (bias as a matmul column, reused score buffers, in-place masking) against plain
     full score matrices: same top-k scores, same target ranks, cold users on popularity, blocked items out."""
-    from models.evaluate import model_scorer
+    from models.ranking import model_scorer
 
     n_items, n_users, k = 12, 7, 4
     model = tiny_model(n_items)
@@ -640,7 +633,7 @@ def test_model_scorer_ranking_matches_brute_force(item_chunk, user_batch):
     for u, s in enumerate(seen):
         full[u, s] = float("-inf")
     with torch.no_grad():
-        top, top_scores, ranks = rank_catalogue(model_scorer(rec, vecs, has_history, allowed), n_users, n_items + 1,
+        top, top_scores, ranks = rank_catalogue(model_scorer(rec.model, rec.popularity, vecs, has_history, allowed), n_users, n_items + 1,
                                                 seen, k, targets=targets, item_chunk=item_chunk, user_batch=user_batch)
     expected = full.detach().topk(k, dim=1).values
     assert torch.allclose(top_scores, expected, atol=1e-5)
@@ -669,7 +662,7 @@ def test_training_and_validation_run_under_bf16_autocast(sampled):
 
 
 def test_tune_knn_picks_the_best_validation_setting():
-    from models.evaluate import TransitionKNN, evaluate_knn, tune_knn
+    from models.baselines import TransitionKNN, evaluate_knn, tune_knn
 
     from tests.test_model_planted import N_ITEMS, partner_walks
 
@@ -691,7 +684,7 @@ def test_tune_knn_picks_the_best_validation_setting():
 
 
 def test_targets_are_the_positive_event_types_exposure_and_negatives_stay_context():
-    from models.data import DEFAULT_POSITIVE_TYPES, positive_types
+    from models.encoding import DEFAULT_POSITIVE_TYPES, positive_types
 
     assert set(DEFAULT_POSITIVE_TYPES) == {"click", "view", "add_to_cart", "purchase", "rate", "like", "share"}
     assert set(positive_types(("impression",), ())) == set(DEFAULT_POSITIVE_TYPES) | {"skip", "dislike"}

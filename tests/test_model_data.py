@@ -11,22 +11,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.data import (
+from attnrec.contracts import EVENT_TYPES
+from models.dataset import TrainingSet, leave_one_out, positive_counts, read_split
+from models.encoding import (
     DEFAULT_POSITIVE_TYPES,
     EVENT_TYPE_INDEX,
     N_DWELL_BUCKETS,
     N_GAP_BUCKETS,
     Events,
-    ItemVocab,
-    TrainingSet,
     dwell_bucket,
     encode_sequences,
     gap_bucket,
-    leave_one_out,
-    positive_counts,
-    read_split,
 )
-from attnrec.contracts import EVENT_TYPES
+from models.vocab import ItemVocab
 
 
 def vocab_of(n: int) -> ItemVocab:

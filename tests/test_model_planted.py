@@ -18,10 +18,13 @@ import random
 import pytest
 import torch
 
-from models.data import Events, ItemVocab, TrainingSet, leave_one_out, positive_counts
-from models.evaluate import TransitionKNN, evaluate_knn, evaluate_popularity, evaluate_recommender
-from models.pyfunc import Recommender
+from models.baselines import TransitionKNN, evaluate_knn, evaluate_popularity
+from models.dataset import TrainingSet, leave_one_out, positive_counts
+from models.encoding import Events
+from models.evaluate import evaluate_recommender
+from models.recommender import Recommender
 from models.train import TrainConfig, build_model, fit
+from models.vocab import ItemVocab
 
 N_ITEMS, N_USERS, PAIRS = 200, 400, 20
 

@@ -87,10 +87,12 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
     import mlflow
 
     from models import registry
-    from models.data import ItemVocab, TrainingSet, load_features, positive_counts, read_split
+    from models.dataset import TrainingSet, positive_counts, read_split
     from models.evaluate import evaluate_recommender
-    from models.pyfunc import Recommender
+    from models.features import load_features
+    from models.recommender import Recommender
     from models.train import TrainConfig, build_model, fit
+    from models.vocab import ItemVocab
 
     paths, items, version = load_features(env.data_root, DT)
     vocab = ItemVocab.from_items(items)
