@@ -22,12 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def _sync(device) -> None:
@@ -41,15 +36,17 @@ def build(n_items: int, dim: int, seed: int):
     """A Recommender over ``n_items`` synthetic items (random weights, a few categories, no popularity)."""
     import torch
 
+    from attnrec.settings import get_settings
+    from models.config import build_model, train_config
     from models.recommender import Recommender
-    from models.train import TrainConfig, build_model
     from models.vocab import ItemVocab
 
     rows = [{"item_idx": i, "item_id": f"i{i}", "categories": [f"c{i % 20}"], "year": 1950 + i % 70}
             for i in range(1, n_items + 1)]
     vocab = ItemVocab.from_items(rows)
     torch.manual_seed(seed)
-    model = build_model(vocab, TrainConfig(d_model=dim, n_heads=2, n_layers=2, dropout=0.0), 200).eval()
+    tcfg = train_config(get_settings(), [f"d_model={dim}", "n_heads=2", "n_layers=2", "dropout=0.0", "max_seq_len=200"])
+    model = build_model(vocab, tcfg).eval()
     with torch.no_grad():
         model.item_bias.normal_(0, 0.1)
     return Recommender(model, vocab, {}, torch.zeros(n_items + 1, dtype=torch.float64))
@@ -130,7 +127,7 @@ def time_encoding(rec, n_users: int, seq_len: int, device, seed: int, batch: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.train import TrainConfig
+    from models.config import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)

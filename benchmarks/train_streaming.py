@@ -5,7 +5,7 @@ A synthetic partition of ``--users`` users (default 1,000,000; sequence lengths 
 so its memory is not counted. Then, in this process, exactly as ``models.train.run`` does:
 ``models.dataset.read_split`` streams it (training events encoded to seven bytes each, kept in files and
 memory-mapped; the holdout capped at ``--holdout-max-users``), ``TrainingSet`` indexes the examples, and
-``models.train.train_step`` runs ``--steps`` optimizer steps (TrainConfig defaults), then the capped
+``models.train.train_step`` runs ``--steps`` optimizer steps (the settings' training config), then the capped
 validation holdout is ranked once. Printed: read rate, resident memory (RSS, from /proc) after each stage
 and at peak, bytes on disk, sequences/s, validation time.
 
@@ -24,9 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 EVENT_MIX = ("click", "view", "rate", "purchase", "impression", "skip")  # the last two are context only
 
@@ -129,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     from models.evaluate import evaluate_recommender
     from models.recommender import Recommender
     from models.vocab import ItemVocab
-    from models.train import TrainConfig, build_model, make_optimizer, seed_everything, train_step
+    from attnrec.settings import get_settings
+    from models.config import build_model, train_config
+    from models.runtime import seed_everything
+    from models.train import make_optimizer, train_step
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({spill_bytes / max(split.train.n_events, 1):.1f} B/event)\n  {show_memory(base)}",
           flush=True)
 
-    tcfg = TrainConfig()
-    rec = Recommender(build_model(vocab, tcfg, args.max_seq_len), vocab, {}, counts)
+    tcfg = train_config(get_settings(), [f"max_seq_len={args.max_seq_len}", f"seed={args.seed}"])
+    rec = Recommender(build_model(vocab, tcfg), vocab, {}, counts)
     model = rec.model.to(device).train()
     opt = make_optimizer(model, tcfg)
     batches = examples.batches(tcfg.batch_size, random.Random(args.seed))

@@ -67,7 +67,7 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     from models.features import count_rows, feature_paths, read_table, sequence_batches
     from models.recommender import recommend
     from models.registry import load_champion
-    from models.train import choose_device
+    from models.runtime import choose_device
 
     check_dt(dt)
     settings = settings or get_settings()
