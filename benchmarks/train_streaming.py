@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from attnrec.settings import get_settings
     from models.config import build_model, train_config
     from models.runtime import seed_everything
+    from models.losses import NextItemLoss
     from models.train import make_optimizer, train_step
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -159,12 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     rec = Recommender(build_model(vocab, tcfg), vocab, {}, counts)
     model = rec.model.to(device).train()
     opt = make_optimizer(model, tcfg)
+    loss = NextItemLoss(model, tcfg.mask_seen)
     batches = examples.batches(tcfg.batch_size, random.Random(args.seed))
     losses, t_steps, done = [], 0.0, 0
     for step in range(args.steps):
         inputs, targets = next(batches)
         t1 = time.perf_counter()
-        losses.append(train_step(model, opt, inputs, targets, None, None, tcfg, device, amp))
+        losses.append(train_step(loss, opt, inputs, targets, None, None, tcfg, device, amp))
         t_steps += time.perf_counter() - t1 if step else 0.0  # the first step warms up
         done += len(targets) if step else 0
     print(f"training: {args.steps} steps of {tcfg.batch_size} sequences (d={tcfg.d_model}, {args.items:,} items, "

@@ -7,6 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from models.model import AttentionRecommender
 
@@ -99,3 +100,21 @@ def next_item_loss(model: AttentionRecommender, inputs: dict[str, torch.Tensor],
     logits = sampled_logits(model, h, t, negatives, log_q, seen)  # (T, 1 + K)
     return F.cross_entropy(logits, torch.zeros_like(t), reduction=reduction)
 
+
+class NextItemLoss(nn.Module):
+    """:func:`next_item_loss` summed over a batch, as a module. DistributedDataParallel synchronises the
+    gradients of what runs inside the ``forward`` of the module it wraps, and the loss reaches the model
+    through ``encode`` and ``scores``, not through the model's own ``forward``: so training wraps this."""
+
+    def __init__(self, model: AttentionRecommender, mask_seen: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.mask_seen = mask_seen
+
+    def forward(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor, negatives: torch.Tensor | None = None,
+                log_q: torch.Tensor | None = None, empty: bool = False) -> torch.Tensor:
+        """The summed loss; ``empty`` (no target in ``targets``): a zero that reaches every parameter, so a
+        rank with nothing to learn from still joins the gradient all-reduce, with zero gradients."""
+        if empty:
+            return sum(p.sum() for p in self.model.parameters()) * 0.0
+        return next_item_loss(self.model, inputs, targets, negatives, log_q, reduction="sum", mask_seen=self.mask_seen)

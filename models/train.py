@@ -12,8 +12,8 @@ and the model as a pyfunc -> register a version, alias "challenger" -> promote i
 beats the current champion on this run's holdout (models.registry).
 
 Several processes: ``torchrun --nproc_per_node=N -m models.train --dt YYYY-MM-DD`` (NCCL on GPUs, gloo on
-CPU). Every rank reads the same data and trains on its share of every batch with gradients summed over
-ranks; only rank 0 logs to MLflow, writes checkpoints and registers the model.
+CPU). Every rank reads the same data and trains on its share of every batch, with DistributedDataParallel
+averaging the gradients; only rank 0 logs to MLflow, writes checkpoints and registers the model.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from attnrec.settings import Settings, get_settings
 from models import checkpoints, report
@@ -42,7 +43,7 @@ from models.config import TrainConfig, build_model, train_config
 from models.dataset import Holdout, TrainingSet, positive_counts, read_split
 from models.evaluate import evaluate_recommender, recommender_ranks
 from models.features import load_features
-from models.losses import NegativeSampler, drop_seen_targets, next_item_loss
+from models.losses import NegativeSampler, NextItemLoss, drop_seen_targets
 from models.metrics import metrics_from_ranks
 from models.model import AttentionRecommender
 from models.recommender import Recommender
@@ -84,25 +85,16 @@ def make_scheduler(opt: torch.optim.Optimizer, tcfg: TrainConfig,
     return torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tcfg, total_steps))
 
 
-def _all_reduce_grads(model: AttentionRecommender) -> None:
-    """Sum every gradient over the ranks in one flat all-reduce (a rank with no rows contributes zeros)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    offset = 0
-    for p in params:
-        p.grad = flat[offset:offset + p.numel()].view_as(p)
-        offset += p.numel()
-
-
-def train_step(model: AttentionRecommender, opt: torch.optim.Optimizer, inputs: dict[str, torch.Tensor],
-               targets: torch.Tensor, negatives: torch.Tensor | None, log_q: torch.Tensor | None, tcfg: TrainConfig,
-               device: torch.device, amp_dtype: torch.dtype | None, ctx: DistContext = DistContext()) -> float:
+def train_step(loss: NextItemLoss | DistributedDataParallel, opt: torch.optim.Optimizer,
+               inputs: dict[str, torch.Tensor], targets: torch.Tensor, negatives: torch.Tensor | None,
+               log_q: torch.Tensor | None, tcfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None,
+               ctx: DistContext = DistContext()) -> float:
     """One optimizer step on one batch; returns the batch's mean loss over all ranks.
 
-    With several ranks, this rank takes rows rank, rank + world, ... of the batch; its loss is the sum over
-    its targets divided by the batch's target count over all ranks, and gradients are summed over ranks,
-    so the step is the one-process step on the whole batch."""
+    With several ranks ``loss`` is wrapped in DistributedDataParallel and this rank takes rows rank, rank +
+    world, ... of the batch. Its summed loss is divided by the batch's target count over all ranks and
+    multiplied by the number of ranks, which DDP's gradient average divides out again: the step is the
+    one-process step on the whole batch. A rank without targets still joins, with zero gradients."""
     if ctx.world > 1:
         inputs = {k: v[ctx.rank::ctx.world] for k, v in inputs.items()}
         targets = targets[ctx.rank::ctx.world]
@@ -113,22 +105,20 @@ def train_step(model: AttentionRecommender, opt: torch.optim.Optimizer, inputs: 
     n_local = int((targets > 0).sum())
     opt.zero_grad(set_to_none=True)
     loss_sum = None
-    if n_local:
+    if n_local or ctx.world > 1:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss_sum = next_item_loss(model, inputs, targets, negatives, log_q, reduction="sum",
-                                      mask_seen=tcfg.mask_seen)
-    local = 0.0 if loss_sum is None else loss_sum.item()
+            loss_sum = loss(inputs, targets, negatives, log_q, empty=not n_local)
+    local = loss_sum.item() if n_local else 0.0
     if ctx.world > 1:
         stats = torch.tensor([local, float(n_local)], dtype=torch.float64, device=device)
         dist.all_reduce(stats)
         total, n_all = stats.tolist()
+        (loss_sum / max(n_all, 1.0) * ctx.world).backward()
     else:
         total, n_all = local, float(n_local)
-    if loss_sum is not None:
-        (loss_sum / n_all).backward()
-    if ctx.world > 1:
-        _all_reduce_grads(model)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        if loss_sum is not None:
+            (loss_sum / n_all).backward()
+    torch.nn.utils.clip_grad_norm_(loss.parameters(), tcfg.grad_clip)
     opt.step()
     return total / max(n_all, 1.0)
 
@@ -175,6 +165,10 @@ def fit(rec: Recommender, examples: TrainingSet, valid: list[Holdout], tcfg: Tra
     trainee = Trainee(model, opt, sched, random.Random(tcfg.seed), sampler)
     key = checkpoints.fingerprint(model, tcfg, len(examples))
     progress = (checkpoints.resume(checkpoint_path, key, trainee, ctx, device) if checkpoint_path else None) or Progress()
+    loss = NextItemLoss(model, tcfg.mask_seen)
+    if ctx.world > 1:  # every parameter takes part in every step (an empty rank too): no unused-parameter search
+        loss = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
+                                       forward_sync_buffers=False, find_unused_parameters=False)
     if on_epoch and ctx.is_main:
         for row in progress.history:  # the epochs a resumed checkpoint already ran
             on_epoch(row)
@@ -189,7 +183,7 @@ def fit(rec: Recommender, examples: TrainingSet, valid: list[Holdout], tcfg: Tra
         total, n = 0.0, 0
         for inputs, targets in examples.batches(tcfg.batch_size, trainee.rng):
             negatives = sampler.sample(device) if sampler is not None else None
-            total += train_step(model, opt, inputs, targets, negatives, log_q, tcfg, device, amp_dtype, ctx)
+            total += train_step(loss, opt, inputs, targets, negatives, log_q, tcfg, device, amp_dtype, ctx)
             sched.step()
             n += 1
         model.eval()
