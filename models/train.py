@@ -70,19 +70,17 @@ def make_optimizer(model: AttentionRecommender, tcfg: TrainConfig) -> torch.opti
                               {"params": rest, "weight_decay": 0.0}], lr=tcfg.lr, betas=(0.9, 0.98))
 
 
-def _lr_lambda(tcfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < tcfg.warmup_steps:
-            return (step + 1) / tcfg.warmup_steps
-        progress = min(1.0, (step - tcfg.warmup_steps) / max(1, total_steps - tcfg.warmup_steps))
-        return tcfg.min_lr_ratio + (1 - tcfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
-
-
 def make_scheduler(opt: torch.optim.Optimizer, tcfg: TrainConfig,
                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tcfg, total_steps))
+    """Linear warm-up from ``lr / warmup_steps`` to ``lr`` over the first ``warmup_steps`` optimizer steps, then
+    cosine decay to ``lr * min_lr_ratio`` at the last of ``total_steps``."""
+    sched = torch.optim.lr_scheduler
+    if tcfg.warmup_steps < 1:
+        return sched.CosineAnnealingLR(opt, T_max=max(1, total_steps), eta_min=tcfg.lr * tcfg.min_lr_ratio)
+    warmup = sched.LinearLR(opt, start_factor=1 / tcfg.warmup_steps, end_factor=1.0, total_iters=tcfg.warmup_steps - 1)
+    cosine = sched.CosineAnnealingLR(opt, T_max=max(1, total_steps - tcfg.warmup_steps),
+                                     eta_min=tcfg.lr * tcfg.min_lr_ratio)
+    return sched.SequentialLR(opt, [warmup, cosine], milestones=[tcfg.warmup_steps])
 
 
 def train_step(loss: NextItemLoss | DistributedDataParallel, opt: torch.optim.Optimizer,
