@@ -48,7 +48,8 @@ class TransitionKNN:
                  vocab: ItemVocab, last_n: int | None = 3, decay: float = 0.5, pop_weight: float = 1e-3,
                  positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES) -> None:
         if last_n is not None and last_n < 1:
-            raise ValueError(f"last_n={last_n}: the kNN needs at least the newest item; use last_n >= 1 or None for all")
+            raise ValueError(f"last_n={last_n}: the kNN needs at least the newest item; use last_n >= 1 "
+                             "or None for all")
         self.crow, self.col, self.val = crow, col, val  # CSR over item rows 0..N: (N+2,), (P,), (P,)
         pop = popularity.double()
         self.prior = pop_weight * pop / pop.max().clamp(min=1.0)  # (N+1,)

@@ -4,15 +4,18 @@ run ends. Rank 0 writes it atomically; every rank reads it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
+from attnrec.settings import Settings
 from models.config import TrainConfig
 from models.losses import NegativeSampler
 from models.model import AttentionRecommender
@@ -54,6 +57,14 @@ class Trainee:
     sched: torch.optim.lr_scheduler.LRScheduler
     rng: random.Random  # the batch order
     sampler: NegativeSampler | None  # its own generator: the sampled negatives
+
+
+def directory(settings: Settings, dt: str, data_version: dict[str, Any], tcfg: TrainConfig) -> str:
+    """Where a training's checkpoints live: one directory per (dt, data snapshot, settings, config), so a
+    retry of the same task resumes and anything else starts afresh."""
+    key = json.dumps({"dt": dt, "snapshot": data_version.get("snapshot_hash"), "ablation": settings.train_ablation,
+                      "holdout_max_users": settings.holdout_max_users, "train": tcfg.resume_key()}, sort_keys=True)
+    return os.path.join(settings.checkpoint_dir, f"train-{dt}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
 
 
 def fingerprint(model: AttentionRecommender, tcfg: TrainConfig, n_examples: int) -> str:

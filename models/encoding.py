@@ -86,7 +86,10 @@ class Events:
     def from_row(cls, row: dict[str, Any]) -> "Events":
         n = len(row["item_ids"])
         dwell = row.get("dwell_ms")
-        dwell = [None] * n if dwell is None or isinstance(dwell, float) else [None if d is None else int(d) for d in dwell]
+        if dwell is None or isinstance(dwell, float):
+            dwell = [None] * n
+        else:
+            dwell = [None if d is None else int(d) for d in dwell]
         # ids and types are interned: users who share an item share its string (a holdout of many users stays small)
         return cls(str(row["user_id"]), [sys.intern(str(i)) for i in row["item_ids"]],
                    [sys.intern(str(t)) for t in row["event_types"]], [int(t) for t in row["event_times_ms"]], dwell)

@@ -15,6 +15,7 @@ from models.encoding import Events, encode_sequences
 from models.metrics import K, RECALL_K, coverage_at_k, metrics_from_ranks
 from models.ranking import Scorer, model_scorer, rank_catalogue
 from models.recommender import Recommender, user_vectors
+from models.runtime import DistContext, gather
 from models.vocab import ItemVocab
 
 
@@ -50,3 +51,15 @@ def evaluate_scorer(make_scorer: Callable[[list[Events]], Scorer], vocab: ItemVo
     top, _, ranks = rank_catalogue(scorer, len(holdout), vocab.n_items + 1, seen, max(k, RECALL_K), targets=targets)
     return {**metrics_from_ranks(ranks, k), f"coverage_at_{k}": coverage_at_k(top, vocab.n_items, k),
             "n_users": float(len(holdout))}
+
+
+def evaluate_sharded(rec: Recommender, holdout: list[Holdout], device: torch.device, amp_dtype: torch.dtype | None,
+                     ctx: DistContext) -> dict[str, float]:
+    """HR/NDCG/MRR@10 and Recall@50 under autocast (validation during training); with several ranks each
+    ranks its share of the users and the ranks are gathered, so every rank returns the same metrics."""
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        if ctx.world == 1:
+            return evaluate_recommender(rec, holdout, device)
+        shard = holdout[ctx.rank::ctx.world]
+        ranks = recommender_ranks(rec, shard, device)[1] if shard else []
+    return metrics_from_ranks([r for part in gather(ranks, ctx) for r in part])

@@ -10,7 +10,8 @@ from attnrec import lake
 
 def feature_paths(root: str, dt: str) -> dict[str, str]:
     """The published sequences and items partitions for ``dt``; raise when either is incomplete."""
-    paths = {"sequences": lake.partition(root, lake.FEATURE_SEQUENCES, dt), "items": lake.partition(root, lake.FEATURE_ITEMS, dt)}
+    paths = {"sequences": lake.partition(root, lake.FEATURE_SEQUENCES, dt),
+             "items": lake.partition(root, lake.FEATURE_ITEMS, dt)}
     for name, path in paths.items():
         if not lake.is_complete(path):
             raise FileNotFoundError(
@@ -27,7 +28,8 @@ def snapshot_hash(paths: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for uri in paths:
         filesystem, base = lake.filesystem_for(uri)
-        infos = [i for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True)) if i.type == fs.FileType.File]
+        infos = [i for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True))
+                 if i.type == fs.FileType.File]
         for info in sorted(infos, key=lambda i: i.path):
             if info.base_name.startswith(("_", ".")):
                 continue

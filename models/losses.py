@@ -95,7 +95,8 @@ def next_item_loss(model: AttentionRecommender, inputs: dict[str, torch.Tensor],
         logits = model.scores(h, model.item_table()).float().scatter(-1, left_out, -math.inf)  # (T, N+1)
         return F.cross_entropy(logits, t, reduction=reduction)
     if log_q is None:
-        raise ValueError("sampled softmax needs log_q, the log sampling probability of every item (NegativeSampler.log_q)")
+        raise ValueError("sampled softmax needs log_q, the log sampling probability of every item "
+                         "(NegativeSampler.log_q)")
     seen = seen_prefixes(inputs["items"], sel) if mask_seen else None  # (T, L)
     logits = sampled_logits(model, h, t, negatives, log_q, seen)  # (T, 1 + K)
     return F.cross_entropy(logits, torch.zeros_like(t), reduction=reduction)

@@ -49,7 +49,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; pick d_model = k * n_heads")
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                             "pick d_model = k * n_heads")
         if self.n_items < 1:
             raise ValueError(f"n_items={self.n_items}: the item table is empty; featurize items before training")
 
@@ -243,7 +244,8 @@ def from_checkpoint(ckpt: dict[str, Any]) -> AttentionRecommender:
     """Rebuild the model (in eval mode, on CPU) from :func:`to_checkpoint`'s dict alone."""
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT!r}; retrain with this version of models/"
+            f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT!r}; "
+            "retrain with this version of models/"
         )
     model = AttentionRecommender(ModelConfig.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])

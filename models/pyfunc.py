@@ -20,7 +20,8 @@ def predict_frame(rec: Recommender, frame: pd.DataFrame, k: int) -> pd.DataFrame
     """Top-``k`` unseen items for each row of a features/sequences-like pandas DataFrame."""
     missing = [c for c in INPUT_COLUMNS if c != "dwell_ms" and c not in frame.columns]
     if missing:
-        raise ValueError(f"model input lacks columns {missing}; pass rows shaped like features/sequences {INPUT_COLUMNS}")
+        raise ValueError(f"model input lacks columns {missing}; pass rows shaped like features/sequences "
+                         f"{INPUT_COLUMNS}")
     users = [Events.from_row(r) for r in frame.to_dict("records")]
     top_idx, top_score = recommend(rec, users, k)
     rows = []

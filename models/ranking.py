@@ -78,7 +78,8 @@ def rank_catalogue(scorer: Scorer, n_users: int, n_rows: int, seen: Sequence[Seq
             sc[r_idx[ok], local[ok]] = float("-inf")
             if targets is not None:
                 inside = (tgt >= c0) & (tgt < c1) & (tgt > 0)
-                tgt_score = torch.where(inside, sc.gather(1, (tgt - c0).clamp(0, c1 - c0 - 1)[:, None])[:, 0], tgt_score)
+                at = (tgt - c0).clamp(0, c1 - c0 - 1)[:, None]  # (b, 1)
+                tgt_score = torch.where(inside, sc.gather(1, at)[:, 0], tgt_score)
             top = sc.topk(min(k_eff, c1 - c0), dim=1, sorted=False)  # sorted by the merge below
             best_score = torch.cat([best_score, top.values], 1)
             best_idx = torch.cat([best_idx, top.indices + c0], 1)

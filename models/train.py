@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -41,17 +40,15 @@ from models.baselines import evaluate_knn, evaluate_popularity, tune_knn
 from models.checkpoints import Progress, Trainee
 from models.config import TrainConfig, build_model, train_config
 from models.dataset import Holdout, TrainingSet, positive_counts, read_split
-from models.evaluate import evaluate_recommender, recommender_ranks
+from models.evaluate import evaluate_recommender, evaluate_sharded
 from models.features import load_features
 from models.losses import NegativeSampler, NextItemLoss, drop_seen_targets
-from models.metrics import metrics_from_ranks
 from models.model import AttentionRecommender
 from models.recommender import Recommender
 from models.runtime import (
     DistContext,
     choose_device,
     dist_context,
-    gather,
     git_commit,
     init_distributed,
     rank0_decides,
@@ -121,17 +118,6 @@ def train_step(loss: NextItemLoss | DistributedDataParallel, opt: torch.optim.Op
     return total / max(n_all, 1.0)
 
 
-def validate(rec: Recommender, valid: list[Holdout], device: torch.device, amp_dtype: torch.dtype | None,
-             ctx: DistContext) -> dict[str, float]:
-    """Validation metrics; with several ranks each ranks its share of users and the ranks are gathered."""
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        if ctx.world == 1:
-            return evaluate_recommender(rec, valid, device)
-        shard = valid[ctx.rank::ctx.world]
-        ranks = recommender_ranks(rec, shard, device)[1] if shard else []
-    return metrics_from_ranks([r for part in gather(ranks, ctx) for r in part])
-
-
 def fit(rec: Recommender, examples: TrainingSet, valid: list[Holdout], tcfg: TrainConfig, *, device: torch.device,
         amp_dtype: torch.dtype | None = None, on_epoch: Callable[[dict[str, float]], None] | None = None,
         checkpoint_path: str | None = None) -> list[dict[str, float]]:
@@ -146,7 +132,8 @@ def fit(rec: Recommender, examples: TrainingSet, valid: list[Holdout], tcfg: Tra
     and trains on its rows of each (:func:`train_step`); validation is sharded; ``on_epoch`` runs on rank 0.
     """
     if not len(examples):
-        raise ValueError("no training examples: no user has a positive event after another event; check features/sequences")
+        raise ValueError("no training examples: no user has a positive event after another event; "
+                         "check features/sequences")
     if examples.max_len > rec.model.cfg.max_len:
         raise ValueError(f"training examples of {examples.max_len} events do not fit the model's max_len "
                          f"{rec.model.cfg.max_len}; build the TrainingSet with max_len <= {rec.model.cfg.max_len}")
@@ -162,7 +149,8 @@ def fit(rec: Recommender, examples: TrainingSet, valid: list[Holdout], tcfg: Tra
                  model.cfg.n_items, tcfg.full_softmax_max_items, tcfg.n_negatives)
     trainee = Trainee(model, opt, sched, random.Random(tcfg.seed), sampler)
     key = checkpoints.fingerprint(model, tcfg, len(examples))
-    progress = (checkpoints.resume(checkpoint_path, key, trainee, ctx, device) if checkpoint_path else None) or Progress()
+    resumed = checkpoints.resume(checkpoint_path, key, trainee, ctx, device) if checkpoint_path else None
+    progress = resumed or Progress()
     loss = NextItemLoss(model, tcfg.mask_seen)
     if ctx.world > 1:  # every parameter takes part in every step (an empty rank too): no unused-parameter search
         loss = DistributedDataParallel(loss, device_ids=[device.index] if device.type == "cuda" else None,
@@ -188,7 +176,7 @@ def fit(rec: Recommender, examples: TrainingSet, valid: list[Holdout], tcfg: Tra
         row = {"epoch": float(epoch), "train_loss": total / max(n, 1), "lr": sched.get_last_lr()[0],
                "epoch_train_seconds": time.monotonic() - t0}  # the optimizer steps alone, without validation
         if valid:
-            vm = validate(rec, valid, device, amp_dtype, ctx)
+            vm = evaluate_sharded(rec, valid, device, amp_dtype, ctx)
             row.update({"val_ndcg_at_10": vm["ndcg_at_10"], "val_hr_at_10": vm["hr_at_10"]})
         row["epoch_seconds"] = time.monotonic() - t0
         log.info("epoch %d loss %.4f val_ndcg@10 %.4f (%.1fs)", epoch, row["train_loss"],
@@ -210,14 +198,6 @@ def fit(rec: Recommender, examples: TrainingSet, valid: list[Holdout], tcfg: Tra
         model.load_state_dict(progress.best_state)
     rec.model = model.eval()
     return progress.history
-
-
-def checkpoint_dir(settings: Settings, dt: str, data_version: dict[str, Any], tcfg: TrainConfig) -> str:
-    """Where this training's checkpoints live: one directory per (dt, data snapshot, settings, config), so a
-    retry of the same task resumes and anything else starts afresh."""
-    key = json.dumps({"dt": dt, "snapshot": data_version.get("snapshot_hash"), "ablation": settings.train_ablation,
-                      "holdout_max_users": settings.holdout_max_users, "train": tcfg.resume_key()}, sort_keys=True)
-    return os.path.join(settings.checkpoint_dir, f"train-{dt}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
 
 
 def run(dt: str, settings: Settings | None = None, tcfg: TrainConfig | None = None) -> dict[str, Any]:
@@ -246,7 +226,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
     device, amp_dtype = choose_device()
     paths, item_rows, data_version = load_features(settings.data_root, dt)
     vocab = ItemVocab.from_items(item_rows)
-    ckpt_dir = checkpoint_dir(settings, dt, data_version, tcfg)
+    ckpt_dir = checkpoints.directory(settings, dt, data_version, tcfg)
     t_read = time.monotonic()
     split = read_split(paths["sequences"], vocab, tcfg.positive_types, settings.holdout_max_users or None,
                        spill_dir=os.path.join(ckpt_dir, f"sequences-rank{ctx.rank}"))
@@ -265,7 +245,8 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
 
     main = ctx.is_main  # rank 0 logs, writes checkpoints and registers; other ranks only train
     experiment_id = registry.ensure_experiment(settings) if main else None
-    active_run = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dt}") if main else contextlib.nullcontext()
+    active_run = (mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{dt}") if main
+                  else contextlib.nullcontext())
     with active_run as active:
         if main:
             report.log_setup({"feature_dt": dt, "feature_snapshot_hash": data_version["snapshot_hash"],

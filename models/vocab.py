@@ -53,7 +53,8 @@ class ItemVocab:
         return cls(
             item_ids=[r["item_id"] for r in rows],
             categories=categories,
-            item_categories=[sorted({cat_index[c] for c in (r.get("categories") or []) if c is not None}) for r in rows],
+            item_categories=[sorted({cat_index[c] for c in (r.get("categories") or []) if c is not None})
+                             for r in rows],
             item_years=[year_bucket(r.get("year")) for r in rows],
         )
 

@@ -22,7 +22,8 @@ def config(**fields) -> TrainConfig:
 
 def item_rows(n: int) -> list[dict]:
     cats = ["Action", "Comedy", "Drama"]
-    return [{"item_idx": i, "item_id": f"i{i}", "title": f"t{i}", "categories": [cats[i % 3]] + (["Drama"] if i % 4 == 0 else []),
+    return [{"item_idx": i, "item_id": f"i{i}", "title": f"t{i}",
+             "categories": [cats[i % 3]] + (["Drama"] if i % 4 == 0 else []),
              "year": None if i % 5 == 0 else 1990 + i, "popularity": 0} for i in range(1, n + 1)]
 
 
