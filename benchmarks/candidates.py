@@ -1,8 +1,8 @@
 """Benchmark candidate ranking: top-K unseen items for N users over a catalogue of M items.
 
-It times the ranking stage of ``models.pyfunc.recommend`` / ``models.candidates`` (given each user's state
-vector): ``models.evaluate.model_scorer`` (dot products with the item table plus the item bias, with the
-cold-user fallback) driven by ``models.evaluate.rank_catalogue`` (user batches x item chunks, the user's
+It times the ranking stage of ``models.recommender.recommend`` / ``models.candidates`` (given each user's state
+vector): ``models.ranking.model_scorer`` (dot products with the item table plus the item bias, with the
+cold-user fallback) driven by ``models.ranking.rank_catalogue`` (user batches x item chunks, the user's
 seen items and the padding row masked, running top-K). The model is an ``AttentionRecommender`` with M
 items and random weights; user vectors and seen items are random (``--seen`` distinct items per user).
 
@@ -22,12 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def _sync(device) -> None:
@@ -41,15 +36,17 @@ def build(n_items: int, dim: int, seed: int):
     """A Recommender over ``n_items`` synthetic items (random weights, a few categories, no popularity)."""
     import torch
 
-    from models.data import ItemVocab
-    from models.pyfunc import Recommender
-    from models.train import TrainConfig, build_model
+    from attnrec.settings import get_settings
+    from models.config import build_model, train_config
+    from models.recommender import Recommender
+    from models.vocab import ItemVocab
 
     rows = [{"item_idx": i, "item_id": f"i{i}", "categories": [f"c{i % 20}"], "year": 1950 + i % 70}
             for i in range(1, n_items + 1)]
     vocab = ItemVocab.from_items(rows)
     torch.manual_seed(seed)
-    model = build_model(vocab, TrainConfig(d_model=dim, n_heads=2, n_layers=2, dropout=0.0), 200).eval()
+    tcfg = train_config(get_settings(), [f"d_model={dim}", "n_heads=2", "n_layers=2", "dropout=0.0", "max_seq_len=200"])
+    model = build_model(vocab, tcfg).eval()
     with torch.no_grad():
         model.item_bias.normal_(0, 0.1)
     return Recommender(model, vocab, {}, torch.zeros(n_items + 1, dtype=torch.float64))
@@ -60,7 +57,7 @@ def time_ranking(rec, n_users: int, k: int, seen_per_user: int, user_batch: int,
     """Best of ``repeat`` timings of the ranking stage and of the bare matmul, with users/s and their ratio."""
     import torch
 
-    from models.evaluate import model_scorer, rank_catalogue
+    from models.ranking import model_scorer, rank_catalogue
 
     g = torch.Generator().manual_seed(seed)
     n_items, dim = rec.vocab.n_items, rec.model.cfg.d_model
@@ -74,14 +71,15 @@ def time_ranking(rec, n_users: int, k: int, seen_per_user: int, user_batch: int,
 
     with torch.no_grad():
         # warm-up on one batch (allocator, kernels), not timed
-        rank_catalogue(model_scorer(rec, vecs[:user_batch], has_history[:user_batch]), min(user_batch, n_users),
-                       n_items + 1, seen[:user_batch], k, user_batch=user_batch, device=device)
+        warm = model_scorer(rec.model, rec.popularity, vecs[:user_batch], has_history[:user_batch])
+        rank_catalogue(warm, min(user_batch, n_users), n_items + 1, seen[:user_batch], k, user_batch=user_batch,
+                       device=device)
         rank_s = math.inf
         for _ in range(repeat):
             _sync(device)
             t0 = time.perf_counter()
-            top, _, _ = rank_catalogue(model_scorer(rec, vecs, has_history), n_users, n_items + 1, seen, k,
-                                       user_batch=user_batch, device=device)
+            scorer = model_scorer(rec.model, rec.popularity, vecs, has_history)
+            top, _, _ = rank_catalogue(scorer, n_users, n_items + 1, seen, k, user_batch=user_batch, device=device)
             _sync(device)
             rank_s = min(rank_s, time.perf_counter() - t0)
 
@@ -109,11 +107,11 @@ def time_ranking(rec, n_users: int, k: int, seen_per_user: int, user_batch: int,
 
 
 def time_encoding(rec, n_users: int, seq_len: int, device, seed: int, batch: int = 256) -> float:
-    """Users/s of ``models.pyfunc.user_vectors`` on random sequences of ``seq_len`` events."""
+    """Users/s of ``models.recommender.user_vectors`` on random sequences of ``seq_len`` events."""
     import torch
 
-    from models.data import Events
-    from models.pyfunc import user_vectors
+    from models.encoding import Events
+    from models.recommender import user_vectors
 
     g = torch.Generator().manual_seed(seed)
     items = torch.randint(1, rec.vocab.n_items + 1, (n_users, seq_len), generator=g).tolist()
@@ -129,7 +127,7 @@ def time_encoding(rec, n_users: int, seq_len: int, device, seed: int, batch: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    from models.train import TrainConfig
+    from models.config import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
@@ -139,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=TrainConfig.d_model,
                         help=f"model width d (TrainConfig default: {TrainConfig.d_model})")
     parser.add_argument("--user-batch", type=int, default=256,
-                        help="users per scoring batch (models.pyfunc.recommend's default, which candidates uses: 256)")
+                        help="users per scoring batch (models.recommender.recommend's default, which candidates uses: 256)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core)")
     parser.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when there is no GPU")
     parser.add_argument("--encode-users", type=int, default=0, help="also time encoding this many user sequences")

@@ -22,18 +22,13 @@ import argparse
 import math
 import os
 import random
-import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def synthetic(n_users: int, n_items: int, mean_len: int, seed: int):
     """(users, item rows): items sit on a hidden cycle; a user steps 1-2 items along it 70% of the time,
     else jumps anywhere; sequence lengths are log-normal around ``mean_len``."""
-    from models.data import Events
+    from models.encoding import Events
 
     rng = random.Random(seed)
     cycle = list(range(1, n_items + 1))
@@ -54,8 +49,7 @@ def synthetic(n_users: int, n_items: int, mean_len: int, seed: int):
     return users, rows
 
 
-def bench_fit(name: str, rec, examples, split, tcfg, epochs: int, max_minutes: float, seed: int, device,
-              amp_dtype) -> dict:
+def bench_fit(name: str, rec, examples, split, tcfg, device, amp_dtype) -> dict:
     from models.evaluate import evaluate_recommender
     from models.train import fit
 
@@ -68,8 +62,7 @@ def bench_fit(name: str, rec, examples, split, tcfg, epochs: int, max_minutes: f
               flush=True)
 
     t0 = time.perf_counter()
-    history = fit(rec, examples, split.valid, tcfg, epochs=epochs, max_minutes=max_minutes, seed=seed, device=device,
-                  amp_dtype=amp_dtype, on_epoch=show)
+    history = fit(rec, examples, split.valid, tcfg, device=device, amp_dtype=amp_dtype, on_epoch=show)
     total_s = time.perf_counter() - t0
     train_s = sum(h["epoch_train_seconds"] for h in history)
     best = max(range(len(history)), key=lambda i: history[i].get("val_ndcg_at_10", i))
@@ -101,19 +94,24 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from models.data import ItemVocab, TrainingSet, leave_one_out, load_features, positive_counts, read_split
-    from models.evaluate import evaluate_knn, evaluate_popularity, tune_knn
-    from models.pyfunc import Recommender
-    from models.train import build_model, parse_overrides, seed_everything
+    from models.baselines import evaluate_knn, evaluate_popularity, tune_knn
+    from models.dataset import TrainingSet, leave_one_out, positive_counts, read_split
+    from models.features import load_features
+    from attnrec.settings import get_settings
+    from models.config import build_model, train_config
+    from models.recommender import Recommender
+    from models.runtime import seed_everything
+    from models.vocab import ItemVocab
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
-    amp = torch.bfloat16 if device.type == "cuda" else None  # as models.train.choose_device
-    try:
-        tcfg = parse_overrides(args.set)
+    amp = torch.bfloat16 if device.type == "cuda" else None  # as models.runtime.choose_device
+    try:  # the settings' config, with this benchmark's budget and then --set on top
+        tcfg = train_config(get_settings(), [f"epochs={args.epochs}", f"max_minutes={args.max_minutes}",
+                                             f"seed={args.seed}", f"max_seq_len={args.max_seq_len}", *args.set])
     except ValueError as err:
         parser.error(str(err))
     if args.data_root and args.dt:
@@ -126,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = ItemVocab.from_items(rows)
         split = leave_one_out(users, vocab, tcfg.positive_types)
         source = f"synthetic: {args.users} users, {args.items} items, mean length ~{args.mean_len}, seed {args.seed}"
-    examples = TrainingSet(split.train, args.max_seq_len, tcfg.positive_types)
+    examples = TrainingSet(split.train, tcfg.max_seq_len, tcfg.positive_types)
     counts = positive_counts(split.train, vocab, tcfg.positive_types)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     overrides = f", overrides {' '.join(args.set)}" if args.set else ""
@@ -135,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(examples):,} training sequences, {len(split.test):,} holdout users\n"
           f"device: {label}; torch {torch.__version__}; TrainConfig (d={tcfg.d_model}, "
           f"{tcfg.n_layers} layers, batch {tcfg.batch_size}, dropout {tcfg.dropout}, lr {tcfg.lr}{overrides}); "
-          f"up to {args.epochs} epochs, {args.max_minutes} min per model",
+          f"up to {tcfg.epochs} epochs, {tcfg.max_minutes} min per model",
           flush=True)
 
     results = []
     for name, id_only in [("attention recommender", False)] + ([("plain SASRec", True)] if args.ablation else []):
-        seed_everything(args.seed)
-        rec = Recommender(build_model(vocab, tcfg, args.max_seq_len, id_only=id_only), vocab, {}, counts)
-        results.append(bench_fit(name, rec, examples, split, tcfg, args.epochs, args.max_minutes, args.seed, device, amp))
+        seed_everything(tcfg.seed)
+        rec = Recommender(build_model(vocab, tcfg, id_only=id_only), vocab, {}, counts)
+        results.append(bench_fit(name, rec, examples, split, tcfg, device, amp))
 
     pop = evaluate_popularity(counts, vocab, split.test)
     knn_model, choice = tune_knn(split.train, vocab, counts, split.valid, tcfg.positive_types)

@@ -3,9 +3,9 @@
 A synthetic partition of ``--users`` users (default 1,000,000; sequence lengths log-normal around
 ``--mean-len``, items walking a hidden cycle with random jumps) is written to parquet by a child process,
 so its memory is not counted. Then, in this process, exactly as ``models.train.run`` does:
-``models.data.read_split`` streams it (training events encoded to seven bytes each, kept in files and
+``models.dataset.read_split`` streams it (training events encoded to seven bytes each, kept in files and
 memory-mapped; the holdout capped at ``--holdout-max-users``), ``TrainingSet`` indexes the examples, and
-``models.train.train_step`` runs ``--steps`` optimizer steps (TrainConfig defaults), then the capped
+``models.train.train_step`` runs ``--steps`` optimizer steps (the settings' training config), then the capped
 validation holdout is ranked once. Printed: read rate, resident memory (RSS, from /proc) after each stage
 and at peak, bytes on disk, sequences/s, validation time.
 
@@ -24,9 +24,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 EVENT_MIX = ("click", "view", "rate", "purchase", "impression", "skip")  # the last two are context only
 
@@ -125,10 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from models.data import ItemVocab, TrainingSet, positive_counts, read_split
+    from models.dataset import TrainingSet, positive_counts, read_split
     from models.evaluate import evaluate_recommender
-    from models.pyfunc import Recommender
-    from models.train import TrainConfig, build_model, make_optimizer, seed_everything, train_step
+    from models.recommender import Recommender
+    from models.vocab import ItemVocab
+    from attnrec.settings import get_settings
+    from models.config import build_model, train_config
+    from models.runtime import seed_everything
+    from models.losses import NextItemLoss
+    from models.train import make_optimizer, train_step
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -154,16 +156,17 @@ def main(argv: list[str] | None = None) -> int:
           f"({spill_bytes / max(split.train.n_events, 1):.1f} B/event)\n  {show_memory(base)}",
           flush=True)
 
-    tcfg = TrainConfig()
-    rec = Recommender(build_model(vocab, tcfg, args.max_seq_len), vocab, {}, counts)
+    tcfg = train_config(get_settings(), [f"max_seq_len={args.max_seq_len}", f"seed={args.seed}"])
+    rec = Recommender(build_model(vocab, tcfg), vocab, {}, counts)
     model = rec.model.to(device).train()
     opt = make_optimizer(model, tcfg)
+    loss = NextItemLoss(model, tcfg.mask_seen)
     batches = examples.batches(tcfg.batch_size, random.Random(args.seed))
     losses, t_steps, done = [], 0.0, 0
     for step in range(args.steps):
         inputs, targets = next(batches)
         t1 = time.perf_counter()
-        losses.append(train_step(model, opt, inputs, targets, None, None, tcfg, device, amp))
+        losses.append(train_step(loss, opt, inputs, targets, None, None, tcfg, device, amp))
         t_steps += time.perf_counter() - t1 if step else 0.0  # the first step warms up
         done += len(targets) if step else 0
     print(f"training: {args.steps} steps of {tcfg.batch_size} sequences (d={tcfg.d_model}, {args.items:,} items, "

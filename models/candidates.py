@@ -35,7 +35,7 @@ def candidates_schema():
 def candidate_table(user_ids: Any, top_idx: Any, top_score: Any, item_ids: Any, model_name: str,
                     version: str) -> Any:
     """Candidates-contract rows for a batch: ``user_ids`` (U,) Arrow strings, ``top_idx`` / ``top_score``
-    (U, k) from :func:`models.pyfunc.recommend` (index 0 = no item: the tail when fewer than k are left),
+    (U, k) from :func:`models.recommender.recommend` (index 0 = no item: the tail when fewer than k are left),
     ``item_ids`` the model's vocabulary as an Arrow array (index i is position i - 1)."""
     import numpy as np
     import pyarrow as pa
@@ -63,10 +63,11 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     import pyarrow.parquet as pq
     import torch
 
-    from models.data import count_rows, encode_record_batch, feature_paths, read_table, sequence_batches
-    from models.pyfunc import recommend
+    from models.encoding import encode_record_batch
+    from models.features import count_rows, feature_paths, read_table, sequence_batches
+    from models.recommender import recommend
     from models.registry import load_champion
-    from models.train import choose_device
+    from models.runtime import choose_device
 
     check_dt(dt)
     settings = settings or get_settings()

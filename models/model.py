@@ -29,25 +29,28 @@ CHECKPOINT_FORMAT = "attnrec-sasrec/1"
 
 @dataclass
 class ModelConfig:
-    """Sizes of every vocabulary and of the network. Vocabulary sizes count the padding index 0."""
+    """Sizes of every vocabulary and of the network. Vocabulary sizes count the padding index 0. No size has a
+    default here: models.config.build_model fills them from the item vocabulary, the bucketing of
+    models.encoding and the training config (whose defaults are the only ones)."""
 
     n_items: int  # real items; the item vocabulary has n_items + 1 rows (0 = padding)
     n_categories: int  # real categories; + 1 rows (0 = padding / none)
     max_categories: int  # width of the per-item category buffer (the most categories one item has, >= 1)
-    n_years: int = 32  # year buckets including 0 = unknown (see models.data.year_bucket)
-    n_event_types: int = 10  # real event types; + 1 rows (0 = padding)
-    n_dwell_buckets: int = 16  # including 0 = padding and 1 = dwell unknown
-    n_gap_buckets: int = 32  # including 0 = padding and 1 = first event (no previous)
-    max_len: int = 200  # longest sequence the position embedding covers
-    d_model: int = 64
-    n_heads: int = 2
-    n_layers: int = 2
-    dropout: float = 0.2
+    n_years: int  # year buckets including 0 = unknown (see models.vocab.year_bucket)
+    n_event_types: int  # real event types; + 1 rows (0 = padding)
+    n_dwell_buckets: int  # including 0 = padding and 1 = dwell unknown
+    n_gap_buckets: int  # including 0 = padding and 1 = first event (no previous)
+    max_len: int  # longest sequence the position embedding covers
+    d_model: int
+    n_heads: int
+    n_layers: int
+    dropout: float
     id_only: bool = False  # plain SASRec (the ablation): item id + position only, no content/event/dwell/gap
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; pick d_model = k * n_heads")
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                             "pick d_model = k * n_heads")
         if self.n_items < 1:
             raise ValueError(f"n_items={self.n_items}: the item table is empty; featurize items before training")
 
@@ -164,7 +167,7 @@ class Block(nn.Module):
 
 class AttentionRecommender(nn.Module):
     """SASRec-family next-item model. ``batch`` holds four (B, L) long tensors, left padded:
-    ``items``, ``event_types``, ``dwell``, ``gap`` (see models.data for the bucketing)."""
+    ``items``, ``event_types``, ``dwell``, ``gap`` (see models.encoding for the bucketing)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -232,7 +235,7 @@ class AttentionRecommender(nn.Module):
 
 def to_checkpoint(model: AttentionRecommender, extra: dict[str, Any]) -> dict[str, Any]:
     """A self-describing checkpoint: format, config, weights (content buffers included), plus ``extra``
-    (the item vocabulary and data version, see models.pyfunc)."""
+    (the item vocabulary and data version, see models.recommender)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return {"format": CHECKPOINT_FORMAT, "config": asdict(model.cfg), "state_dict": state, **extra}
 
@@ -241,7 +244,8 @@ def from_checkpoint(ckpt: dict[str, Any]) -> AttentionRecommender:
     """Rebuild the model (in eval mode, on CPU) from :func:`to_checkpoint`'s dict alone."""
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT!r}; retrain with this version of models/"
+            f"checkpoint format {ckpt.get('format')!r} is not {CHECKPOINT_FORMAT!r}; "
+            "retrain with this version of models/"
         )
     model = AttentionRecommender(ModelConfig.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])

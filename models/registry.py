@@ -27,8 +27,8 @@ from attnrec.settings import Settings, get_settings
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from models.data import Holdout
-    from models.pyfunc import Recommender
+    from models.dataset import Holdout
+    from models.recommender import Recommender
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_ARTIFACT = "model"
@@ -82,7 +82,8 @@ def input_example(holdout: list["Holdout"]) -> Any:
     """A small real input (the first users' histories); dwell_ms is left out when it has nulls."""
     import pandas as pd
 
-    rows = [{"user_id": h.history.user_id, "item_ids": h.history.item_ids[-5:], "event_types": h.history.event_types[-5:],
+    rows = [{"user_id": h.history.user_id, "item_ids": h.history.item_ids[-5:],
+             "event_types": h.history.event_types[-5:],
              "event_times_ms": h.history.times_ms[-5:], "dwell_ms": h.history.dwell_ms[-5:]} for h in holdout]
     frame = pd.DataFrame(rows)
     if any(d is None for r in rows for d in r["dwell_ms"]):
@@ -106,7 +107,8 @@ def log_recommender(rec: "Recommender", workdir: str, example: list["Holdout"]) 
         artifacts={"checkpoint": path},
         signature=signature(),
         input_example=input_example(example) if example else None,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas", "pyarrow"],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas",
+                          "pyarrow"],
         metadata={"data_version": {k: str(v) for k, v in rec.data_version.items()}, "n_items": rec.vocab.n_items},
     )
     return info.model_uri
@@ -161,7 +163,8 @@ def load_champion(settings: Settings) -> tuple["Recommender", str]:
     return load_version(settings, version), version
 
 
-def decide(new_ndcg: float, champion_ndcg: float | None, margin: float, champion_version: str | None = None) -> tuple[bool, str]:
+def decide(new_ndcg: float, champion_ndcg: float | None, margin: float,
+           champion_version: str | None = None) -> tuple[bool, str]:
     """The promotion rule, pure: promote when there is no champion or new > champion + margin."""
     if champion_ndcg is None:
         return True, f"no champion yet; promoted with test NDCG@10 {new_ndcg:.4f}"
@@ -209,7 +212,8 @@ def promote(settings: Settings, version: str, reason: str = "manual promotion") 
     previous = alias_version(settings, CHAMPION) or "none"
     c.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
     c.set_model_version_tag(settings.model_name, str(version), "promotion_decision", "forced")
-    c.set_model_version_tag(settings.model_name, str(version), "promotion_reason", f"{reason} (champion was {previous})")
+    c.set_model_version_tag(settings.model_name, str(version), "promotion_reason",
+                            f"{reason} (champion was {previous})")
 
 
 def describe(settings: Settings) -> dict[str, Any]:

@@ -11,22 +11,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from models.data import (
+from attnrec.contracts import EVENT_TYPES
+from models.dataset import TrainingSet, leave_one_out, positive_counts, read_split
+from models.encoding import (
     DEFAULT_POSITIVE_TYPES,
     EVENT_TYPE_INDEX,
     N_DWELL_BUCKETS,
     N_GAP_BUCKETS,
     Events,
-    ItemVocab,
-    TrainingSet,
     dwell_bucket,
     encode_sequences,
     gap_bucket,
-    leave_one_out,
-    positive_counts,
-    read_split,
 )
-from attnrec.contracts import EVENT_TYPES
+from models.vocab import ItemVocab
+from tests.model_helpers import events, item_rows
 
 
 def vocab_of(n: int) -> ItemVocab:
@@ -234,3 +232,24 @@ def test_positive_counts_count_training_events_only():
                 [None] * 5)
     split = leave_one_out([ev], vocab)  # i3 (validation) and i4 (test) are not training events
     assert positive_counts(split.train, vocab).tolist() == [0, 2, 0, 0, 0, 0]
+
+
+def test_leave_one_out_uses_positive_events_only():
+    ev = events("u", ["a", "b", "c", "d", "e", "f"], ["rate", "impression", "click", "skip", "purchase", "impression"])
+    short = events("s", ["a", "b", "c"], ["click", "impression", "click"])
+    vocab = ItemVocab.from_items([{"item_idx": i + 1, "item_id": x} for i, x in enumerate("abcdef")])
+    split = leave_one_out([ev, short], vocab)
+    assert [split.train.row(u).items for u in range(2)] == [[1, 2], [1, 2, 3]]
+    assert (split.n_users, split.n_holdout_users) == (2, 1)
+    assert [(h.history.item_ids, h.target) for h in split.valid] == [(["a", "b"], "c")]
+    assert [(h.history.item_ids, h.target) for h in split.test] == [(["a", "b", "c", "d"], "e")]
+
+
+def test_training_examples_target_the_next_positive_event():
+    vocab = ItemVocab.from_items(item_rows(5))
+    ev = events("u", ["i1", "i2", "i3", "i4"], ["rate", "impression", "rate", "click"])
+    inputs, targets = TrainingSet(encode_sequences([ev], vocab), max_len=10).batch(np.arange(1))
+    assert inputs["items"].tolist() == [[1, 2, 3]] and inputs["event_types"].tolist() == [[6, 1, 6]]
+    assert targets.tolist() == [[0, 3, 4]]
+    inputs, targets = TrainingSet(encode_sequences([ev], vocab), max_len=2).batch(np.arange(1))
+    assert inputs["items"].tolist() == [[2, 3]] and targets.tolist() == [[3, 4]]

@@ -18,10 +18,15 @@ import random
 import pytest
 import torch
 
-from models.data import Events, ItemVocab, TrainingSet, leave_one_out, positive_counts
-from models.evaluate import TransitionKNN, evaluate_knn, evaluate_popularity, evaluate_recommender
-from models.pyfunc import Recommender
-from models.train import TrainConfig, build_model, fit
+from models.baselines import TransitionKNN, evaluate_knn, evaluate_popularity
+from models.dataset import TrainingSet, leave_one_out, positive_counts
+from models.encoding import Events
+from models.evaluate import evaluate_recommender
+from models.config import build_model
+from models.recommender import Recommender
+from models.train import fit
+from models.vocab import ItemVocab
+from tests.model_helpers import config
 
 N_ITEMS, N_USERS, PAIRS = 200, 400, 20
 
@@ -64,13 +69,12 @@ def test_only_order_aware_scorers_find_the_planted_partner():
     bag_metrics = evaluate_knn(bag, split.test)
     knn = evaluate_knn(TransitionKNN.fit(split.train, vocab, counts), split.test)
 
-    tcfg = TrainConfig(d_model=32, n_heads=2, n_layers=1, dropout=0.0, batch_size=32, lr=1e-2, warmup_steps=10,
-                       weight_decay=0.0, patience=100)
+    tcfg = config(d_model=32, n_heads=2, n_layers=1, dropout=0.0, batch_size=32, lr=1e-2, warmup_steps=10,
+                  weight_decay=0.0, patience=100, max_seq_len=2 * PAIRS, epochs=25, max_minutes=2.0, seed=0)
     torch.manual_seed(0)
-    rec = Recommender(build_model(vocab, tcfg, 2 * PAIRS), vocab, {}, counts)
+    rec = Recommender(build_model(vocab, tcfg), vocab, {}, counts)
     # no validation: the validation target (rk) is random by construction, so keep the last epoch
-    fit(rec, TrainingSet(split.train, 2 * PAIRS), [], tcfg, epochs=25, max_minutes=2.0, seed=0,
-        device=torch.device("cpu"))
+    fit(rec, TrainingSet(split.train, 2 * PAIRS), [], tcfg, device=torch.device("cpu"))
     model = evaluate_recommender(rec, split.test)
 
     assert model["hr_at_10"] >= 0.9 and model["mrr_at_10"] >= 0.8

@@ -87,23 +87,27 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
     import mlflow
 
     from models import registry
-    from models.data import ItemVocab, TrainingSet, load_features, positive_counts, read_split
+    from models.dataset import TrainingSet, positive_counts, read_split
     from models.evaluate import evaluate_recommender
-    from models.pyfunc import Recommender
-    from models.train import TrainConfig, build_model, fit
+    from models.features import load_features
+    from models.config import build_model
+    from models.recommender import Recommender
+    from models.train import fit
+    from models.vocab import ItemVocab
+    from tests.model_helpers import config
 
     paths, items, version = load_features(env.data_root, DT)
     vocab = ItemVocab.from_items(items)
     split = read_split(paths["sequences"], vocab)
     counts = positive_counts(split.train, vocab)
-    tcfg = TrainConfig(d_model=32, n_layers=1, dropout=0.0, batch_size=8, lr=1e-2, warmup_steps=5, patience=100)
+    tcfg = config(d_model=32, n_layers=1, dropout=0.0, batch_size=8, lr=1e-2, warmup_steps=5, patience=100,
+                  max_seq_len=32, epochs=30, max_minutes=1.0, seed=1)
 
     def model(trained: bool) -> Recommender:
         torch.manual_seed(1)
-        rec = Recommender(build_model(vocab, tcfg, 32), vocab, version, counts)
+        rec = Recommender(build_model(vocab, tcfg), vocab, version, counts)
         if trained:
-            fit(rec, TrainingSet(split.train, 32), split.valid, tcfg, epochs=30, max_minutes=1.0,
-                seed=1, device=torch.device("cpu"))
+            fit(rec, TrainingSet(split.train, 32), split.valid, tcfg, device=torch.device("cpu"))
         return rec
 
     untrained, trained = model(False), model(True)
@@ -238,7 +242,7 @@ def test_train_run_then_candidates(env):
 
 
 def test_training_settings_from_env(monkeypatch, tmp_path):
-    from models.train import TrainConfig, parse_overrides
+    from models.config import train_config
 
     for name in ("ATTNREC_TRAIN_ABLATION", "ATTNREC_FULL_SOFTMAX_MAX_ITEMS", "ATTNREC_CHECKPOINT_DIR"):
         monkeypatch.delenv(name, raising=False)
@@ -253,13 +257,13 @@ def test_training_settings_from_env(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="ATTNREC_TRAIN_ABLATION='perhaps' is not a boolean"):
         get_settings()
 
-    tcfg = parse_overrides(["dropout=0.1", "n_layers=3", "positive_types=click,rate"])
+    tcfg = train_config(s, ["dropout=0.1", "n_layers=3", "positive_types=click,rate"])
     assert (tcfg.dropout, tcfg.n_layers, tcfg.positive_types) == (0.1, 3, ("click", "rate"))
-    assert tcfg.lr == TrainConfig().lr
+    assert tcfg.lr == train_config(s).lr
     with pytest.raises(ValueError, match="expected NAME=VALUE with NAME one of"):
-        parse_overrides(["depth=3"])
+        train_config(s, ["depth=3"])
     with pytest.raises(ValueError, match="'x' is not a valid int"):
-        parse_overrides(["n_layers=x"])
+        train_config(s, ["n_layers=x"])
 
 
 def test_a_retried_run_resumes_from_its_checkpoint_and_the_ablation_can_be_skipped(env, monkeypatch):

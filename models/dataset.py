@@ -1,0 +1,258 @@
+"""The training data of one partition: the leave-one-out split by time, the holdout sample, the training
+events kept in (memory-mapped) flat arrays, and the next-item training examples over them.
+
+:func:`read_split` streams features/sequences a batch at a time: training events are encoded with the new
+model's vocabulary as they arrive (models.encoding), holdout users stay raw so any model, the champion
+included, can be evaluated on exactly the same holdout. Memory does not grow with the number of events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from models.encoding import (
+    DEFAULT_POSITIVE_TYPES,
+    ENCODED_COLUMNS,
+    EncodedSequences,
+    Events,
+    RawBatch,
+    gather_windows,
+    positive_type_index,
+    raw_from_arrow,
+    raw_from_events,
+    user_chunks,
+)
+from models.features import sequence_batches
+from models.vocab import ItemVocab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Holdout:
+    """Predict ``target`` (an item id) from ``history`` (every event before it)."""
+
+    history: Events
+    target: str
+
+
+@dataclass
+class Split:
+    """The leave-one-out split: training events encoded, holdout users raw (see the module docstring)."""
+
+    train: EncodedSequences  # every user's events before their validation target (all events without one)
+    valid: list[Holdout]  # the holdout users (or a sample of them), sorted by user id
+    test: list[Holdout]
+    n_users: int
+    n_holdout_users: int  # users with a validation and a test target; ``valid`` holds them all or a sample
+
+
+class _HoldoutSample:
+    """Which holdout users to keep: all, or with ``cap`` the ``cap`` users whose user id hashes lowest, a
+    uniform sample that is the same in every run (so a champion and a challenger meet the same users),
+    kept in memory bounded by ``cap`` while the partition streams by."""
+
+    def __init__(self, cap: int | None) -> None:
+        if cap is not None and cap < 1:
+            raise ValueError(f"max_holdout_users={cap}: evaluation needs at least one user; use None for all users")
+        self.cap = cap
+        self.heap: list[tuple[int, str, Holdout, Holdout]] = []  # (-hash, user, valid, test): the largest on top
+        self.kept: list[tuple[str, Holdout, Holdout]] = []
+
+    def key(self, user_id: str) -> int | None:
+        """The user's sort key when it would enter the sample now, else None."""
+        if self.cap is None:
+            return 0
+        h = int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8).digest(), "big")
+        return h if len(self.heap) < self.cap or h < -self.heap[0][0] else None
+
+    def add(self, key: int, valid: Holdout, test: Holdout) -> None:
+        user = valid.history.user_id
+        if self.cap is None:
+            self.kept.append((user, valid, test))
+        elif len(self.heap) < self.cap:
+            heapq.heappush(self.heap, (-key, user, valid, test))
+        else:  # keeps the ``cap`` lowest hashes (``key`` ran against the threshold at the start of the batch)
+            heapq.heappushpop(self.heap, (-key, user, valid, test))
+
+    def holdouts(self) -> tuple[list[Holdout], list[Holdout]]:
+        kept = self.kept if self.cap is None else [(u, v, t) for _, u, v, t in self.heap]
+        kept.sort(key=lambda x: x[0])
+        return [v for _, v, _ in kept], [t for _, _, t in kept]
+
+
+def _split_batch(raw: RawBatch, user_ids: Callable[[np.ndarray], list[str]],
+                 rows: Callable[[np.ndarray], list[Events]], positive: np.ndarray,
+                 sample: _HoldoutSample) -> tuple[EncodedSequences, int]:
+    """Leave-one-out on one batch: a user's last positive event is the test target, the one before it the
+    validation target, everything before that is training; users with fewer than 3 positive events are
+    training only. Offers the holdout users to ``sample``; returns (training events, holdout user count)."""
+    offsets = raw.offsets
+    pos = np.flatnonzero(np.isin(raw.event_types, positive))  # (P,) flat positions of positive events
+    owner = np.searchsorted(offsets, pos, side="right") - 1  # (P,)
+    count = np.bincount(owner, minlength=len(raw.lengths))  # (U,)
+    eligible = np.flatnonzero(count >= 3)
+    last = np.cumsum(count) - 1  # (U,) index in pos of each user's last positive event
+    valid_at = pos[last[eligible] - 1] - offsets[eligible]  # (H,) positions within the user's row
+    test_at = pos[last[eligible]] - offsets[eligible]
+    train_end = offsets[1:].copy()
+    train_end[eligible] = offsets[eligible] + valid_at
+    event_row = np.repeat(np.arange(len(raw.lengths)), raw.lengths)
+    train = raw.keep((raw.items > 0) & (np.arange(len(raw.items)) < train_end[event_row]))
+    if len(eligible):
+        keys = [sample.key(u) for u in user_ids(eligible)]
+        chosen = [j for j, k in enumerate(keys) if k is not None]
+        for j, ev in zip(chosen, rows(eligible[chosen])):
+            v, t = int(valid_at[j]), int(test_at[j])
+            sample.add(keys[j], Holdout(ev.head(v), ev.item_ids[v]), Holdout(ev.head(t), ev.item_ids[t]))
+    return train, len(eligible)
+
+
+def leave_one_out(users: Sequence[Events], vocab: ItemVocab, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+                  max_holdout_users: int | None = None) -> Split:
+    """Leave-one-out by time over positive events, for users already in memory (see :func:`read_split`)."""
+    raw = raw_from_events(users, vocab)
+    sample = _HoldoutSample(max_holdout_users)
+    train, n_holdout = _split_batch(raw, lambda idx: [users[i].user_id for i in idx],
+                                    lambda idx: [users[i] for i in idx], positive_type_index(positive_types), sample)
+    valid, test = sample.holdouts()
+    return Split(train, valid, test, len(users), n_holdout)
+
+
+class _SequenceWriter:
+    """Collects EncodedSequences batches in memory, or appended to one file per column under ``spill_dir``
+    and memory-mapped at the end (the page cache, not the process, then holds the events)."""
+
+    def __init__(self, spill_dir: str | None) -> None:
+        self.spill_dir = spill_dir
+        self.counts: list[np.ndarray] = []
+        self.chunks: dict[str, list[np.ndarray]] = {name: [] for name, _ in ENCODED_COLUMNS}
+        self.files: dict[str, Any] = {}
+        if spill_dir is not None:
+            shutil.rmtree(spill_dir, ignore_errors=True)
+            os.makedirs(spill_dir)
+            self.files = {name: open(os.path.join(spill_dir, f"{name}.bin"), "wb") for name, _ in ENCODED_COLUMNS}
+
+    def append(self, part: EncodedSequences) -> None:
+        self.counts.append(part.lengths())
+        for name, _ in ENCODED_COLUMNS:
+            values = np.ascontiguousarray(getattr(part, name))
+            if self.files:
+                self.files[name].write(values.tobytes())
+            else:
+                self.chunks[name].append(values)
+
+    def finish(self) -> EncodedSequences:
+        counts = np.concatenate([np.zeros(1, dtype=np.int64), *self.counts])
+        offsets = np.cumsum(counts).astype(np.int64)
+        n = int(offsets[-1])
+        columns = {}
+        for name, dtype in ENCODED_COLUMNS:
+            if self.files:
+                self.files[name].close()
+                path = os.path.join(self.spill_dir, f"{name}.bin")
+                columns[name] = np.memmap(path, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype=dtype)
+            else:
+                columns[name] = np.concatenate([np.zeros(0, dtype=dtype), *self.chunks[name]])
+        return EncodedSequences(offsets, **columns)
+
+
+def read_split(uri: str, vocab: ItemVocab, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+               max_holdout_users: int | None = None, batch_rows: int = 10_000,
+               spill_dir: str | None = None) -> Split:
+    """:func:`leave_one_out` over a features/sequences partition, streamed ``batch_rows`` users at a time:
+    the training events are encoded with ``vocab`` as each batch arrives (seven bytes per event, kept in
+    files under ``spill_dir`` and memory-mapped when given), and the holdout keeps at most
+    ``max_holdout_users`` users (a fixed hash sample; all when None). Memory held: one Arrow batch, eight
+    bytes per user, and the sampled holdout users' raw events."""
+    positive = positive_type_index(positive_types)
+    sample = _HoldoutSample(max_holdout_users)
+    writer = _SequenceWriter(spill_dir)
+    n_users = n_holdout = n_events = 0
+    for b, batch in enumerate(sequence_batches(uri, batch_rows)):
+        user_column = batch.column("user_id")
+        train, eligible = _split_batch(
+            raw_from_arrow(batch, vocab), lambda idx: [str(u) for u in user_column.take(idx).to_pylist()],
+            lambda idx: [Events.from_row(r) for r in batch.take(idx).to_pylist()], positive, sample)
+        writer.append(train)
+        n_users, n_holdout, n_events = n_users + batch.num_rows, n_holdout + eligible, n_events + train.n_events
+        if (b + 1) % 20 == 0:
+            log.info("read %d users, %d training events so far from %s", n_users, n_events, uri)
+    valid, test = sample.holdouts()
+    return Split(writer.finish(), valid, test, n_users, n_holdout)
+
+
+
+class TrainingSet:
+    """Next-item examples over :class:`EncodedSequences`, without copying them: a user's example is their
+    last ``max_len + 1`` events; inputs are all but the last, targets are the items of events 1.. when that
+    event is positive (0 otherwise). Users without any target are left out. Holds 16 bytes per example."""
+
+    def __init__(self, seqs: EncodedSequences, max_len: int, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+                 chunk_events: int = 1 << 22) -> None:
+        self.seqs, self.max_len, self.positive = seqs, max_len, positive_type_index(positive_types)
+        stops = seqs.offsets[1:]
+        starts = np.maximum(seqs.offsets[:-1], stops - (max_len + 1))
+        has_target = np.zeros(len(seqs), dtype=bool)
+        for u0, u1 in user_chunks(seqs.offsets, chunk_events):  # bounded scratch memory
+            e0 = int(seqs.offsets[u0])
+            csum = np.concatenate([[0], np.cumsum(np.isin(seqs.event_types[e0:seqs.offsets[u1]], self.positive))])
+            s, e = starts[u0:u1] - e0, stops[u0:u1] - e0
+            has_target[u0:u1] = (e - s >= 2) & (csum[e] - csum[np.minimum(s + 1, e)] > 0)
+        self.starts, self.stops = starts[has_target], stops[has_target]  # (X,) flat event positions
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, idx: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(inputs, targets) of examples ``idx``, each (B, L) with L the longest input among them."""
+        starts, stops = self.starts[idx], self.stops[idx]
+        length = int((stops - starts - 1).max())
+        inputs = self.seqs.windows(starts, stops - 1, length)
+        items = gather_windows(self.seqs.items, starts + 1, stops, length)
+        types = gather_windows(self.seqs.event_types, starts + 1, stops, length)
+        return inputs, torch.from_numpy(np.where(np.isin(types, self.positive), items, 0))
+
+    def batches(self, batch_size: int, rng: random.Random) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Shuffled batches of (inputs, targets). Batches group sequences of similar length (sorted with random
+        tie-breaks, then the batch order is shuffled), so little compute goes to padding; padding does not
+        change any output anyway. Every random choice comes from ``rng``."""
+        g = np.random.default_rng(rng.getrandbits(64))
+        order = np.lexsort((g.random(len(self)), self.stops - self.starts))
+        starts = np.arange(0, len(order), batch_size)
+        g.shuffle(starts)
+        for s in starts:
+            yield self.batch(order[s:s + batch_size])
+
+    def target_counts(self, n_items: int) -> torch.Tensor:
+        """(N+1,) how often each item is a training target (the sampled-softmax proposal)."""
+        counts = np.zeros(n_items + 1, dtype=np.float64)
+        for x0 in range(0, len(self), 4096):
+            starts, stops = self.starts[x0:x0 + 4096], self.stops[x0:x0 + 4096]
+            items = gather_windows(self.seqs.items, starts + 1, stops, int((stops - starts - 1).max()))
+            types = gather_windows(self.seqs.event_types, starts + 1, stops, items.shape[1])
+            counts += np.bincount(items[np.isin(types, self.positive) & (items > 0)], minlength=n_items + 1)
+        return torch.from_numpy(counts)
+
+
+
+def positive_counts(train: EncodedSequences, vocab: ItemVocab,
+                    positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES) -> torch.Tensor:
+    """(N+1,) number of positive events per item index in ``train`` (the popularity baseline)."""
+    positive = positive_type_index(positive_types)
+    counts = np.zeros(vocab.n_items + 1, dtype=np.float64)
+    for u0, u1 in user_chunks(train.offsets, 1 << 22):
+        e0, e1 = int(train.offsets[u0]), int(train.offsets[u1])
+        items = train.items[e0:e1]
+        counts += np.bincount(items[np.isin(train.event_types[e0:e1], positive)], minlength=vocab.n_items + 1)
+    return torch.from_numpy(counts)

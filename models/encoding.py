@@ -1,0 +1,310 @@
+"""User events -> model indices: event types, dwell and gap buckets, and the flat encoded arrays.
+
+The holdout (validation and test) keeps raw strings (item ids, event types, :class:`Events`), so a model with a
+different item vocabulary (the current champion) can be evaluated on exactly the same holdout; each model
+encodes the raw events with its own vocabulary (:func:`encode_sequences`), skipping items it does not know.
+Training events are encoded once, with the new model's vocabulary, into flat arrays of seven bytes per event
+(:class:`EncodedSequences`); models.dataset builds them while it streams the parquet partition.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
+from models.vocab import ItemVocab
+
+
+def positive_types(exposure: Sequence[str] = EXPOSURE_EVENT_TYPES,
+                   negative: Sequence[str] = NEGATIVE_EVENT_TYPES) -> tuple[str, ...]:
+    """Event types that count as a positive signal (training targets, holdout events): every type that is neither
+    exposure (impressions, skips) nor negative (dislikes). Those stay in the sequence as context."""
+    return tuple(t for t in EVENT_TYPES if t not in set(exposure) | set(negative))
+
+
+DEFAULT_POSITIVE_TYPES: tuple[str, ...] = positive_types()
+
+EVENT_TYPE_INDEX: dict[str, int] = {t: i + 1 for i, t in enumerate(EVENT_TYPES)}  # 0 = padding
+
+N_DWELL_BUCKETS = 16
+N_GAP_BUCKETS = 32
+
+
+def _log2_edges(n_buckets: int) -> np.ndarray:
+    """Millisecond edges of a log2-of-seconds scale: x (ms) has floor(log2(1 + x / 1000)) = the number of edges
+    <= x, edge k being 1000 * (2**k - 1); exact on integers, and capped so buckets stay below ``n_buckets``."""
+    return np.array([1000 * (2 ** k - 1) for k in range(1, n_buckets - 2)], dtype=np.int64)
+
+
+DWELL_EDGES_MS = _log2_edges(N_DWELL_BUCKETS)
+GAP_EDGES_MS = _log2_edges(N_GAP_BUCKETS)
+
+
+def dwell_bucket(dwell_ms: int | None) -> int:
+    """Dwell strength on a log2 scale of seconds: 1 = unknown, 2 = under a second, ... (0 is padding)."""
+    if dwell_ms is None:
+        return 1
+    return 2 + bisect.bisect_right(DWELL_EDGES_MS.tolist(), max(int(dwell_ms), 0))
+
+
+def gap_bucket(gap_ms: int | None) -> int:
+    """Time since the previous event on a log2 scale of seconds: 1 = first event, 2 = under a second, ..."""
+    if gap_ms is None:
+        return 1
+    return 2 + bisect.bisect_right(GAP_EDGES_MS.tolist(), max(int(gap_ms), 0))
+
+
+def log2_buckets(ms: np.ndarray, known: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """:func:`dwell_bucket` / :func:`gap_bucket` over arrays: (E,) int64 ms and (E,) known mask -> (E,) int8."""
+    return np.where(known, 2 + np.searchsorted(edges, np.maximum(ms, 0), side="right"), 1).astype(np.int8)
+
+
+@dataclass
+class Events:
+    """One user's events, oldest -> newest, as in features/sequences."""
+
+    user_id: str
+    item_ids: list[str]
+    event_types: list[str]
+    times_ms: list[int]
+    dwell_ms: list[int | None]
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def head(self, n: int) -> "Events":
+        """The first ``n`` events."""
+        return Events(self.user_id, self.item_ids[:n], self.event_types[:n], self.times_ms[:n], self.dwell_ms[:n])
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Events":
+        n = len(row["item_ids"])
+        dwell = row.get("dwell_ms")
+        if dwell is None or isinstance(dwell, float):
+            dwell = [None] * n
+        else:
+            dwell = [None if d is None else int(d) for d in dwell]
+        # ids and types are interned: users who share an item share its string (a holdout of many users stays small)
+        return cls(str(row["user_id"]), [sys.intern(str(i)) for i in row["item_ids"]],
+                   [sys.intern(str(t)) for t in row["event_types"]], [int(t) for t in row["event_times_ms"]], dwell)
+
+
+@dataclass
+class Encoded:
+    """One user's events in model indices (unknown items dropped), oldest -> newest."""
+
+    items: list[int]
+    event_types: list[int]
+    dwell: list[int]
+    gap: list[int]
+
+
+#: The per-event columns of :class:`EncodedSequences` and their dtypes (seven bytes per event).
+ENCODED_COLUMNS: tuple[tuple[str, Any], ...] = (("items", np.int32), ("event_types", np.int8), ("dwell", np.int8),
+                                                ("gap", np.int8))
+
+
+@dataclass
+class EncodedSequences:
+    """Users' events in model indices as flat arrays: user u's events are positions offsets[u]:offsets[u+1],
+    oldest -> newest, items the model does not know left out. The event arrays may be memory-mapped files."""
+
+    offsets: np.ndarray  # (U+1,) int64
+    items: np.ndarray  # (E,) int32, 1..N
+    event_types: np.ndarray  # (E,) int8, EVENT_TYPE_INDEX
+    dwell: np.ndarray  # (E,) int8, dwell_bucket
+    gap: np.ndarray  # (E,) int8, gap_bucket (to the previous raw event, known item or not)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_events(self) -> int:
+        return int(self.offsets[-1])
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, u: int) -> Encoded:
+        s, e = int(self.offsets[u]), int(self.offsets[u + 1])
+        return Encoded(*(getattr(self, name)[s:e].astype(np.int64).tolist() for name, _ in ENCODED_COLUMNS))
+
+    def windows(self, starts: np.ndarray, stops: np.ndarray, length: int) -> dict[str, torch.Tensor]:
+        """Model inputs (B, length): row b holds events starts[b]:stops[b] (flat positions, at most ``length``
+        of them) right aligned, zeros (padding) on the left."""
+        return {name: torch.from_numpy(gather_windows(getattr(self, name), starts, stops, length))
+                for name, _ in ENCODED_COLUMNS}
+
+    def rows(self, u0: int, u1: int) -> "EncodedSequences":
+        """Users u0..u1-1 (views of the same event arrays)."""
+        e0, e1 = int(self.offsets[u0]), int(self.offsets[u1])
+        columns = (getattr(self, name)[e0:e1] for name, _ in ENCODED_COLUMNS)
+        return EncodedSequences(self.offsets[u0:u1 + 1] - e0, *columns)
+
+    def last_inputs(self, max_len: int) -> dict[str, torch.Tensor]:
+        """Model inputs for every user: their last ``max_len`` events, trimmed to the longest row (at least 1)."""
+        stops = self.offsets[1:]
+        starts = np.maximum(self.offsets[:-1], stops - max_len)
+        length = max(1, int((stops - starts).max(initial=0)))
+        return self.windows(starts, stops, length)
+
+    def item_lists(self) -> list[list[int]]:
+        """Each user's item indices (the items candidate generation and evaluation leave out)."""
+        flat = self.items.astype(np.int64).tolist()
+        return [flat[s:e] for s, e in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())]
+
+
+def gather_windows(values: np.ndarray, starts: np.ndarray, stops: np.ndarray, length: int) -> np.ndarray:
+    """(B, length) int64: row b is values[starts[b]:stops[b]] right aligned, zeros on the left."""
+    n = stops - starts  # (B,)
+    col = np.arange(length)[None, :]  # (1, L)
+    ok = col >= length - n[:, None]  # (B, L)
+    src = np.where(ok, stops[:, None] - length + col, 0)  # (B, L) flat positions (0 where padding)
+    if len(values) == 0:
+        return np.zeros((len(starts), length), dtype=np.int64)
+    return np.asarray(np.where(ok, values[src], 0), dtype=np.int64)
+
+
+def user_chunks(offsets: np.ndarray, chunk_events: int) -> Iterator[tuple[int, int]]:
+    """Consecutive user ranges [u0, u1) of about ``chunk_events`` events each (at least one user)."""
+    n_users, u0 = len(offsets) - 1, 0
+    while u0 < n_users:
+        u1 = int(np.searchsorted(offsets, offsets[u0] + chunk_events, side="right")) - 1
+        u1 = min(max(u1, u0 + 1), n_users)
+        yield u0, u1
+        u0 = u1
+
+
+@dataclass
+class RawBatch:
+    """A batch of users' events in model terms, flat, before unknown items are dropped."""
+
+    lengths: np.ndarray  # (U,) int64
+    items: np.ndarray  # (E,) int32, 0 = not in the vocabulary
+    event_types: np.ndarray  # (E,) int8
+    dwell: np.ndarray  # (E,) int8 bucket
+    gap: np.ndarray  # (E,) int8 bucket, to the previous raw event
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+
+    def keep(self, mask: np.ndarray) -> EncodedSequences:
+        """The events where ``mask`` (E,) holds, per user, as EncodedSequences (users with none stay, empty)."""
+        owner = np.repeat(np.arange(len(self.lengths)), self.lengths)  # (E,)
+        counts = np.bincount(owner[mask], minlength=len(self.lengths))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return EncodedSequences(offsets, *(getattr(self, name)[mask].astype(dtype) for name, dtype in ENCODED_COLUMNS))
+
+
+def _bad_event_type(value: Any, user_id: Any) -> ValueError:
+    return ValueError(f"event type {value!r} of user {user_id!r} is not one of {EVENT_TYPES}; fix the clean job")
+
+
+def _raw(lengths: np.ndarray, items: np.ndarray, types: np.ndarray, times: np.ndarray, dwell: np.ndarray,
+         dwell_known: np.ndarray) -> RawBatch:
+    """Bucket dwell and the gap to the previous event of the same user (the first event's gap is unknown)."""
+    first = np.zeros(len(items), dtype=bool)
+    starts = (np.cumsum(lengths) - lengths)[lengths > 0]
+    first[starts] = True
+    gaps = times - np.concatenate([times[:1], times[:-1]])
+    return RawBatch(lengths.astype(np.int64), items.astype(np.int32), types.astype(np.int8),
+                    log2_buckets(dwell, dwell_known, DWELL_EDGES_MS), log2_buckets(gaps, ~first, GAP_EDGES_MS))
+
+
+def raw_from_events(users: Sequence[Events], vocab: ItemVocab) -> RawBatch:
+    """Users' events in model terms with ``vocab`` (unknown items kept as 0, for the split to see)."""
+    for ev in users:
+        if not len(ev.event_types) == len(ev.times_ms) == len(ev.dwell_ms) == len(ev.item_ids):
+            raise ValueError(f"user {ev.user_id!r} has {len(ev.item_ids)} item_ids but {len(ev.event_types)} "
+                             f"event_types, {len(ev.times_ms)} times and {len(ev.dwell_ms)} dwell values")
+    types = np.array([EVENT_TYPE_INDEX.get(t, 0) for ev in users for t in ev.event_types], dtype=np.int64)
+    if (types == 0).any():
+        user, value = next((ev.user_id, t) for ev in users for t in ev.event_types if t not in EVENT_TYPE_INDEX)
+        raise _bad_event_type(value, user)
+    dwell = [d for ev in users for d in ev.dwell_ms]
+    return _raw(np.array([len(ev) for ev in users], dtype=np.int64),
+                np.array([vocab.index.get(i, 0) for ev in users for i in ev.item_ids], dtype=np.int64), types,
+                np.array([t for ev in users for t in ev.times_ms], dtype=np.int64),
+                np.array([0 if d is None else d for d in dwell], dtype=np.int64),
+                np.array([d is not None for d in dwell], dtype=bool))
+
+
+def raw_from_arrow(batch: Any, vocab: ItemVocab) -> RawBatch:
+    """The same from a features/sequences record batch, with vectorised lookups (no Python object per event)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def lengths_of(name: str) -> np.ndarray:
+        return np.asarray(pc.fill_null(pc.list_value_length(batch.column(name)), 0), dtype=np.int64)
+
+    def user(row: int) -> Any:
+        return batch.column("user_id")[row].as_py()
+
+    def owner_of(event: int) -> int:  # the row of a flat event position
+        return int(np.searchsorted(np.cumsum(lengths), event, side="right"))
+
+    lengths = lengths_of("item_ids")
+    for name in ("event_types", "event_times_ms"):
+        other = lengths_of(name)
+        if (other != lengths).any():
+            row = int(np.flatnonzero(other != lengths)[0])
+            raise ValueError(f"features/sequences user {user(row)!r} has {lengths[row]} item_ids but {other[row]} "
+                             f"{name}; re-run featurize")
+    items = pc.index_in(batch.column("item_ids").flatten(), value_set=vocab.arrow_ids())
+    items = np.asarray(pc.fill_null(items, -1), dtype=np.int64) + 1  # (E,) 0 = unknown
+    flat_types = batch.column("event_types").flatten()
+    types = pc.index_in(flat_types, value_set=pa.array(EVENT_TYPES, type=pa.string()))
+    if types.null_count:
+        at = int(np.flatnonzero(np.asarray(types.is_null()))[0])
+        raise _bad_event_type(flat_types[at].as_py(), user(owner_of(at)))
+    types = np.asarray(types, dtype=np.int64) + 1
+    times = batch.column("event_times_ms").flatten()
+    if times.null_count:
+        at = int(np.flatnonzero(np.asarray(times.is_null()))[0])
+        raise ValueError(f"features/sequences user {user(owner_of(at))!r} has a null event time; re-run featurize")
+    dwell = np.zeros(len(items), dtype=np.int64)
+    known = np.zeros(len(items), dtype=bool)
+    if "dwell_ms" in batch.schema.names:
+        column = batch.column("dwell_ms")
+        has_list = np.asarray(column.is_valid())  # (U,) a null list = every dwell unknown
+        d_len = lengths_of("dwell_ms")
+        if (has_list & (d_len != lengths)).any():
+            row = int(np.flatnonzero(has_list & (d_len != lengths))[0])
+            raise ValueError(f"features/sequences user {user(row)!r} has {lengths[row]} item_ids but {d_len[row]} "
+                             "dwell_ms; re-run featurize")
+        flat = column.flatten()
+        where = np.repeat(has_list, lengths)  # (E,) the events the flattened values belong to
+        dwell[where] = np.asarray(pc.fill_null(pc.cast(flat, pa.int64(), safe=False), 0), dtype=np.int64)
+        known[where] = np.asarray(flat.is_valid())
+    return _raw(lengths, items, types, np.asarray(times, dtype=np.int64), dwell, known)
+
+
+def encode_sequences(users: Sequence[Events], vocab: ItemVocab) -> EncodedSequences:
+    """Map users' events to model indices with ``vocab``. Gaps are measured to the previous event in the
+    raw sequence; events whose item the vocabulary does not know are then left out."""
+    raw = raw_from_events(users, vocab)
+    return raw.keep(raw.items > 0)
+
+
+def encode_record_batch(batch: Any, vocab: ItemVocab) -> EncodedSequences:
+    """:func:`encode_sequences` for a features/sequences Arrow record batch
+    (see :func:`models.features.sequence_batches`)."""
+    raw = raw_from_arrow(batch, vocab)
+    return raw.keep(raw.items > 0)
+
+
+def encode_events(ev: Events, vocab: ItemVocab) -> Encoded:
+    """One user's events in model indices (see :func:`encode_sequences`)."""
+    return encode_sequences([ev], vocab).row(0)
+
+
+def positive_type_index(positive_types: Sequence[str]) -> np.ndarray:
+    """The EVENT_TYPE_INDEX values of ``positive_types``, for ``np.isin``."""
+    return np.array([EVENT_TYPE_INDEX[t] for t in positive_types], dtype=np.int8)

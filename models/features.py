@@ -1,0 +1,91 @@
+"""Reading the published feature partitions: their paths, a snapshot hash, item rows, sequence batches."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterator, Sequence
+
+from attnrec import lake
+
+
+def feature_paths(root: str, dt: str) -> dict[str, str]:
+    """The published sequences and items partitions for ``dt``; raise when either is incomplete."""
+    paths = {"sequences": lake.partition(root, lake.FEATURE_SEQUENCES, dt),
+             "items": lake.partition(root, lake.FEATURE_ITEMS, dt)}
+    for name, path in paths.items():
+        if not lake.is_complete(path):
+            raise FileNotFoundError(
+                f"features/{name} for dt={dt} is not published at {path} (no {lake.SUCCESS_MARKER}); "
+                f"run the behavior_etl DAG for {dt} first"
+            )
+    return paths
+
+
+def snapshot_hash(paths: Sequence[str]) -> str:
+    """sha256 (first 16 hex) over the names and bytes of every data file in the given partitions."""
+    from pyarrow import fs
+
+    digest = hashlib.sha256()
+    for uri in paths:
+        filesystem, base = lake.filesystem_for(uri)
+        infos = [i for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True))
+                 if i.type == fs.FileType.File]
+        for info in sorted(infos, key=lambda i: i.path):
+            if info.base_name.startswith(("_", ".")):
+                continue
+            digest.update(info.path[len(base):].encode())
+            with filesystem.open_input_stream(info.path) as src:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def read_table(uri: str) -> list[dict[str, Any]]:
+    """Rows of a parquet partition as dicts (files starting with ``_`` or ``.`` are ignored)."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = lake.filesystem_for(uri)
+    return pq.read_table(path, filesystem=filesystem).to_pylist()
+
+
+#: The sequences columns the model reads; the other feature columns are never loaded.
+SEQUENCE_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms")
+
+
+def sequence_batches(uri: str, batch_rows: int = 10_000) -> Iterator[Any]:
+    """Arrow record batches of :data:`SEQUENCE_COLUMNS` from a sequences partition, ``batch_rows`` rows at a
+    time, file by file in sorted path order (the same order in every run and on every rank)."""
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    filesystem, base = lake.filesystem_for(uri)
+    infos = [i for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True))
+             if i.type == fs.FileType.File and not i.base_name.startswith(("_", "."))]
+    for info in sorted(infos, key=lambda i: i.path):
+        with filesystem.open_input_file(info.path) as src:
+            parquet = pq.ParquetFile(src, pre_buffer=False, buffer_size=1 << 20)  # pre-buffering reads whole files
+            names = parquet.schema_arrow.names
+            missing = [c for c in SEQUENCE_COLUMNS if c != "dwell_ms" and c not in names]
+            if missing:
+                raise ValueError(f"{info.path} lacks sequence columns {missing} (has {names}); re-run featurize")
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=[c for c in SEQUENCE_COLUMNS if c in names])
+
+
+
+def count_rows(uri: str) -> int:
+    """Rows of a parquet partition, from the file footers (no data read)."""
+    import pyarrow.dataset as ds
+
+    filesystem, path = lake.filesystem_for(uri)
+    return sum(f.metadata.num_rows for f in ds.dataset(path, format="parquet", filesystem=filesystem).get_fragments())
+
+
+
+def load_features(root: str, dt: str) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, str]]:
+    """(partition paths {"sequences", "items"}, item rows, data version {dt, snapshot_hash, paths}) for ``dt``;
+    the sequences are read afterwards with :func:`read_split`, once the vocabulary is known."""
+    paths = feature_paths(root, dt)
+    items = read_table(paths["items"])
+    version = {"dt": dt, "snapshot_hash": snapshot_hash([paths["sequences"], paths["items"]]),
+               "sequences_path": paths["sequences"], "items_path": paths["items"]}
+    return paths, items, version
