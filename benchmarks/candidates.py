@@ -41,8 +41,10 @@ def build(n_items: int, dim: int, seed: int):
     from models.recommender import Recommender
     from models.vocab import ItemVocab
 
-    rows = [{"item_idx": i, "item_id": f"i{i}", "categories": [f"c{i % 20}"], "year": 1950 + i % 70}
-            for i in range(1, n_items + 1)]
+    rows = [
+        {"item_idx": i, "item_id": f"i{i}", "categories": [f"c{i % 20}"], "year": 1950 + i % 70}
+        for i in range(1, n_items + 1)
+    ]
     vocab = ItemVocab.from_items(rows)
     torch.manual_seed(seed)
     tcfg = train_config(get_settings(), [f"d_model={dim}", "n_heads=2", "n_layers=2", "dropout=0.0", "max_seq_len=200"])
@@ -52,8 +54,9 @@ def build(n_items: int, dim: int, seed: int):
     return Recommender(model, vocab, {}, torch.zeros(n_items + 1, dtype=torch.float64))
 
 
-def time_ranking(rec, n_users: int, k: int, seen_per_user: int, user_batch: int, device, seed: int,
-                 repeat: int = 1) -> dict[str, float]:
+def time_ranking(
+    rec, n_users: int, k: int, seen_per_user: int, user_batch: int, device, seed: int, repeat: int = 1
+) -> dict[str, float]:
     """Best of ``repeat`` timings of the ranking stage and of the bare matmul, with users/s and their ratio."""
     import torch
 
@@ -72,8 +75,9 @@ def time_ranking(rec, n_users: int, k: int, seen_per_user: int, user_batch: int,
     with torch.no_grad():
         # warm-up on one batch (allocator, kernels), not timed
         warm = model_scorer(rec.model, rec.popularity, vecs[:user_batch], has_history[:user_batch])
-        rank_catalogue(warm, min(user_batch, n_users), n_items + 1, seen[:user_batch], k, user_batch=user_batch,
-                       device=device)
+        rank_catalogue(
+            warm, min(user_batch, n_users), n_items + 1, seen[:user_batch], k, user_batch=user_batch, device=device
+        )
         rank_s = math.inf
         for _ in range(repeat):
             _sync(device)
@@ -92,7 +96,7 @@ def time_ranking(rec, n_users: int, k: int, seen_per_user: int, user_batch: int,
             t0 = time.perf_counter()
             for s in range(0, n_users, user_batch):
                 b = min(user_batch, n_users - s)
-                torch.matmul(vecs[s:s + b], table.T, out=out[:b])
+                torch.matmul(vecs[s : s + b], table.T, out=out[:b])
             _sync(device)
             matmul_s = min(matmul_s, time.perf_counter() - t0)
 
@@ -102,8 +106,14 @@ def time_ranking(rec, n_users: int, k: int, seen_per_user: int, user_batch: int,
         if row & set(seen[u]) or 0 in row:
             raise AssertionError(f"user {u}: top-{k} contains a seen item or the padding row")
     flops = 2.0 * n_users * (n_items + 1) * dim
-    return {"rank_s": rank_s, "matmul_s": matmul_s, "users_per_s": n_users / rank_s,
-            "matmul_users_per_s": n_users / matmul_s, "ratio": rank_s / matmul_s, "matmul_gflops": flops / matmul_s / 1e9}
+    return {
+        "rank_s": rank_s,
+        "matmul_s": matmul_s,
+        "users_per_s": n_users / rank_s,
+        "matmul_users_per_s": n_users / matmul_s,
+        "ratio": rank_s / matmul_s,
+        "matmul_gflops": flops / matmul_s / 1e9,
+    }
 
 
 def time_encoding(rec, n_users: int, seq_len: int, device, seed: int, batch: int = 256) -> float:
@@ -115,8 +125,16 @@ def time_encoding(rec, n_users: int, seq_len: int, device, seed: int, batch: int
 
     g = torch.Generator().manual_seed(seed)
     items = torch.randint(1, rec.vocab.n_items + 1, (n_users, seq_len), generator=g).tolist()
-    users = [Events(f"u{u}", [f"i{i}" for i in row], ["click"] * seq_len, list(range(0, 60_000 * seq_len, 60_000)),
-                    [1000] * seq_len) for u, row in enumerate(items)]
+    users = [
+        Events(
+            f"u{u}",
+            [f"i{i}" for i in row],
+            ["click"] * seq_len,
+            list(range(0, 60_000 * seq_len, 60_000)),
+            [1000] * seq_len,
+        )
+        for u, row in enumerate(items)
+    ]
     rec.model.to(device)
     user_vectors(rec, users[:batch], device, batch)
     _sync(device)
@@ -134,10 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--seen", type=int, default=50, help="seen items masked per user")
-    parser.add_argument("--dim", type=int, default=TrainConfig.d_model,
-                        help=f"model width d (TrainConfig default: {TrainConfig.d_model})")
-    parser.add_argument("--user-batch", type=int, default=256,
-                        help="users per scoring batch (models.recommender.recommend's default, which candidates uses: 256)")
+    parser.add_argument(
+        "--dim",
+        type=int,
+        default=TrainConfig.d_model,
+        help=f"model width d (TrainConfig default: {TrainConfig.d_model})",
+    )
+    parser.add_argument(
+        "--user-batch",
+        type=int,
+        default=256,
+        help="users per scoring batch (models.recommender.recommend's default, which candidates uses: 256)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core)")
     parser.add_argument("--devices", default="cpu,cuda", help="comma list; cuda is skipped when there is no GPU")
     parser.add_argument("--encode-users", type=int, default=0, help="also time encoding this many user sequences")
@@ -156,14 +182,18 @@ def main(argv: list[str] | None = None) -> int:
             continue
         devices.append(torch.device(name))
     rec = build(args.items, args.dim, args.seed)
-    print(f"{args.users:,} users x {args.items:,} items, top-{args.k}, {args.seen} seen items masked per user, "
-          f"d={args.dim}, user batch {args.user_batch}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(
+        f"{args.users:,} users x {args.items:,} items, top-{args.k}, {args.seen} seen items masked per user, "
+        f"d={args.dim}, user batch {args.user_batch}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
     for device in devices:
         r = time_ranking(rec, args.users, args.k, args.seen, args.user_batch, device, args.seed, args.repeat)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-        print(f"[{label}] ranking: {r['rank_s']:.2f} s = {r['users_per_s']:,.0f} users/s | "
-              f"bare matmul: {r['matmul_s']:.2f} s = {r['matmul_users_per_s']:,.0f} users/s "
-              f"({r['matmul_gflops']:.1f} GFLOP/s) | ranking / matmul = {r['ratio']:.2f}x")
+        print(
+            f"[{label}] ranking: {r['rank_s']:.2f} s = {r['users_per_s']:,.0f} users/s | "
+            f"bare matmul: {r['matmul_s']:.2f} s = {r['matmul_users_per_s']:,.0f} users/s "
+            f"({r['matmul_gflops']:.1f} GFLOP/s) | ranking / matmul = {r['ratio']:.2f}x"
+        )
         if args.encode_users:
             ups = time_encoding(rec, args.encode_users, args.seq_len, device, args.seed)
             print(f"[{label}] encoding {args.encode_users:,} sequences of {args.seq_len} events: {ups:,.0f} users/s")

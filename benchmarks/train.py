@@ -2,7 +2,7 @@
 
 On a published features partition (``--data-root DIR --dt D``, e.g. MovieLens-100K after behavior_etl) or,
 without one, on a generated synthetic set (users walk item clusters forward with random jumps, so there
-is order to learn). It runs ``models.train.fit`` exactly as ``models.train.run`` does (TrainConfig
+is order to learn). It runs ``models.fit.fit`` exactly as ``models.train.run`` does (TrainConfig
 defaults, the same leave-one-out split, early stopping on validation NDCG@10) but without MLflow, and
 prints per epoch and in total:
 
@@ -44,22 +44,26 @@ def synthetic(n_users: int, n_items: int, mean_len: int, seed: int):
             items.append(f"s{cycle[pos]}")
             times.append(t)
         users.append(Events(f"u{u}", items, ["click"] * n, times, [int(rng.expovariate(1 / 30_000)) for _ in range(n)]))
-    rows = [{"item_idx": i, "item_id": f"s{i}", "categories": [f"g{i % 18}"], "year": 1960 + i % 60}
-            for i in range(1, n_items + 1)]
+    rows = [
+        {"item_idx": i, "item_id": f"s{i}", "categories": [f"g{i % 18}"], "year": 1960 + i % 60}
+        for i in range(1, n_items + 1)
+    ]
     return users, rows
 
 
 def bench_fit(name: str, rec, examples, split, tcfg, device, amp_dtype) -> dict:
     from models.evaluate import evaluate_recommender
-    from models.train import fit
+    from models.fit import fit
 
     positions = int(examples.target_counts(rec.vocab.n_items).sum())
 
     def show(row: dict) -> None:
-        print(f"  [{name}] epoch {int(row['epoch']):>2}: loss {row['train_loss']:.4f}  "
-              f"val NDCG@10 {row.get('val_ndcg_at_10', float('nan')):.4f}  "
-              f"{len(examples) / row['epoch_train_seconds']:,.0f} seq/s  ({row['epoch_seconds']:.1f} s with validation)",
-              flush=True)
+        print(
+            f"  [{name}] epoch {int(row['epoch']):>2}: loss {row['train_loss']:.4f}  "
+            f"val NDCG@10 {row.get('val_ndcg_at_10', float('nan')):.4f}  "
+            f"{len(examples) / row['epoch_train_seconds']:,.0f} seq/s  ({row['epoch_seconds']:.1f} s with validation)",
+            flush=True,
+        )
 
     t0 = time.perf_counter()
     history = fit(rec, examples, split.valid, tcfg, device=device, amp_dtype=amp_dtype, on_epoch=show)
@@ -68,10 +72,17 @@ def bench_fit(name: str, rec, examples, split, tcfg, device, amp_dtype) -> dict:
     best = max(range(len(history)), key=lambda i: history[i].get("val_ndcg_at_10", i))
     rec.model = rec.model.cpu()
     test = evaluate_recommender(rec, split.test)
-    return {"name": name, "epochs": len(history), "total_s": total_s, "seq_per_s": len(examples) * len(history) / train_s,
-            "pos_per_s": positions * len(history) / train_s, "best_epoch": best + 1,
-            "time_to_best_s": sum(h["epoch_seconds"] for h in history[: best + 1]),
-            "best_val_ndcg": history[best].get("val_ndcg_at_10", float("nan")), "test": test}
+    return {
+        "name": name,
+        "epochs": len(history),
+        "total_s": total_s,
+        "seq_per_s": len(examples) * len(history) / train_s,
+        "pos_per_s": positions * len(history) / train_s,
+        "best_epoch": best + 1,
+        "time_to_best_s": sum(h["epoch_seconds"] for h in history[: best + 1]),
+        "best_val_ndcg": history[best].get("val_ndcg_at_10", float("nan")),
+        "test": test,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,17 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when there is a GPU)")
     parser.add_argument("--ablation", action="store_true", help="also train plain SASRec (item ids only)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a TrainConfig field, e.g. --set dropout=0.3 (repeatable), as models.train --set")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a TrainConfig field, e.g. --set dropout=0.3 (repeatable), as attnrec train --set",
+    )
     args = parser.parse_args(argv)
 
     import torch
 
+    from attnrec.settings import get_settings
     from models.baselines import evaluate_knn, evaluate_popularity, tune_knn
+    from models.config import build_model, train_config
     from models.dataset import TrainingSet, leave_one_out, positive_counts, read_split
     from models.features import load_features
-    from attnrec.settings import get_settings
-    from models.config import build_model, train_config
     from models.recommender import Recommender
     from models.runtime import seed_everything
     from models.vocab import ItemVocab
@@ -110,8 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device)
     amp = torch.bfloat16 if device.type == "cuda" else None  # as models.runtime.choose_device
     try:  # the settings' config, with this benchmark's budget and then --set on top
-        tcfg = train_config(get_settings(), [f"epochs={args.epochs}", f"max_minutes={args.max_minutes}",
-                                             f"seed={args.seed}", f"max_seq_len={args.max_seq_len}", *args.set])
+        tcfg = train_config(
+            get_settings(),
+            [
+                f"epochs={args.epochs}",
+                f"max_minutes={args.max_minutes}",
+                f"seed={args.seed}",
+                f"max_seq_len={args.max_seq_len}",
+                *args.set,
+            ],
+        )
     except ValueError as err:
         parser.error(str(err))
     if args.data_root and args.dt:
@@ -128,13 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     counts = positive_counts(split.train, vocab, tcfg.positive_types)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     overrides = f", overrides {' '.join(args.set)}" if args.set else ""
-    print(f"data: {source}\n  {split.n_users:,} users, {vocab.n_items:,} items, "
-          f"{split.train.n_events:,} training events, "
-          f"{len(examples):,} training sequences, {len(split.test):,} holdout users\n"
-          f"device: {label}; torch {torch.__version__}; TrainConfig (d={tcfg.d_model}, "
-          f"{tcfg.n_layers} layers, batch {tcfg.batch_size}, dropout {tcfg.dropout}, lr {tcfg.lr}{overrides}); "
-          f"up to {tcfg.epochs} epochs, {tcfg.max_minutes} min per model",
-          flush=True)
+    print(
+        f"data: {source}\n  {split.n_users:,} users, {vocab.n_items:,} items, "
+        f"{split.train.n_events:,} training events, "
+        f"{len(examples):,} training sequences, {len(split.test):,} holdout users\n"
+        f"device: {label}; torch {torch.__version__}; TrainConfig (d={tcfg.d_model}, "
+        f"{tcfg.n_layers} layers, batch {tcfg.batch_size}, dropout {tcfg.dropout}, lr {tcfg.lr}{overrides}); "
+        f"up to {tcfg.epochs} epochs, {tcfg.max_minutes} min per model",
+        flush=True,
+    )
 
     results = []
     for name, id_only in [("attention recommender", False)] + ([("plain SASRec", True)] if args.ablation else []):
@@ -147,14 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     knn = evaluate_knn(knn_model, split.test)
     print("\nresults")
     for r in results:
-        print(f"  {r['name']}: {r['seq_per_s']:,.0f} sequences/s, {r['pos_per_s']:,.0f} target positions/s; "
-              f"{r['epochs']} epochs in {r['total_s']:.1f} s; best epoch {r['best_epoch']} "
-              f"(val NDCG@10 {r['best_val_ndcg']:.4f}) reached after {r['time_to_best_s']:.1f} s; "
-              f"test HR@10 {r['test']['hr_at_10']:.4f} NDCG@10 {r['test']['ndcg_at_10']:.4f}")
+        print(
+            f"  {r['name']}: {r['seq_per_s']:,.0f} sequences/s, {r['pos_per_s']:,.0f} target positions/s; "
+            f"{r['epochs']} epochs in {r['total_s']:.1f} s; best epoch {r['best_epoch']} "
+            f"(val NDCG@10 {r['best_val_ndcg']:.4f}) reached after {r['time_to_best_s']:.1f} s; "
+            f"test HR@10 {r['test']['hr_at_10']:.4f} NDCG@10 {r['test']['ndcg_at_10']:.4f}"
+        )
     print(f"  popularity: test HR@10 {pop['hr_at_10']:.4f} NDCG@10 {pop['ndcg_at_10']:.4f}")
-    print(f"  transition kNN (window {choice['window']}, last {choice['last_n']} items, decay {choice['decay']}, "
-          f"chosen on validation NDCG@10 {choice['val_ndcg_at_10']:.4f}): "
-          f"test HR@10 {knn['hr_at_10']:.4f} NDCG@10 {knn['ndcg_at_10']:.4f}")
+    print(
+        f"  transition kNN (window {choice['window']}, last {choice['last_n']} items, decay {choice['decay']}, "
+        f"chosen on validation NDCG@10 {choice['val_ndcg_at_10']:.4f}): "
+        f"test HR@10 {knn['hr_at_10']:.4f} NDCG@10 {knn['ndcg_at_10']:.4f}"
+    )
     return 0
 
 

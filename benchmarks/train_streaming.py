@@ -5,7 +5,7 @@ A synthetic partition of ``--users`` users (default 1,000,000; sequence lengths 
 so its memory is not counted. Then, in this process, exactly as ``models.train.run`` does:
 ``models.dataset.read_split`` streams it (training events encoded to seven bytes each, kept in files and
 memory-mapped; the holdout capped at ``--holdout-max-users``), ``TrainingSet`` indexes the examples, and
-``models.train.train_step`` runs ``--steps`` optimizer steps (the settings' training config), then the capped
+``models.fit.train_step`` runs ``--steps`` optimizer steps (the settings' training config), then the capped
 validation holdout is ranked once. Printed: read rate, resident memory (RSS, from /proc) after each stage
 and at peak, bytes on disk, sequences/s, validation time.
 
@@ -40,8 +40,10 @@ def memory_mib() -> dict[str, float]:
 
 def show_memory(base: dict[str, float]) -> str:
     m = memory_mib()
-    return (f"RSS: heap {m['anon']:,.0f} MiB ({m['anon'] - base['anon']:+,.0f} MiB since the imports), "
-            f"mapped files {m['file']:,.0f} MiB, peak {m['peak']:,.0f} MiB")
+    return (
+        f"RSS: heap {m['anon']:,.0f} MiB ({m['anon'] - base['anon']:+,.0f} MiB since the imports), "
+        f"mapped files {m['file']:,.0f} MiB, peak {m['peak']:,.0f} MiB"
+    )
 
 
 def generate(path: Path, n_users: int, n_items: int, mean_len: int, seed: int, chunk: int = 50_000) -> None:
@@ -74,13 +76,15 @@ def generate(path: Path, n_users: int, n_items: int, mean_len: int, seed: int, c
         gaps = rng.exponential(600_000, e).astype(np.int64)
         times = 1_700_000_000_000 + np.cumsum(gaps)
         dwell = pa.array(rng.exponential(30_000, e).astype(np.int64), mask=rng.random(e) < 0.2)
-        table = pa.table({
-            "user_id": pa.array([f"u{u}" for u in range(u0, u0 + n)]),
-            "item_ids": pa.ListArray.from_arrays(offsets, items),
-            "event_types": pa.ListArray.from_arrays(offsets, kinds),
-            "event_times_ms": pa.ListArray.from_arrays(offsets, pa.array(times)),
-            "dwell_ms": pa.ListArray.from_arrays(offsets, dwell),
-        })
+        table = pa.table(
+            {
+                "user_id": pa.array([f"u{u}" for u in range(u0, u0 + n)]),
+                "item_ids": pa.ListArray.from_arrays(offsets, items),
+                "event_types": pa.ListArray.from_arrays(offsets, kinds),
+                "event_times_ms": pa.ListArray.from_arrays(offsets, pa.array(times)),
+                "dwell_ms": pa.ListArray.from_arrays(offsets, dwell),
+            }
+        )
         if writer is None:
             writer = pq.ParquetWriter(path / "part-00000.parquet", table.schema)
         writer.write_table(table, row_group_size=10_000)
@@ -113,48 +117,71 @@ def main(argv: list[str] | None = None) -> int:
     if not (sequences / "_SUCCESS").exists():
         shutil.rmtree(sequences, ignore_errors=True)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--generate-only", str(sequences), "--users", str(args.users),
-                        "--items", str(args.items), "--mean-len", str(args.mean_len), "--seed", str(args.seed)],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--generate-only",
+                str(sequences),
+                "--users",
+                str(args.users),
+                "--items",
+                str(args.items),
+                "--mean-len",
+                str(args.mean_len),
+                "--seed",
+                str(args.seed),
+            ],
+            check=True,
+        )
         print(f"generated {args.users:,} users in {time.perf_counter() - t0:.1f} s (child process)", flush=True)
     parquet_bytes = sum(f.stat().st_size for f in sequences.glob("*.parquet"))
 
     import numpy as np
     import torch
 
-    from models.dataset import TrainingSet, positive_counts, read_split
-    from models.evaluate import evaluate_recommender
-    from models.recommender import Recommender
-    from models.vocab import ItemVocab
     from attnrec.settings import get_settings
     from models.config import build_model, train_config
-    from models.runtime import seed_everything
+    from models.dataset import TrainingSet, positive_counts, read_split
+    from models.evaluate import evaluate_recommender
+    from models.fit import make_optimizer, train_step
     from models.losses import NextItemLoss
-    from models.train import make_optimizer, train_step
+    from models.recommender import Recommender
+    from models.runtime import seed_everything
+    from models.vocab import ItemVocab
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     amp = torch.bfloat16 if device.type == "cuda" else None
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     seed_everything(args.seed)
     vocab = ItemVocab.from_items([{"item_idx": i, "item_id": str(i)} for i in range(1, args.items + 1)])
     base = memory_mib()
-    print(f"partition: {sequences} ({parquet_bytes / 2**20:,.0f} MiB parquet); device: {label}; "
-          f"torch {torch.__version__}; heap after imports {base['anon']:,.0f} MiB", flush=True)
+    print(
+        f"partition: {sequences} ({parquet_bytes / 2**20:,.0f} MiB parquet); device: {label}; "
+        f"torch {torch.__version__}; heap after imports {base['anon']:,.0f} MiB",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
-    split = read_split(str(sequences), vocab, max_holdout_users=args.holdout_max_users or None,
-                       spill_dir=str(workdir / "spill"))
+    split = read_split(
+        str(sequences), vocab, max_holdout_users=args.holdout_max_users or None, spill_dir=str(workdir / "spill")
+    )
     read_s = time.perf_counter() - t0
     spill_bytes = sum(f.stat().st_size for f in (workdir / "spill").iterdir())
     examples = TrainingSet(split.train, args.max_seq_len)
     counts = positive_counts(split.train, vocab)
-    print(f"read_split: {split.n_users:,} users, {split.train.n_events:,} training events in {read_s:.1f} s "
-          f"({split.n_users / read_s:,.0f} users/s); {len(examples):,} training sequences; holdout "
-          f"{len(split.test):,} of {split.n_holdout_users:,} users; {spill_bytes / 2**20:,.0f} MiB on disk "
-          f"({spill_bytes / max(split.train.n_events, 1):.1f} B/event)\n  {show_memory(base)}",
-          flush=True)
+    print(
+        f"read_split: {split.n_users:,} users, {split.train.n_events:,} training events in {read_s:.1f} s "
+        f"({split.n_users / read_s:,.0f} users/s); {len(examples):,} training sequences; holdout "
+        f"{len(split.test):,} of {split.n_holdout_users:,} users; {spill_bytes / 2**20:,.0f} MiB on disk "
+        f"({spill_bytes / max(split.train.n_events, 1):.1f} B/event)\n  {show_memory(base)}",
+        flush=True,
+    )
 
     tcfg = train_config(get_settings(), [f"max_seq_len={args.max_seq_len}", f"seed={args.seed}"])
     rec = Recommender(build_model(vocab, tcfg), vocab, {}, counts)
@@ -169,17 +196,21 @@ def main(argv: list[str] | None = None) -> int:
         losses.append(train_step(loss, opt, inputs, targets, None, None, tcfg, device, amp))
         t_steps += time.perf_counter() - t1 if step else 0.0  # the first step warms up
         done += len(targets) if step else 0
-    print(f"training: {args.steps} steps of {tcfg.batch_size} sequences (d={tcfg.d_model}, {args.items:,} items, "
-          f"full softmax): {done / max(t_steps, 1e-9):,.1f} sequences/s after the first step; loss "
-          f"{np.mean(losses[:5]):.3f} (first 5) -> {np.mean(losses[-5:]):.3f} (last 5)\n  {show_memory(base)}",
-          flush=True)
+    print(
+        f"training: {args.steps} steps of {tcfg.batch_size} sequences (d={tcfg.d_model}, {args.items:,} items, "
+        f"full softmax): {done / max(t_steps, 1e-9):,.1f} sequences/s after the first step; loss "
+        f"{np.mean(losses[:5]):.3f} (first 5) -> {np.mean(losses[-5:]):.3f} (last 5)\n  {show_memory(base)}",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     rec.model = model.eval()
     metrics = evaluate_recommender(rec, split.valid, device)
-    print(f"validation on the {len(split.valid):,} sampled holdout users (full catalogue): "
-          f"{time.perf_counter() - t0:.1f} s, NDCG@10 {metrics['ndcg_at_10']:.4f}\n  {show_memory(base)}",
-          flush=True)
+    print(
+        f"validation on the {len(split.valid):,} sampled holdout users (full catalogue): "
+        f"{time.perf_counter() - t0:.1f} s, NDCG@10 {metrics['ndcg_at_10']:.4f}\n  {show_memory(base)}",
+        flush=True,
+    )
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

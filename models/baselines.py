@@ -44,12 +44,22 @@ class TransitionKNN:
     the number of observed pairs, not with the square of the catalogue.
     """
 
-    def __init__(self, crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, popularity: torch.Tensor,
-                 vocab: ItemVocab, last_n: int | None = 3, decay: float = 0.5, pop_weight: float = 1e-3,
-                 positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES) -> None:
+    def __init__(
+        self,
+        crow: torch.Tensor,
+        col: torch.Tensor,
+        val: torch.Tensor,
+        popularity: torch.Tensor,
+        vocab: ItemVocab,
+        last_n: int | None = 3,
+        decay: float = 0.5,
+        pop_weight: float = 1e-3,
+        positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+    ) -> None:
         if last_n is not None and last_n < 1:
-            raise ValueError(f"last_n={last_n}: the kNN needs at least the newest item; use last_n >= 1 "
-                             "or None for all")
+            raise ValueError(
+                f"last_n={last_n}: the kNN needs at least the newest item; use last_n >= 1 or None for all"
+            )
         self.crow, self.col, self.val = crow, col, val  # CSR over item rows 0..N: (N+2,), (P,), (P,)
         pop = popularity.double()
         self.prior = pop_weight * pop / pop.max().clamp(min=1.0)  # (N+1,)
@@ -57,9 +67,17 @@ class TransitionKNN:
         self.positive = set(positive_types)
 
     @classmethod
-    def fit(cls, train: EncodedSequences, vocab: ItemVocab, popularity: torch.Tensor, window: int | None = 3,
-            symmetric: bool = False, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
-            chunk_events: int = 1 << 20, **kwargs) -> "TransitionKNN":
+    def fit(
+        cls,
+        train: EncodedSequences,
+        vocab: ItemVocab,
+        popularity: torch.Tensor,
+        window: int | None = 3,
+        symmetric: bool = False,
+        positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+        chunk_events: int = 1 << 20,
+        **kwargs,
+    ) -> "TransitionKNN":
         """Count transitions in ``train`` (the training split) and normalise rows; ``kwargs`` go to the scorer.
         Pairs are counted ``chunk_events`` positive events at a time, so scratch memory stays bounded."""
         positive = positive_type_index(positive_types)
@@ -69,7 +87,7 @@ class TransitionKNN:
             lo, hi = int(train.offsets[u0]), int(train.offsets[u1])
             keep = np.isin(train.event_types[lo:hi], positive)  # (e,)
             seq = train.items[lo:hi][keep].astype(np.int64)  # (p,) positive items, one user after another
-            owner = np.repeat(np.arange(u1 - u0), np.diff(train.offsets[u0:u1 + 1]))[keep]  # (p,)
+            owner = np.repeat(np.arange(u1 - u0), np.diff(train.offsets[u0 : u1 + 1]))[keep]  # (p,)
             longest = int(np.bincount(owner).max(initial=0))
             reach = longest - 1 if window is None else min(window, longest - 1)
             parts_k, parts_w = [keys], [sums]
@@ -94,8 +112,11 @@ class TransitionKNN:
 
     def sources(self, ev: Events) -> list[int]:
         """The user's newest positive known items, newest first (at most ``last_n``)."""
-        items = [self.vocab.index[i] for i, t in zip(ev.item_ids, ev.event_types)
-                 if t in self.positive and i in self.vocab.index]
+        items = [
+            self.vocab.index[i]
+            for i, t in zip(ev.item_ids, ev.event_types)
+            if t in self.positive and i in self.vocab.index
+        ]
         items.reverse()
         return items if self.last_n is None else items[: self.last_n]
 
@@ -107,7 +128,7 @@ class TransitionKNN:
             for j, a in enumerate(self.sources(ev)):
                 users.append(u)
                 items.append(a)
-                weights.append(self.decay ** j)
+                weights.append(self.decay**j)
         if not users:
             return out
         src = torch.tensor(items, dtype=torch.long)  # (S,)
@@ -148,17 +169,23 @@ KNN_GRID: tuple[tuple[int, int, float], ...] = tuple(
 )
 
 
-def tune_knn(train: EncodedSequences, vocab: ItemVocab, popularity: torch.Tensor, valid: list[Holdout],
-             positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
-             grid: Sequence[tuple[int, int, float]] = KNN_GRID) -> tuple[TransitionKNN, dict[str, float]]:
+def tune_knn(
+    train: EncodedSequences,
+    vocab: ItemVocab,
+    popularity: torch.Tensor,
+    valid: list[Holdout],
+    positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+    grid: Sequence[tuple[int, int, float]] = KNN_GRID,
+) -> tuple[TransitionKNN, dict[str, float]]:
     """The transition kNN whose (window, last_n, decay) has the best validation NDCG@10 over ``grid``:
     the baseline gets the same model selection on the validation holdout as the neural models (early
     stopping), never the test holdout. Returns (kNN fitted on ``users``, {"window", "last_n", "decay",
     "val_ndcg_at_10"}); without a validation holdout, the first grid point."""
     best: tuple[float, TransitionKNN, tuple[int, int, float]] | None = None
     for window, last_n, decay in grid if valid else grid[:1]:
-        knn = TransitionKNN.fit(train, vocab, popularity, window=window, last_n=last_n, decay=decay,
-                                positive_types=positive_types)
+        knn = TransitionKNN.fit(
+            train, vocab, popularity, window=window, last_n=last_n, decay=decay, positive_types=positive_types
+        )
         score = evaluate_knn(knn, valid)["ndcg_at_10"] if valid else float("nan")
         if best is None or score > best[0]:
             best = (score, knn, (window, last_n, decay))

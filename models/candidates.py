@@ -1,6 +1,6 @@
 """Nightly candidates: the champion model's top-K unseen items for every user, for one partition.
 
-``run(dt)`` (the nightly_candidates DAG) or ``python -m models.candidates --dt YYYY-MM-DD``:
+``run(dt)`` (the nightly_candidates DAG) or ``attnrec candidates --dt YYYY-MM-DD``:
 load ``models:/attention-recommender@champion`` -> read features/items for ``dt`` -> stream the published
 features/sequences ``USER_BATCH`` users at a time: encode them -> score the full catalogue in chunks,
 excluding every item in the user's sequence and items no longer in the catalogue -> top-K -> parquet in
@@ -10,8 +10,6 @@ candidates gate validates it and publishes it).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 import uuid
@@ -32,8 +30,7 @@ def candidates_schema():
     return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in CANDIDATE_COLUMNS])
 
 
-def candidate_table(user_ids: Any, top_idx: Any, top_score: Any, item_ids: Any, model_name: str,
-                    version: str) -> Any:
+def candidate_table(user_ids: Any, top_idx: Any, top_score: Any, item_ids: Any, model_name: str, version: str) -> Any:
     """Candidates-contract rows for a batch: ``user_ids`` (U,) Arrow strings, ``top_idx`` / ``top_score``
     (U, k) from :func:`models.recommender.recommend` (index 0 = no item: the tail when fewer than k are left),
     ``item_ids`` the model's vocabulary as an Arrow array (index i is position i - 1)."""
@@ -44,14 +41,17 @@ def candidate_table(user_ids: Any, top_idx: Any, top_score: Any, item_ids: Any, 
     keep = idx > 0  # (U, k): real items fill each row from the left
     user_rows = np.repeat(np.arange(len(idx)), keep.sum(1))
     n = len(user_rows)
-    return pa.Table.from_arrays([
-        pa.array(user_ids).take(pa.array(user_rows)).cast(pa.string()),
-        pa.array(np.cumsum(keep, axis=1)[keep].astype(np.int32)),
-        item_ids.take(pa.array(idx[keep] - 1)),
-        pa.array(top_score.numpy()[keep].astype(np.float32)),
-        pa.array([model_name] * n, pa.string()),
-        pa.array([version] * n, pa.string()),
-    ], schema=candidates_schema())
+    return pa.Table.from_arrays(
+        [
+            pa.array(user_ids).take(pa.array(user_rows)).cast(pa.string()),
+            pa.array(np.cumsum(keep, axis=1)[keep].astype(np.int32)),
+            item_ids.take(pa.array(idx[keep] - 1)),
+            pa.array(top_score.numpy()[keep].astype(np.float32)),
+            pa.array([model_name] * n, pa.string()),
+            pa.array([version] * n, pa.string()),
+        ],
+        schema=candidates_schema(),
+    )
 
 
 def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -71,16 +71,22 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
 
     check_dt(dt)
     settings = settings or get_settings()
+    paths = feature_paths(settings.data_root, dt)  # inputs first: a missing day fails before any model loads
     rec, version = load_champion(settings)
     device, _ = choose_device()
     rec.model.to(device)
-    paths = feature_paths(settings.data_root, dt)
     n_users = count_rows(paths["sequences"])
     catalogue = {r["item_id"] for r in read_table(paths["items"])}
     allowed = torch.tensor([False, *(i in catalogue for i in rec.vocab.item_ids)], dtype=torch.bool)
     new_items = len(catalogue - set(rec.vocab.item_ids))
-    log.info("candidates dt=%s: %d users, champion v%s knows %d items (%d catalogue items are new to it)",
-             dt, n_users, version, rec.vocab.n_items, new_items)
+    log.info(
+        "candidates dt=%s: %d users, champion v%s knows %d items (%d catalogue items are new to it)",
+        dt,
+        n_users,
+        version,
+        rec.vocab.n_items,
+        new_items,
+    )
 
     out_uri = lake.staging(settings.data_root, lake.CANDIDATES, dt)
     tmp_uri = f"{out_uri}.tmp-{uuid.uuid4().hex[:8]}"
@@ -90,10 +96,17 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     try:
         with pq.ParquetWriter(f"{tmp}/part-00000.parquet", candidates_schema(), filesystem=filesystem) as writer:
             for batch in sequence_batches(paths["sequences"], USER_BATCH):
-                top_idx, top_score = recommend(rec, encode_record_batch(batch, rec.vocab), settings.top_k, device,
-                                               allowed=allowed)
-                table = candidate_table(batch.column("user_id"), top_idx.cpu(), top_score.cpu(),
-                                        rec.vocab.arrow_ids(), settings.model_name, str(version))
+                top_idx, top_score = recommend(
+                    rec, encode_record_batch(batch, rec.vocab), settings.top_k, device, allowed=allowed
+                )
+                table = candidate_table(
+                    batch.column("user_id"),
+                    top_idx.cpu(),
+                    top_score.cpu(),
+                    rec.vocab.arrow_ids(),
+                    settings.model_name,
+                    str(version),
+                )
                 if table.num_rows:
                     writer.write_table(table)
                 rows, done = rows + table.num_rows, done + batch.num_rows
@@ -110,15 +123,3 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
         raise
     log.info("candidates: wrote %d rows for %d users to %s", rows, done, out_uri)
     return {"path": out_uri, "users": done, "rows": rows, "model_version": str(version)}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m models.candidates", description=__doc__.splitlines()[0])
-    parser.add_argument("--dt", required=True, help="features partition date, YYYY-MM-DD")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    print(json.dumps(run(args.dt), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -62,15 +62,24 @@ class Trainee:
 def directory(settings: Settings, dt: str, data_version: dict[str, Any], tcfg: TrainConfig) -> str:
     """Where a training's checkpoints live: one directory per (dt, data snapshot, settings, config), so a
     retry of the same task resumes and anything else starts afresh."""
-    key = json.dumps({"dt": dt, "snapshot": data_version.get("snapshot_hash"), "ablation": settings.train_ablation,
-                      "holdout_max_users": settings.holdout_max_users, "train": tcfg.resume_key()}, sort_keys=True)
+    key = json.dumps(
+        {
+            "dt": dt,
+            "snapshot": data_version.get("snapshot_hash"),
+            "ablation": settings.train_ablation,
+            "holdout_max_users": settings.holdout_max_users,
+            "train": tcfg.resume_key(),
+        },
+        sort_keys=True,
+    )
     return os.path.join(settings.checkpoint_dir, f"train-{dt}-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
 
 
 def fingerprint(model: AttentionRecommender, tcfg: TrainConfig, n_examples: int) -> str:
     """What a checkpoint must match to be resumed: the model config, the training config, the data size."""
-    return json.dumps({"model": asdict(model.cfg), "train": tcfg.resume_key(), "n_examples": n_examples},
-                      sort_keys=True)
+    return json.dumps(
+        {"model": asdict(model.cfg), "train": tcfg.resume_key(), "n_examples": n_examples}, sort_keys=True
+    )
 
 
 def save(path: str, key: str, trainee: Trainee, progress: Progress, ctx: DistContext, device: torch.device) -> None:
@@ -80,11 +89,20 @@ def save(path: str, key: str, trainee: Trainee, progress: Progress, ctx: DistCon
     if not ctx.is_main:
         return
     payload = {
-        "fingerprint": key, "epoch": progress.epoch, "model": trainee.model.state_dict(),
-        "optimizer": trainee.opt.state_dict(), "scheduler": trainee.sched.state_dict(),
-        "best_score": progress.best_score, "best_state": progress.best_state, "stale": progress.stale,
-        "history": progress.history, "elapsed": progress.elapsed, "done": progress.done,
-        "python_rng": trainee.rng.getstate(), "torch_rng": torch_states, "cuda_rng": cuda_states,
+        "fingerprint": key,
+        "epoch": progress.epoch,
+        "model": trainee.model.state_dict(),
+        "optimizer": trainee.opt.state_dict(),
+        "scheduler": trainee.sched.state_dict(),
+        "best_score": progress.best_score,
+        "best_state": progress.best_state,
+        "stale": progress.stale,
+        "history": progress.history,
+        "elapsed": progress.elapsed,
+        "done": progress.done,
+        "python_rng": trainee.rng.getstate(),
+        "torch_rng": torch_states,
+        "cuda_rng": cuda_states,
         "sampler_rng": trainee.sampler.generator.get_state() if trainee.sampler is not None else None,
     }
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -119,7 +137,14 @@ def resume(path: str, key: str, trainee: Trainee, ctx: DistContext, device: torc
         torch.cuda.set_rng_state(ckpt["cuda_rng"][ctx.rank % len(ckpt["cuda_rng"])], device)
     if trainee.sampler is not None:
         trainee.sampler.generator.set_state(ckpt["sampler_rng"])
-    progress = Progress(ckpt["epoch"], ckpt["best_score"], ckpt["best_state"], ckpt["stale"], ckpt["elapsed"],
-                        ckpt["done"], ckpt["history"])
+    progress = Progress(
+        ckpt["epoch"],
+        ckpt["best_score"],
+        ckpt["best_state"],
+        ckpt["stale"],
+        ckpt["elapsed"],
+        ckpt["done"],
+        ckpt["history"],
+    )
     log.info("resuming from %s after epoch %d%s", path, progress.epoch, " (already finished)" if progress.done else "")
     return progress

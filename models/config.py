@@ -1,6 +1,6 @@
 """The training configuration and the one function that builds it.
 
-:func:`train_config` is how the DAG, ``python -m models.train``, torchrun, the benchmarks and the tests get a
+:func:`train_config` is how the DAG, ``attnrec train``, torchrun, the benchmarks and the tests get a
 :class:`TrainConfig`: the fields that come from the settings (epochs, wall clock, seed, sequence length,
 softmax size, positive event types) are read from :class:`attnrec.settings.Settings`, whose defaults are
 the only ones; then ``--set NAME=VALUE`` overrides apply. :func:`build_model` turns a config and an item
@@ -58,9 +58,14 @@ class TrainConfig:
 
 def train_config(settings: Settings, overrides: Sequence[str] = ()) -> TrainConfig:
     """The training config of ``settings`` with ``overrides`` (``["dropout=0.3", "n_layers=3"]``) applied."""
-    base = TrainConfig(epochs=settings.train_epochs, max_minutes=settings.train_max_minutes, seed=settings.seed,
-                       max_seq_len=settings.max_seq_len, full_softmax_max_items=settings.full_softmax_max_items,
-                       positive_types=positive_types(settings.exposure_event_types, settings.negative_event_types))
+    base = TrainConfig(
+        epochs=settings.train_epochs,
+        max_minutes=settings.train_max_minutes,
+        seed=settings.seed,
+        max_seq_len=settings.max_seq_len,
+        full_softmax_max_items=settings.full_softmax_max_items,
+        positive_types=positive_types(settings.exposure_event_types, settings.negative_event_types),
+    )
     return parse_overrides(overrides, base)
 
 
@@ -77,8 +82,10 @@ def parse_overrides(pairs: Sequence[str], base: TrainConfig) -> TrainConfig:
         if kind is bool:
             word = raw.strip().lower()
             if word not in TRUE_WORDS + FALSE_WORDS:
-                raise ValueError(f"--set {pair!r}: {raw!r} is not a boolean; use one of "
-                                 f"{', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}")
+                raise ValueError(
+                    f"--set {pair!r}: {raw!r} is not a boolean; use one of "
+                    f"{', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)}"
+                )
             changes[name] = word in TRUE_WORDS
         elif kind is tuple:
             changes[name] = tuple(v.strip() for v in raw.split(",") if v.strip())
@@ -94,10 +101,19 @@ def build_model(vocab: ItemVocab, tcfg: TrainConfig, *, id_only: bool = False) -
     """A fresh model sized for ``vocab`` and ``tcfg`` with its content buffers filled (``id_only``: plain
     SASRec, the ablation)."""
     cfg = ModelConfig(
-        n_items=vocab.n_items, n_categories=len(vocab.categories), max_categories=vocab.max_categories,
-        n_years=N_YEAR_BUCKETS, n_event_types=len(EVENT_TYPES), n_dwell_buckets=N_DWELL_BUCKETS,
-        n_gap_buckets=N_GAP_BUCKETS, max_len=tcfg.max_seq_len, d_model=tcfg.d_model, n_heads=tcfg.n_heads,
-        n_layers=tcfg.n_layers, dropout=tcfg.dropout, id_only=id_only,
+        n_items=vocab.n_items,
+        n_categories=len(vocab.categories),
+        max_categories=vocab.max_categories,
+        n_years=N_YEAR_BUCKETS,
+        n_event_types=len(EVENT_TYPES),
+        n_dwell_buckets=N_DWELL_BUCKETS,
+        n_gap_buckets=N_GAP_BUCKETS,
+        max_len=tcfg.max_seq_len,
+        d_model=tcfg.d_model,
+        n_heads=tcfg.n_heads,
+        n_layers=tcfg.n_layers,
+        dropout=tcfg.dropout,
+        id_only=id_only,
     )
     model = AttentionRecommender(cfg)
     model.items.set_content(*vocab.content_tensors())

@@ -91,9 +91,13 @@ class _HoldoutSample:
         return [v for _, v, _ in kept], [t for _, _, t in kept]
 
 
-def _split_batch(raw: RawBatch, user_ids: Callable[[np.ndarray], list[str]],
-                 rows: Callable[[np.ndarray], list[Events]], positive: np.ndarray,
-                 sample: _HoldoutSample) -> tuple[EncodedSequences, int]:
+def _split_batch(
+    raw: RawBatch,
+    user_ids: Callable[[np.ndarray], list[str]],
+    rows: Callable[[np.ndarray], list[Events]],
+    positive: np.ndarray,
+    sample: _HoldoutSample,
+) -> tuple[EncodedSequences, int]:
     """Leave-one-out on one batch: a user's last positive event is the test target, the one before it the
     validation target, everything before that is training; users with fewer than 3 positive events are
     training only. Offers the holdout users to ``sample``; returns (training events, holdout user count)."""
@@ -118,13 +122,22 @@ def _split_batch(raw: RawBatch, user_ids: Callable[[np.ndarray], list[str]],
     return train, len(eligible)
 
 
-def leave_one_out(users: Sequence[Events], vocab: ItemVocab, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
-                  max_holdout_users: int | None = None) -> Split:
+def leave_one_out(
+    users: Sequence[Events],
+    vocab: ItemVocab,
+    positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+    max_holdout_users: int | None = None,
+) -> Split:
     """Leave-one-out by time over positive events, for users already in memory (see :func:`read_split`)."""
     raw = raw_from_events(users, vocab)
     sample = _HoldoutSample(max_holdout_users)
-    train, n_holdout = _split_batch(raw, lambda idx: [users[i].user_id for i in idx],
-                                    lambda idx: [users[i] for i in idx], positive_type_index(positive_types), sample)
+    train, n_holdout = _split_batch(
+        raw,
+        lambda idx: [users[i].user_id for i in idx],
+        lambda idx: [users[i] for i in idx],
+        positive_type_index(positive_types),
+        sample,
+    )
     valid, test = sample.holdouts()
     return Split(train, valid, test, len(users), n_holdout)
 
@@ -167,9 +180,14 @@ class _SequenceWriter:
         return EncodedSequences(offsets, **columns)
 
 
-def read_split(uri: str, vocab: ItemVocab, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
-               max_holdout_users: int | None = None, batch_rows: int = 10_000,
-               spill_dir: str | None = None) -> Split:
+def read_split(
+    uri: str,
+    vocab: ItemVocab,
+    positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+    max_holdout_users: int | None = None,
+    batch_rows: int = 10_000,
+    spill_dir: str | None = None,
+) -> Split:
     """:func:`leave_one_out` over a features/sequences partition, streamed ``batch_rows`` users at a time:
     the training events are encoded with ``vocab`` as each batch arrives (seven bytes per event, kept in
     files under ``spill_dir`` and memory-mapped when given), and the holdout keeps at most
@@ -182,8 +200,12 @@ def read_split(uri: str, vocab: ItemVocab, positive_types: Sequence[str] = DEFAU
     for b, batch in enumerate(sequence_batches(uri, batch_rows)):
         user_column = batch.column("user_id")
         train, eligible = _split_batch(
-            raw_from_arrow(batch, vocab), lambda idx: [str(u) for u in user_column.take(idx).to_pylist()],
-            lambda idx: [Events.from_row(r) for r in batch.take(idx).to_pylist()], positive, sample)
+            raw_from_arrow(batch, vocab),
+            lambda idx: [str(u) for u in user_column.take(idx).to_pylist()],
+            lambda idx: [Events.from_row(r) for r in batch.take(idx).to_pylist()],
+            positive,
+            sample,
+        )
         writer.append(train)
         n_users, n_holdout, n_events = n_users + batch.num_rows, n_holdout + eligible, n_events + train.n_events
         if (b + 1) % 20 == 0:
@@ -192,21 +214,25 @@ def read_split(uri: str, vocab: ItemVocab, positive_types: Sequence[str] = DEFAU
     return Split(writer.finish(), valid, test, n_users, n_holdout)
 
 
-
 class TrainingSet:
     """Next-item examples over :class:`EncodedSequences`, without copying them: a user's example is their
     last ``max_len + 1`` events; inputs are all but the last, targets are the items of events 1.. when that
     event is positive (0 otherwise). Users without any target are left out. Holds 16 bytes per example."""
 
-    def __init__(self, seqs: EncodedSequences, max_len: int, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
-                 chunk_events: int = 1 << 22) -> None:
+    def __init__(
+        self,
+        seqs: EncodedSequences,
+        max_len: int,
+        positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+        chunk_events: int = 1 << 22,
+    ) -> None:
         self.seqs, self.max_len, self.positive = seqs, max_len, positive_type_index(positive_types)
         stops = seqs.offsets[1:]
         starts = np.maximum(seqs.offsets[:-1], stops - (max_len + 1))
         has_target = np.zeros(len(seqs), dtype=bool)
         for u0, u1 in user_chunks(seqs.offsets, chunk_events):  # bounded scratch memory
             e0 = int(seqs.offsets[u0])
-            csum = np.concatenate([[0], np.cumsum(np.isin(seqs.event_types[e0:seqs.offsets[u1]], self.positive))])
+            csum = np.concatenate([[0], np.cumsum(np.isin(seqs.event_types[e0 : seqs.offsets[u1]], self.positive))])
             s, e = starts[u0:u1] - e0, stops[u0:u1] - e0
             has_target[u0:u1] = (e - s >= 2) & (csum[e] - csum[np.minimum(s + 1, e)] > 0)
         self.starts, self.stops = starts[has_target], stops[has_target]  # (X,) flat event positions
@@ -232,22 +258,22 @@ class TrainingSet:
         starts = np.arange(0, len(order), batch_size)
         g.shuffle(starts)
         for s in starts:
-            yield self.batch(order[s:s + batch_size])
+            yield self.batch(order[s : s + batch_size])
 
     def target_counts(self, n_items: int) -> torch.Tensor:
         """(N+1,) how often each item is a training target (the sampled-softmax proposal)."""
         counts = np.zeros(n_items + 1, dtype=np.float64)
         for x0 in range(0, len(self), 4096):
-            starts, stops = self.starts[x0:x0 + 4096], self.stops[x0:x0 + 4096]
+            starts, stops = self.starts[x0 : x0 + 4096], self.stops[x0 : x0 + 4096]
             items = gather_windows(self.seqs.items, starts + 1, stops, int((stops - starts - 1).max()))
             types = gather_windows(self.seqs.event_types, starts + 1, stops, items.shape[1])
             counts += np.bincount(items[np.isin(types, self.positive) & (items > 0)], minlength=n_items + 1)
         return torch.from_numpy(counts)
 
 
-
-def positive_counts(train: EncodedSequences, vocab: ItemVocab,
-                    positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES) -> torch.Tensor:
+def positive_counts(
+    train: EncodedSequences, vocab: ItemVocab, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES
+) -> torch.Tensor:
     """(N+1,) number of positive events per item index in ``train`` (the popularity baseline)."""
     positive = positive_type_index(positive_types)
     counts = np.zeros(vocab.n_items + 1, dtype=np.float64)

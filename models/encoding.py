@@ -21,8 +21,9 @@ from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_
 from models.vocab import ItemVocab
 
 
-def positive_types(exposure: Sequence[str] = EXPOSURE_EVENT_TYPES,
-                   negative: Sequence[str] = NEGATIVE_EVENT_TYPES) -> tuple[str, ...]:
+def positive_types(
+    exposure: Sequence[str] = EXPOSURE_EVENT_TYPES, negative: Sequence[str] = NEGATIVE_EVENT_TYPES
+) -> tuple[str, ...]:
     """Event types that count as a positive signal (training targets, holdout events): every type that is neither
     exposure (impressions, skips) nor negative (dislikes). Those stay in the sequence as context."""
     return tuple(t for t in EVENT_TYPES if t not in set(exposure) | set(negative))
@@ -39,7 +40,7 @@ N_GAP_BUCKETS = 32
 def _log2_edges(n_buckets: int) -> np.ndarray:
     """Millisecond edges of a log2-of-seconds scale: x (ms) has floor(log2(1 + x / 1000)) = the number of edges
     <= x, edge k being 1000 * (2**k - 1); exact on integers, and capped so buckets stay below ``n_buckets``."""
-    return np.array([1000 * (2 ** k - 1) for k in range(1, n_buckets - 2)], dtype=np.int64)
+    return np.array([1000 * (2**k - 1) for k in range(1, n_buckets - 2)], dtype=np.int64)
 
 
 DWELL_EDGES_MS = _log2_edges(N_DWELL_BUCKETS)
@@ -91,8 +92,13 @@ class Events:
         else:
             dwell = [None if d is None else int(d) for d in dwell]
         # ids and types are interned: users who share an item share its string (a holdout of many users stays small)
-        return cls(str(row["user_id"]), [sys.intern(str(i)) for i in row["item_ids"]],
-                   [sys.intern(str(t)) for t in row["event_types"]], [int(t) for t in row["event_times_ms"]], dwell)
+        return cls(
+            str(row["user_id"]),
+            [sys.intern(str(i)) for i in row["item_ids"]],
+            [sys.intern(str(t)) for t in row["event_types"]],
+            [int(t) for t in row["event_times_ms"]],
+            dwell,
+        )
 
 
 @dataclass
@@ -106,8 +112,12 @@ class Encoded:
 
 
 #: The per-event columns of :class:`EncodedSequences` and their dtypes (seven bytes per event).
-ENCODED_COLUMNS: tuple[tuple[str, Any], ...] = (("items", np.int32), ("event_types", np.int8), ("dwell", np.int8),
-                                                ("gap", np.int8))
+ENCODED_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("items", np.int32),
+    ("event_types", np.int8),
+    ("dwell", np.int8),
+    ("gap", np.int8),
+)
 
 
 @dataclass
@@ -138,14 +148,16 @@ class EncodedSequences:
     def windows(self, starts: np.ndarray, stops: np.ndarray, length: int) -> dict[str, torch.Tensor]:
         """Model inputs (B, length): row b holds events starts[b]:stops[b] (flat positions, at most ``length``
         of them) right aligned, zeros (padding) on the left."""
-        return {name: torch.from_numpy(gather_windows(getattr(self, name), starts, stops, length))
-                for name, _ in ENCODED_COLUMNS}
+        return {
+            name: torch.from_numpy(gather_windows(getattr(self, name), starts, stops, length))
+            for name, _ in ENCODED_COLUMNS
+        }
 
     def rows(self, u0: int, u1: int) -> "EncodedSequences":
         """Users u0..u1-1 (views of the same event arrays)."""
         e0, e1 = int(self.offsets[u0]), int(self.offsets[u1])
         columns = (getattr(self, name)[e0:e1] for name, _ in ENCODED_COLUMNS)
-        return EncodedSequences(self.offsets[u0:u1 + 1] - e0, *columns)
+        return EncodedSequences(self.offsets[u0 : u1 + 1] - e0, *columns)
 
     def last_inputs(self, max_len: int) -> dict[str, torch.Tensor]:
         """Model inputs for every user: their last ``max_len`` events, trimmed to the longest row (at least 1)."""
@@ -207,33 +219,49 @@ def _bad_event_type(value: Any, user_id: Any) -> ValueError:
     return ValueError(f"event type {value!r} of user {user_id!r} is not one of {EVENT_TYPES}; fix the clean job")
 
 
-def _raw(lengths: np.ndarray, items: np.ndarray, types: np.ndarray, times: np.ndarray, dwell: np.ndarray,
-         dwell_known: np.ndarray) -> RawBatch:
+def _raw(
+    lengths: np.ndarray,
+    items: np.ndarray,
+    types: np.ndarray,
+    times: np.ndarray,
+    dwell: np.ndarray,
+    dwell_known: np.ndarray,
+) -> RawBatch:
     """Bucket dwell and the gap to the previous event of the same user (the first event's gap is unknown)."""
     first = np.zeros(len(items), dtype=bool)
     starts = (np.cumsum(lengths) - lengths)[lengths > 0]
     first[starts] = True
     gaps = times - np.concatenate([times[:1], times[:-1]])
-    return RawBatch(lengths.astype(np.int64), items.astype(np.int32), types.astype(np.int8),
-                    log2_buckets(dwell, dwell_known, DWELL_EDGES_MS), log2_buckets(gaps, ~first, GAP_EDGES_MS))
+    return RawBatch(
+        lengths.astype(np.int64),
+        items.astype(np.int32),
+        types.astype(np.int8),
+        log2_buckets(dwell, dwell_known, DWELL_EDGES_MS),
+        log2_buckets(gaps, ~first, GAP_EDGES_MS),
+    )
 
 
 def raw_from_events(users: Sequence[Events], vocab: ItemVocab) -> RawBatch:
     """Users' events in model terms with ``vocab`` (unknown items kept as 0, for the split to see)."""
     for ev in users:
         if not len(ev.event_types) == len(ev.times_ms) == len(ev.dwell_ms) == len(ev.item_ids):
-            raise ValueError(f"user {ev.user_id!r} has {len(ev.item_ids)} item_ids but {len(ev.event_types)} "
-                             f"event_types, {len(ev.times_ms)} times and {len(ev.dwell_ms)} dwell values")
+            raise ValueError(
+                f"user {ev.user_id!r} has {len(ev.item_ids)} item_ids but {len(ev.event_types)} "
+                f"event_types, {len(ev.times_ms)} times and {len(ev.dwell_ms)} dwell values"
+            )
     types = np.array([EVENT_TYPE_INDEX.get(t, 0) for ev in users for t in ev.event_types], dtype=np.int64)
     if (types == 0).any():
         user, value = next((ev.user_id, t) for ev in users for t in ev.event_types if t not in EVENT_TYPE_INDEX)
         raise _bad_event_type(value, user)
     dwell = [d for ev in users for d in ev.dwell_ms]
-    return _raw(np.array([len(ev) for ev in users], dtype=np.int64),
-                np.array([vocab.index.get(i, 0) for ev in users for i in ev.item_ids], dtype=np.int64), types,
-                np.array([t for ev in users for t in ev.times_ms], dtype=np.int64),
-                np.array([0 if d is None else d for d in dwell], dtype=np.int64),
-                np.array([d is not None for d in dwell], dtype=bool))
+    return _raw(
+        np.array([len(ev) for ev in users], dtype=np.int64),
+        np.array([vocab.index.get(i, 0) for ev in users for i in ev.item_ids], dtype=np.int64),
+        types,
+        np.array([t for ev in users for t in ev.times_ms], dtype=np.int64),
+        np.array([0 if d is None else d for d in dwell], dtype=np.int64),
+        np.array([d is not None for d in dwell], dtype=bool),
+    )
 
 
 def raw_from_arrow(batch: Any, vocab: ItemVocab) -> RawBatch:
@@ -255,8 +283,10 @@ def raw_from_arrow(batch: Any, vocab: ItemVocab) -> RawBatch:
         other = lengths_of(name)
         if (other != lengths).any():
             row = int(np.flatnonzero(other != lengths)[0])
-            raise ValueError(f"features/sequences user {user(row)!r} has {lengths[row]} item_ids but {other[row]} "
-                             f"{name}; re-run featurize")
+            raise ValueError(
+                f"features/sequences user {user(row)!r} has {lengths[row]} item_ids but {other[row]} "
+                f"{name}; re-run featurize"
+            )
     items = pc.index_in(batch.column("item_ids").flatten(), value_set=vocab.arrow_ids())
     items = np.asarray(pc.fill_null(items, -1), dtype=np.int64) + 1  # (E,) 0 = unknown
     flat_types = batch.column("event_types").flatten()
@@ -277,8 +307,10 @@ def raw_from_arrow(batch: Any, vocab: ItemVocab) -> RawBatch:
         d_len = lengths_of("dwell_ms")
         if (has_list & (d_len != lengths)).any():
             row = int(np.flatnonzero(has_list & (d_len != lengths))[0])
-            raise ValueError(f"features/sequences user {user(row)!r} has {lengths[row]} item_ids but {d_len[row]} "
-                             "dwell_ms; re-run featurize")
+            raise ValueError(
+                f"features/sequences user {user(row)!r} has {lengths[row]} item_ids but {d_len[row]} "
+                "dwell_ms; re-run featurize"
+            )
         flat = column.flatten()
         where = np.repeat(has_list, lengths)  # (E,) the events the flattened values belong to
         dwell[where] = np.asarray(pc.fill_null(pc.cast(flat, pa.int64(), safe=False), 0), dtype=np.int64)

@@ -12,7 +12,7 @@ import torch
 
 from models.dataset import Holdout
 from models.encoding import Events, encode_sequences
-from models.metrics import K, RECALL_K, coverage_at_k, metrics_from_ranks
+from models.metrics import RECALL_K, K, coverage_at_k, metrics_from_ranks
 from models.ranking import Scorer, model_scorer, rank_catalogue
 from models.recommender import Recommender, user_vectors
 from models.runtime import DistContext, gather
@@ -20,46 +20,57 @@ from models.vocab import ItemVocab
 
 
 @torch.no_grad()
-def recommender_ranks(rec: Recommender, holdout: list[Holdout], device: torch.device | str = "cpu",
-                      k: int = K) -> tuple[torch.Tensor, list[float]]:
+def recommender_ranks(
+    rec: Recommender, holdout: list[Holdout], device: torch.device | str = "cpu", k: int = K
+) -> tuple[torch.Tensor, list[float]]:
     """Each holdout user's top-max(k, 50) items (U, max(k, 50)) and the 1-based rank of their target."""
     vecs, seen = user_vectors(rec, [h.history for h in holdout], device)
     targets = [rec.vocab.index.get(h.target, 0) for h in holdout]
     scorer = model_scorer(rec.model, rec.popularity, vecs, [bool(s) for s in seen])
-    top, _, ranks = rank_catalogue(scorer, len(holdout), rec.vocab.n_items + 1, seen, max(k, RECALL_K),
-                                   targets=targets, device=device)
+    top, _, ranks = rank_catalogue(
+        scorer, len(holdout), rec.vocab.n_items + 1, seen, max(k, RECALL_K), targets=targets, device=device
+    )
     return top, ranks
 
 
 @torch.no_grad()
-def evaluate_recommender(rec: Recommender, holdout: list[Holdout], device: torch.device | str = "cpu",
-                         k: int = K) -> dict[str, float]:
+def evaluate_recommender(
+    rec: Recommender, holdout: list[Holdout], device: torch.device | str = "cpu", k: int = K
+) -> dict[str, float]:
     """HR/NDCG/MRR@k, Recall@50, coverage@k of a recommender on ``holdout``, encoded with its own vocabulary
     (a target it does not know counts as a miss)."""
     top, ranks = recommender_ranks(rec, holdout, device, k)
-    return {**metrics_from_ranks(ranks, k), f"coverage_at_{k}": coverage_at_k(top, rec.vocab.n_items, k),
-            "n_users": float(len(holdout))}
+    return {
+        **metrics_from_ranks(ranks, k),
+        f"coverage_at_{k}": coverage_at_k(top, rec.vocab.n_items, k),
+        "n_users": float(len(holdout)),
+    }
 
 
-def evaluate_scorer(make_scorer: Callable[[list[Events]], Scorer], vocab: ItemVocab, holdout: list[Holdout],
-                    k: int = K) -> dict[str, float]:
+def evaluate_scorer(
+    make_scorer: Callable[[list[Events]], Scorer], vocab: ItemVocab, holdout: list[Holdout], k: int = K
+) -> dict[str, float]:
     """The same metrics for any scorer over ``vocab``'s items, built from the holdout histories by
     ``make_scorer`` (the baselines); seen items are the history's items known to ``vocab``."""
     seen = encode_sequences([h.history for h in holdout], vocab).item_lists()
     targets = [vocab.index.get(h.target, 0) for h in holdout]
     scorer = make_scorer([h.history for h in holdout])
     top, _, ranks = rank_catalogue(scorer, len(holdout), vocab.n_items + 1, seen, max(k, RECALL_K), targets=targets)
-    return {**metrics_from_ranks(ranks, k), f"coverage_at_{k}": coverage_at_k(top, vocab.n_items, k),
-            "n_users": float(len(holdout))}
+    return {
+        **metrics_from_ranks(ranks, k),
+        f"coverage_at_{k}": coverage_at_k(top, vocab.n_items, k),
+        "n_users": float(len(holdout)),
+    }
 
 
-def evaluate_sharded(rec: Recommender, holdout: list[Holdout], device: torch.device, amp_dtype: torch.dtype | None,
-                     ctx: DistContext) -> dict[str, float]:
+def evaluate_sharded(
+    rec: Recommender, holdout: list[Holdout], device: torch.device, amp_dtype: torch.dtype | None, ctx: DistContext
+) -> dict[str, float]:
     """HR/NDCG/MRR@10 and Recall@50 under autocast (validation during training); with several ranks each
     ranks its share of the users and the ranks are gathered, so every rank returns the same metrics."""
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         if ctx.world == 1:
             return evaluate_recommender(rec, holdout, device)
-        shard = holdout[ctx.rank::ctx.world]
+        shard = holdout[ctx.rank :: ctx.world]
         ranks = recommender_ranks(rec, shard, device)[1] if shard else []
     return metrics_from_ranks([r for part in gather(ranks, ctx) for r in part])

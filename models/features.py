@@ -10,8 +10,10 @@ from attnrec import lake
 
 def feature_paths(root: str, dt: str) -> dict[str, str]:
     """The published sequences and items partitions for ``dt``; raise when either is incomplete."""
-    paths = {"sequences": lake.partition(root, lake.FEATURE_SEQUENCES, dt),
-             "items": lake.partition(root, lake.FEATURE_ITEMS, dt)}
+    paths = {
+        "sequences": lake.partition(root, lake.FEATURE_SEQUENCES, dt),
+        "items": lake.partition(root, lake.FEATURE_ITEMS, dt),
+    }
     for name, path in paths.items():
         if not lake.is_complete(path):
             raise FileNotFoundError(
@@ -28,12 +30,13 @@ def snapshot_hash(paths: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for uri in paths:
         filesystem, base = lake.filesystem_for(uri)
-        infos = [i for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True))
-                 if i.type == fs.FileType.File]
+        infos = [
+            i for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True)) if i.type == fs.FileType.File
+        ]
         for info in sorted(infos, key=lambda i: i.path):
             if info.base_name.startswith(("_", ".")):
                 continue
-            digest.update(info.path[len(base):].encode())
+            digest.update(info.path[len(base) :].encode())
             with filesystem.open_input_stream(info.path) as src:
                 while chunk := src.read(1 << 20):
                     digest.update(chunk)
@@ -59,8 +62,11 @@ def sequence_batches(uri: str, batch_rows: int = 10_000) -> Iterator[Any]:
     from pyarrow import fs
 
     filesystem, base = lake.filesystem_for(uri)
-    infos = [i for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True))
-             if i.type == fs.FileType.File and not i.base_name.startswith(("_", "."))]
+    infos = [
+        i
+        for i in filesystem.get_file_info(fs.FileSelector(base, recursive=True))
+        if i.type == fs.FileType.File and not i.base_name.startswith(("_", "."))
+    ]
     for info in sorted(infos, key=lambda i: i.path):
         with filesystem.open_input_file(info.path) as src:
             parquet = pq.ParquetFile(src, pre_buffer=False, buffer_size=1 << 20)  # pre-buffering reads whole files
@@ -71,7 +77,6 @@ def sequence_batches(uri: str, batch_rows: int = 10_000) -> Iterator[Any]:
             yield from parquet.iter_batches(batch_size=batch_rows, columns=[c for c in SEQUENCE_COLUMNS if c in names])
 
 
-
 def count_rows(uri: str) -> int:
     """Rows of a parquet partition, from the file footers (no data read)."""
     import pyarrow.dataset as ds
@@ -80,12 +85,15 @@ def count_rows(uri: str) -> int:
     return sum(f.metadata.num_rows for f in ds.dataset(path, format="parquet", filesystem=filesystem).get_fragments())
 
 
-
 def load_features(root: str, dt: str) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, str]]:
     """(partition paths {"sequences", "items"}, item rows, data version {dt, snapshot_hash, paths}) for ``dt``;
     the sequences are read afterwards with :func:`read_split`, once the vocabulary is known."""
     paths = feature_paths(root, dt)
     items = read_table(paths["items"])
-    version = {"dt": dt, "snapshot_hash": snapshot_hash([paths["sequences"], paths["items"]]),
-               "sequences_path": paths["sequences"], "items_path": paths["items"]}
+    version = {
+        "dt": dt,
+        "snapshot_hash": snapshot_hash([paths["sequences"], paths["items"]]),
+        "sequences_path": paths["sequences"],
+        "items_path": paths["items"],
+    }
     return paths, items, version

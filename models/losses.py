@@ -39,8 +39,14 @@ class NegativeSampler:
         return (idx + 1).to(device)
 
 
-def sampled_logits(model: AttentionRecommender, hidden: torch.Tensor, targets: torch.Tensor,
-                   negatives: torch.Tensor, log_q: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+def sampled_logits(
+    model: AttentionRecommender,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    log_q: torch.Tensor,
+    seen: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Corrected logits (T, 1 + K): column 0 the target, then the K shared negatives; a negative equal to
     the row's target (an accidental hit), or among the row's ``seen`` items (T, S) when given, is masked out.
     hidden (T, d), targets (T,), negatives (K,), log_q (N+1,). Builds T x (K + 1) logits, never T x N."""
@@ -74,9 +80,15 @@ def drop_seen_targets(items: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return out
 
 
-def next_item_loss(model: AttentionRecommender, inputs: dict[str, torch.Tensor], targets: torch.Tensor,
-                   negatives: torch.Tensor | None = None, log_q: torch.Tensor | None = None,
-                   reduction: str = "mean", mask_seen: bool = False) -> torch.Tensor:
+def next_item_loss(
+    model: AttentionRecommender,
+    inputs: dict[str, torch.Tensor],
+    targets: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    log_q: torch.Tensor | None = None,
+    reduction: str = "mean",
+    mask_seen: bool = False,
+) -> torch.Tensor:
     """Cross-entropy of the next item at every position that has a target: over the full catalogue, or,
     with ``negatives`` and ``log_q`` (see :class:`NegativeSampler`), sampled softmax with logQ correction.
 
@@ -95,8 +107,9 @@ def next_item_loss(model: AttentionRecommender, inputs: dict[str, torch.Tensor],
         logits = model.scores(h, model.item_table()).float().scatter(-1, left_out, -math.inf)  # (T, N+1)
         return F.cross_entropy(logits, t, reduction=reduction)
     if log_q is None:
-        raise ValueError("sampled softmax needs log_q, the log sampling probability of every item "
-                         "(NegativeSampler.log_q)")
+        raise ValueError(
+            "sampled softmax needs log_q, the log sampling probability of every item (NegativeSampler.log_q)"
+        )
     seen = seen_prefixes(inputs["items"], sel) if mask_seen else None  # (T, L)
     logits = sampled_logits(model, h, t, negatives, log_q, seen)  # (T, 1 + K)
     return F.cross_entropy(logits, torch.zeros_like(t), reduction=reduction)
@@ -112,8 +125,14 @@ class NextItemLoss(nn.Module):
         self.model = model
         self.mask_seen = mask_seen
 
-    def forward(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor, negatives: torch.Tensor | None = None,
-                log_q: torch.Tensor | None = None, empty: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        inputs: dict[str, torch.Tensor],
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        log_q: torch.Tensor | None = None,
+        empty: bool = False,
+    ) -> torch.Tensor:
         """The summed loss; ``empty`` (no target in ``targets``): a zero that reaches every parameter, so a
         rank with nothing to learn from still joins the gradient all-reduce, with zero gradients."""
         if empty:

@@ -49,8 +49,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
-                             "pick d_model = k * n_heads")
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; pick d_model = k * n_heads"
+            )
         if self.n_items < 1:
             raise ValueError(f"n_items={self.n_items}: the item table is empty; featurize items before training")
 

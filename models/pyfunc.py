@@ -20,15 +20,18 @@ def predict_frame(rec: Recommender, frame: pd.DataFrame, k: int) -> pd.DataFrame
     """Top-``k`` unseen items for each row of a features/sequences-like pandas DataFrame."""
     missing = [c for c in INPUT_COLUMNS if c != "dwell_ms" and c not in frame.columns]
     if missing:
-        raise ValueError(f"model input lacks columns {missing}; pass rows shaped like features/sequences "
-                         f"{INPUT_COLUMNS}")
+        raise ValueError(
+            f"model input lacks columns {missing}; pass rows shaped like features/sequences {INPUT_COLUMNS}"
+        )
     users = [Events.from_row(r) for r in frame.to_dict("records")]
     top_idx, top_score = recommend(rec, users, k)
     rows = []
     for u, idx, sc in zip(users, top_idx.tolist(), top_score.tolist()):
         ranked = [(i, s) for i, s in zip(idx, sc) if i > 0]
-        rows.extend({"user_id": u.user_id, "rank": r, "item_id": rec.vocab.item_ids[i - 1], "score": s}
-                    for r, (i, s) in enumerate(ranked, start=1))
+        rows.extend(
+            {"user_id": u.user_id, "rank": r, "item_id": rec.vocab.item_ids[i - 1], "score": s}
+            for r, (i, s) in enumerate(ranked, start=1)
+        )
     return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"])
 
 

@@ -43,9 +43,17 @@ def _seen_tensor(seen: Sequence[Sequence[int]], device: torch.device) -> torch.T
     return out.to(device)
 
 
-def rank_catalogue(scorer: Scorer, n_users: int, n_rows: int, seen: Sequence[Sequence[int]], k: int,
-                   targets: Sequence[int] | None = None, user_batch: int = 512, item_chunk: int = 65536,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+def rank_catalogue(
+    scorer: Scorer,
+    n_users: int,
+    n_rows: int,
+    seen: Sequence[Sequence[int]],
+    k: int,
+    targets: Sequence[int] | None = None,
+    user_batch: int = 512,
+    item_chunk: int = 65536,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
     """Rank item rows 1..n_rows-1 for every user, excluding row 0 (padding) and each user's ``seen`` rows.
 
     Scores are computed ``user_batch`` users by ``item_chunk`` items at a time, so memory stays bounded
@@ -98,8 +106,10 @@ def rank_catalogue(scorer: Scorer, n_users: int, n_rows: int, seen: Sequence[Seq
                 col = torch.arange(c0, c1, device=device)[None, :]  # (1, c)
                 t = tgt_score[:, None]
                 greater += ((sc > t) | ((sc == t) & (col < tgt[:, None]))).sum(1)
-            ranks.extend(float("inf") if not math.isfinite(ts) else float(g) + 1.0
-                         for ts, g in zip(tgt_score.tolist(), greater.tolist()))
+            ranks.extend(
+                float("inf") if not math.isfinite(ts) else float(g) + 1.0
+                for ts, g in zip(tgt_score.tolist(), greater.tolist())
+            )
         best_idx = torch.where(torch.isfinite(best_score), best_idx, torch.zeros_like(best_idx))
         all_idx.append(best_idx.cpu())
         all_score.append(best_score.cpu())
@@ -108,8 +118,13 @@ def rank_catalogue(scorer: Scorer, n_users: int, n_rows: int, seen: Sequence[Seq
     return torch.cat(all_idx), torch.cat(all_score), ranks
 
 
-def model_scorer(model: AttentionRecommender, popularity: torch.Tensor, vecs: torch.Tensor,
-                 has_history: Sequence[bool], allowed: torch.Tensor | None = None) -> Scorer:
+def model_scorer(
+    model: AttentionRecommender,
+    popularity: torch.Tensor,
+    vecs: torch.Tensor,
+    has_history: Sequence[bool],
+    allowed: torch.Tensor | None = None,
+) -> Scorer:
     """Dot products of user states with ``model``'s item vectors; users with no known history get training
     ``popularity`` (N+1,) (log1p of counts) instead, so every user still gets a ranking. Items where ``allowed``
     (N+1,) is False score -inf for everyone (e.g. items no longer in the catalogue)."""

@@ -28,16 +28,23 @@ class Recommender:
     popularity: torch.Tensor  # (N+1,) positive events per item in the training split (cold-user fallback)
 
     def checkpoint(self) -> dict[str, Any]:
-        return to_checkpoint(self.model, {"vocab": self.vocab.to_dict(), "data_version": dict(self.data_version),
-                                          "popularity": self.popularity.detach().cpu().to(torch.float64)})
+        return to_checkpoint(
+            self.model,
+            {
+                "vocab": self.vocab.to_dict(),
+                "data_version": dict(self.data_version),
+                "popularity": self.popularity.detach().cpu().to(torch.float64),
+            },
+        )
 
     def save(self, path: str) -> None:
         torch.save(self.checkpoint(), path)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> "Recommender":
-        return cls(from_checkpoint(ckpt), ItemVocab.from_dict(ckpt["vocab"]), dict(ckpt["data_version"]),
-                   ckpt["popularity"])
+        return cls(
+            from_checkpoint(ckpt), ItemVocab.from_dict(ckpt["vocab"]), dict(ckpt["data_version"]), ckpt["popularity"]
+        )
 
     @classmethod
     def load(cls, path: str) -> "Recommender":
@@ -46,8 +53,9 @@ class Recommender:
 
 
 @torch.no_grad()
-def user_vectors(rec: Recommender, users: EncodedSequences | list[Events], device: torch.device | str = "cpu",
-                 batch_size: int = 256) -> tuple[torch.Tensor, list[list[int]]]:
+def user_vectors(
+    rec: Recommender, users: EncodedSequences | list[Events], device: torch.device | str = "cpu", batch_size: int = 256
+) -> tuple[torch.Tensor, list[list[int]]]:
     """(U, d) state after each user's newest known event, and each user's known item indices; ``users`` are
     raw events (encoded here with the model's vocabulary) or already encoded with it.
 
@@ -68,13 +76,20 @@ def user_vectors(rec: Recommender, users: EncodedSequences | list[Events], devic
 
 
 @torch.no_grad()
-def recommend(rec: Recommender, users: EncodedSequences | list[Events], k: int, device: torch.device | str = "cpu",
-              batch_size: int = 256, allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def recommend(
+    rec: Recommender,
+    users: EncodedSequences | list[Events],
+    k: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    allowed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` item indices (U, k) and scores (U, k) over the full catalogue (restricted to ``allowed``,
     (N+1,) bool, when given), each user's known items excluded; index 0 / -inf fill the tail when fewer
     than k items are left. ``users`` as in :func:`user_vectors`."""
     vecs, seen = user_vectors(rec, users, device, batch_size)
     scorer = model_scorer(rec.model, rec.popularity, vecs, [bool(s) for s in seen], allowed)
-    top_idx, top_score, _ = rank_catalogue(scorer, len(seen), rec.vocab.n_items + 1, seen, k, user_batch=batch_size,
-                                           device=device)
+    top_idx, top_score, _ = rank_catalogue(
+        scorer, len(seen), rec.vocab.n_items + 1, seen, k, user_batch=batch_size, device=device
+    )
     return top_idx, top_score

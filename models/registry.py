@@ -9,20 +9,18 @@ Aliases of the registered model ``attention-recommender``:
 
 Forcing or rolling back a promotion (moves ``champion`` to any existing version and records why)::
 
-    python -m models.registry promote --version 3 --reason "roll back: v4 candidates look wrong"
-    python -m models.registry show
+    attnrec registry promote --version 3 --reason "roll back: v4 candidates look wrong"
+    attnrec registry show
 
 or from Python: ``models.registry.promote(get_settings(), "3", reason="...")``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from attnrec.settings import Settings, get_settings
+from attnrec.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -66,15 +64,23 @@ def signature():
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-    inputs = Schema([
-        ColSpec("string", "user_id"),
-        ColSpec(Array("string"), "item_ids"),
-        ColSpec(Array("string"), "event_types"),
-        ColSpec(Array("long"), "event_times_ms"),
-        ColSpec(Array("long"), "dwell_ms", required=False),
-    ])
-    outputs = Schema([ColSpec("string", "user_id"), ColSpec("long", "rank"), ColSpec("string", "item_id"),
-                      ColSpec("double", "score")])
+    inputs = Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec(Array("string"), "item_ids"),
+            ColSpec(Array("string"), "event_types"),
+            ColSpec(Array("long"), "event_times_ms"),
+            ColSpec(Array("long"), "dwell_ms", required=False),
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec("string", "user_id"),
+            ColSpec("long", "rank"),
+            ColSpec("string", "item_id"),
+            ColSpec("double", "score"),
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs, params=ParamSchema([ParamSpec("k", "long", 10)]))
 
 
@@ -82,9 +88,16 @@ def input_example(holdout: list["Holdout"]) -> Any:
     """A small real input (the first users' histories); dwell_ms is left out when it has nulls."""
     import pandas as pd
 
-    rows = [{"user_id": h.history.user_id, "item_ids": h.history.item_ids[-5:],
-             "event_types": h.history.event_types[-5:],
-             "event_times_ms": h.history.times_ms[-5:], "dwell_ms": h.history.dwell_ms[-5:]} for h in holdout]
+    rows = [
+        {
+            "user_id": h.history.user_id,
+            "item_ids": h.history.item_ids[-5:],
+            "event_types": h.history.event_types[-5:],
+            "event_times_ms": h.history.times_ms[-5:],
+            "dwell_ms": h.history.dwell_ms[-5:],
+        }
+        for h in holdout
+    ]
     frame = pd.DataFrame(rows)
     if any(d is None for r in rows for d in r["dwell_ms"]):
         frame = frame.drop(columns=["dwell_ms"])
@@ -107,8 +120,12 @@ def log_recommender(rec: "Recommender", workdir: str, example: list["Holdout"]) 
         artifacts={"checkpoint": path},
         signature=signature(),
         input_example=input_example(example) if example else None,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "pandas",
-                          "pyarrow"],
+        pip_requirements=[
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"mlflow=={mlflow.__version__}",
+            "pandas",
+            "pyarrow",
+        ],
         metadata={"data_version": {k: str(v) for k, v in rec.data_version.items()}, "n_items": rec.vocab.n_items},
     )
     return info.model_uri
@@ -163,16 +180,21 @@ def load_champion(settings: Settings) -> tuple["Recommender", str]:
     return load_version(settings, version), version
 
 
-def decide(new_ndcg: float, champion_ndcg: float | None, margin: float,
-           champion_version: str | None = None) -> tuple[bool, str]:
+def decide(
+    new_ndcg: float, champion_ndcg: float | None, margin: float, champion_version: str | None = None
+) -> tuple[bool, str]:
     """The promotion rule, pure: promote when there is no champion or new > champion + margin."""
     if champion_ndcg is None:
         return True, f"no champion yet; promoted with test NDCG@10 {new_ndcg:.4f}"
     if new_ndcg > champion_ndcg + margin:
-        return True, (f"test NDCG@10 {new_ndcg:.4f} > champion v{champion_version} {champion_ndcg:.4f} + margin "
-                      f"{margin:.4f} on the same holdout")
-    return False, (f"test NDCG@10 {new_ndcg:.4f} <= champion v{champion_version} {champion_ndcg:.4f} + margin "
-                   f"{margin:.4f} on the same holdout; champion kept")
+        return True, (
+            f"test NDCG@10 {new_ndcg:.4f} > champion v{champion_version} {champion_ndcg:.4f} + margin "
+            f"{margin:.4f} on the same holdout"
+        )
+    return False, (
+        f"test NDCG@10 {new_ndcg:.4f} <= champion v{champion_version} {champion_ndcg:.4f} + margin "
+        f"{margin:.4f} on the same holdout; champion kept"
+    )
 
 
 def gate(settings: Settings, version: str, new_ndcg: float, holdout: list["Holdout"], dt: str) -> tuple[bool, str]:
@@ -186,9 +208,13 @@ def gate(settings: Settings, version: str, new_ndcg: float, holdout: list["Holdo
     if champion is not None:
         champion_ndcg = evaluate_recommender(load_version(settings, champion), holdout)["ndcg_at_10"]
     promoted, reason = decide(new_ndcg, champion_ndcg, settings.promotion_margin, champion)
-    tags = {"promotion_decision": "promoted" if promoted else "rejected", "promotion_reason": reason,
-            "holdout_dt": dt, "champion_before": champion or "none",
-            "champion_ndcg_at_10": "none" if champion_ndcg is None else f"{champion_ndcg:.6f}"}
+    tags = {
+        "promotion_decision": "promoted" if promoted else "rejected",
+        "promotion_reason": reason,
+        "holdout_dt": dt,
+        "champion_before": champion or "none",
+        "champion_ndcg_at_10": "none" if champion_ndcg is None else f"{champion_ndcg:.6f}",
+    }
     for k, v in tags.items():
         c.set_model_version_tag(settings.model_name, version, k, v)
     c.update_model_version(settings.model_name, version, description=reason)
@@ -207,13 +233,14 @@ def promote(settings: Settings, version: str, reason: str = "manual promotion") 
     except MlflowException:
         raise ValueError(
             f"model '{settings.model_name}' has no version {version!r} at {settings.mlflow_tracking_uri}; "
-            "list them with `python -m models.registry show`"
+            "list them with `attnrec registry show`"
         ) from None
     previous = alias_version(settings, CHAMPION) or "none"
     c.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
     c.set_model_version_tag(settings.model_name, str(version), "promotion_decision", "forced")
-    c.set_model_version_tag(settings.model_name, str(version), "promotion_reason",
-                            f"{reason} (champion was {previous})")
+    c.set_model_version_tag(
+        settings.model_name, str(version), "promotion_reason", f"{reason} (champion was {previous})"
+    )
 
 
 def describe(settings: Settings) -> dict[str, Any]:
@@ -223,24 +250,8 @@ def describe(settings: Settings) -> dict[str, Any]:
     return {
         "model": settings.model_name,
         "aliases": {a: alias_version(settings, a) for a in (CHAMPION, CHALLENGER)},
-        "versions": [{"version": str(v.version), "run_id": v.run_id, "tags": dict(v.tags)}
-                     for v in sorted(versions, key=lambda v: int(v.version))],
+        "versions": [
+            {"version": str(v.version), "run_id": v.run_id, "tags": dict(v.tags)}
+            for v in sorted(versions, key=lambda v: int(v.version))
+        ],
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m models.registry", description="attention-recommender registry")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("promote", help="move alias 'champion' to a version (force a promotion or roll back)")
-    p.add_argument("--version", required=True, help="registered version number, e.g. 3")
-    p.add_argument("--reason", default="manual promotion")
-    sub.add_parser("show", help="print aliases and versions")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    if args.command == "promote":
-        promote(settings, args.version, args.reason)
-    print(json.dumps(describe(settings), indent=2))
-
-
-if __name__ == "__main__":
-    main()

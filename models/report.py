@@ -17,28 +17,40 @@ log = logging.getLogger(__name__)
 #: MLflow metric prefixes of the scorers every run reports (test metrics are "<prefix>test_<metric>").
 MODEL, POPULARITY, KNN, SASREC_PLAIN = "", "pop_", "knn_", "sasrec_plain_"
 #: How the plots and the log name each scorer, in the order they are shown.
-LABELS = {MODEL: "attention recommender", POPULARITY: "popularity", KNN: "item kNN (transitions)",
-          SASREC_PLAIN: "plain SASRec (ids only)"}
+LABELS = {
+    MODEL: "attention recommender",
+    POPULARITY: "popularity",
+    KNN: "item kNN (transitions)",
+    SASREC_PLAIN: "plain SASRec (ids only)",
+}
 
 
-def log_setup(tags: dict[str, str], tcfg: TrainConfig, settings: Settings, vocab: ItemVocab, split: Split,
-              n_sequences: int) -> None:
+def log_setup(
+    tags: dict[str, str], tcfg: TrainConfig, settings: Settings, vocab: ItemVocab, split: Split, n_sequences: int
+) -> None:
     """The run's tags, and as parameters the training config and the size of the data it saw."""
     import mlflow
 
     mlflow.set_tags(tags)
-    mlflow.log_params({**{k: v for k, v in asdict(tcfg).items() if k != "positive_types"},
-                       "positive_types": ",".join(tcfg.positive_types), "n_items": vocab.n_items,
-                       "n_categories": len(vocab.categories), "n_users": split.n_users,
-                       "n_train_events": split.train.n_events, "n_train_sequences": n_sequences,
-                       "n_holdout_users": len(split.test), "n_holdout_eligible_users": split.n_holdout_users,
-                       "loss": ("sampled_softmax_logq" if vocab.n_items > tcfg.full_softmax_max_items
-                                else "full_softmax"),
-                       "train_ablation": settings.train_ablation})
+    mlflow.log_params(
+        {
+            **{k: v for k, v in asdict(tcfg).items() if k != "positive_types"},
+            "positive_types": ",".join(tcfg.positive_types),
+            "n_items": vocab.n_items,
+            "n_categories": len(vocab.categories),
+            "n_users": split.n_users,
+            "n_train_events": split.train.n_events,
+            "n_train_sequences": n_sequences,
+            "n_holdout_users": len(split.test),
+            "n_holdout_eligible_users": split.n_holdout_users,
+            "loss": ("sampled_softmax_logq" if vocab.n_items > tcfg.full_softmax_max_items else "full_softmax"),
+            "train_ablation": settings.train_ablation,
+        }
+    )
 
 
 def epoch_logger(prefix: str) -> Callable[[dict[str, float]], None]:
-    """An ``on_epoch`` callback for models.train.fit: the epoch's row as metrics ``<prefix><name>``."""
+    """An ``on_epoch`` callback for models.fit.fit: the epoch's row as metrics ``<prefix><name>``."""
     import mlflow
 
     def log_epoch(row: dict[str, float]) -> None:
@@ -47,17 +59,26 @@ def epoch_logger(prefix: str) -> Callable[[dict[str, float]], None]:
     return log_epoch
 
 
-def log_results(results: dict[str, dict[str, float] | None], knn_choice: dict[str, float],
-                histories: dict[str, list[dict[str, float]]], train_seconds: float) -> None:
+def log_results(
+    results: dict[str, dict[str, float] | None],
+    knn_choice: dict[str, float],
+    histories: dict[str, list[dict[str, float]]],
+    train_seconds: float,
+) -> None:
     """Test metrics of every scorer ({MODEL, POPULARITY, KNN, SASREC_PLAIN} prefix -> metrics, None when not
     trained), the kNN settings chosen on validation, and the plots."""
     import mlflow
 
     mlflow.log_params({f"{KNN}{k}": v for k, v in knn_choice.items() if k != "val_ndcg_at_10"})
     model_history = next(iter(histories.values()))
-    mlflow.log_metrics({"train_seconds": train_seconds, "epochs_run": float(len(model_history)),
-                        **{f"{prefix}test_{k}": v for prefix, m in results.items() for k, v in (m or {}).items()},
-                        f"{KNN}val_ndcg_at_10": knn_choice["val_ndcg_at_10"]})
+    mlflow.log_metrics(
+        {
+            "train_seconds": train_seconds,
+            "epochs_run": float(len(model_history)),
+            **{f"{prefix}test_{k}": v for prefix, m in results.items() for k, v in (m or {}).items()},
+            f"{KNN}val_ndcg_at_10": knn_choice["val_ndcg_at_10"],
+        }
+    )
     named = {name: results[prefix] for prefix, name in LABELS.items() if results.get(prefix) is not None}
     mlflow.log_figure(curve_figure(histories), "plots/training_curves.png")
     mlflow.log_figure(bar_figure(named), "plots/model_vs_baselines.png")
@@ -106,7 +127,6 @@ def bar_figure(results: dict[str, dict[str, float]]):
     ax.legend()
     fig.tight_layout()
     return fig
-
 
 
 def fmt(m: dict[str, Any]) -> str:

@@ -53,8 +53,9 @@ class ItemVocab:
         return cls(
             item_ids=[r["item_id"] for r in rows],
             categories=categories,
-            item_categories=[sorted({cat_index[c] for c in (r.get("categories") or []) if c is not None})
-                             for r in rows],
+            item_categories=[
+                sorted({cat_index[c] for c in (r.get("categories") or []) if c is not None}) for r in rows
+            ],
             item_years=[year_bucket(r.get("year")) for r in rows],
         )
 
@@ -68,8 +69,12 @@ class ItemVocab:
         return cats, years
 
     def to_dict(self) -> dict[str, Any]:
-        return {"item_ids": list(self.item_ids), "categories": list(self.categories),
-                "item_categories": [list(c) for c in self.item_categories], "item_years": list(self.item_years)}
+        return {
+            "item_ids": list(self.item_ids),
+            "categories": list(self.categories),
+            "item_categories": [list(c) for c in self.item_categories],
+            "item_years": list(self.item_years),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ItemVocab":

@@ -22,9 +22,17 @@ def config(**fields) -> TrainConfig:
 
 def item_rows(n: int) -> list[dict]:
     cats = ["Action", "Comedy", "Drama"]
-    return [{"item_idx": i, "item_id": f"i{i}", "title": f"t{i}",
-             "categories": [cats[i % 3]] + (["Drama"] if i % 4 == 0 else []),
-             "year": None if i % 5 == 0 else 1990 + i, "popularity": 0} for i in range(1, n + 1)]
+    return [
+        {
+            "item_idx": i,
+            "item_id": f"i{i}",
+            "title": f"t{i}",
+            "categories": [cats[i % 3]] + (["Drama"] if i % 4 == 0 else []),
+            "year": None if i % 5 == 0 else 1990 + i,
+            "popularity": 0,
+        }
+        for i in range(1, n + 1)
+    ]
 
 
 def tiny_model(n_items: int = 12, seed: int = 0, dropout: float = 0.0, max_len: int = 16) -> AttentionRecommender:

@@ -58,15 +58,31 @@ def test_a_short_row_beside_a_long_row_matches_the_row_alone():
 
 def test_config_rejects_heads_that_do_not_divide_d_model():
     with pytest.raises(ValueError, match="d_model=10 is not divisible by n_heads=3"):
-        ModelConfig(n_items=5, n_categories=1, max_categories=1, n_years=32, n_event_types=10, n_dwell_buckets=16,
-                    n_gap_buckets=32, max_len=16, d_model=10, n_heads=3, n_layers=1, dropout=0.0)
+        ModelConfig(
+            n_items=5,
+            n_categories=1,
+            max_categories=1,
+            n_years=32,
+            n_event_types=10,
+            n_dwell_buckets=16,
+            n_gap_buckets=32,
+            max_len=16,
+            d_model=10,
+            n_heads=3,
+            n_layers=1,
+            dropout=0.0,
+        )
 
 
 def test_checkpoint_round_trip_gives_identical_scores(tmp_path):
     vocab = ItemVocab.from_items(item_rows(12))
     torch.manual_seed(5)
-    rec = Recommender(build_model(vocab, config(d_model=16, max_seq_len=16)).eval(), vocab,
-                      {"dt": "2026-01-02", "snapshot_hash": "abc"}, torch.arange(13, dtype=torch.float64))
+    rec = Recommender(
+        build_model(vocab, config(d_model=16, max_seq_len=16)).eval(),
+        vocab,
+        {"dt": "2026-01-02", "snapshot_hash": "abc"},
+        torch.arange(13, dtype=torch.float64),
+    )
     path = str(tmp_path / "ckpt.pt")
     rec.save(path)
     back = Recommender.load(path)
@@ -85,14 +101,19 @@ def test_id_only_model_has_no_content_or_context_and_ignores_them():
     torch.manual_seed(0)
     plain = build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16), id_only=True).eval()
     full = build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16)).eval()
+
     def embeddings(model: AttentionRecommender) -> set[str]:
         return {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
 
     assert embeddings(plain) == {"id_emb", "pos_emb"}
     assert embeddings(full) == {"id_emb", "pos_emb", "cat_emb", "year_emb", "type_emb", "dwell_emb", "gap_emb"}
     batch = random_batch(2, 6, 12)
-    other = {**batch, "event_types": batch["event_types"] % 10 + 1, "dwell": batch["dwell"] % 15 + 1,
-             "gap": batch["gap"] % 31 + 1}
+    other = {
+        **batch,
+        "event_types": batch["event_types"] % 10 + 1,
+        "dwell": batch["dwell"] % 15 + 1,
+        "gap": batch["gap"] % 31 + 1,
+    }
     with torch.no_grad():
         assert torch.equal(plain.encode(batch), plain.encode(other))  # only items and positions matter
         assert not torch.allclose(full.encode(batch), full.encode(other), atol=1e-4)
@@ -103,8 +124,12 @@ def test_id_only_model_has_no_content_or_context_and_ignores_them():
 def test_id_only_model_is_causal_and_round_trips_its_checkpoint(tmp_path):
     vocab = ItemVocab.from_items(item_rows(12))
     torch.manual_seed(0)
-    rec = Recommender(build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16), id_only=True).eval(), vocab,
-                      {}, torch.zeros(13, dtype=torch.float64))
+    rec = Recommender(
+        build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16), id_only=True).eval(),
+        vocab,
+        {},
+        torch.zeros(13, dtype=torch.float64),
+    )
     batch = random_batch(2, 7, 12)
     changed = {k: v.clone() for k, v in batch.items()}
     changed["items"][:, 4] = changed["items"][:, 4] % 12 + 1

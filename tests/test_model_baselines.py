@@ -18,8 +18,12 @@ def test_transition_knn_counts_rows_and_scores_by_hand():
     from models.baselines import TransitionKNN
 
     vocab = ItemVocab.from_items(item_rows(5))
-    users = [events("u", ["i1", "i2", "i3"]), events("v", ["i1", "i2"]), events("w", ["i1", "i4"]),
-             events("x", ["i5", "i3"], ["impression", "click"])]  # impressions are not transitions
+    users = [
+        events("u", ["i1", "i2", "i3"]),
+        events("v", ["i1", "i2"]),
+        events("w", ["i1", "i4"]),
+        events("x", ["i5", "i3"], ["impression", "click"]),
+    ]  # impressions are not transitions
     pop = torch.tensor([0, 3, 2, 2, 1, 0], dtype=torch.float64)
     users = encode_sequences(users, vocab)
     knn = TransitionKNN.fit(users, vocab, pop, window=1, last_n=2, decay=0.5, pop_weight=0.0)
@@ -46,8 +50,14 @@ def test_transition_knn_ranks_the_successor_first_and_never_recommends_seen_item
     m = evaluate_knn(knn, split.test)
     assert m["hr_at_10"] == 1.0 and m["mrr_at_10"] == 1.0  # a first-order walk: the successor is always first
     histories = [h.history for h in split.test]
-    top, _, _ = rank_catalogue(knn.make_scorer(histories), len(histories), 21,
-                               encode_sequences(histories, vocab).item_lists(), k=10, user_batch=7)
+    top, _, _ = rank_catalogue(
+        knn.make_scorer(histories),
+        len(histories),
+        21,
+        encode_sequences(histories, vocab).item_lists(),
+        k=10,
+        user_batch=7,
+    )
     for h, row in zip(histories, top.tolist()):
         assert not set(row) & {vocab.index[i] for i in h.item_ids} and 0 not in row
 
@@ -62,7 +72,6 @@ def test_transition_knn_rejects_last_n_zero():
 
 def test_tune_knn_picks_the_best_validation_setting():
     from models.baselines import TransitionKNN, evaluate_knn, tune_knn
-
     from tests.test_model_planted import N_ITEMS, partner_walks
 
     users, _ = partner_walks()
@@ -72,8 +81,12 @@ def test_tune_knn_picks_the_best_validation_setting():
     counts = positive_counts(split.train, vocab)
     grid = [(10, 20, 1.0), (1, 1, 1.0), (3, 3, 0.5)]
     knn, choice = tune_knn(split.train, vocab, counts, split.valid, grid=grid)
-    scores = {g: evaluate_knn(TransitionKNN.fit(split.train, vocab, counts, window=g[0], last_n=g[1], decay=g[2]),
-                              split.valid)["ndcg_at_10"] for g in grid}
+    scores = {
+        g: evaluate_knn(
+            TransitionKNN.fit(split.train, vocab, counts, window=g[0], last_n=g[1], decay=g[2]), split.valid
+        )["ndcg_at_10"]
+        for g in grid
+    }
     best = max(grid, key=lambda g: scores[g])
     assert (choice["window"], choice["last_n"], choice["decay"]) == best
     assert choice["val_ndcg_at_10"] == scores[best] > scores[(10, 20, 1.0)]

@@ -42,23 +42,33 @@ def random_users(n_users: int, n_items: int, seed: int) -> list[Events]:
         for _ in range(n):
             t += rng.choice([0, 999, 1000, 59_000, 10**7])
             times.append(t)
-        users.append(Events(f"u{rng.randrange(10**6):06d}-{u}", [f"i{rng.randint(1, n_items + 3)}" for _ in range(n)],
-                            [rng.choice(EVENT_TYPES) for _ in range(n)], times,
-                            [None if rng.random() < 0.3 else rng.choice([0, 1, 999, 1000, 3000, 10**6])
-                             for _ in range(n)]))
+        users.append(
+            Events(
+                f"u{rng.randrange(10**6):06d}-{u}",
+                [f"i{rng.randint(1, n_items + 3)}" for _ in range(n)],
+                [rng.choice(EVENT_TYPES) for _ in range(n)],
+                times,
+                [None if rng.random() < 0.3 else rng.choice([0, 1, 999, 1000, 3000, 10**6]) for _ in range(n)],
+            )
+        )
     return users
 
 
 def write_partition(path, users: list[Events], rows_per_file: int, null_dwell_lists: bool = False) -> None:
     path.mkdir(parents=True)
     for f, s in enumerate(range(0, len(users), rows_per_file)):
-        chunk = users[s:s + rows_per_file]
+        chunk = users[s : s + rows_per_file]
         dwell = [None if null_dwell_lists and i % 2 else u.dwell_ms for i, u in enumerate(chunk)]
-        table = pa.table({"user_id": [u.user_id for u in chunk], "item_ids": [u.item_ids for u in chunk],
-                          "event_types": [u.event_types for u in chunk],
-                          "event_times_ms": pa.array([u.times_ms for u in chunk], pa.list_(pa.int64())),
-                          "dwell_ms": pa.array(dwell, pa.list_(pa.int64())),
-                          "length": [len(u) for u in chunk]})  # a column the model does not read
+        table = pa.table(
+            {
+                "user_id": [u.user_id for u in chunk],
+                "item_ids": [u.item_ids for u in chunk],
+                "event_types": [u.event_types for u in chunk],
+                "event_times_ms": pa.array([u.times_ms for u in chunk], pa.list_(pa.int64())),
+                "dwell_ms": pa.array(dwell, pa.list_(pa.int64())),
+                "length": [len(u) for u in chunk],
+            }
+        )  # a column the model does not read
         pq.write_table(table, path / f"part-{f:05d}.parquet", row_group_size=7)
     (path / "_SUCCESS").write_text("")
 
@@ -71,7 +81,7 @@ def test_integer_buckets_equal_the_log2_formula(n_buckets, fn):
     """floor(log2(1 + ms / 1000)) capped, as the features documentation states it, on and around every edge."""
     values = {0, 1, 999, -5}
     for k in range(1, n_buckets + 2):
-        edge = 1000 * (2 ** k - 1)
+        edge = 1000 * (2**k - 1)
         values |= {edge - 1, edge, edge + 1}
     for ms in sorted(values):
         expected = 2 + min(int(math.log2(1.0 + max(ms, 0) / 1000.0)), n_buckets - 3)
@@ -116,8 +126,10 @@ def reference_split(users: list[Events], positive=DEFAULT_POSITIVE_TYPES):
 
 
 def holdout_tuples(split) -> list[tuple]:
-    return [(v.history.user_id, v.history.item_ids, v.target, t.history.item_ids, t.target)
-            for v, t in zip(split.valid, split.test)]
+    return [
+        (v.history.user_id, v.history.item_ids, v.target, t.history.item_ids, t.target)
+        for v, t in zip(split.valid, split.test)
+    ]
 
 
 @pytest.mark.parametrize("spill", [False, True])
@@ -125,8 +137,9 @@ def test_streamed_split_equals_the_reference_and_the_in_memory_split(tmp_path, s
     vocab = vocab_of(40)
     users = random_users(300, 40, seed=2)
     write_partition(tmp_path / "sequences", users, rows_per_file=70)
-    split = read_split(str(tmp_path / "sequences"), vocab, batch_rows=16,
-                       spill_dir=str(tmp_path / "spill") if spill else None)
+    split = read_split(
+        str(tmp_path / "sequences"), vocab, batch_rows=16, spill_dir=str(tmp_path / "spill") if spill else None
+    )
     train, holdout = reference_split(users)
     assert (split.n_users, split.n_holdout_users) == (300, len(holdout)) and len(holdout) > 30
     assert holdout_tuples(split) == holdout
@@ -145,8 +158,10 @@ def test_a_null_dwell_list_means_every_dwell_is_unknown(tmp_path):
     users = random_users(40, 40, seed=3)
     write_partition(tmp_path / "sequences", users, rows_per_file=40, null_dwell_lists=True)
     split = read_split(str(tmp_path / "sequences"), vocab, positive_types=EVENT_TYPES)
-    expected = [Events(ev.user_id, ev.item_ids, ev.event_types, ev.times_ms,
-                       [None] * len(ev) if i % 2 else ev.dwell_ms) for i, ev in enumerate(users)]
+    expected = [
+        Events(ev.user_id, ev.item_ids, ev.event_types, ev.times_ms, [None] * len(ev) if i % 2 else ev.dwell_ms)
+        for i, ev in enumerate(users)
+    ]
     train, _ = reference_split(expected, EVENT_TYPES)
     assert [split.train.row(u).dwell for u in range(40)] == [encode_sequences([ev], vocab).row(0).dwell for ev in train]
 
@@ -169,8 +184,10 @@ def test_holdout_sample_is_bounded_and_the_same_for_any_batch_size(tmp_path):
 
 def test_bad_rows_fail_with_the_user_and_value(tmp_path):
     vocab = vocab_of(5)
-    bad = [Events("ok", ["i1"], ["click"], [1], [None]),
-           Events("u7", ["i1", "i2"], ["click", "clik"], [1, 2], [None, 3])]
+    bad = [
+        Events("ok", ["i1"], ["click"], [1], [None]),
+        Events("u7", ["i1", "i2"], ["click", "clik"], [1, 2], [None, 3]),
+    ]
     with pytest.raises(ValueError, match=r"event type 'clik' of user 'u7' is not one of"):
         encode_sequences(bad, vocab)
     write_partition(tmp_path / "a", bad, rows_per_file=10)
@@ -178,9 +195,17 @@ def test_bad_rows_fail_with_the_user_and_value(tmp_path):
         read_split(str(tmp_path / "a"), vocab)
     path = tmp_path / "b"
     path.mkdir()
-    pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_ids": [["i1"], ["i1", "i2"]],
-                             "event_types": [["click"], ["click"]], "event_times_ms": [[1], [1, 2]]}),
-                   path / "part-0.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", "u2"],
+                "item_ids": [["i1"], ["i1", "i2"]],
+                "event_types": [["click"], ["click"]],
+                "event_times_ms": [[1], [1, 2]],
+            }
+        ),
+        path / "part-0.parquet",
+    )
     with pytest.raises(ValueError, match="user 'u2' has 2 item_ids but 1 event_types; re-run featurize"):
         read_split(str(path), vocab)
     pq.write_table(pa.table({"user_id": ["u1"], "item_ids": [["i1"]]}), path / "part-0.parquet")
@@ -196,7 +221,7 @@ def reference_examples(train: list[Events], vocab: ItemVocab, max_len: int) -> l
     positive = {EVENT_TYPE_INDEX[t] for t in DEFAULT_POSITIVE_TYPES}
     out = []
     for ev in train:
-        enc = reference_encoding(ev, vocab)[-(max_len + 1):]
+        enc = reference_encoding(ev, vocab)[-(max_len + 1) :]
         targets = [item if etype in positive else 0 for item, etype, _, _ in enc[1:]]
         if any(targets):
             out.append(([e[0] for e in enc[:-1]], targets))
@@ -228,8 +253,13 @@ def test_training_batches_cover_every_example_once(max_len):
 
 def test_positive_counts_count_training_events_only():
     vocab = vocab_of(5)
-    ev = Events("u", ["i1", "i2", "i1", "i3", "i4"], ["click", "impression", "rate", "click", "click"], [1, 2, 3, 4, 5],
-                [None] * 5)
+    ev = Events(
+        "u",
+        ["i1", "i2", "i1", "i3", "i4"],
+        ["click", "impression", "rate", "click", "click"],
+        [1, 2, 3, 4, 5],
+        [None] * 5,
+    )
     split = leave_one_out([ev], vocab)  # i3 (validation) and i4 (test) are not training events
     assert positive_counts(split.train, vocab).tolist() == [0, 2, 0, 0, 0, 0]
 

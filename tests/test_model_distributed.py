@@ -1,7 +1,7 @@
 """Data-parallel training through torchrun: 2 CPU processes (gloo) reach the metrics of 1 process; a rank
 with no target (or no row) in a batch still joins DistributedDataParallel's step.
 
-Both runs go through the real entry point (``python -m models.train``) on the tiny features partition of
+Both runs go through the real entry point (``python -m attnrec train``) on the tiny features partition of
 test_models_pipeline, each against its own SQLite MLflow registry. Dropout is off (``--set dropout=0``), so
 the only difference between the runs is how the sums inside a step are split between processes.
 """
@@ -26,23 +26,36 @@ def train(tmp_path, name: str, nproc: int) -> tuple[dict, dict]:
     from mlflow import MlflowClient
 
     db = f"sqlite:///{tmp_path / name}.db"
-    env = {**os.environ, "ATTNREC_DATA_ROOT": str(tmp_path / "lake"), "MLFLOW_TRACKING_URI": db,
-           "ATTNREC_MLFLOW_ARTIFACTS": (tmp_path / f"{name}-artifacts").as_uri(),
-           "ATTNREC_CHECKPOINT_DIR": str(tmp_path / f"{name}-checkpoints"), "ATTNREC_TRAIN_EPOCHS": "4",
-           "ATTNREC_MAX_SEQ_LEN": "32", "ATTNREC_TRAIN_ABLATION": "true", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": REPO}
-    module = ["-m", "models.train", "--dt", DT, "--set", "dropout=0.0"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    env = {
+        **os.environ,
+        "ATTNREC_DATA_ROOT": str(tmp_path / "lake"),
+        "MLFLOW_TRACKING_URI": db,
+        "ATTNREC_MLFLOW_ARTIFACTS": (tmp_path / f"{name}-artifacts").as_uri(),
+        "ATTNREC_CHECKPOINT_DIR": str(tmp_path / f"{name}-checkpoints"),
+        "ATTNREC_TRAIN_EPOCHS": "4",
+        "ATTNREC_MAX_SEQ_LEN": "32",
+        "ATTNREC_TRAIN_ABLATION": "true",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": REPO,
+    }
+    module = ["-m", "attnrec", "train", "--dt", DT, "--set", "dropout=0.0"]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc > 1
+        else [sys.executable]
+    )
     out = subprocess.run([*launcher, *module], cwd=REPO, env=env, capture_output=True, text=True, timeout=85)
     assert out.returncode == 0, out.stderr[-4000:]
-    result = json.loads(out.stdout[out.stdout.index("{"):])  # only rank 0 prints
+    result = json.loads(out.stdout[out.stdout.index("{") :])  # only rank 0 prints
     client = MlflowClient(tracking_uri=db, registry_uri=db)
     runs = client.search_runs([client.get_experiment_by_name("attnrec").experiment_id])
     assert len(runs) == 1  # rank 1 logged nothing
     assert [str(v.version) for v in client.search_model_versions("name='attention-recommender'")] == ["1"]
     assert runs[0].data.tags["world_size"] == str(nproc)
-    curves = {key: [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]
-              for key in ("train_loss", "val_ndcg_at_10", "sasrec_plain_train_loss")}
+    curves = {
+        key: [m.value for m in sorted(client.get_metric_history(runs[0].info.run_id, key), key=lambda m: m.step)]
+        for key in ("train_loss", "val_ndcg_at_10", "sasrec_plain_train_loss")
+    }
     return result, curves
 
 
@@ -65,9 +78,9 @@ def _two_steps(rank: int, world: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from models.fit import train_step
     from models.losses import NextItemLoss
     from models.runtime import DistContext
-    from models.train import train_step
     from tests.model_helpers import config, random_batch, tiny_model
 
     torch.set_num_threads(1)
@@ -84,8 +97,20 @@ def _two_steps(rank: int, world: int, init_file: str, out: str) -> None:
     targets[1::2] = 0
     ctx = DistContext(rank, world)
     losses = [train_step(loss, opt, batch, targets, None, None, tcfg, torch.device("cpu"), None, ctx) for _ in range(2)]
-    losses.append(train_step(loss, opt, {k: v[:1] for k, v in batch.items()}, targets[:1], None, None, tcfg,
-                             torch.device("cpu"), None, ctx))
+    losses.append(
+        train_step(
+            loss,
+            opt,
+            {k: v[:1] for k, v in batch.items()},
+            targets[:1],
+            None,
+            None,
+            tcfg,
+            torch.device("cpu"),
+            None,
+            ctx,
+        )
+    )
     if rank == 0:
         torch.save({"losses": losses, "state": model.state_dict()}, out)
     if world > 1:
@@ -97,8 +122,9 @@ def test_a_rank_without_targets_or_rows_joins_the_step_with_zero_gradients(tmp_p
     import torch.multiprocessing as mp
 
     _two_steps(0, 1, "", str(tmp_path / "one.pt"))
-    mp.start_processes(_two_steps, args=(2, str(tmp_path / "init"), str(tmp_path / "two.pt")), nprocs=2,
-                       start_method="spawn")
+    mp.start_processes(
+        _two_steps, args=(2, str(tmp_path / "init"), str(tmp_path / "two.pt")), nprocs=2, start_method="spawn"
+    )
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-6)
     for name, weight in one["state"].items():

@@ -46,8 +46,9 @@ def test_masked_loss_leaves_the_items_seen_so_far_out_of_each_softmax():
         # row 1 has no padding: its last position still leaves the padding item out of the softmax
         last = torch.zeros_like(targets)
         last[1, 4] = 12
-        want_last = float(torch.logsumexp(scores[1, 4, [i for i in range(1, 13) if i not in (1, 2, 4, 6)]], 0)
-                          - scores[1, 4, 12])
+        want_last = float(
+            torch.logsumexp(scores[1, 4, [i for i in range(1, 13) if i not in (1, 2, 4, 6)]], 0) - scores[1, 4, 12]
+        )
         assert next_item_loss(model, batch, last, mask_seen=True).item() == pytest.approx(want_last, rel=1e-5)
 
 
@@ -107,9 +108,11 @@ def test_sampled_softmax_with_mask_seen_drops_negatives_the_position_has_seen():
         logits = sampled_logits(model, h, targets[sel], negatives, log_q, seen_prefixes(batch["items"], sel))
     dropped = torch.isinf(logits[:, 1:]).tolist()
     # position 1 has seen 2, 5 (target 3 is an accidental hit); position 2: 2, 5, 7; position 3: 2, 5, 7, 9
-    assert dropped == [[True, True, False, False, False, False],
-                       [True, False, True, False, False, False],
-                       [True, False, True, False, True, False]]
+    assert dropped == [
+        [True, True, False, False, False, False],
+        [True, False, True, False, False, False],
+        [True, False, True, False, True, False],
+    ]
     assert torch.isfinite(logits[:, 0]).all()
 
 

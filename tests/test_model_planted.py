@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from models.baselines import TransitionKNN, evaluate_knn, evaluate_popularity
+from models.config import build_model
 from models.dataset import TrainingSet, leave_one_out, positive_counts
 from models.encoding import Events
 from models.evaluate import evaluate_recommender
-from models.config import build_model
+from models.fit import fit
 from models.recommender import Recommender
-from models.train import fit
 from models.vocab import ItemVocab
 from tests.model_helpers import config
 
@@ -50,15 +50,19 @@ def partner_walks(seed: int = 0) -> tuple[list[Events], dict[str, str]]:
                 continue
             used |= {r, partner[r]}
             seq += [r, partner[r]]
-        users.append(Events(f"u{u:03d}", seq, ["rate"] * len(seq), [60_000 * (j + 1) for j in range(len(seq))],
-                            [None] * len(seq)))
+        users.append(
+            Events(
+                f"u{u:03d}", seq, ["rate"] * len(seq), [60_000 * (j + 1) for j in range(len(seq))], [None] * len(seq)
+            )
+        )
     return users, partner
 
 
 def test_only_order_aware_scorers_find_the_planted_partner():
     users, partner = partner_walks()
-    vocab = ItemVocab.from_items([{"item_idx": i, "item_id": f"i{i}", "categories": [f"c{i % 7}"], "year": None}
-                                  for i in range(1, N_ITEMS + 1)])
+    vocab = ItemVocab.from_items(
+        [{"item_idx": i, "item_id": f"i{i}", "categories": [f"c{i % 7}"], "year": None} for i in range(1, N_ITEMS + 1)]
+    )
     split = leave_one_out(users, vocab)
     assert all(h.target == partner[h.history.item_ids[-1]] for h in split.test)  # the oracle is always right
     counts = positive_counts(split.train, vocab)
@@ -69,8 +73,21 @@ def test_only_order_aware_scorers_find_the_planted_partner():
     bag_metrics = evaluate_knn(bag, split.test)
     knn = evaluate_knn(TransitionKNN.fit(split.train, vocab, counts), split.test)
 
-    tcfg = config(d_model=32, n_heads=2, n_layers=1, dropout=0.0, batch_size=32, lr=1e-2, warmup_steps=10,
-                  weight_decay=0.0, patience=100, max_seq_len=2 * PAIRS, epochs=25, max_minutes=2.0, seed=0)
+    tcfg = config(
+        d_model=32,
+        n_heads=2,
+        n_layers=1,
+        dropout=0.0,
+        batch_size=32,
+        lr=1e-2,
+        warmup_steps=10,
+        weight_decay=0.0,
+        patience=100,
+        max_seq_len=2 * PAIRS,
+        epochs=25,
+        max_minutes=2.0,
+        seed=0,
+    )
     torch.manual_seed(0)
     rec = Recommender(build_model(vocab, tcfg), vocab, {}, counts)
     # no validation: the validation target (rk) is random by construction, so keep the last epoch

@@ -40,14 +40,14 @@ def test_coverage_counts_distinct_real_items():
 
 @pytest.mark.parametrize("item_chunk,user_batch", [(100, 100), (2, 1), (3, 2)])
 def test_rank_catalogue_excludes_seen_and_padding_and_ranks_targets(item_chunk, user_batch):
-    scores = torch.tensor([[9.0, 0.5, 0.9, 0.1, 0.7, 0.7],
-                           [9.0, 0.1, 0.2, 0.3, 0.4, 0.5]])  # column 0 is padding
+    scores = torch.tensor([[9.0, 0.5, 0.9, 0.1, 0.7, 0.7], [9.0, 0.1, 0.2, 0.3, 0.4, 0.5]])  # column 0 is padding
 
     def scorer(rows, c0, c1):
         return scores[rows, c0:c1]
 
-    top, top_scores, ranks = rank_catalogue(scorer, 2, 6, [[2], [5, 4, 3, 2]], k=3, targets=[5, 2],
-                                            item_chunk=item_chunk, user_batch=user_batch)
+    top, top_scores, ranks = rank_catalogue(
+        scorer, 2, 6, [[2], [5, 4, 3, 2]], k=3, targets=[5, 2], item_chunk=item_chunk, user_batch=user_batch
+    )
     assert top[0].tolist() == [4, 5, 1] or top[0].tolist() == [5, 4, 1]  # 4 and 5 tie
     assert top_scores[0].tolist() == pytest.approx([0.7, 0.7, 0.5])
     assert top[1].tolist() == [1, 0, 0]  # only item 1 is unseen: fewer than k, padded with 0 / -inf
@@ -83,8 +83,16 @@ def test_model_scorer_ranking_matches_brute_force(item_chunk, user_batch):
     for u, s in enumerate(seen):
         full[u, s] = float("-inf")
     with torch.no_grad():
-        top, top_scores, ranks = rank_catalogue(model_scorer(rec.model, rec.popularity, vecs, has_history, allowed), n_users, n_items + 1,
-                                                seen, k, targets=targets, item_chunk=item_chunk, user_batch=user_batch)
+        top, top_scores, ranks = rank_catalogue(
+            model_scorer(rec.model, rec.popularity, vecs, has_history, allowed),
+            n_users,
+            n_items + 1,
+            seen,
+            k,
+            targets=targets,
+            item_chunk=item_chunk,
+            user_batch=user_batch,
+        )
     expected = full.detach().topk(k, dim=1).values
     assert torch.allclose(top_scores, expected, atol=1e-5)
     assert torch.allclose(full.detach().gather(1, top), top_scores, atol=1e-5)
@@ -92,7 +100,9 @@ def test_model_scorer_ranking_matches_brute_force(item_chunk, user_batch):
         if t in seen[u]:
             assert ranks[u] == float("inf")
         else:
-            ahead = (full[u] > full[u, t]) | ((full[u] == full[u, t]) & (torch.arange(n_items + 1) < t))  # ties: lower index first
+            ahead = (full[u] > full[u, t]) | (
+                (full[u] == full[u, t]) & (torch.arange(n_items + 1) < t)
+            )  # ties: lower index first
             assert ranks[u] == float(int(ahead.sum()) + 1)
     assert 6 not in top.flatten().tolist()
 

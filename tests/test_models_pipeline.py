@@ -36,21 +36,43 @@ def write_features(root: str, dt: str = DT) -> None:
         types = ["impression" if j % 5 == 4 else rng.choice(["click", "view", "purchase"]) for j in range(n)]
         times = [1_767_000_000_000 + u * 10_000_000 + j * rng.randint(1000, 900_000) for j in range(n)]
         dwell = [None if j % 3 == 0 else rng.randint(0, 60_000) for j in range(n)]
-        rows.append({"user_id": f"u{u:03d}", "item_ids": items, "event_types": types, "event_times_ms": times,
-                     "dwell_ms": dwell, "length": n})
-    seq_schema = pa.schema([("user_id", pa.string()), ("item_ids", pa.list_(pa.string())),
-                            ("event_types", pa.list_(pa.string())), ("event_times_ms", pa.list_(pa.int64())),
-                            ("dwell_ms", pa.list_(pa.int64())), ("length", pa.int32())])
+        rows.append(
+            {
+                "user_id": f"u{u:03d}",
+                "item_ids": items,
+                "event_types": types,
+                "event_times_ms": times,
+                "dwell_ms": dwell,
+                "length": n,
+            }
+        )
+    seq_schema = pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("item_ids", pa.list_(pa.string())),
+            ("event_types", pa.list_(pa.string())),
+            ("event_times_ms", pa.list_(pa.int64())),
+            ("dwell_ms", pa.list_(pa.int64())),
+            ("length", pa.int32()),
+        ]
+    )
     genres = ["Action", "Comedy", "Drama", "Horror"]
-    items_table = pa.table({
-        "item_idx": pa.array(range(1, N_ITEMS + 1), pa.int32()),
-        "item_id": [f"m{i:02d}" for i in range(1, N_ITEMS + 1)],
-        "title": [f"Movie {i}" for i in range(1, N_ITEMS + 1)],
-        "categories": pa.array([[genres[i % 4]] if i % 7 else [] for i in range(1, N_ITEMS + 1)], pa.list_(pa.string())),
-        "year": pa.array([None if i % 6 == 0 else 1960 + i for i in range(1, N_ITEMS + 1)], pa.int32()),
-        "popularity": pa.array([0] * N_ITEMS, pa.int64()),
-    })
-    for dataset, table in [(lake.FEATURE_SEQUENCES, pa.Table.from_pylist(rows, seq_schema)), (lake.FEATURE_ITEMS, items_table)]:
+    items_table = pa.table(
+        {
+            "item_idx": pa.array(range(1, N_ITEMS + 1), pa.int32()),
+            "item_id": [f"m{i:02d}" for i in range(1, N_ITEMS + 1)],
+            "title": [f"Movie {i}" for i in range(1, N_ITEMS + 1)],
+            "categories": pa.array(
+                [[genres[i % 4]] if i % 7 else [] for i in range(1, N_ITEMS + 1)], pa.list_(pa.string())
+            ),
+            "year": pa.array([None if i % 6 == 0 else 1960 + i for i in range(1, N_ITEMS + 1)], pa.int32()),
+            "popularity": pa.array([0] * N_ITEMS, pa.int64()),
+        }
+    )
+    for dataset, table in [
+        (lake.FEATURE_SEQUENCES, pa.Table.from_pylist(rows, seq_schema)),
+        (lake.FEATURE_ITEMS, items_table),
+    ]:
         path = Path(lake.partition(root, dataset, dt))
         path.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path / "part-00000.parquet")
@@ -73,8 +95,10 @@ def env(tmp_path, monkeypatch):
 def test_missing_champion_is_a_clear_runtime_error(env):
     from models import candidates, registry
 
-    expected = (f"no 'champion' version of model 'attention-recommender' in the MLflow registry at "
-                f"{env.mlflow_tracking_uri}; run the train_recommender DAG first")
+    expected = (
+        f"no 'champion' version of model 'attention-recommender' in the MLflow registry at "
+        f"{env.mlflow_tracking_uri}; run the train_recommender DAG first"
+    )
     with pytest.raises(RuntimeError) as err:
         registry.load_champion(env)
     assert str(err.value) == expected
@@ -87,12 +111,12 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
     import mlflow
 
     from models import registry
+    from models.config import build_model
     from models.dataset import TrainingSet, positive_counts, read_split
     from models.evaluate import evaluate_recommender
     from models.features import load_features
-    from models.config import build_model
+    from models.fit import fit
     from models.recommender import Recommender
-    from models.train import fit
     from models.vocab import ItemVocab
     from tests.model_helpers import config
 
@@ -100,8 +124,19 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
     vocab = ItemVocab.from_items(items)
     split = read_split(paths["sequences"], vocab)
     counts = positive_counts(split.train, vocab)
-    tcfg = config(d_model=32, n_layers=1, dropout=0.0, batch_size=8, lr=1e-2, warmup_steps=5, patience=100,
-                  max_seq_len=32, epochs=30, max_minutes=1.0, seed=1)
+    tcfg = config(
+        d_model=32,
+        n_layers=1,
+        dropout=0.0,
+        batch_size=8,
+        lr=1e-2,
+        warmup_steps=5,
+        patience=100,
+        max_seq_len=32,
+        epochs=30,
+        max_minutes=1.0,
+        seed=1,
+    )
 
     def model(trained: bool) -> Recommender:
         torch.manual_seed(1)
@@ -120,7 +155,9 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
         with mlflow.start_run(experiment_id=experiment) as run:
             uri = registry.log_recommender(rec, str(tmp), split.test[:2])
             v = registry.register(env, uri, run.info.run_id)
-            promoted, reason = registry.gate(env, v, evaluate_recommender(rec, split.test)["ndcg_at_10"], split.test, DT)
+            promoted, reason = registry.gate(
+                env, v, evaluate_recommender(rec, split.test)["ndcg_at_10"], split.test, DT
+            )
         return v, promoted, reason
 
     v1, p1, r1 = log_and_gate(untrained, env.local_data_root.parent)
@@ -145,7 +182,12 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
     assert evaluate_recommender(rec, split.test)["ndcg_at_10"] == pytest.approx(ndcg["t"], abs=1e-6)
 
     # forced roll-back through the CLI, and a clear error for a version that does not exist
-    registry.main(["promote", "--version", "1", "--reason", "roll back for the test"])
+    from typer.testing import CliRunner
+
+    from attnrec.cli import app
+
+    promoted = CliRunner().invoke(app, ["registry", "promote", "--version", "1", "--reason", "roll back for the test"])
+    assert promoted.exit_code == 0, promoted.output
     assert registry.alias_version(env, "champion") == "1"
     assert client.get_model_version(env.model_name, "1").tags["promotion_decision"] == "forced"
     with pytest.raises(ValueError, match="has no version '9'"):
@@ -156,7 +198,10 @@ def test_decide_rule():
     from models.registry import decide
 
     assert decide(0.2, None, 0.0)[0] is True
-    assert decide(0.2, 0.1, 0.05, "4") == (True, "test NDCG@10 0.2000 > champion v4 0.1000 + margin 0.0500 on the same holdout")
+    assert decide(0.2, 0.1, 0.05, "4") == (
+        True,
+        "test NDCG@10 0.2000 > champion v4 0.1000 + margin 0.0500 on the same holdout",
+    )
     assert decide(0.12, 0.1, 0.05, "4")[0] is False
     assert decide(0.1, 0.1, 0.0, "4")[0] is False  # a tie keeps the champion
 
@@ -168,10 +213,23 @@ def test_train_run_then_candidates(env):
     from models import candidates, registry, train
 
     result = train.run(DT, env)
-    assert set(result) == {"run_id", "model_version", "metrics", "baseline_metrics", "knn_metrics",
-                           "sasrec_plain_metrics", "promoted", "reason"}
+    assert set(result) == {
+        "run_id",
+        "model_version",
+        "metrics",
+        "baseline_metrics",
+        "knn_metrics",
+        "sasrec_plain_metrics",
+        "promoted",
+        "reason",
+    }
     assert result["model_version"] == "1" and result["promoted"] is True
-    scorers = {"": "metrics", "pop_": "baseline_metrics", "knn_": "knn_metrics", "sasrec_plain_": "sasrec_plain_metrics"}
+    scorers = {
+        "": "metrics",
+        "pop_": "baseline_metrics",
+        "knn_": "knn_metrics",
+        "sasrec_plain_": "sasrec_plain_metrics",
+    }
     for key in scorers.values():
         m = result[key]
         assert set(m) == {"hr_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_50", "coverage_at_10", "n_users"}
@@ -186,8 +244,11 @@ def test_train_run_then_candidates(env):
         for metric in ("ndcg_at_10", "hr_at_10"):
             assert run.data.metrics[f"{prefix}test_{metric}"] == pytest.approx(result[key][metric])
     assert len(client.get_metric_history(result["run_id"], "val_ndcg_at_10")) == run.data.metrics["epochs_run"] <= 3
-    assert (len(client.get_metric_history(result["run_id"], "sasrec_plain_val_ndcg_at_10"))
-            == run.data.metrics["sasrec_plain_epochs_run"] <= 3)
+    assert (
+        len(client.get_metric_history(result["run_id"], "sasrec_plain_val_ndcg_at_10"))
+        == run.data.metrics["sasrec_plain_epochs_run"]
+        <= 3
+    )
     assert run.data.tags["feature_dt"] == DT
     assert len(run.data.tags["feature_snapshot_hash"]) == 16 and run.data.tags["git_commit"]
     assert run.data.params["epochs"] == "3"
@@ -206,11 +267,26 @@ def test_train_run_then_candidates(env):
 
     # the registered pyfunc serves ranked unseen items for features/sequences-shaped input
     model = mlflow.pyfunc.load_model("models:/attention-recommender@champion")
-    assert model.metadata.get_input_schema().input_names() == ["user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms"]
+    assert model.metadata.get_input_schema().input_names() == [
+        "user_id",
+        "item_ids",
+        "event_types",
+        "event_times_ms",
+        "dwell_ms",
+    ]
     import pandas as pd
 
-    frame = pd.DataFrame([{"user_id": "x", "item_ids": ["m01", "m02"], "event_types": ["click", "view"],
-                           "event_times_ms": [1, 2], "dwell_ms": [10, 20]}])
+    frame = pd.DataFrame(
+        [
+            {
+                "user_id": "x",
+                "item_ids": ["m01", "m02"],
+                "event_types": ["click", "view"],
+                "event_times_ms": [1, 2],
+                "dwell_ms": [10, 20],
+            }
+        ]
+    )
     out = model.predict(frame, params={"k": 3})
     assert out["rank"].tolist() == [1, 2, 3] and not set(out["item_id"]) & {"m01", "m02"}
 
@@ -222,8 +298,13 @@ def test_train_run_then_candidates(env):
     assert path == Path(lake.staging(env.data_root, lake.CANDIDATES, DT)) and (path / lake.SUCCESS_MARKER).exists()
     table = pq.read_table(path)
     assert [(f.name, str(f.type)) for f in table.schema] == [
-        ("user_id", "string"), ("rank", "int32"), ("item_id", "string"), ("score", "float"),
-        ("model_name", "string"), ("model_version", "string")]
+        ("user_id", "string"),
+        ("rank", "int32"),
+        ("item_id", "string"),
+        ("score", "float"),
+        ("model_name", "string"),
+        ("model_version", "string"),
+    ]
     cands = table.to_pandas()
     seqs = pq.read_table(lake.partition(env.data_root, lake.FEATURE_SEQUENCES, DT)).to_pandas()
     seen = {r.user_id: set(r.item_ids) for r in seqs.itertuples()}
@@ -287,9 +368,11 @@ def test_a_retried_run_resumes_from_its_checkpoint_and_the_ablation_can_be_skipp
 
     # the retry: training is already done, so it resumes without a single optimizer step
     monkeypatch.setattr(registry, "log_recommender", log_recommender)
+    from models import fit
+
     steps = []
-    train_step = train.train_step
-    monkeypatch.setattr(train, "train_step", lambda *a, **k: steps.append(1) or train_step(*a, **k))
+    train_step = fit.train_step
+    monkeypatch.setattr(fit, "train_step", lambda *a, **k: steps.append(1) or train_step(*a, **k))
     result = train.run(DT, settings)
     assert steps == []
     assert result["metrics"]["ndcg_at_10"] == pytest.approx(failed.data.metrics["test_ndcg_at_10"])

@@ -37,8 +37,9 @@ EDGE_EXECUTOR = "airflow.providers.edge3.executors.EdgeExecutor"
 class AirflowStack:
     """One Airflow deployment on a PostgreSQL database; :meth:`start` then :meth:`stop` (always)."""
 
-    def __init__(self, base: Path, sql_alchemy_conn: str, extra_env: dict[str, str] | None = None,
-                 edge_queue: str | None = None):
+    def __init__(
+        self, base: Path, sql_alchemy_conn: str, extra_env: dict[str, str] | None = None, edge_queue: str | None = None
+    ):
         self.base = base
         self.edge_queue = edge_queue
         self.edge_hostname = f"attnrec-trainer-{os.getpid()}"  # the name the Edge worker registers under
@@ -95,17 +96,27 @@ class AirflowStack:
         # as in compose, only the trainer has its checkpoint directory (a volume there), and its task logs stay in its
         # own container: what the API server shows of them, the worker pushed over HTTP
         self.trainer_checkpoints = base / "trainer-checkpoints"
-        self.edge_env = {**env, "ATTNREC_CHECKPOINT_DIR": str(self.trainer_checkpoints),
-                         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(base / "trainer-logs")}
+        self.edge_env = {
+            **env,
+            "ATTNREC_CHECKPOINT_DIR": str(self.trainer_checkpoints),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(base / "trainer-logs"),
+        }
 
     # --- processes -------------------------------------------------------------------------------------------
     def airflow(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         """Run an ``airflow`` CLI command against this deployment's metadata database."""
-        done = subprocess.run([str(VENV_BIN / "airflow"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=self.home)
+        done = subprocess.run(
+            [str(VENV_BIN / "airflow"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.home,
+        )
         if check and done.returncode:
-            raise AssertionError(f"airflow {' '.join(args)} failed ({done.returncode}):\n"
-                                 f"{(done.stdout + done.stderr)[-4000:]}")
+            raise AssertionError(
+                f"airflow {' '.join(args)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}"
+            )
         return done
 
     def start(self) -> None:
@@ -115,19 +126,39 @@ class AirflowStack:
         passwords.write_text(json.dumps({USERNAME: self.password}) + "\n")
         passwords.chmod(0o600)
         self.airflow("db", "migrate", timeout=400)
-        for name, cmd in (("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port),
-                                          "--workers", "1"]),
-                          ("scheduler", ["scheduler"]),
-                          ("dag-processor", ["dag-processor"])):
+        for name, cmd in (
+            ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]),
+            ("scheduler", ["scheduler"]),
+            ("dag-processor", ["dag-processor"]),
+        ):
             self.procs[name] = start([str(VENV_BIN / "airflow"), *cmd], self.log(name), self.env)
-        wait_http(f"{self.url}/api/v2/monitor/health", 180, self.procs["api-server"], self.log("api-server"),
-                  ready=_healthy)
+        wait_http(
+            f"{self.url}/api/v2/monitor/health", 180, self.procs["api-server"], self.log("api-server"), ready=_healthy
+        )
         if self.edge_queue:  # after the API it registers with is up (it retries with back-off for minutes otherwise)
             self.procs["edge-worker"] = start(
-                [str(VENV_BIN / "airflow"), "edge", "worker", "--queues", self.edge_queue, "--concurrency", "1",
-                 "--edge-hostname", self.edge_hostname], self.log("edge-worker"), self.edge_env)
-        self.wait_for(lambda: {d["dag_id"] for d in self.get("/api/v2/dags")["dags"]} >= {
-            "behavior_etl", "train_recommender", "nightly_candidates"}, 180, "the three DAGs parsed")
+                [
+                    str(VENV_BIN / "airflow"),
+                    "edge",
+                    "worker",
+                    "--queues",
+                    self.edge_queue,
+                    "--concurrency",
+                    "1",
+                    "--edge-hostname",
+                    self.edge_hostname,
+                ],
+                self.log("edge-worker"),
+                self.edge_env,
+            )
+        self.wait_for(
+            lambda: (
+                {d["dag_id"] for d in self.get("/api/v2/dags")["dags"]}
+                >= {"behavior_etl", "train_recommender", "nightly_candidates"}
+            ),
+            180,
+            "the three DAGs parsed",
+        )
 
     def log(self, name: str) -> Path:
         return self.base / f"{name}.log"
@@ -151,8 +182,7 @@ class AirflowStack:
     # --- REST API --------------------------------------------------------------------------------------------
     def token(self) -> str:
         if self._token is None:
-            body = self._request("POST", "/auth/token", {"username": USERNAME, "password": self.password},
-                                 auth=False)
+            body = self._request("POST", "/auth/token", {"username": USERNAME, "password": self.password}, auth=False)
             self._token = body["access_token"]
         return self._token
 
@@ -213,9 +243,11 @@ class AirflowStack:
 
     def wait_run(self, dag_id: str, ds: str, timeout: float) -> dict:
         """The run of ``dag_id`` for day ``ds`` once it is finished (success or failed)."""
+
         def finished():
             run = self.run_for(dag_id, ds)
             return run if run and run["state"] in TERMINAL else None
+
         return self.wait_for(finished, timeout, f"{dag_id} run for {ds} to finish", every=3)
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
@@ -225,8 +257,9 @@ class AirflowStack:
 
 def _healthy(body: bytes) -> bool:
     health = json.loads(body)
-    return all(health.get(part, {}).get("status") == "healthy"
-               for part in ("metadatabase", "scheduler", "dag_processor"))
+    return all(
+        health.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "dag_processor")
+    )
 
 
 def _fernet_key() -> str:

@@ -59,8 +59,9 @@ def stop(proc: subprocess.Popen | None, timeout: float = 5) -> None:
             continue
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None,
-              ready=lambda body: True) -> bytes:
+def wait_http(
+    url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None, ready=lambda body: True
+) -> bytes:
     """GET ``url`` until it answers 200 and ``ready(body)`` holds; fail with the server log otherwise."""
     deadline = time.monotonic() + timeout
     last = ""
@@ -88,8 +89,10 @@ def json_of(url: str) -> dict:
 def _pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     if not found:
-        message = ("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/pg_ctl); install them with "
-                   "`apt-get update && apt-get install -y postgresql` (.ci/run does this on CI)")
+        message = (
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/pg_ctl); install them with "
+            "`apt-get update && apt-get install -y postgresql` (.ci/run does this on CI)"
+        )
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
@@ -108,8 +111,10 @@ class Postgres:
             try:
                 pwd.getpwnam(self.user)
             except KeyError:
-                pytest.fail("running as root needs the unprivileged 'postgres' user (created by the postgresql "
-                            "package) to run initdb/pg_ctl")
+                pytest.fail(
+                    "running as root needs the unprivileged 'postgres' user (created by the postgresql "
+                    "package) to run initdb/pg_ctl"
+                )
         self.data = base / "pgdata"
         self.log = base / "postgres.log"
         self.password = "pw-" + os.urandom(8).hex()
@@ -135,16 +140,58 @@ class Postgres:
         pwfile.write_text(self.password + "\n")
         if self.user:
             os.chown(pwfile, pwd.getpwnam(self.user).pw_uid, -1)
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "scram-sha-256",
-                  "--pwfile", str(pwfile), "-E", "UTF8", "--no-sync")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "-o", f"-k {self.base} -h 127.0.0.1 -p {self.port} -c fsync=off", "start")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "scram-sha-256",
+            "--pwfile",
+            str(pwfile),
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-k {self.base} -h 127.0.0.1 -p {self.port} -c fsync=off",
+            "start",
+        )
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         env = {**os.environ, "PGPASSWORD": self.password}
-        done = subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                               "-d", db, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
-                              capture_output=True, text=True, timeout=60, env=env)
+        done = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         if done.returncode:
             raise RuntimeError(f"psql failed: {done.stderr}")
         return done.stdout

@@ -58,8 +58,11 @@ def test_trainer_reserves_one_nvidia_gpu(compose):
 
 
 def test_every_long_running_service_has_a_healthcheck(compose):
-    missing = [name for name, svc in compose["services"].items()
-               if name not in ONE_SHOT and not svc.get("healthcheck", {}).get("test")]
+    missing = [
+        name
+        for name, svc in compose["services"].items()
+        if name not in ONE_SHOT and not svc.get("healthcheck", {}).get("test")
+    ]
     assert missing == []
 
 
@@ -79,8 +82,12 @@ def test_every_published_port_is_bound_to_loopback(compose):
             assert isinstance(port, str), f"{name}: use the 'IP:host:container' string form, got {port!r}"
             published.append(port)
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
-    assert sorted(published) == ["127.0.0.1:5000:5000", "127.0.0.1:5432:5432", "127.0.0.1:8080:8080",
-                                 "127.0.0.1:8081:8081"]
+    assert sorted(published) == [
+        "127.0.0.1:5000:5000",
+        "127.0.0.1:5432:5432",
+        "127.0.0.1:8080:8080",
+        "127.0.0.1:8081:8081",
+    ]
 
 
 def test_state_lives_in_named_volumes(compose):
@@ -107,7 +114,11 @@ def test_no_default_passwords_every_secret_comes_from_env(text, compose):
         if isinstance(node, dict):
             for key, value in node.items():
                 # a *_FILE setting is the path of a secret file, not a secret
-                if re.search(r"PASSWORD|SECRET", str(key)) and not str(key).endswith("_FILE") and isinstance(value, str):
+                if (
+                    re.search(r"PASSWORD|SECRET", str(key))
+                    and not str(key).endswith("_FILE")
+                    and isinstance(value, str)
+                ):
                     assert REQUIRED_VAR.fullmatch(value), f"{path}{key} is a literal: {value!r}"
                 walk(value, f"{path}{key}.")
         elif isinstance(node, list):
@@ -138,7 +149,8 @@ def test_dockerfile_installs_exactly_the_lock_file():
     installs = re.findall(r"pip install ([^\n\\&]+)", dockerfile)
     # besides the lock: upgrading pip itself and the project's own code without dependencies
     assert sorted(i.strip() for i in installs) == sorted(
-        ["--upgrade pip", "-r requirements.lock", "--no-deps --no-build-isolation -e ."])
+        ["--upgrade pip", "-r requirements.lock", "--no-deps --no-build-isolation -e ."]
+    )
     assert (ROOT / "requirements.lock").read_text().count("==") > 10
     assert "USER attnrec" in dockerfile
 
@@ -210,7 +222,10 @@ def test_airflow_logs_in_with_the_admin_from_env_and_no_generated_password(compo
     assert "/opt/airflow-auth/passwords.json" in command and command.rstrip().endswith("airflow db migrate")
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         env = compose["services"][name]["environment"]
-        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "${AIRFLOW_ADMIN_USER:?set AIRFLOW_ADMIN_USER in .env}:admin"
+        assert (
+            env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+            == "${AIRFLOW_ADMIN_USER:?set AIRFLOW_ADMIN_USER in .env}:admin"
+        )
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == "/opt/airflow-auth/passwords.json"
         assert "airflow-auth:/opt/airflow-auth" in compose["services"][name]["volumes"]
 
@@ -252,6 +267,11 @@ def test_the_cluster_test_runs_the_same_edge_configuration(tmp_path, compose):
     shared = compose["services"]["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == shared["AIRFLOW__CORE__EXECUTOR"]
     assert env["AIRFLOW__EDGE__API_ENABLED"] == shared["AIRFLOW__EDGE__API_ENABLED"]
-    assert env["AIRFLOW__EDGE__API_URL"].split(":", 2)[2].split("/", 1)[1] == shared["AIRFLOW__EDGE__API_URL"].split(
-        ":", 2)[2].split("/", 1)[1]  # the path after host:port
-    assert (env["ATTNREC_TRAIN_EXECUTOR"], env["ATTNREC_TRAIN_QUEUE"]) == ("EdgeExecutor", shared["ATTNREC_TRAIN_QUEUE"])
+    assert (
+        env["AIRFLOW__EDGE__API_URL"].split(":", 2)[2].split("/", 1)[1]
+        == shared["AIRFLOW__EDGE__API_URL"].split(":", 2)[2].split("/", 1)[1]
+    )  # the path after host:port
+    assert (env["ATTNREC_TRAIN_EXECUTOR"], env["ATTNREC_TRAIN_QUEUE"]) == (
+        "EdgeExecutor",
+        shared["ATTNREC_TRAIN_QUEUE"],
+    )

@@ -5,7 +5,6 @@ going through that server over HTTP."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -63,9 +62,27 @@ def mlflow_server(postgres, tmp_path_factory):
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
     }
-    proc = start([str(VENV_BIN / "mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri", backend,
-                  "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--serve-artifacts",
-                  "--artifacts-destination", str(artifacts)], log, env)
+    proc = start(
+        [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--app-name",
+            "basic-auth",
+            "--backend-store-uri",
+            backend,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(artifacts),
+        ],
+        log,
+        env,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 150, proc, log)
         yield f"http://127.0.0.1:{port}", artifacts, backend, admin
@@ -135,7 +152,9 @@ def test_train_register_promote_and_load_through_the_server(mlflow_server, postg
     registry.promote(settings, "1", reason="cluster test")
     assert registry.alias_version(settings, "champion") == "1"
     assert postgres.psql("SELECT alias, version FROM registered_model_aliases ORDER BY alias", db="mlflow").split() == [
-        "challenger|1", "champion|1"]
+        "challenger|1",
+        "champion|1",
+    ]
 
     rec, version = registry.load_champion(settings)
     assert version == "1"
