@@ -405,6 +405,23 @@ def test_candidates_exclude_everything_seen_in_the_look_back_and_never_serve_ret
     monkeypatch.setenv("ATTNREC_MAX_SEQ_LEN", "5")
     monkeypatch.setenv("ATTNREC_TOP_K", "10")
     settings = get_settings()
+    # an untrained champion is enough: exclusion does not depend on the scores
+    paths, item_rows, version = load_features(settings.data_root, DT)
+    vocab = ItemVocab.from_items(item_rows)
+    split = read_split(paths["sequences"], vocab)
+    torch.manual_seed(1)
+    rec = Recommender(
+        build_model(vocab, config(d_model=16, n_layers=1)), vocab, version, positive_counts(split.train, vocab)
+    )
+    with mlflow.start_run(experiment_id=registry.ensure_experiment(settings)) as run:
+        uri = registry.log_recommender(rec, str(settings.local_data_root.parent), split.test[:2])
+        v = registry.register(settings, uri, run.info.run_id)
+        assert registry.gate(settings, v, 0.0, split.test, DT)[0] is True
+
+    # features written before seen_item_ids and available: the sequence's items are excluded, as before
+    legacy = pd.read_parquet(candidates.run(DT, settings)["path"])
+    assert (legacy["user_id"] == "u039").sum() == 3  # u039's sequence holds 27 of the 30 items
+
     seq_path = Path(lake.partition(settings.data_root, lake.FEATURE_SEQUENCES, DT))
     items_path = Path(lake.partition(settings.data_root, lake.FEATURE_ITEMS, DT))
     rows = pq.read_table(seq_path).to_pylist()
@@ -427,19 +444,6 @@ def test_candidates_exclude_everything_seen_in_the_look_back_and_never_serve_ret
     items = pq.read_table(items_path)
     available = [i not in retired for i in items.column("item_id").to_pylist()]
     pq.write_table(items.append_column("available", pa.array(available)), items_path / "part-00000.parquet")
-
-    # an untrained champion is enough: exclusion does not depend on the scores
-    paths, item_rows, version = load_features(settings.data_root, DT)
-    vocab = ItemVocab.from_items(item_rows)
-    split = read_split(paths["sequences"], vocab)
-    torch.manual_seed(1)
-    rec = Recommender(
-        build_model(vocab, config(d_model=16, n_layers=1)), vocab, version, positive_counts(split.train, vocab)
-    )
-    with mlflow.start_run(experiment_id=registry.ensure_experiment(settings)) as run:
-        uri = registry.log_recommender(rec, str(settings.local_data_root.parent), split.test[:2])
-        v = registry.register(settings, uri, run.info.run_id)
-        assert registry.gate(settings, v, 0.0, split.test, DT)[0] is True
 
     res = candidates.run(DT, settings)
     cands = pd.read_parquet(res["path"])
