@@ -22,6 +22,10 @@ EVENT_TYPES: tuple[str, ...] = (
 #: override the defaults.
 EXPOSURE_EVENT_TYPES: tuple[str, ...] = ("impression", "skip")
 NEGATIVE_EVENT_TYPES: tuple[str, ...] = ("dislike",)
+#: Event types after which an item counts as seen (features/sequences ``seen_item_ids``; never served to the user
+#: again): every type but the pure exposure ``impression``, so an item that was only shown stays servable.
+#: ATTNREC_SEEN_EVENT_TYPES overrides it.
+SEEN_EVENT_TYPES: tuple[str, ...] = tuple(t for t in EVENT_TYPES if t != "impression")
 
 REQUIRED_EVENT_FIELDS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_type", "event_time")
 OPTIONAL_EVENT_FIELDS: tuple[str, ...] = ("dwell_ms", "rating", "session_id", "device")

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
+from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, SEEN_EVENT_TYPES
 
 #: The checkout this package lives in; embedded defaults are relative to it.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +140,12 @@ class Settings(BaseSettings):
         validation_alias="ATTNREC_NEGATIVE_EVENT_TYPES",
         description="event types that mean negative interest (comma-separated; 'none' for no type)",
     )
+    seen_event_types: EventTypes = Field(
+        SEEN_EVENT_TYPES,
+        validation_alias="ATTNREC_SEEN_EVENT_TYPES",
+        description="event types after which an item is seen: in the user's seen_item_ids over the whole look-back "
+        "and never served to them again (comma-separated; 'none' for no type); default every type but impression",
+    )
 
     # -- training, registry and candidates
     seed: int = Field(42, validation_alias="ATTNREC_SEED", description="the one seed every random choice derives from")
@@ -222,7 +228,7 @@ class Settings(BaseSettings):
             raise ValueError("must be > 0; set e.g. 6")
         return value
 
-    @field_validator("exposure_event_types", "negative_event_types", mode="before")
+    @field_validator("exposure_event_types", "negative_event_types", "seen_event_types", mode="before")
     @classmethod
     def _event_type_list(cls, value: Any, info: ValidationInfo) -> Any:
         """A comma-separated list of contract event types; blank: the default; "none": no type."""
@@ -234,7 +240,7 @@ class Settings(BaseSettings):
             return ()
         return tuple(v.strip().lower() for v in value.split(",") if v.strip())
 
-    @field_validator("exposure_event_types", "negative_event_types")
+    @field_validator("exposure_event_types", "negative_event_types", "seen_event_types")
     @classmethod
     def _known_event_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [v for v in value if v not in EVENT_TYPES]

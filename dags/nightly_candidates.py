@@ -1,7 +1,7 @@
 """nightly_candidates: top-K unseen items per user from the champion model, validated, then published.
 
-    check_champion -> wait_for_features -> generate (models:/attention-recommender@champion) -> validate (GX)
-                   -> publish candidates/dt=D
+    check_champion -> wait_for_features -> generate (models:/attention-recommender@champion)
+                   -> validate (GX suite, then checks against the day's features) -> publish candidates/dt=D
 
 The run fails at once when the registry has no champion (run train_recommender first). Then it waits
 (reschedule mode, no worker slot held) until behavior_etl has published features/*/dt=D with their completion
@@ -57,9 +57,9 @@ def nightly_candidates():
     def validate(summary: dict, ds: str | None = None) -> dict:
         import pandas as pd
 
-        from expectations.runner import validate_pandas
+        from expectations.runner import validate_candidates
 
-        return validate_pandas("candidates", pd.read_parquet(summary["path"]), ds)
+        return validate_candidates(pd.read_parquet(summary["path"]), ds)
 
     @task
     def publish(report: dict, ds: str | None = None) -> str:

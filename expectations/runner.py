@@ -364,3 +364,122 @@ def check_reconciliation(recon: dict, settings: Settings | None = None) -> None:
             f"{settings.max_quarantine_share}). Top quarantine reasons: {top}. Fix the producer, or raise "
             "ATTNREC_MAX_QUARANTINE_SHARE if this share is expected"
         )
+
+
+# ------------------------------------------------------------------------------ candidates vs features
+
+_SHOWN = 5
+
+
+def _features_table(root: str, dataset: str, dt: str, columns: list[str]):
+    """``columns`` of the published features partition ``dataset`` for ``dt`` as an Arrow table; GateFailed
+    naming the fix when the partition or a column is missing."""
+    import pyarrow.dataset as ds
+
+    path = lake.partition(root, dataset, dt)
+    if not lake.is_complete(path):
+        raise GateFailed(
+            f"candidates gate FAILED for dt={dt}: {dataset} is not published at {path}; the gate checks the "
+            f"candidates against it. Run behavior_etl for {dt} first"
+        )
+    filesystem, base = lake.filesystem_for(path)
+    data = ds.dataset(base, format="parquet", filesystem=filesystem)
+    missing = [c for c in columns if c not in data.schema.names]
+    if missing:
+        raise GateFailed(
+            f"candidates gate FAILED for dt={dt}: {path} lacks {missing} (written by featurize since items carry "
+            f"`available` and sequences `seen_item_ids`); re-run behavior_etl for {dt}, then nightly_candidates"
+        )
+    return data.to_table(columns=columns)
+
+
+def check_candidates(candidates, dt: str, settings: Settings | None = None) -> dict:
+    """Checks of a candidates partition (pandas) that no GX expectation expresses, over the whole partition:
+
+    - ``score`` is non-increasing with ``rank``, and ranks run 1, 2, ... without gaps, for every user;
+    - every item is in the published features/items of ``dt`` with ``available`` true (a retired item is never
+      served);
+    - no user gets an item in their features/sequences ``seen_item_ids`` (every item they had a seen-type event
+      with in the look-back, ``ATTNREC_SEEN_EVENT_TYPES``).
+
+    Returns ``{"checks": [...], "rows": n}``; raises GateFailed listing every failed check with counts and examples.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from attnrec.settings import get_settings
+
+    settings = settings or get_settings()
+    check_dt(dt)
+    failures: list[str] = []
+    frame = candidates[["user_id", "rank", "item_id", "score"]].sort_values(["user_id", "rank"], kind="stable")
+    users = frame["user_id"].to_numpy()
+    same_user = np.r_[False, users[1:] == users[:-1]]  # (R,) the row before is the same user's
+    position = frame.groupby("user_id", sort=False).cumcount().to_numpy() + 1
+    gaps = frame[frame["rank"].to_numpy() != position]
+    if len(gaps):
+        shown = sorted(set(gaps["user_id"].tolist()))[:_SHOWN]
+        failures.append(
+            f"rank does not run 1, 2, ... for {gaps['user_id'].nunique()} users, e.g. {shown}; "
+            "models/candidates.py writes ranks 1..K per user"
+        )
+    scores = frame["score"].to_numpy()
+    rising = same_user & np.r_[False, scores[1:] > scores[:-1]]
+    if rising.any():
+        rows = frame[rising]
+        shown = [(u, int(r), float(s)) for u, r, s in rows[["user_id", "rank", "score"]].head(_SHOWN).itertuples(False)]
+        failures.append(
+            f"score increases with rank in {int(rising.sum())} rows of {rows['user_id'].nunique()} users, e.g. "
+            f"(user_id, rank, score) {shown}; scores must be non-increasing with rank"
+        )
+
+    items = _features_table(settings.data_root, lake.FEATURE_ITEMS, dt, ["item_id", "available"]).to_pandas()
+    servable = set(items.loc[items["available"].fillna(True).astype(bool), "item_id"])
+    retired = set(items["item_id"]) - servable
+    bad = frame[~frame["item_id"].isin(servable)]
+    if len(bad):
+        gone = bad[bad["item_id"].isin(retired)]
+        unknown = bad[~bad["item_id"].isin(retired)]
+        for rows, what in ((gone, "retired (available false)"), (unknown, "not in features/items")):
+            if len(rows):
+                shown = sorted(set(rows["item_id"].tolist()))[:_SHOWN]
+                failures.append(
+                    f"{len(rows)} rows serve items {what} in features/items dt={dt}, e.g. {shown}; candidates "
+                    "may only serve available catalogue items"
+                )
+
+    seqs = _features_table(settings.data_root, lake.FEATURE_SEQUENCES, dt, ["user_id", "seen_item_ids"])
+    seen = seqs.column("seen_item_ids").combine_chunks()
+    pairs = pa.table(
+        {
+            "user_id": pc.take(seqs.column("user_id"), pc.list_parent_indices(seen)),
+            "item_id": pc.list_flatten(seen),
+        }
+    )
+    served = pa.Table.from_pandas(frame[["user_id", "item_id", "rank"]], preserve_index=False)
+    repeated = served.join(pairs, keys=["user_id", "item_id"], join_type="inner")
+    if repeated.num_rows:
+        shown = sorted(zip(*(repeated.column(c).to_pylist() for c in ("user_id", "item_id", "rank"))))[:_SHOWN]
+        failures.append(
+            f"{repeated.num_rows} (user, item) pairs serve an item the user has already seen (features/sequences "
+            f"seen_item_ids, event types {','.join(settings.seen_event_types) or 'none'}), e.g. (user_id, item_id, "
+            f"rank) {shown}; candidates must exclude every seen item"
+        )
+    checks = ["rank_order_and_scores", "available_items", "seen_items_excluded"]
+    if failures:
+        message = "\n".join(
+            [f"candidates gate FAILED for dt={dt}: {len(failures)} check(s) against the features failed"]
+            + [f"  - {f}" for f in failures]
+        )
+        raise GateFailed(message, {"dt": dt, "success": False, "failed": failures, "checks": checks})
+    log.info("candidates checks passed for dt=%s (%d rows): %s", dt, len(frame), ", ".join(checks))
+    return {"checks": checks, "rows": len(frame)}
+
+
+def validate_candidates(candidates, dt: str, settings: Settings | None = None) -> dict:
+    """The candidates gate: the ``candidates`` suite (GX, pandas), then :func:`check_candidates` against the
+    published features of ``dt``. Returns the suite summary with ``checks`` added; raises GateFailed."""
+    summary = validate_pandas("candidates", candidates, dt, settings)
+    summary["checks"] = check_candidates(candidates, dt, settings)["checks"]
+    return summary

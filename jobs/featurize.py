@@ -7,11 +7,17 @@ sequences: one row per user, their last ``max_seq_len`` events oldest -> newest 
 as parallel arrays: item ids, event types, epoch-ms times, dwell, the time gap to the previous event, a dwell
 strength in [0, 1] (log-scaled, 1.0 at ``dwell_saturation_s``) and the interest the event type shows (1 positive,
 0 exposure such as impressions and skips, -1 negative such as dislikes); and the user's activity over the whole
-look-back (events, active days, first and last event).
+look-back (events, active days, first and last event), and ``seen_item_ids``: every distinct item the user had an
+event of a "seen" type with (``seen_types``, default every type but impression) over the whole look-back, not only
+the last ``max_seq_len`` events (candidates never serve them to the user).
 Catalogue lines that cannot be used go to quarantine/items/dt=D (raw_line, reason, source_file), never dropped.
 items: the item vocabulary (``item_idx`` 1..N, 0 is padding) with content (title, categories, year), popularity
 (all events in the look-back), positive interactions in the last 1, 7 and 30 days up to the end of D, ``heat``
-(positive interactions decayed with a ``heat_half_life_days`` half-life to the end of D), first and last seen.
+(positive interactions decayed with a ``heat_half_life_days`` half-life to the end of D), first and last seen, and
+``available`` (false retires the item: candidates never serve it). ``available`` comes from the item's kept catalogue
+line (missing: true); an item absent from raw/items today keeps its value of the previous features/items partition
+(true when it never had one), so a catalogue file that stops listing an item does not retire it: a line with
+``"available": false`` does.
 Indices carry over from the newest earlier features/items partition, so model versions trained on different days
 see the same index for the same item; new items are appended in (first seen, item_id) order.
 
@@ -28,11 +34,11 @@ from dataclasses import dataclass
 
 from attnrec import lake
 from attnrec.args import DataRoot, Dt, spark_submit_main
-from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
+from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, SEEN_EVENT_TYPES
 
 ITEM_SCHEMA_DDL = (
     "item_id STRING, title STRING, categories ARRAY<STRING>, release_year STRING, published_at STRING, "
-    "_corrupt_record STRING"
+    "available BOOLEAN, _corrupt_record STRING"
 )
 
 
@@ -49,6 +55,7 @@ ITEM_COLUMNS = (
     "heat",
     "first_seen_ms",
     "last_seen_ms",
+    "available",
 )
 
 
@@ -59,6 +66,7 @@ class FeatureParams:
     lookback_days: int = 365
     exposure_types: tuple[str, ...] = EXPOSURE_EVENT_TYPES
     negative_types: tuple[str, ...] = NEGATIVE_EVENT_TYPES
+    seen_types: tuple[str, ...] = SEEN_EVENT_TYPES
     dwell_saturation_s: float = 600.0
     heat_half_life_days: float = 7.0
 
@@ -95,7 +103,7 @@ def previous_items_partition(root: str, dt: str) -> str | None:
 
 
 def extract(spark, root: str, params: FeatureParams):
-    """(events, catalogue lines or None, previous vocabulary or None)."""
+    """(events, catalogue lines or None, previous vocabulary (item_id, item_idx, available) or None)."""
     events = spark.read.parquet(*clean_partitions(root, params))
     items_dir = lake.raw_items(root)
     catalogue = None
@@ -108,14 +116,21 @@ def extract(spark, root: str, params: FeatureParams):
             .select(F.col("value").alias("raw_line"), F.input_file_name().alias("source_file"))
         )
     previous = previous_items_partition(root, params.dt)
-    vocab = spark.read.parquet(previous).select("item_id", "item_idx") if previous else None
+    vocab = None
+    if previous:
+        vocab = spark.read.parquet(previous)
+        # a partition written before items had ``available``: every item in it was servable
+        vocab = vocab.select(
+            "item_id", "item_idx", "available" if "available" in vocab.columns else "true AS available"
+        )
     return events, catalogue, vocab
 
 
 def classify_catalogue(lines):
     """Raw catalogue lines -> ``(accepted rows, rejected lines, identical duplicate count column)``.
 
-    Accepted: item_id (trimmed), title, categories, release_year, published_at, one row per item_id. Rejected,
+    Accepted: item_id (trimmed), title, categories, release_year, published_at, available (null when the line
+    has none), one row per item_id. Rejected,
     with raw_line, reason, source_file: ``empty_line``, ``malformed_json`` (not one JSON object, or a field of
     the wrong type), ``missing_item_id``, and ``conflicting_duplicate_item_id`` for other versions of an item
     listed more than once (the version in the last file by name wins, so a newer catalogue file updates an item).
@@ -138,7 +153,7 @@ def classify_catalogue(lines):
         .when(item_id.isNull() | (item_id == ""), "missing_item_id")
     )
     classified = parsed.withColumn("reason", reason)
-    fields = ("title", "categories", "release_year", "published_at")
+    fields = ("title", "categories", "release_year", "published_at", "available")
     ok = (
         classified.where(F.col("reason").isNull())
         .select(item_id.alias("item_id"), *(F.col(f"j.{f}").alias(f) for f in fields), "raw_line", "source_file")
@@ -176,7 +191,8 @@ def interest(params: FeatureParams, event_type: str = "e.event_type") -> str:
 
 
 def transform_sequences(events, params: FeatureParams):
-    """One row per user: their last ``max_seq_len`` events as time-ordered parallel arrays, and activity."""
+    """One row per user: their last ``max_seq_len`` events as time-ordered parallel arrays, activity, and the
+    sorted distinct ``seen_item_ids`` of the whole look-back."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -195,15 +211,16 @@ def transform_sequences(events, params: FeatureParams):
         F.min("event_time_ms").over(by_user).alias("first_event_ms"),
         F.max("event_time_ms").over(by_user).alias("last_event_ms"),
     )
-    grouped = (
-        ranked.where(F.col("_n") <= params.max_seq_len)
-        .groupBy("user_id")
-        .agg(
-            F.sort_array(
-                F.collect_list(F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms"))
-            ).alias("ev"),
-            *(F.first(c).alias(c) for c in ("events_total", "active_days", "first_event_ms", "last_event_ms")),
-        )
+    in_sequence = F.col("_n") <= params.max_seq_len
+    seen = F.col("event_type").isin(list(params.seen_types)) if params.seen_types else F.lit(False)
+    grouped = ranked.groupBy("user_id").agg(  # collect_list / collect_set skip the nulls `when` leaves
+        F.sort_array(
+            F.collect_list(
+                F.when(in_sequence, F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms"))
+            )
+        ).alias("ev"),
+        F.array_sort(F.collect_set(F.when(seen, F.col("item_id")))).alias("seen_item_ids"),
+        *(F.first(c).alias(c) for c in ("events_total", "active_days", "first_event_ms", "last_event_ms")),
     )
     saturation = F.lit(params.dwell_saturation_s)
     return grouped.select(
@@ -228,11 +245,13 @@ def transform_sequences(events, params: FeatureParams):
         F.col("active_days").cast("int").alias("active_days"),
         "first_event_ms",
         "last_event_ms",
+        "seen_item_ids",
     )
 
 
 def transform_items(events, catalogue, vocab, params: FeatureParams):
-    """The item table: every item in the catalogue or the events, with content, popularity, heat and a stable index."""
+    """The item table: every item in the catalogue or the events, with content, popularity, heat, ``available`` and a
+    stable index. ``vocab``: the previous partition's item_id, item_idx and (when it has one) available."""
     import math
 
     from pyspark.sql import Window
@@ -266,15 +285,21 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
                 F.col("title"),
                 F.coalesce(F.col("categories"), F.array().cast("array<string>")).alias("categories"),
                 year.alias("year"),
+                # listed today: the line says (no field: true); null below means not in today's catalogue
+                F.coalesce(F.col("available"), F.lit(True)).alias("listed_available")
+                if "available" in catalogue.columns
+                else F.lit(True).alias("listed_available"),
             )
             .dropDuplicates(["item_id"])
         )
     else:
         content = events.sparkSession.createDataFrame(
-            [], "item_id string, title string, categories array<string>, year int"
+            [], "item_id string, title string, categories array<string>, year int, listed_available boolean"
         )
     if vocab is None:
-        vocab = events.sparkSession.createDataFrame([], "item_id string, item_idx int")
+        vocab = events.sparkSession.createDataFrame([], "item_id string, item_idx int, available boolean")
+    elif "available" not in vocab.columns:
+        vocab = vocab.withColumn("available", F.lit(True))
     # an item once indexed keeps its index, even on a day it is neither seen nor in the catalogue
     items = (
         content.join(stats, "item_id", "full_outer")
@@ -290,6 +315,8 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
             F.round(F.coalesce("heat", F.lit(0.0)), 6).cast("double").alias("heat"),
             "first_seen_ms",
             "last_seen_ms",
+            # the newest catalogue line decides; an item not listed today keeps its last known value
+            F.coalesce("listed_available", "available", F.lit(True)).alias("available"),
             "item_idx",
         )
     )
@@ -358,6 +385,7 @@ def main(dt: Dt, data_root: DataRoot = None) -> int:
         lookback_days=settings.lookback_days,
         exposure_types=settings.exposure_event_types,
         negative_types=settings.negative_event_types,
+        seen_types=settings.seen_event_types,
     )
     spark = get_spark(f"attnrec-featurize-{dt}")
     try:

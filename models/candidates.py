@@ -3,7 +3,9 @@
 ``run(dt)`` (the nightly_candidates DAG) or ``attnrec candidates --dt YYYY-MM-DD``:
 load ``models:/attention-recommender@champion`` -> read features/items for ``dt`` -> stream the published
 features/sequences ``USER_BATCH`` users at a time: encode them -> score the full catalogue in chunks,
-excluding every item in the user's sequence and items no longer in the catalogue -> top-K -> parquet in
+excluding every item the user has seen in the look-back (``seen_item_ids``, the event types of
+ATTNREC_SEEN_EVENT_TYPES: not only the events kept in the sequence) and every item that is not available in
+features/items (retired, or no longer in the table) -> top-K -> parquet in
 ``lake.staging(root, candidates, dt)`` with ``_SUCCESS``, written aside and renamed into place (the
 candidates gate validates it and publishes it).
 """
@@ -22,6 +24,33 @@ from attnrec.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 USER_BATCH = 1024
+
+#: The features/sequences column of the items each user has seen in the whole look-back (jobs/featurize.py).
+SEEN_COLUMN = "seen_item_ids"
+
+
+def servable_items(item_rows: list[dict[str, Any]]) -> set[str]:
+    """The item ids candidates may serve: every features/items row whose ``available`` is not false (a table
+    written before the column existed serves every item)."""
+    return {r["item_id"] for r in item_rows if r.get("available") is not False}
+
+
+def seen_indices(batch: Any, item_ids: Any) -> list[list[int]] | None:
+    """Each user's ``seen_item_ids`` in a features/sequences record batch as model item indices (``item_ids``: the
+    model's vocabulary as an Arrow array, index i at position i - 1); items the model does not know are left out
+    (it cannot serve them). None when the batch has no such column (features written before it existed)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if SEEN_COLUMN not in batch.schema.names:
+        return None
+    column = batch.column(SEEN_COLUMN)
+    if len(column) == 0:
+        return []
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(column), 0), dtype=np.int64)  # (U,) a null list = none
+    idx = pc.index_in(pc.list_flatten(column), value_set=item_ids)
+    idx = np.asarray(pc.fill_null(idx, -1), dtype=np.int64) + 1  # (S,) 0 = unknown to the model
+    return [row[row > 0].tolist() for row in np.split(idx, np.cumsum(lengths)[:-1])]
 
 
 def candidates_schema():
@@ -76,17 +105,21 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     device, _ = choose_device()
     rec.model.to(device)
     n_users = count_rows(paths["sequences"])
-    catalogue = {r["item_id"] for r in read_table(paths["items"])}
+    item_rows = read_table(paths["items"])
+    catalogue = servable_items(item_rows)
     allowed = torch.tensor([False, *(i in catalogue for i in rec.vocab.item_ids)], dtype=torch.bool)
     new_items = len(catalogue - set(rec.vocab.item_ids))
     log.info(
-        "candidates dt=%s: %d users, champion v%s knows %d items (%d catalogue items are new to it)",
+        "candidates dt=%s: %d users, champion v%s knows %d items (%d of them not servable: retired or not in "
+        "features/items; %d servable items are new to it)",
         dt,
         n_users,
         version,
         rec.vocab.n_items,
+        int((~allowed[1:]).sum()),
         new_items,
     )
+    item_ids = rec.vocab.arrow_ids()
 
     out_uri = lake.staging(settings.data_root, lake.CANDIDATES, dt)
     tmp_uri = f"{out_uri}.tmp-{uuid.uuid4().hex[:8]}"
@@ -95,15 +128,24 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     rows, done, start = 0, 0, time.monotonic()
     try:
         with pq.ParquetWriter(f"{tmp}/part-00000.parquet", candidates_schema(), filesystem=filesystem) as writer:
-            for batch in sequence_batches(paths["sequences"], USER_BATCH):
+            for batch in sequence_batches(paths["sequences"], USER_BATCH, extra_columns=(SEEN_COLUMN,)):
+                seen = seen_indices(batch, item_ids)
+                if seen is None and done == 0:
+                    log.warning(
+                        "%s has no %s (written before featurize kept it): only the items in each user's sequence "
+                        "are excluded; re-run behavior_etl for %s to exclude everything seen in the look-back",
+                        paths["sequences"],
+                        SEEN_COLUMN,
+                        dt,
+                    )
                 top_idx, top_score = recommend(
-                    rec, encode_record_batch(batch, rec.vocab), settings.top_k, device, allowed=allowed
+                    rec, encode_record_batch(batch, rec.vocab), settings.top_k, device, allowed=allowed, exclude=seen
                 )
                 table = candidate_table(
                     batch.column("user_id"),
                     top_idx.cpu(),
                     top_score.cpu(),
-                    rec.vocab.arrow_ids(),
+                    item_ids,
                     settings.model_name,
                     str(version),
                 )

@@ -55,9 +55,10 @@ def read_table(uri: str) -> list[dict[str, Any]]:
 SEQUENCE_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms")
 
 
-def sequence_batches(uri: str, batch_rows: int = 10_000) -> Iterator[Any]:
-    """Arrow record batches of :data:`SEQUENCE_COLUMNS` from a sequences partition, ``batch_rows`` rows at a
-    time, file by file in sorted path order (the same order in every run and on every rank)."""
+def sequence_batches(uri: str, batch_rows: int = 10_000, extra_columns: Sequence[str] = ()) -> Iterator[Any]:
+    """Arrow record batches of :data:`SEQUENCE_COLUMNS` (and those of ``extra_columns`` the files have) from a
+    sequences partition, ``batch_rows`` rows at a time, file by file in sorted path order (the same order in every
+    run and on every rank)."""
     import pyarrow.parquet as pq
     from pyarrow import fs
 
@@ -74,7 +75,8 @@ def sequence_batches(uri: str, batch_rows: int = 10_000) -> Iterator[Any]:
             missing = [c for c in SEQUENCE_COLUMNS if c != "dwell_ms" and c not in names]
             if missing:
                 raise ValueError(f"{info.path} lacks sequence columns {missing} (has {names}); re-run featurize")
-            yield from parquet.iter_batches(batch_size=batch_rows, columns=[c for c in SEQUENCE_COLUMNS if c in names])
+            columns = [c for c in (*SEQUENCE_COLUMNS, *extra_columns) if c in names]
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def count_rows(uri: str) -> int:

@@ -83,12 +83,17 @@ def recommend(
     device: torch.device | str = "cpu",
     batch_size: int = 256,
     allowed: torch.Tensor | None = None,
+    exclude: list[list[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` item indices (U, k) and scores (U, k) over the full catalogue (restricted to ``allowed``,
-    (N+1,) bool, when given), each user's known items excluded; index 0 / -inf fill the tail when fewer
+    (N+1,) bool, when given), each user's known items excluded (or, when given, each user's ``exclude`` item
+    indices instead, e.g. everything they saw in the look-back); index 0 / -inf fill the tail when fewer
     than k items are left. ``users`` as in :func:`user_vectors`."""
-    vecs, seen = user_vectors(rec, users, device, batch_size)
-    scorer = model_scorer(rec.model, rec.popularity, vecs, [bool(s) for s in seen], allowed)
+    vecs, known = user_vectors(rec, users, device, batch_size)
+    if exclude is not None and len(exclude) != len(known):
+        raise ValueError(f"exclude has {len(exclude)} rows for {len(known)} users; pass one list per user")
+    scorer = model_scorer(rec.model, rec.popularity, vecs, [bool(s) for s in known], allowed)
+    seen = known if exclude is None else exclude
     top_idx, top_score, _ = rank_catalogue(
         scorer, len(seen), rec.vocab.n_items + 1, seen, k, user_batch=batch_size, device=device
     )

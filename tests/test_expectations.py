@@ -99,7 +99,8 @@ CASES = {
     "user_sequences": (
         "user_id string, item_ids array<string>, event_types array<string>, event_times_ms array<long>, "
         "dwell_ms array<long>, time_gaps_ms array<long>, dwell_strength array<float>, interest array<tinyint>, "
-        "length int, events_total long, active_days int, first_event_ms long, last_event_ms long",
+        "length int, events_total long, active_days int, first_event_ms long, last_event_ms long, "
+        "seen_item_ids array<string>",
         [
             (
                 "u1",
@@ -115,8 +116,9 @@ CASES = {
                 1,
                 MS0,
                 MS0 + 5,
+                ["i1", "i2"],
             ),
-            ("u2", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 7, 3, MS0 - 86_400_000, MS0),
+            ("u2", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 7, 3, MS0 - 86_400_000, MS0, ["i0", "i1"]),
         ],
         [
             (
@@ -133,8 +135,9 @@ CASES = {
                 1,
                 MS0,
                 MS0 + 5,
+                ["i1", "i2"],
             ),
-            ("u1", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 1, 1, MS0, MS0),
+            ("u1", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 1, 1, MS0, MS0, None),
             (
                 "u3",
                 ["i1", "i2", "i1", "i2"],
@@ -149,9 +152,11 @@ CASES = {
                 0,
                 MS0 + 3,
                 MS0,
+                ["i1", "i2"],
             ),
         ],
         [
+            "expect_column_values_to_not_be_null column=seen_item_ids: 1 unexpected (33.33% of non-null), e.g. [None]",
             "expect_column_values_to_be_unique column=user_id: 2 unexpected (66.67% of non-null), e.g. ['u1', 'u1']",
             "expect_column_values_to_be_between column=length (min_value=1, max_value=3): "
             "1 unexpected (33.33% of non-null), e.g. [4]",
@@ -166,16 +171,17 @@ CASES = {
     "item_table": (
         "item_idx int, item_id string, title string, categories array<string>, year int, popularity long, "
         "interactions_1d long, interactions_7d long, interactions_30d long, heat double, first_seen_ms long, "
-        "last_seen_ms long",
+        "last_seen_ms long, available boolean",
         [
-            (1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0),
-            (2, "i2", None, [], None, 0, 0, 0, 0, 0.0, None, None),
+            (1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0, True),
+            (2, "i2", None, [], None, 0, 0, 0, 0, 0.0, None, None, False),
         ],
         [
-            (1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0),
-            (3, "i1", None, [], None, -1, 2, 1, 1, -0.5, None, None),
+            (1, "i1", "Alpha", ["drama"], 1999, 5, 1, 2, 3, 1.5, MS0, MS0, True),
+            (3, "i1", None, [], None, -1, 2, 1, 1, -0.5, None, None, None),
         ],
         [
+            "expect_column_values_to_not_be_null column=available: 1 unexpected (50.00% of non-null), e.g. [None]",
             "expect_column_values_to_be_unique column=item_id: 2 unexpected (100.00% of non-null), e.g. ['i1', 'i1']",
             "expect_column_values_to_be_between column=item_idx (min_value=1, max_value=2): "
             "1 unexpected (50.00% of non-null), e.g. [3]",
@@ -485,8 +491,8 @@ def test_validate_job_passes_staged_features_via_spark_submit(job_runs):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if f"dt={DT}" in line]
     assert lines[0] == f"features gate dt={DT}: Spark master local[1]"  # spark-submit's --master, not the env
-    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 14/14 expectations; Data Docs: {root}/validation/")
-    assert lines[2].startswith(f"item_table dt={DT}: PASSED 13/13 expectations; Data Docs: {root}/validation/")
+    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 15/15 expectations; Data Docs: {root}/validation/")
+    assert lines[2].startswith(f"item_table dt={DT}: PASSED 14/14 expectations; Data Docs: {root}/validation/")
     assert lines[3] == f"features gate dt={DT}: all checks passed"
     assert len(lines) == 4
     assert sorted(p.name for p in cwd.iterdir()) == ["lake"]  # nothing written into the working directory
@@ -543,3 +549,96 @@ def test_validate_job_refuses_an_incomplete_staged_partition(tmp_path):
         f"staged partition for quarantine_events dt={DT} at {quarantine} is incomplete (no _SUCCESS); "
         "re-run the job that writes it"
     )
+
+
+# --------------------------------------------------------------------------- candidates vs the features
+
+
+def _publish_features(root: str, seen: dict[str, list[str]], available: dict[str, bool]) -> None:
+    """Published features/sequences (user_id, seen_item_ids) and features/items (item_id, available) for DT."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = {
+        lake.FEATURE_SEQUENCES: pa.table(
+            {"user_id": list(seen), "seen_item_ids": pa.array(list(seen.values()), pa.list_(pa.string()))}
+        ),
+        lake.FEATURE_ITEMS: pa.table({"item_id": list(available), "available": list(available.values())}),
+    }
+    for dataset, table in tables.items():
+        path = Path(lake.partition(root, dataset, DT))
+        path.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path / "part-00000.parquet")
+        (path / lake.SUCCESS_MARKER).touch()
+
+
+def _candidates(rows: list[tuple]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"])
+    return frame.assign(model_name="attention-recommender", model_version="4").astype(
+        {"rank": "int32", "score": "float32"}
+    )
+
+
+def test_candidates_gate_checks_rank_order_available_items_and_seen_items_against_the_features(settings):
+    from expectations.runner import check_candidates, validate_candidates
+
+    # "heavy" saw 30 items over the look-back; its sequence (max_seq_len=3 here) kept only the last 3 of them
+    _publish_features(
+        settings.data_root,
+        {"heavy": [f"i{k:02d}" for k in range(30)], "light": []},
+        {**{f"i{k:02d}": True for k in range(39)}, "i39": False},
+    )
+    good = _candidates(
+        [("heavy", 1, "i30", 0.9), ("heavy", 2, "i31", 0.5), ("heavy", 3, "i32", 0.5), ("light", 1, "i00", 2.0)]
+    )
+    summary = validate_candidates(good, DT, settings)
+    assert summary["success"] is True
+    assert summary["checks"] == ["rank_order_and_scores", "available_items", "seen_items_excluded"]
+
+    bad = _candidates(
+        [
+            ("heavy", 1, "i05", 0.9),  # seen 25 events before the end of the sequence
+            ("heavy", 2, "i39", 0.95),  # retired, and scored above rank 1
+            ("heavy", 3, "zz", 0.1),  # not in features/items at all
+            ("light", 1, "i00", 2.0),
+            ("light", 3, "i01", 1.0),  # rank 2 is missing
+        ]
+    )
+    with pytest.raises(GateFailed) as failed:
+        check_candidates(bad, DT, settings)
+    assert failed.value.summary["failed"] == [
+        "rank does not run 1, 2, ... for 1 users, e.g. ['light']; models/candidates.py writes ranks 1..K per user",
+        "score increases with rank in 1 rows of 1 users, e.g. (user_id, rank, score) "
+        "[('heavy', 2, 0.949999988079071)]; scores must be non-increasing with rank",
+        f"1 rows serve items retired (available false) in features/items dt={DT}, e.g. ['i39']; candidates may only "
+        "serve available catalogue items",
+        f"1 rows serve items not in features/items in features/items dt={DT}, e.g. ['zz']; candidates may only serve "
+        "available catalogue items",
+        "1 (user, item) pairs serve an item the user has already seen (features/sequences seen_item_ids, event types "
+        "click,view,add_to_cart,purchase,rate,like,dislike,share,skip), e.g. (user_id, item_id, rank) "
+        "[('heavy', 'i05', 1)]; candidates must exclude every seen item",
+    ]
+    assert str(failed.value).startswith(f"candidates gate FAILED for dt={DT}: 5 check(s) against the features failed")
+    # the whole gate: the GX suite passes these rows, the checks against the features do not
+    with pytest.raises(GateFailed, match="already seen"):
+        validate_candidates(bad.assign(rank=[1, 2, 3, 1, 2]), DT, settings)
+
+
+def test_candidates_gate_needs_the_features_it_checks_against(settings):
+    from expectations.runner import check_candidates
+
+    good = _candidates([("u1", 1, "i1", 0.5)])
+    with pytest.raises(
+        GateFailed,
+        match=f"features/items is not published at .*; the gate checks the candidates "
+        f"against it. Run behavior_etl for {DT} first",
+    ):
+        check_candidates(good, DT, settings)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _publish_features(settings.data_root, {"u1": []}, {"i1": True})
+    path = Path(lake.partition(settings.data_root, lake.FEATURE_SEQUENCES, DT))
+    pq.write_table(pa.table({"user_id": ["u1"]}), path / "part-00000.parquet")  # features from before seen_item_ids
+    with pytest.raises(GateFailed, match=r"lacks \['seen_item_ids'\].*re-run behavior_etl for 2026-01-31"):
+        check_candidates(good, DT, settings)

@@ -45,6 +45,7 @@ def test_sequences_are_time_ordered_truncated_and_tie_broken(spark):
         "active_days": 1,
         "first_event_ms": 100,
         "last_event_ms": 300,
+        "seen_item_ids": ["a", "b", "c"],  # the whole look-back; x was only shown (an impression)
     }
     assert out["u2"]["item_ids"] == ["z"] and out["u2"]["length"] == 1 and out["u2"]["time_gaps_ms"] == [None]
 
@@ -99,6 +100,7 @@ def test_items_join_catalogue_count_popularity_and_index_new_items(spark):
         "heat": pytest.approx(2 * 0.5 ** (DAYS_TO_END / 7)),
         "first_seen_ms": 100,
         "last_seen_ms": 200,
+        "available": True,
     }
     assert items["c"]["year"] == 2020 and items["c"]["categories"] == [] and items["c"]["popularity"] == 0
     assert items["z"]["title"] is None and items["z"]["popularity"] == 1
@@ -167,3 +169,83 @@ def test_catalogue_lines_are_accepted_or_quarantined_with_a_reason(spark):
     assert duplicates.first()["duplicates"] == 1
     # every line is accounted for
     assert accepted.count() + rejected.count() + duplicates.first()["duplicates"] == len(lines)
+
+
+def test_seen_item_ids_cover_the_whole_look_back_not_only_the_last_events(spark):
+    """A user with 30 events and max_seq_len 5: the sequence keeps 5, seen_item_ids keeps every item of a seen
+    type (default every type but impression), distinct and sorted."""
+    types = ["rate", "click", "skip", "dislike", "impression"]
+    rows = [(f"e{i:02d}", "heavy", f"m{i % 25:02d}", types[i % 5], 1000 * i, None) for i in range(30)]
+    rows.append(("e99", "shown", "m00", "impression", 5, None))  # only ever shown an item
+    out = {r["user_id"]: r for r in transform_sequences(events_df(spark, rows), FeatureParams(PARAMS.dt, 5)).collect()}
+    heavy = out["heavy"]
+    assert heavy["length"] == 5 and heavy["item_ids"] == ["m00", "m01", "m02", "m03", "m04"]  # events 25..29
+    shown_only = {f"m{i % 25:02d}" for i in range(30) if i % 5 == 4} - {
+        f"m{i % 25:02d}" for i in range(30) if i % 5 != 4
+    }
+    assert shown_only == {"m04", "m09", "m14", "m19", "m24"}
+    assert heavy["seen_item_ids"] == sorted({f"m{i:02d}" for i in range(25)} - shown_only)  # 20 items, not 5
+    assert out["shown"]["seen_item_ids"] == []
+    # the setting decides which types count: purchases and rates only
+    params = FeatureParams(PARAMS.dt, 5, seen_types=("rate", "purchase"))
+    (heavy,) = [r for r in transform_sequences(events_df(spark, rows), params).collect() if r["user_id"] == "heavy"]
+    assert heavy["seen_item_ids"] == sorted({f"m{i % 25:02d}" for i in range(30) if i % 5 == 0})
+    params = FeatureParams(PARAMS.dt, 5, seen_types=())
+    assert {
+        r["user_id"]: r["seen_item_ids"] for r in transform_sequences(events_df(spark, rows), params).collect()
+    } == {
+        "heavy": [],
+        "shown": [],
+    }
+
+
+def test_available_comes_from_the_newest_line_and_an_item_missing_from_the_catalogue_keeps_its_last_value(spark):
+    from jobs.featurize import classify_catalogue
+
+    lines = [
+        ("a.jsonl", '{"item_id": "retired", "title": "R", "available": true}'),
+        ("b.jsonl", '{"item_id": "retired", "title": "R", "available": false}'),  # the newer file retires it
+        ("a.jsonl", '{"item_id": "back", "title": "B"}'),  # retired yesterday, listed again: available
+        ("a.jsonl", '{"item_id": "plain", "title": "P"}'),
+        ("a.jsonl", '{"item_id": "bad", "available": "no"}'),  # not a JSON boolean
+    ]
+    df = spark.createDataFrame([(line, f) for f, line in lines], "raw_line string, source_file string")
+    catalogue, rejected, _ = classify_catalogue(df)
+    assert sorted((r["raw_line"], r["reason"]) for r in rejected.collect()) == [
+        ('{"item_id": "bad", "available": "no"}', "malformed_json"),
+        ('{"item_id": "retired", "title": "R", "available": true}', "conflicting_duplicate_item_id"),
+    ]
+    previous = spark.createDataFrame(
+        [("back", 1, False), ("gone_retired", 2, False), ("gone", 3, True), ("retired", 4, True)],
+        "item_id string, item_idx int, available boolean",
+    )
+    events = events_df(spark, [("e1", "u1", "events_only", "view", 10, None), ("e2", "u1", "gone", "view", 20, None)])
+    items = {r["item_id"]: r["available"] for r in transform_items(events, catalogue, previous, PARAMS).collect()}
+    assert items == {
+        "retired": False,
+        "back": True,
+        "plain": True,
+        "gone_retired": False,  # not in raw/items today: keeps its last value
+        "gone": True,
+        "events_only": True,  # never in the catalogue
+    }
+    # a previous partition written before ``available`` existed: its items are available
+    old = spark.createDataFrame([("gone", 3)], "item_id string, item_idx int")
+    assert {r["item_id"]: r["available"] for r in transform_items(events, None, old, PARAMS).collect()} == {
+        "gone": True,
+        "events_only": True,
+    }
+
+
+def test_seen_event_types_setting_defaults_to_every_type_but_impression(monkeypatch):
+    from attnrec.contracts import EVENT_TYPES
+    from attnrec.settings import get_settings
+
+    monkeypatch.delenv("ATTNREC_SEEN_EVENT_TYPES", raising=False)
+    assert get_settings().seen_event_types == tuple(t for t in EVENT_TYPES if t != "impression")
+    assert FeatureParams(PARAMS.dt).seen_types == get_settings().seen_event_types
+    monkeypatch.setenv("ATTNREC_SEEN_EVENT_TYPES", "purchase, RATE")
+    assert get_settings().seen_event_types == ("purchase", "rate")
+    monkeypatch.setenv("ATTNREC_SEEN_EVENT_TYPES", "rate,watched")
+    with pytest.raises(ValueError, match=r"ATTNREC_SEEN_EVENT_TYPES='rate,watched' names unknown event types"):
+        get_settings()

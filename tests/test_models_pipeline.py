@@ -382,3 +382,80 @@ def test_a_retried_run_resumes_from_its_checkpoint_and_the_ablation_can_be_skipp
     assert len(client.get_metric_history(result["run_id"], "val_ndcg_at_10")) == 3  # replayed from the checkpoint
     assert run.data.params["train_ablation"] == "False"
     assert not list(Path(settings.checkpoint_dir).glob("*/*.pt"))
+
+
+def test_candidates_exclude_everything_seen_in_the_look_back_and_never_serve_retired_items(env, monkeypatch):
+    """Issue #11 points 7 and 8 on users' data shape: user u000 has 30 events but a sequence of its last 5
+    (ATTNREC_MAX_SEQ_LEN=5): every item it rated is excluded, the items it was only shown stay servable,
+    and retired items (available false) are served to nobody; the candidates gate agrees."""
+    import mlflow
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from expectations.runner import validate_candidates
+    from models import candidates, registry
+    from models.config import build_model
+    from models.dataset import positive_counts, read_split
+    from models.features import load_features
+    from models.recommender import Recommender
+    from models.vocab import ItemVocab
+    from tests.model_helpers import config
+
+    monkeypatch.setenv("ATTNREC_MAX_SEQ_LEN", "5")
+    monkeypatch.setenv("ATTNREC_TOP_K", "10")
+    settings = get_settings()
+    # an untrained champion is enough: exclusion does not depend on the scores
+    paths, item_rows, version = load_features(settings.data_root, DT)
+    vocab = ItemVocab.from_items(item_rows)
+    split = read_split(paths["sequences"], vocab)
+    torch.manual_seed(1)
+    rec = Recommender(
+        build_model(vocab, config(d_model=16, n_layers=1)), vocab, version, positive_counts(split.train, vocab)
+    )
+    with mlflow.start_run(experiment_id=registry.ensure_experiment(settings)) as run:
+        uri = registry.log_recommender(rec, str(settings.local_data_root.parent), split.test[:2])
+        v = registry.register(settings, uri, run.info.run_id)
+        assert registry.gate(settings, v, 0.0, split.test, DT)[0] is True
+
+    # features written before seen_item_ids and available: the sequence's items are excluded, as before
+    legacy = pd.read_parquet(candidates.run(DT, settings)["path"])
+    assert (legacy["user_id"] == "u039").sum() == 3  # u039's sequence holds 27 of the 30 items
+
+    seq_path = Path(lake.partition(settings.data_root, lake.FEATURE_SEQUENCES, DT))
+    items_path = Path(lake.partition(settings.data_root, lake.FEATURE_ITEMS, DT))
+    rows = pq.read_table(seq_path).to_pylist()
+    for row in rows:  # what featurize writes: the non-impression items of the look-back (here: of the sequence)
+        row["seen_item_ids"] = sorted({i for i, t in zip(row["item_ids"], row["event_types"]) if t != "impression"})
+    rows[1]["seen_item_ids"].append("not-in-the-model")  # an item the model does not know needs no exclusion
+    history = [(f"m{i + 1:02d}", "impression" if i % 5 == 4 else "rate", 1_767_000_000_000 + i) for i in range(30)]
+    last = history[-5:]
+    rows[0].update(
+        item_ids=[i for i, _, _ in last],
+        event_types=[t for _, t, _ in last],
+        event_times_ms=[ms for _, _, ms in last],
+        dwell_ms=[None] * 5,
+        length=5,
+        seen_item_ids=sorted({i for i, t, _ in history if t != "impression"}),
+    )
+    schema = pq.read_schema(seq_path / "part-00000.parquet").append(pa.field("seen_item_ids", pa.list_(pa.string())))
+    pq.write_table(pa.Table.from_pylist(rows, schema), seq_path / "part-00000.parquet")
+    retired = {"m03", "m10"}
+    items = pq.read_table(items_path)
+    available = [i not in retired for i in items.column("item_id").to_pylist()]
+    pq.write_table(items.append_column("available", pa.array(available)), items_path / "part-00000.parquet")
+
+    res = candidates.run(DT, settings)
+    cands = pd.read_parquet(res["path"])
+    served = cands.groupby("user_id")["item_id"].apply(set).to_dict()
+    shown_only = {i for i, t, _ in history if t == "impression"}
+    assert shown_only == {"m05", "m10", "m15", "m20", "m25", "m30"}
+    assert served["u000"] == shown_only - retired  # 24 rated items excluded, not only the 4 of the sequence
+    assert not set(cands["item_id"]) & retired
+    for row in rows:
+        assert not served[row["user_id"]] & set(row["seen_item_ids"]), row["user_id"]
+    assert validate_candidates(cands, DT, settings)["checks"] == [
+        "rank_order_and_scores",
+        "available_items",
+        "seen_items_excluded",
+    ]
