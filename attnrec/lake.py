@@ -81,6 +81,23 @@ def require_raw_events(root: str, dt: str) -> str:
     return path
 
 
+def raw_event_days(root: str, first: str, last: str) -> list[str]:
+    """The landing days ``first <= d <= last`` whose ``raw/events/dt=d`` holds at least one data file, sorted."""
+    from pyarrow import fs as pafs
+
+    filesystem, base = filesystem_for(join(root, RAW_EVENTS))
+    if filesystem.get_file_info(base).type == pafs.FileType.NotFound:
+        return []
+    days = []
+    for info in filesystem.get_file_info(pafs.FileSelector(base)):
+        name = info.base_name
+        if info.type == pafs.FileType.Directory and _PARTITION_NAME.fullmatch(name) and first <= name[3:] <= last:
+            files = filesystem.get_file_info(pafs.FileSelector(info.path))
+            if any(f.type == pafs.FileType.File and not f.base_name.startswith((".", "_")) for f in files):
+                days.append(name[3:])
+    return sorted(days)
+
+
 def filesystem_for(uri: str):
     """A pyarrow filesystem and the path inside it, for a local path or any URI pyarrow knows."""
     from pyarrow import fs
