@@ -1,13 +1,15 @@
 """Lake layout (DESIGN.md "Contracts") and the write-aside-then-publish step.
 
 Every dataset lives at ``<root>/<dataset>/dt=YYYY-MM-DD``. Jobs write to
-``<root>/_staging/<dataset>/dt=D``; a gate validates the staged copy; :func:`publish` then moves it
-into place whole, so a reader never sees half a partition or one that failed its gate.
+``<root>/_staging/<dataset>/dt=D``; a gate validates the staged copy; :func:`publish_all` then moves the
+datasets of one task into place whole, as one unit that a retry finishes, so a reader never sees half a
+partition or one that failed its gate.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -22,9 +24,17 @@ FEATURE_SEQUENCES = "features/sequences"
 FEATURE_ITEMS = "features/items"
 CANDIDATES = "candidates"
 
+#: The datasets each publish task of behavior_etl moves into place as one unit, in this order.
+CLEAN_OUTPUTS = (QUARANTINE_EVENTS, CLEAN_EVENTS)
+FEATURE_OUTPUTS = (FEATURE_ITEMS, FEATURE_SEQUENCES)
+
 STAGING = "_staging"
 RECONCILIATION_FILE = "_reconciliation.json"
+FEATURES_MANIFEST = "_manifest.json"  # in features/sequences/dt=D: the clean days and vocabulary featurize read
 SUCCESS_MARKER = "_SUCCESS"
+#: Written into a staged partition when a publish starts and kept on publish: which publish put it in place.
+PUBLISH_TOKEN = "_PUBLISH_TOKEN"
+_PARTITION_NAME = re.compile(r"dt=\d{4}-\d{2}-\d{2}")
 
 
 def join(root: str, *parts: str) -> str:
@@ -71,6 +81,23 @@ def require_raw_events(root: str, dt: str) -> str:
     return path
 
 
+def raw_event_days(root: str, first: str, last: str) -> list[str]:
+    """The landing days ``first <= d <= last`` whose ``raw/events/dt=d`` holds at least one data file, sorted."""
+    from pyarrow import fs as pafs
+
+    filesystem, base = filesystem_for(join(root, RAW_EVENTS))
+    if filesystem.get_file_info(base).type == pafs.FileType.NotFound:
+        return []
+    days = []
+    for info in filesystem.get_file_info(pafs.FileSelector(base)):
+        name = info.base_name
+        if info.type == pafs.FileType.Directory and _PARTITION_NAME.fullmatch(name) and first <= name[3:] <= last:
+            files = filesystem.get_file_info(pafs.FileSelector(info.path))
+            if any(f.type == pafs.FileType.File and not f.base_name.startswith((".", "_")) for f in files):
+                days.append(name[3:])
+    return sorted(days)
+
+
 def filesystem_for(uri: str):
     """A pyarrow filesystem and the path inside it, for a local path or any URI pyarrow knows."""
     from pyarrow import fs
@@ -102,7 +129,7 @@ def list_partitions(root: str, dataset: str) -> list[str]:
     found = []
     for info in filesystem.get_file_info(pafs.FileSelector(base)):
         name = info.base_name
-        if info.type == pafs.FileType.Directory and name.startswith("dt="):
+        if info.type == pafs.FileType.Directory and _PARTITION_NAME.fullmatch(name):  # not dt=D.replaced-*
             if filesystem.get_file_info(f"{info.path}/{SUCCESS_MARKER}").type != pafs.FileType.NotFound:
                 found.append(name[3:])
     return sorted(found)
@@ -111,20 +138,23 @@ def list_partitions(root: str, dataset: str) -> list[str]:
 def replace_dir(src_uri: str, dst_uri: str) -> str:
     """Move the finished directory ``src_uri`` to ``dst_uri``, replacing whatever is there.
 
-    The old copy is moved aside first and deleted last, so ``dst_uri`` is missing only between two renames.
+    The old copy is moved aside first and deleted last, so ``dst_uri`` is missing only between two renames;
+    copies an interrupted earlier call left aside (``<dst>.replaced-*``) are deleted once ``src_uri`` is in place.
     """
     from pyarrow import fs as pafs
 
     fs_, src = filesystem_for(src_uri)
     _, dst = filesystem_for(dst_uri)
-    fs_.create_dir(dst.rsplit("/", 1)[0], recursive=True)
+    parent, name = dst.rsplit("/", 1)
+    fs_.create_dir(parent, recursive=True)
     old = f"{dst}.replaced-{uuid.uuid4().hex[:8]}"
     had_old = fs_.get_file_info(dst).type != pafs.FileType.NotFound
     if had_old:
         fs_.move(dst, old)
     fs_.move(src, dst)
-    if had_old:
-        fs_.delete_dir(old)
+    for info in fs_.get_file_info(pafs.FileSelector(parent)):
+        if info.base_name.startswith(f"{name}.replaced-") and info.type == pafs.FileType.Directory:
+            fs_.delete_dir(info.path)
     return dst_uri
 
 
@@ -138,17 +168,74 @@ def remove_dir(uri: str) -> None:
 
 
 def publish(root: str, dataset: str, dt: str) -> str:
-    """Move the staged partition of ``dataset`` for ``dt`` into place, replacing any earlier one.
+    """Move the staged partition of ``dataset`` for ``dt`` into place, replacing any earlier one (see
+    :func:`publish_all`; a retry after the move succeeds)."""
+    return publish_all(root, (dataset,), dt)[0]
 
-    Raises ``FileNotFoundError`` naming the staged path when there is nothing complete to publish.
+
+def publish_manifest(root: str, datasets: tuple[str, ...], dt: str) -> str:
+    """Where :func:`publish_all` records, before its first move, which staged copies it publishes."""
+    name = "+".join(d.replace("/", ".") for d in datasets)
+    return join(root, STAGING, "_publish", name, f"dt={check_dt(dt)}.json")
+
+
+def _read_token(uri: str) -> str | None:
+    path = join(uri, PUBLISH_TOKEN)
+    if not exists(path):
+        return None
+    filesystem, local = filesystem_for(path)
+    with filesystem.open_input_stream(local) as src:
+        return src.read().decode().strip()
+
+
+def publish_all(root: str, datasets: tuple[str, ...], dt: str, optional: tuple[str, ...] = ()) -> list[str]:
+    """Publish the staged partitions of ``datasets`` (and of those ``optional`` ones that are staged complete) for
+    ``dt`` as one unit; return the published paths.
+
+    When every one of ``datasets`` is staged complete, a fresh publish starts: each staged copy gets a new
+    ``_PUBLISH_TOKEN`` and a manifest of the tokens (:func:`publish_manifest`) is written, then the copies are
+    moved in order. A retry after a partial failure finds some staged copies gone and resumes from the manifest:
+    a dataset whose staged copy is gone counts as done only when its published partition carries this publish's
+    token (the copy this publish staged), the others are moved. Anything else raises ``FileNotFoundError`` naming
+    the dataset, the paths and the fix; nothing is moved then.
     """
-    src_uri = staging(root, dataset, dt)
-    if not is_complete(src_uri):
+    manifest_uri = publish_manifest(root, datasets, dt)
+    staged = {d: staging(root, d, dt) for d in (*datasets, *optional)}
+    if all(is_complete(staged[d]) for d in datasets):
+        plan = {d: uuid.uuid4().hex for d in (*datasets, *(o for o in optional if is_complete(staged[o])))}
+        for dataset, token in plan.items():
+            filesystem, path = filesystem_for(join(staged[dataset], PUBLISH_TOKEN))
+            with filesystem.open_output_stream(path) as out:
+                out.write(token.encode())
+        # a list, not an object: the order of the moves is kept
+        write_json(manifest_uri, {"dt": dt, "publish": [{"dataset": d, "token": t} for d, t in plan.items()]})
+    elif exists(manifest_uri):
+        plan = {entry["dataset"]: entry["token"] for entry in read_json(manifest_uri)["publish"]}
+    else:
+        missing = next(d for d in datasets if not is_complete(staged[d]))
         raise FileNotFoundError(
-            f"nothing complete to publish at {src_uri} (no {SUCCESS_MARKER}); "
-            f"run the job that writes {dataset} for {dt} first"
+            f"nothing complete to publish at {staged[missing]} (no {SUCCESS_MARKER}); "
+            f"run the job that writes {missing} for {dt} first"
         )
-    return replace_dir(src_uri, partition(root, dataset, dt))
+    moves = []
+    for dataset, token in plan.items():
+        published = partition(root, dataset, dt)
+        if is_complete(staged[dataset]) and _read_token(staged[dataset]) == token:
+            moves.append(dataset)
+        elif exists(staged[dataset]) and not is_complete(staged[dataset]):
+            raise FileNotFoundError(
+                f"nothing complete to publish at {staged[dataset]} (no {SUCCESS_MARKER}); "
+                f"run the job that writes {dataset} for {dt} first"
+            )
+        elif exists(staged[dataset]) or _read_token(published) != token:
+            raise FileNotFoundError(
+                f"cannot finish publishing {', '.join(plan)} for {dt}: {dataset} is neither staged at "
+                f"{staged[dataset]} nor published at {published} as this publish staged it (token {token} in "
+                f"{manifest_uri}); re-run the jobs that write {', '.join(plan)} for {dt}, then publish again"
+            )
+    for dataset in moves:
+        replace_dir(staged[dataset], partition(root, dataset, dt))
+    return [partition(root, d, dt) for d in plan]
 
 
 def write_json(uri: str, payload: dict[str, Any]) -> None:

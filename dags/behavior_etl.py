@@ -4,7 +4,12 @@
               -> featurize (Spark) -> validate_features (GX on Spark) -> publish_features (Asset)
 
 Every task works on partition dt = the run's logical date and replaces it whole, so retries, re-runs and
-backfills are safe. A failed gate fails its task; nothing downstream runs and nothing is published.
+backfills are safe; each publish task moves its datasets as one unit that a retry finishes (``lake.publish_all``).
+A failed gate fails its task; nothing downstream runs and nothing is published.
+
+Clean and featurize read the days published before D (dedupe look-back, feature look-back, carried-over item
+vocabulary), so runs go one at a time in date order (``max_active_runs=1``), and the features gate fails a day
+whose look-back misses a day that has raw events but was not published when featurize ran.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from dags.wiring import FEATURES_ASSET, START_DATE, default_args, spark_job
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     start_date=START_DATE,
     catchup=False,
-    # scheduled and manual runs; a backfill has its own limit (`airflow backfill create --max-active-runs`,
-    # default 10) and never takes these slots. Backfill with --max-active-runs 1: clean and featurize read
-    # the days published before D, so days run oldest first, one at a time, give the nightly chain's result.
-    max_active_runs=2,
+    # one scheduled or manual run at a time: queued runs start in date order, so D+1 reads what D published.
+    # A backfill has its own limit (`airflow backfill create --max-active-runs`, default 10) and never takes
+    # this slot: backfill with --max-active-runs 1 (docs/operations.md). No depends_on_past: Airflow then
+    # refuses backfills that skip finished days, and a day whose look-back misses a day fails its features gate.
+    max_active_runs=1,
     default_args=default_args(),
     tags=["attnrec", "etl"],
     doc_md=__doc__,
@@ -41,18 +47,15 @@ def behavior_etl():
         from attnrec import lake
         from attnrec.settings import get_settings
 
-        root = get_settings().data_root
-        return [lake.publish(root, lake.QUARANTINE_EVENTS, ds), lake.publish(root, lake.CLEAN_EVENTS, ds)]
+        return lake.publish_all(get_settings().data_root, lake.CLEAN_OUTPUTS, ds)
 
     @task(outlets=[FEATURES_ASSET])
     def publish_features(ds: str | None = None):
         from attnrec import lake
         from attnrec.settings import get_settings
 
-        root = get_settings().data_root
-        paths = [lake.publish(root, lake.FEATURE_ITEMS, ds), lake.publish(root, lake.FEATURE_SEQUENCES, ds)]
-        if lake.is_complete(lake.staging(root, lake.QUARANTINE_ITEMS, ds)):  # rejected catalogue lines
-            paths.append(lake.publish(root, lake.QUARANTINE_ITEMS, ds))
+        # the rejected catalogue lines are staged only when there is a catalogue
+        paths = lake.publish_all(get_settings().data_root, lake.FEATURE_OUTPUTS, ds, optional=(lake.QUARANTINE_ITEMS,))
         yield Metadata(FEATURES_ASSET, extra={"dt": ds, "paths": paths})
 
     clean = spark_job("clean", "clean")

@@ -483,3 +483,32 @@ def validate_candidates(candidates, dt: str, settings: Settings | None = None) -
     summary = validate_pandas("candidates", candidates, dt, settings)
     summary["checks"] = check_candidates(candidates, dt, settings)["checks"]
     return summary
+
+
+def check_lookback(manifest: dict, raw_days: list[str]) -> None:
+    """Gate on featurize's ``_manifest.json``: the features of day D were built from every day before it.
+
+    ``raw_days``: the landing days that have raw events. Raises GateFailed when a day of the look-back window
+    (``first_dt`` <= d < D) has raw events but its clean partition was not among those featurize read, or when
+    the item vocabulary was carried over from a features day older than such a day (its features were not
+    published yet): the features of D would silently miss that day. The message names each day and the fix.
+    """
+    dt, first_dt = manifest["dt"], manifest["first_dt"]
+    window = sorted(d for d in raw_days if first_dt <= d < dt)
+    read = {day["dt"] for day in manifest["clean_days"]}
+    vocab_dt = (manifest.get("items_vocabulary_from") or {}).get("dt") or ""
+    problems = [
+        f"dt={d} has raw events but no published clean/events partition was read" for d in window if d not in read
+    ]
+    problems += [
+        f"dt={d} has raw events but its features were not published (item vocabulary carried over from "
+        f"{vocab_dt or 'no earlier day'})"
+        for d in window
+        if d > vocab_dt and d in read
+    ]
+    if problems:
+        first = min(d for d in window if d not in read or d > vocab_dt)
+        raise GateFailed(
+            f"look-back FAILED for features dt={dt}: " + "; ".join(problems) + f". Run behavior_etl for {first} "
+            f"first (and each later day with raw events, oldest first), then re-run behavior_etl for {dt}"
+        )

@@ -22,7 +22,9 @@ Indices carry over from the newest earlier features/items partition, so model ve
 see the same index for the same item; new items are appended in (first seen, item_id) order.
 
 The clean partition of D itself is read from staging when it is not yet published (the DAG publishes it
-after its gate, so in the DAG it is always published by the time this runs).
+after its gate, so in the DAG it is always published by the time this runs). ``_manifest.json`` beside the
+sequences lists the clean days read and the vocabulary carried over; the features gate fails when a day of the
+look-back window has raw events but was not among them.
 
 Run: ``spark-submit jobs/featurize.py --dt 2026-01-31``.
 """
@@ -102,9 +104,15 @@ def previous_items_partition(root: str, dt: str) -> str | None:
     return lake.partition(root, lake.FEATURE_ITEMS, earlier[-1]) if earlier else None
 
 
-def extract(spark, root: str, params: FeatureParams):
-    """(events, catalogue lines or None, previous vocabulary (item_id, item_idx, available) or None)."""
-    events = spark.read.parquet(*clean_partitions(root, params))
+def lookback_inputs(root: str, params: FeatureParams) -> dict:
+    """What day D's features are built from: ``{"clean": clean partition paths, "items_from": vocabulary path}``."""
+    return {"clean": clean_partitions(root, params), "items_from": previous_items_partition(root, params.dt)}
+
+
+def extract(spark, root: str, params: FeatureParams, inputs: dict | None = None):
+    """(events, catalogue lines or None, previous vocabulary or None), from ``inputs`` (:func:`lookback_inputs`)."""
+    inputs = inputs or lookback_inputs(root, params)
+    events = spark.read.parquet(*inputs["clean"])
     items_dir = lake.raw_items(root)
     catalogue = None
     if lake.exists(items_dir):
@@ -115,12 +123,12 @@ def extract(spark, root: str, params: FeatureParams):
             .text(items_dir)
             .select(F.col("value").alias("raw_line"), F.input_file_name().alias("source_file"))
         )
-    previous = previous_items_partition(root, params.dt)
+    previous = inputs["items_from"]
     vocab = None
     if previous:
         vocab = spark.read.parquet(previous)
         # a partition written before items had ``available``: every item in it was servable
-        vocab = vocab.select(
+        vocab = vocab.selectExpr(
             "item_id", "item_idx", "available" if "available" in vocab.columns else "true AS available"
         )
     return events, catalogue, vocab
@@ -340,9 +348,31 @@ def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str
     return seq_dir, items_dir
 
 
+def write_manifest(seq_dir: str, params: FeatureParams, inputs: dict) -> None:
+    """``_manifest.json`` beside the staged sequences: the clean days read (with their reconciliation counts) and
+    the vocabulary carried over; the features gate checks it against the raw days of the look-back window."""
+    days = []
+    for path in inputs["clean"]:
+        recon_path = lake.join(path, lake.RECONCILIATION_FILE)
+        recon = lake.read_json(recon_path) if lake.exists(recon_path) else {}
+        counts = {k: recon.get(k) for k in ("raw_lines", "clean", "quarantined", "duplicates")}
+        days.append({"dt": path.rsplit("dt=", 1)[1], "path": path, **counts})
+    items_from = inputs["items_from"]
+    manifest = {
+        "dt": params.dt,
+        "first_dt": params.first_dt,
+        "lookback_days": params.lookback_days,
+        "clean_days": days,
+        "items_vocabulary_from": items_from and {"dt": items_from.rsplit("dt=", 1)[1], "path": items_from},
+    }
+    lake.write_json(lake.join(seq_dir, lake.FEATURES_MANIFEST), manifest)
+
+
 def run(spark, root: str, params: FeatureParams) -> dict:
-    """extract -> transform -> load for day ``params.dt``; returns counts and the staged paths."""
-    events, lines, vocab = extract(spark, root, params)
+    """extract -> transform -> load for day ``params.dt`` (and the manifest of what it read); returns counts and
+    the staged paths."""
+    inputs = lookback_inputs(root, params)
+    events, lines, vocab = extract(spark, root, params, inputs)
     catalogue = rejected = None
     if lines is not None:
         catalogue, rejected, duplicates = classify_catalogue(lines.cache())
@@ -353,6 +383,7 @@ def run(spark, root: str, params: FeatureParams) -> dict:
         params.dt,
         rejected,
     )
+    write_manifest(seq_dir, params, inputs)
     summary = {
         "users": spark.read.parquet(seq_dir).count(),
         "items": spark.read.parquet(items_dir).count(),

@@ -8,7 +8,9 @@
 clean events (suite ``clean_events``), the staged quarantine
 (suite ``quarantine_events``) and the clean job's ``_reconciliation.json`` (counts add up, quarantine
 share under ``ATTNREC_MAX_QUARANTINE_SHARE``). ``features`` checks the staged user sequences
-(``user_sequences``) and item table (``item_table``). Validation runs on Spark; nothing is collected.
+(``user_sequences``) and item table (``item_table``), and featurize's ``_manifest.json`` against the raw days of
+the look-back window (every day with raw events was read; ``check_lookback``). Validation runs on Spark; nothing
+is collected.
 
 Every gate of the dataset runs, so one report lists every problem. Prints one line per gate and the
 Data Docs page; exits 0 when all pass, 1 with the failures on stderr when a gate fails, 2 when a
@@ -74,6 +76,12 @@ def check_inputs(dataset: str, dt: str, root: str) -> tuple[list[tuple[str, str]
             raise FileNotFoundError(
                 f"no reconciliation for clean_events dt={dt}: looked for {recon_path}; the clean job writes it"
             )
+    else:
+        manifest_path = lake.join(dict(inputs)["user_sequences"], lake.FEATURES_MANIFEST)
+        if not lake.exists(manifest_path):
+            raise FileNotFoundError(
+                f"no look-back manifest for features dt={dt}: looked for {manifest_path}; re-run featurize for {dt}"
+            )
     if "raw_events_sample" in dict(inputs):
         lake.require_raw_events(root, dt)
     return inputs, recon_path
@@ -93,7 +101,7 @@ def raw_sample(spark, raw_dir: str, raw_lines: int | None, seed: int):
 def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: str, settings) -> list[str]:
     """Validate every staged input; print a line per gate; return the failure messages."""
     from attnrec import lake
-    from expectations.runner import GateFailed, check_reconciliation, validate_spark
+    from expectations.runner import GateFailed, check_lookback, check_reconciliation, validate_spark
 
     failures: list[str] = []
     recon = None
@@ -122,6 +130,15 @@ def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: 
             )
         except GateFailed as exc:
             print(f"{suite} dt={dt}: FAILED (details on stderr)", flush=True)
+            failures.append(str(exc))
+    sequences = dict(inputs).get("user_sequences")
+    if sequences is not None:  # the features gate: did featurize read every day it should have?
+        manifest = lake.read_json(lake.join(sequences, lake.FEATURES_MANIFEST))
+        try:
+            check_lookback(manifest, lake.raw_event_days(settings.data_root, manifest["first_dt"], dt))
+            print(f"look-back dt={dt}: PASSED {len(manifest['clean_days'])} clean days read", flush=True)
+        except GateFailed as exc:
+            print(f"look-back dt={dt}: FAILED", flush=True)
             failures.append(str(exc))
     return failures
 

@@ -130,3 +130,60 @@ def test_killed_clean_job_leaves_the_published_partition_and_the_rerun_completes
     }
     assert lake.is_complete(staged) and parquet_rows(staged) == 40_000
     assert parquet_rows(lake.publish(root, lake.CLEAN_EVENTS, dt)) == 40_000
+
+
+def etl_day(spark, root: str, dt: str) -> list[str]:
+    """behavior_etl's steps for ``dt`` through the real jobs on the shared Spark session: clean, its gate, publish,
+    featurize and the features gate; publish the features when the gate passes. Returns the gate failures."""
+    from attnrec.settings import get_settings
+    from jobs import clean, featurize, validate
+
+    settings = get_settings(data_root=root)
+    clean.run(spark, root, clean.CleanParams(dt=dt))
+    assert validate.run_gates(spark, *validate.check_inputs("clean_events", dt, root), dt, settings) == []
+    lake.publish_all(root, lake.CLEAN_OUTPUTS, dt)
+    featurize.run(spark, root, featurize.FeatureParams(dt=dt, lookback_days=30))
+    failures = validate.run_gates(spark, *validate.check_inputs("features", dt, root), dt, settings)
+    if not failures:
+        lake.publish_all(root, lake.FEATURE_OUTPUTS, dt, optional=(lake.QUARANTINE_ITEMS,))
+    return failures
+
+
+def test_features_of_a_day_built_before_the_day_before_fail_their_gate_naming_it(spark, tmp_path):
+    from datatools.generate import generate
+
+    root = str(tmp_path / "data")
+    day, next_day = "2026-04-10", "2026-04-11"
+    generate(root, start_dt=day, days=2, users=30, items=80, events_per_day=300, seed=9)
+
+    # D+1 before D: its look-back misses D, which has raw events and no published clean partition yet
+    failures = etl_day(spark, root, next_day)
+    assert len(failures) == 1, failures
+    assert failures[0] == (
+        f"look-back FAILED for features dt={next_day}: dt={day} has raw events but no published clean/events "
+        f"partition was read. Run behavior_etl for {day} first (and each later day with raw events, oldest first), "
+        f"then re-run behavior_etl for {next_day}"
+    )
+    assert lake.list_partitions(root, lake.FEATURE_SEQUENCES) == []  # nothing built without D was published
+
+    # D, then D+1 again: both pass, and D+1's manifest says what it was built from
+    assert etl_day(spark, root, day) == []
+    assert etl_day(spark, root, next_day) == []
+    assert lake.list_partitions(root, lake.FEATURE_SEQUENCES) == [day, next_day]
+    manifest = lake.read_json(lake.join(lake.partition(root, lake.FEATURE_SEQUENCES, next_day), lake.FEATURES_MANIFEST))
+    assert [d["dt"] for d in manifest["clean_days"]] == [day, next_day]
+    for read in manifest["clean_days"]:
+        recon = lake.read_json(lake.join(lake.partition(root, lake.CLEAN_EVENTS, read["dt"]), lake.RECONCILIATION_FILE))
+        assert {k: read[k] for k in ("raw_lines", "clean", "quarantined", "duplicates")} == {
+            k: recon[k] for k in ("raw_lines", "clean", "quarantined", "duplicates")
+        }
+    assert manifest["items_vocabulary_from"]["dt"] == day
+
+
+def test_behavior_etl_runs_one_day_at_a_time_in_date_order():
+    from dags.behavior_etl import behavior_etl
+
+    dag = behavior_etl()
+    # queued runs start oldest first (by run_after); one at a time, D+1 starts after D has published or failed
+    assert dag.max_active_runs == 1
+    assert not any(task.depends_on_past for task in dag.tasks)  # backfill create keeps --reprocess-behavior none

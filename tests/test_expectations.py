@@ -24,6 +24,7 @@ from attnrec.settings import get_settings
 from expectations.runner import (
     SUITE_NAMES,
     GateFailed,
+    check_lookback,
     check_reconciliation,
     load_suite,
     suite_path,
@@ -447,7 +448,8 @@ def job_runs(tmp_path_factory):
     working directory outside the checkout. Returns {name: (lake root, cwd, CompletedProcess)}."""
     base = tmp_path_factory.mktemp("validate_job")
     passing, failing = base / "pass", base / "fail"
-    _write_staged(passing / "lake", lake.FEATURE_SEQUENCES, "user_sequences", CASES["user_sequences"][1])
+    sequences = _write_staged(passing / "lake", lake.FEATURE_SEQUENCES, "user_sequences", CASES["user_sequences"][1])
+    lake.write_json(str(sequences / lake.FEATURES_MANIFEST), lookback_manifest(DT, read=[DT]))
     _write_staged(passing / "lake", lake.FEATURE_ITEMS, "item_table", CASES["item_table"][1])
     raw_day = failing / "lake" / "raw" / "events" / f"dt={DT}"
     raw_day.mkdir(parents=True)
@@ -493,8 +495,9 @@ def test_validate_job_passes_staged_features_via_spark_submit(job_runs):
     assert lines[0] == f"features gate dt={DT}: Spark master local[1]"  # spark-submit's --master, not the env
     assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 15/15 expectations; Data Docs: {root}/validation/")
     assert lines[2].startswith(f"item_table dt={DT}: PASSED 14/14 expectations; Data Docs: {root}/validation/")
-    assert lines[3] == f"features gate dt={DT}: all checks passed"
-    assert len(lines) == 4
+    assert lines[3] == f"look-back dt={DT}: PASSED 1 clean days read"
+    assert lines[4] == f"features gate dt={DT}: all checks passed"
+    assert len(lines) == 5
     assert sorted(p.name for p in cwd.iterdir()) == ["lake"]  # nothing written into the working directory
 
 
@@ -642,3 +645,56 @@ def test_candidates_gate_needs_the_features_it_checks_against(settings):
     pq.write_table(pa.table({"user_id": ["u1"]}), path / "part-00000.parquet")  # features from before seen_item_ids
     with pytest.raises(GateFailed, match=r"lacks \['seen_item_ids'\].*re-run behavior_etl for 2026-01-31"):
         check_candidates(good, DT, settings)
+
+
+# ------------------------------------------------------------------------------------ look-back gate (features)
+
+
+def lookback_manifest(dt: str, read: list[str], items_from: str | None = None, first_dt: str = "2026-01-01") -> dict:
+    """featurize's ``_manifest.json`` for ``dt``: the clean days it read and the vocabulary day it carried over."""
+    return {
+        "dt": dt,
+        "first_dt": first_dt,
+        "lookback_days": 30,
+        "clean_days": [{"dt": d, "path": f"/lake/clean/events/dt={d}", "raw_lines": 10, "clean": 10} for d in read],
+        "items_vocabulary_from": items_from and {"dt": items_from, "path": f"/lake/features/items/dt={items_from}"},
+    }
+
+
+def test_lookback_passes_when_every_raw_day_was_read():
+    raw = ["2025-12-31", "2026-01-29", "2026-01-30", DT, "2026-02-01"]  # outside the window or D itself: not asked
+    assert check_lookback(lookback_manifest(DT, ["2026-01-29", "2026-01-30", DT], "2026-01-30"), raw) is None
+
+
+def test_lookback_names_the_day_featurize_did_not_read_and_the_fix():
+    manifest = lookback_manifest(DT, ["2026-01-29", DT], items_from="2026-01-29")
+    with pytest.raises(GateFailed) as failed:
+        check_lookback(manifest, ["2026-01-29", "2026-01-30", DT])
+    assert str(failed.value) == (
+        f"look-back FAILED for features dt={DT}: dt=2026-01-30 has raw events but no published clean/events "
+        "partition was read. Run behavior_etl for 2026-01-30 first (and each later day with raw events, oldest "
+        f"first), then re-run behavior_etl for {DT}"
+    )
+
+
+def test_lookback_fails_when_the_vocabulary_skips_a_day_whose_features_are_missing():
+    manifest = lookback_manifest(DT, ["2026-01-29", "2026-01-30", DT], items_from="2026-01-29")
+    with pytest.raises(
+        GateFailed,
+        match=r"dt=2026-01-30 has raw events but its features were not published .*"
+        r"carried over from 2026-01-29\)\. Run behavior_etl for 2026-01-30 first",
+    ):
+        check_lookback(manifest, ["2026-01-29", "2026-01-30", DT])
+
+
+def test_validate_job_requires_the_lookback_manifest(tmp_path):
+    from jobs.validate import check_inputs
+
+    root = tmp_path / "lake"
+    sequences = _write_staged(root, lake.FEATURE_SEQUENCES, "user_sequences", CASES["user_sequences"][1])
+    _write_staged(root, lake.FEATURE_ITEMS, "item_table", CASES["item_table"][1])
+    with pytest.raises(FileNotFoundError) as missing:
+        check_inputs("features", DT, str(root))
+    assert str(missing.value) == (
+        f"no look-back manifest for features dt={DT}: looked for {sequences}/_manifest.json; re-run featurize for {DT}"
+    )

@@ -80,3 +80,74 @@ def test_remove_dir_removes_a_tree_and_ignores_a_missing_one(tmp_path):
     lake.remove_dir(str(tmp_path / "work"))
     assert not (tmp_path / "work").exists()
     lake.remove_dir(str(tmp_path / "work"))  # nothing there: no error
+
+
+def run_publish_task(task_id: str, dt: str) -> list[str]:
+    """Call behavior_etl's publish task ``task_id`` as Airflow does (its body, with the run's ``ds``)."""
+    from dags.behavior_etl import behavior_etl
+
+    result = behavior_etl().get_task(task_id).python_callable(ds=dt)
+    if task_id == "publish_features":  # a generator: it yields the Asset event's metadata
+        return [p for metadata in result for p in metadata.extra["paths"]]
+    return result
+
+
+FEATURE_TASK_OUTPUTS = (lake.FEATURE_ITEMS, lake.FEATURE_SEQUENCES, lake.QUARANTINE_ITEMS)
+
+
+@pytest.mark.parametrize(
+    "task_id, datasets, blocked",
+    [
+        ("publish_clean", (lake.QUARANTINE_EVENTS, lake.CLEAN_EVENTS), lake.CLEAN_EVENTS),
+        ("publish_features", FEATURE_TASK_OUTPUTS, lake.FEATURE_SEQUENCES),
+        ("publish_features", FEATURE_TASK_OUTPUTS, lake.QUARANTINE_ITEMS),
+    ],
+)
+def test_publish_task_failing_between_its_moves_succeeds_on_retry(tmp_path, monkeypatch, task_id, datasets, blocked):
+    root = str(tmp_path)
+    monkeypatch.setenv("ATTNREC_DATA_ROOT", root)
+    for dataset in datasets:
+        stage(root, dataset, DT, f"staged {dataset}")
+    # a real filesystem failure on the move of `blocked`: a file where its dataset directory must be
+    block = tmp_path / blocked
+    block.parent.mkdir(parents=True, exist_ok=True)
+    block.write_text("in the way")
+    with pytest.raises(OSError):
+        run_publish_task(task_id, DT)
+    moved_first = datasets[: datasets.index(blocked)]
+    assert all(lake.is_complete(lake.partition(root, d, DT)) for d in moved_first)  # the failure came after a move
+
+    block.unlink()
+    paths = run_publish_task(task_id, DT)  # the retry finishes the rest
+
+    assert sorted(paths) == sorted(lake.partition(root, d, DT) for d in datasets)
+    for dataset in datasets:
+        assert (tmp_path / dataset / f"dt={DT}" / "part-0.parquet").read_text() == f"staged {dataset}"
+        assert lake.list_partitions(root, dataset) == [DT]
+        assert not lake.exists(lake.staging(root, dataset, DT))
+    assert run_publish_task(task_id, DT) == paths  # a retry after a publish that finished is a no-op
+
+
+def test_publish_retry_refuses_a_partition_this_publish_did_not_stage(tmp_path):
+    root = str(tmp_path)
+    for dataset in lake.CLEAN_OUTPUTS:
+        stage(root, dataset, DT, "first run")
+    lake.publish_all(root, lake.CLEAN_OUTPUTS, DT)
+    stage(root, lake.CLEAN_EVENTS, DT, "re-run")  # the re-run staged clean events, and no quarantine
+    with pytest.raises(FileNotFoundError, match=f"cannot finish publishing {lake.QUARANTINE_EVENTS}, .*re-run the"):
+        lake.publish_all(root, lake.CLEAN_OUTPUTS, DT)
+    assert (tmp_path / lake.CLEAN_EVENTS / f"dt={DT}" / "part-0.parquet").read_text() == "first run"  # nothing moved
+    assert lake.is_complete(lake.staging(root, lake.CLEAN_EVENTS, DT))
+
+
+def test_publish_cleans_up_a_copy_an_interrupted_replace_left_aside(tmp_path):
+    root = str(tmp_path)
+    stage(root, lake.CANDIDATES, DT, "v1")
+    published = tmp_path / "candidates" / f"dt={DT}"
+    lake.publish(root, lake.CANDIDATES, DT)
+    published.rename(published.with_name(f"dt={DT}.replaced-0badf00d"))  # killed between replace_dir's renames
+    assert lake.list_partitions(root, lake.CANDIDATES) == []
+    stage(root, lake.CANDIDATES, DT, "v2")
+    lake.publish(root, lake.CANDIDATES, DT)
+    assert sorted(p.name for p in (tmp_path / "candidates").iterdir()) == [f"dt={DT}"]
+    assert (published / "part-0.parquet").read_text() == "v2"
