@@ -151,7 +151,10 @@ class Settings(BaseSettings):
     seed: int = Field(42, validation_alias="ATTNREC_SEED", description="the one seed every random choice derives from")
     train_epochs: int = Field(30, validation_alias="ATTNREC_TRAIN_EPOCHS", description="maximum training epochs")
     train_max_minutes: float = Field(
-        5.0, validation_alias="ATTNREC_TRAIN_MAX_MINUTES", description="wall-clock budget for training, in minutes"
+        120.0,
+        validation_alias="ATTNREC_TRAIN_MAX_MINUTES",
+        description="wall-clock safety net for training, in minutes: epochs and early stopping decide, this only "
+        "stops a run that hangs or crawls (MovieLens-100K: ~3 min idle, up to ~40 min on a busy machine)",
     )
     train_ablation: Flag = Field(
         True,

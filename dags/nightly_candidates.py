@@ -1,18 +1,22 @@
-"""nightly_candidates: top-K unseen items per user from the champion model, validated, then published.
+"""nightly_candidates: top-K unseen items per user from one model version, validated, then published.
 
-    check_champion -> wait_for_features -> generate (models:/attention-recommender@champion)
-                   -> validate (GX suite, then checks against the day's features) -> publish candidates/dt=D
+    resolve_version -> wait_for_features -> generate (models:/attention-recommender/<version>)
+                    -> validate (GX suite, then checks against the day's features)
+                    -> publish candidates/dt=D (with _manifest.json: the version served)
 
-The run fails at once when the registry has no champion (run train_recommender first). Then it waits
-(reschedule mode, no worker slot held) until behavior_etl has published features/*/dt=D with their completion
-markers, for up to ATTNREC_WAIT_TIMEOUT_HOURS (default 6), then fails naming what is missing. It serves the
-champion of that moment: when train_recommender is still training on D's features, the previous champion writes
-D's candidates.
+resolve_version picks the model version once, at the start of the run, and hands it to generate through XCom, so
+the whole run serves that version even if ``champion`` moves meanwhile; the task log, the XCom and the
+partition's ``_manifest.json`` record it. A re-run or backfill of day D whose published candidates record
+version V serves V again, so D's candidates are reproducible; trigger with ``{"re_resolve": true}`` to serve the
+current champion instead (e.g. after a roll-back). The run fails at once when it needs the champion and the
+registry has none (run train_recommender first). Then it waits (reschedule mode, no worker slot held) until
+behavior_etl has published features/*/dt=D with their completion markers, for up to ATTNREC_WAIT_TIMEOUT_HOURS
+(default 6), then fails naming what is missing.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from dags.wiring import START_DATE, default_args, sensor_timeout
 
@@ -25,16 +29,25 @@ from dags.wiring import START_DATE, default_args, sensor_timeout
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
+    params={
+        "re_resolve": Param(
+            False,
+            type="boolean",
+            description="serve the current champion even when day D's published candidates record another version",
+        )
+    },
     tags=["attnrec", "serving"],
     doc_md=__doc__,
 )
 def nightly_candidates():
     @task
-    def check_champion() -> str:
+    def resolve_version(ds: str | None = None, params: dict | None = None) -> str:
         from attnrec.settings import get_settings
-        from models.registry import require_champion
+        from models.candidates import resolve_version as resolve
 
-        return require_champion(get_settings())
+        version, why = resolve(ds, get_settings(), re_resolve=bool((params or {}).get("re_resolve")))
+        print(f"dt={ds}: serving model version {version}: {why}")
+        return version
 
     @task.sensor(mode="reschedule", poke_interval=300, timeout=sensor_timeout(), soft_fail=False)
     def wait_for_features(ds: str | None = None) -> bool:
@@ -48,10 +61,10 @@ def nightly_candidates():
         return not missing
 
     @task
-    def generate(ds: str | None = None) -> dict:
+    def generate(version: str, ds: str | None = None) -> dict:
         from models.candidates import run
 
-        return run(ds)
+        return run(ds, version=version)
 
     @task
     def validate(summary: dict, ds: str | None = None) -> dict:
@@ -68,8 +81,9 @@ def nightly_candidates():
 
         return lake.publish(get_settings().data_root, lake.CANDIDATES, ds)
 
-    summary = generate()
-    check_champion() >> wait_for_features() >> summary
+    version = resolve_version()
+    summary = generate(version)
+    version >> wait_for_features() >> summary
     publish(validate(summary))
 
 

@@ -1,13 +1,17 @@
 """Nightly candidates: the champion model's top-K unseen items for every user, for one partition.
 
-``run(dt)`` (the nightly_candidates DAG) or ``attnrec candidates --dt YYYY-MM-DD``:
-load ``models:/attention-recommender@champion`` -> read features/items for ``dt`` -> stream the published
+``run(dt, version=V)`` (the nightly_candidates DAG, with the version :func:`resolve_version` chose at the start of
+its run) or ``attnrec candidates --dt YYYY-MM-DD`` (the champion of the moment):
+load ``models:/attention-recommender/V`` -> read features/items for ``dt`` -> stream the published
 features/sequences ``USER_BATCH`` users at a time: encode them -> score the full catalogue in chunks,
 excluding every item the user has seen in the look-back (``seen_item_ids``, the event types of
 ATTNREC_SEEN_EVENT_TYPES: not only the events kept in the sequence) and every item that is not available in
 features/items (retired, or no longer in the table) -> top-K -> parquet in
-``lake.staging(root, candidates, dt)`` with ``_SUCCESS``, written aside and renamed into place (the
-candidates gate validates it and publishes it).
+``lake.staging(root, candidates, dt)`` with ``_manifest.json`` (the model name and version served) and
+``_SUCCESS``, written aside and renamed into place (the candidates gate validates it and publishes it).
+
+A re-run or backfill of day D re-serves the version recorded in D's published manifest, so D's candidates are
+reproducible; ``resolve_version(..., re_resolve=True)`` serves the current champion instead.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from attnrec.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 USER_BATCH = 1024
+#: Beside ``_SUCCESS`` in a candidates partition: which model version wrote it (JSON).
+MANIFEST_FILE = "_manifest.json"
 
 #: The features/sequences column of the items each user has seen in the whole look-back (jobs/featurize.py).
 SEEN_COLUMN = "seen_item_ids"
@@ -83,9 +89,37 @@ def candidate_table(user_ids: Any, top_idx: Any, top_score: Any, item_ids: Any, 
     )
 
 
-def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
+def recorded_version(root: str, dt: str) -> str | None:
+    """The model version the published candidates of ``dt`` record in their manifest; None when there are none
+    (or they were written before manifests existed)."""
+    uri = lake.join(lake.partition(root, lake.CANDIDATES, dt), MANIFEST_FILE)
+    if not lake.is_complete(lake.partition(root, lake.CANDIDATES, dt)) or not lake.exists(uri):
+        return None
+    return str(lake.read_json(uri)["model_version"])
+
+
+def resolve_version(dt: str, settings: Settings | None = None, re_resolve: bool = False) -> tuple[str, str]:
+    """(version, why): the model version that serves day ``dt``, chosen once per run. The version recorded in
+    ``dt``'s published candidates when there is one (a re-run or backfill re-serves it), unless ``re_resolve``;
+    otherwise the version ``champion`` points at now (RuntimeError when there is none)."""
+    from models.registry import require_champion
+
+    check_dt(dt)
+    settings = settings or get_settings()
+    recorded = None if re_resolve else recorded_version(settings.data_root, dt)
+    if recorded is not None:
+        return recorded, (
+            f"re-serving version {recorded}, recorded in the published candidates of dt={dt} "
+            "(trigger with re_resolve=true to serve the current champion)"
+        )
+    version = require_champion(settings)
+    return version, f"'champion' points at version {version}" + (" (re_resolve=true)" if re_resolve else "")
+
+
+def run(dt: str, settings: Settings | None = None, version: str | None = None) -> dict[str, Any]:
     """Write top-K candidates for every user in features/sequences for ``dt`` to the staging partition,
-    streaming the users ``USER_BATCH`` at a time (memory does not grow with the number of users).
+    streaming the users ``USER_BATCH`` at a time (memory does not grow with the number of users), with model
+    ``version`` (default: the version ``champion`` points at now) recorded in the partition's manifest.
 
     Returns {"path", "users", "rows", "model_version"}.
     """
@@ -95,13 +129,16 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
     from models.encoding import encode_record_batch
     from models.features import count_rows, feature_paths, read_table, sequence_batches
     from models.recommender import recommend
-    from models.registry import load_champion
+    from models.registry import load_champion, load_version
     from models.runtime import choose_device
 
     check_dt(dt)
     settings = settings or get_settings()
     paths = feature_paths(settings.data_root, dt)  # inputs first: a missing day fails before any model loads
-    rec, version = load_champion(settings)
+    if version is None:
+        rec, version = load_champion(settings)
+    else:
+        rec = load_version(settings, str(version))
     device, _ = choose_device()
     rec.model.to(device)
     n_users = count_rows(paths["sequences"])
@@ -154,6 +191,8 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
                 rows, done = rows + table.num_rows, done + batch.num_rows
                 elapsed = max(time.monotonic() - start, 1e-9)
                 log.info("candidates: %d/%d users, %.0f users/s", done, n_users, done / elapsed)
+        manifest = {"dt": dt, "model_name": settings.model_name, "model_version": str(version)}
+        lake.write_json(lake.join(tmp_uri, MANIFEST_FILE), {**manifest, "rows": rows, "users": done})
         with filesystem.open_output_stream(f"{tmp}/{lake.SUCCESS_MARKER}"):
             pass
         lake.replace_dir(tmp_uri, out_uri)
@@ -163,5 +202,5 @@ def run(dt: str, settings: Settings | None = None) -> dict[str, Any]:
         if filesystem.get_file_info(tmp).type != fs.FileType.NotFound:
             filesystem.delete_dir(tmp)
         raise
-    log.info("candidates: wrote %d rows for %d users to %s", rows, done, out_uri)
+    log.info("candidates: wrote %d rows for %d users to %s with model version %s", rows, done, out_uri, version)
     return {"path": out_uri, "users": done, "rows": rows, "model_version": str(version)}

@@ -105,27 +105,25 @@ def input_example(holdout: list["Holdout"]) -> Any:
 
 
 def log_recommender(rec: "Recommender", workdir: str, example: list["Holdout"]) -> str:
-    """Log ``rec`` as an MLflow pyfunc (checkpoint artifact, signature, input example) in the active run;
-    return the logged model's URI."""
+    """Log ``rec`` as an MLflow pyfunc in the active run and return the logged model's URI.
+
+    Models from code: the pyfunc class is models/pyfunc.py (MLflow stores that source file, not a pickle), the
+    artifact is the checkpoint alone, and the pip requirements are what loading it imports, pinned to
+    requirements.lock."""
     import mlflow
-    import torch
 
-    from models.pyfunc import CHECKPOINT_FILE, RecommenderPyfunc
+    from attnrec.settings import PROJECT_ROOT
+    from models import pyfunc
 
-    path = os.path.join(workdir, CHECKPOINT_FILE)
+    path = os.path.join(workdir, pyfunc.CHECKPOINT_FILE)
     rec.save(path)
     info = mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
-        python_model=RecommenderPyfunc(),
+        python_model=pyfunc.__file__,
         artifacts={"checkpoint": path},
         signature=signature(),
         input_example=input_example(example) if example else None,
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"mlflow=={mlflow.__version__}",
-            "pandas",
-            "pyarrow",
-        ],
+        pip_requirements=pyfunc.pip_requirements(PROJECT_ROOT / "requirements.lock"),
         metadata={"data_version": {k: str(v) for k, v in rec.data_version.items()}, "n_items": rec.vocab.n_items},
     )
     return info.model_uri
@@ -155,12 +153,30 @@ def alias_version(settings: Settings, alias: str) -> str | None:
 
 
 def load_version(settings: Settings, version: str) -> "Recommender":
-    """Rebuild the recommender of one registered version from its artifact alone."""
+    """Rebuild the recommender of one registered version from its checkpoint alone: the model directory is
+    downloaded and the checkpoint read with ``weights_only``; no code from the artifact store runs."""
+    import tempfile
+
     import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from models.recommender import Recommender
 
     client(settings)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
-    return pyfunc.unwrap_python_model().recommender
+    uri = f"models:/{settings.model_name}/{version}"
+    with tempfile.TemporaryDirectory(prefix="attnrec-model-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+        except MlflowException as err:
+            raise RuntimeError(
+                f"cannot load {uri} from the MLflow registry at {settings.mlflow_tracking_uri}: {err.message}; "
+                "list the versions with `attnrec registry show`"
+            ) from None
+        artifacts = Model.load(local).flavors["python_function"].get("artifacts", {})
+        if "checkpoint" not in artifacts:
+            raise RuntimeError(f"{uri} holds no 'checkpoint' artifact; it was not logged by attnrec's train stage")
+        return Recommender.load(os.path.join(local, artifacts["checkpoint"]["path"]))
 
 
 def require_champion(settings: Settings) -> str:

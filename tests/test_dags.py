@@ -29,6 +29,7 @@ for dag in bag.dags.values():
                   for t in dag.tasks},
         "timetable": type(dag.timetable).__name__,
         "max_active_runs": dag.max_active_runs,
+        "params": dag.params.dump(),
         "conn_id": next((getattr(t, "_conn_id", None) for t in dag.tasks if getattr(t, "_conn_id", None)), None),
     }
 from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
@@ -97,9 +98,14 @@ def test_embedded_spark_connection_is_local(dagbag):
 def test_nightly_candidates_waits_for_published_features(dagbag):
     tasks = dagbag["dags"]["nightly_candidates"]["tasks"]
     assert tasks["wait_for_features"]["mode"] == "reschedule"  # holds no worker slot while waiting
-    assert tasks["wait_for_features"]["upstream"] == ["check_champion"]  # no champion: fail at once, do not wait
-    assert tasks["generate"]["upstream"] == ["wait_for_features"]
+    assert tasks["wait_for_features"]["upstream"] == ["resolve_version"]  # no champion: fail at once, do not wait
+    assert tasks["generate"]["upstream"] == ["resolve_version", "wait_for_features"]  # the version, through XCom
     assert tasks["publish"]["upstream"] == ["validate"]
+
+
+def test_nightly_candidates_re_serves_the_recorded_version_unless_told_to_re_resolve(dagbag):
+    assert dagbag["dags"]["nightly_candidates"]["params"] == {"re_resolve": False}
+    assert dagbag["dags"]["behavior_etl"]["params"] == {}
 
 
 def test_missing_partitions_names_what_is_not_published(tmp_path, monkeypatch):

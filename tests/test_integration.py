@@ -2,7 +2,8 @@
 
 Each DAG runs with ``airflow dags test`` (which calls ``dag.test()``) in a fresh Airflow home after
 ``airflow db migrate``, with only AIRFLOW_HOME, ATTNREC_DATA_ROOT and MLFLOW_TRACKING_URI pointing somewhere
-new (plus small training/candidate sizes so the test stays quick). Spark jobs go through spark-submit.
+new (plus small training/candidate sizes so the test stays quick; epochs, never the wall clock, bound training).
+Spark jobs go through spark-submit.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ def env(tmp_path_factory) -> dict[str, str]:
         MLFLOW_TRACKING_URI=f"sqlite:///{base / 'mlflow.db'}",
         ATTNREC_MLFLOW_ARTIFACTS=(base / "mlartifacts").as_uri(),
         ATTNREC_TRAIN_EPOCHS="3",
-        ATTNREC_TRAIN_MAX_MINUTES="2",
         ATTNREC_TOP_K=str(TOP_K),
         ATTNREC_SPARK_DRIVER_MEMORY="1g",
     )
@@ -56,9 +56,9 @@ def env(tmp_path_factory) -> dict[str, str]:
     return env
 
 
-def dags_test(env: dict[str, str], dag_id: str, dt: str = DT) -> subprocess.CompletedProcess:
+def dags_test(env: dict[str, str], dag_id: str, dt: str = DT, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", dag_id, dt],
+        [sys.executable, "-m", "airflow", "dags", "test", dag_id, dt, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -117,3 +117,32 @@ def test_full_chain_writes_candidates_per_contract(env):
         assert not set(group["item_id"]) & seen[user], f"seen items recommended to {user}"
         assert group["item_id"].is_unique
     assert set(cands["model_name"]) == {"attention-recommender"} and set(cands["model_version"]) == {"1"}
+
+
+def test_a_rerun_re_serves_the_recorded_version_until_told_to_re_resolve(env):
+    """After the chain served version 1 for DT, champion moves to version 2: re-running DT serves 1 again (its
+    manifest says so); only a run triggered with {"re_resolve": true} serves the new champion."""
+    import mlflow
+    import pyarrow.parquet as pq
+    from mlflow import MlflowClient
+
+    from attnrec import lake
+    from models.candidates import MANIFEST_FILE
+
+    root = env["ATTNREC_DATA_ROOT"]
+    published = lake.partition(root, lake.CANDIDATES, DT)
+    assert lake.read_json(lake.join(published, MANIFEST_FILE))["model_version"] == "1"
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])  # registering a models:/ source looks it up there
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
+    v1 = client.get_model_version("attention-recommender", "1")
+    v2 = client.create_model_version("attention-recommender", v1.source, run_id=v1.run_id)
+    client.set_registered_model_alias("attention-recommender", "champion", v2.version)
+    assert str(v2.version) == "2"
+
+    for conf, served in ((None, "1"), ('{"re_resolve": true}', "2")):
+        proc = dags_test(env, "nightly_candidates", DT, *(["--conf", conf] if conf else []))
+        assert_ok(proc, f"nightly_candidates conf={conf}")
+        assert f"serving model version {served}: " in proc.stdout + proc.stderr  # the task log says which
+        assert set(pq.read_table(published).column("model_version").to_pylist()) == {served}
+        manifest = lake.read_json(lake.join(published, MANIFEST_FILE))
+        assert (manifest["dt"], manifest["model_version"]) == (DT, served)

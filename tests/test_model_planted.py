@@ -85,7 +85,6 @@ def test_only_order_aware_scorers_find_the_planted_partner():
         patience=100,
         max_seq_len=2 * PAIRS,
         epochs=25,
-        max_minutes=2.0,
         seed=0,
     )
     torch.manual_seed(0)

@@ -41,7 +41,6 @@ def test_tiny_model_overfits_a_planted_next_item_pattern():
         patience=100,
         max_seq_len=8,
         epochs=40,
-        max_minutes=1.0,
         seed=0,
     )
     rec = Recommender(build_model(vocab, tcfg), vocab, {"dt": "2026-01-01"}, positive_counts(split.train, vocab))
@@ -76,7 +75,6 @@ def _planted_training(dropout: float = 0.3, **overrides):
         warmup_steps=5,
         patience=100,
         max_seq_len=8,
-        max_minutes=5.0,
         seed=0,
         **overrides,
     )
@@ -190,7 +188,6 @@ def test_sampled_softmax_trains_a_tiny_set():
         n_negatives=8,
         max_seq_len=8,
         epochs=40,
-        max_minutes=1.0,
         seed=0,
     )
     torch.manual_seed(0)
@@ -220,7 +217,6 @@ def test_training_and_validation_run_under_bf16_autocast(sampled):
         n_negatives=8,
         max_seq_len=8,
         epochs=2,
-        max_minutes=1.0,
         seed=0,
     )
     torch.manual_seed(0)

@@ -134,7 +134,6 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
         patience=100,
         max_seq_len=32,
         epochs=30,
-        max_minutes=1.0,
         seed=1,
     )
 

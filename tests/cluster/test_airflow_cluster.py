@@ -47,7 +47,6 @@ TRAIN_QUEUE = "gpu"  # the queue compose's trainer serves
 #: small training, so the run is dominated by process start-up (the model and its checks run in tests/test_model*.py)
 TRAINING_ENV = {
     "ATTNREC_TRAIN_EPOCHS": "2",
-    "ATTNREC_TRAIN_MAX_MINUTES": "1",
     "ATTNREC_TRAIN_ABLATION": "false",
     "ATTNREC_MAX_SEQ_LEN": "32",
     "OMP_NUM_THREADS": "1",
