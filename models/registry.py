@@ -7,6 +7,9 @@ Aliases of the registered model ``attention-recommender``:
   NDCG@10 beats the champion's NDCG@10 on the *same* holdout (the new run's) by more than
   ``settings.promotion_margin``; the decision and reason are recorded on the new version.
 
+Only "the model or alias does not exist" reads as "no champion": any other MLflow error (401/403, 5xx, a
+timeout, a wrong URI) fails the caller with the server's message, so an outage never promotes a model.
+
 Forcing or rolling back a promotion (moves ``champion`` to any existing version and records why)::
 
     attnrec registry promote --version 3 --reason "roll back: v4 candidates look wrong"
@@ -144,14 +147,40 @@ def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, st
     return str(mv.version)
 
 
+def is_missing(err: BaseException) -> bool:
+    """Whether an MLflow error means "does not exist" (RESOURCE_DOES_NOT_EXIST: no such model or version).
+    Anything else - 401/403, a 5xx, a timeout, a URI that is not an MLflow server - is not an absence."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    return isinstance(err, MlflowException) and err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+
+
+def registry_error(settings: Settings, what: str, err: BaseException) -> RuntimeError:
+    """A RuntimeError for a failed registry call: what was asked, where, the server's message and the fix."""
+    return RuntimeError(
+        f"MLflow registry at {settings.mlflow_tracking_uri} failed to {what}: {err}; nothing was promoted. "
+        "Check the server, MLFLOW_TRACKING_URI and the credentials (MLFLOW_TRACKING_USERNAME / "
+        "MLFLOW_TRACKING_PASSWORD), then re-run the task"
+    )
+
+
 def alias_version(settings: Settings, alias: str) -> str | None:
-    """The version number ``alias`` points at, or None when the model or the alias does not exist."""
+    """The version number ``alias`` points at, or None when the model or the alias does not exist.
+
+    Any other registry error raises a RuntimeError with the server's message (see :func:`is_missing`). The
+    aliases are read from the registered model: MLflow answers a missing alias with INVALID_PARAMETER_VALUE,
+    which cannot be told from a real bad request, while a missing model is RESOURCE_DOES_NOT_EXIST."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
-    except MlflowException:
-        return None
+        model = client(settings).get_registered_model(settings.model_name)
+    except MlflowException as err:
+        if is_missing(err):
+            return None
+        raise registry_error(settings, f"read alias {alias!r} of model {settings.model_name!r}", err) from err
+    version = model.aliases.get(alias)
+    return None if version is None else str(version)
 
 
 def load_version(settings: Settings, version: str) -> "Recommender":
@@ -230,7 +259,9 @@ def promote(settings: Settings, version: str, reason: str = "manual promotion") 
     c = client(settings)
     try:
         c.get_model_version(settings.model_name, str(version))
-    except MlflowException:
+    except MlflowException as err:
+        if not is_missing(err):
+            raise registry_error(settings, f"read version {version!r} of {settings.model_name!r}", err) from err
         raise ValueError(
             f"model '{settings.model_name}' has no version {version!r} at {settings.mlflow_tracking_uri}; "
             "list them with `attnrec registry show`"
