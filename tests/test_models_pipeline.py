@@ -334,9 +334,13 @@ def test_train_run_then_candidates(env):
     assert not any(Path(env.checkpoint_dir).glob("*/*.pt"))  # checkpoints are removed once the run is recorded
     assert client.get_experiment(run.info.experiment_id).artifact_location == env.mlflow_artifact_root
     assert registry.alias_version(env, "champion") == registry.alias_version(env, "challenger") == "1"
-    from attnrec.cli import summary  # what make demo prints: the champion beside every baseline of its run
+    from attnrec.cli import summary_lines  # what make demo prints: the champion beside every baseline of its run
 
-    table = summary(DT).split("Test metrics (same leave-one-out split, full catalogue):\n", 1)[1].splitlines()
+    table = (
+        "\n".join(summary_lines(DT))
+        .split("Test metrics (same leave-one-out split, full catalogue):\n", 1)[1]
+        .splitlines()
+    )
     assert table[0].split() == ["hr_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_50", "coverage_at_10"]
     assert [row.split()[0] for row in table[1:]] == ["attention", "transition", "plain", "popularity"]
     assert f"{result['knn_metrics']['ndcg_at_10']:.4f}" in table[2]
