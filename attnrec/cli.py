@@ -262,10 +262,10 @@ def summary_lines(dt: str) -> list[str]:
     """Day ``dt`` in a few lines: candidates, clean and quarantine, reconciliation, Data Docs, MLflow registry."""
     import pyarrow.parquet as pq
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from attnrec import lake
     from attnrec.settings import get_settings
+    from models.registry import CHAMPION, alias_version
 
     s = get_settings()
     lines = []
@@ -289,11 +289,11 @@ def summary_lines(dt: str) -> list[str]:
     lines.append(f"Data Docs     : {lake.join(lake.data_docs_dir(s.data_root), 'index.html')}")
     lines.append(f"MLflow store  : {s.mlflow_tracking_uri} (artifacts {s.mlflow_artifact_root})")
     client = MlflowClient(tracking_uri=s.mlflow_tracking_uri)
-    try:
-        champion = client.get_model_version_by_alias(s.model_name, "champion")
-    except MlflowException as err:  # no such model or alias yet
-        lines.append(f"Registry      : no champion of {s.model_name!r} yet ({type(err).__name__})")
+    version = alias_version(s, CHAMPION)  # None only when there is none; any other registry error raises
+    if version is None:
+        lines.append(f"Registry      : no champion of {s.model_name!r} yet (no such model or alias in the registry)")
     else:
+        champion = client.get_model_version(s.model_name, version)
         metrics = client.get_run(champion.run_id).data.metrics
         lines.append(f"Registry      : {s.model_name} champion = version {champion.version} (run {champion.run_id})")
         lines.append("Test metrics (same leave-one-out split, full catalogue):")

@@ -175,7 +175,13 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(
         0.0,
         validation_alias="ATTNREC_PROMOTION_MARGIN",
-        description="NDCG@10 gain a challenger needs to replace the champion",
+        description="validation NDCG@10 gain a challenger needs to replace the champion",
+    )
+    backfill_promote: Flag = Field(
+        False,
+        validation_alias="ATTNREC_BACKFILL_PROMOTE",
+        description="let a run for a day before the champion's features day take 'champion' (without a "
+        "comparison: that champion has seen the run's holdout); false: such a backfill leaves the champion alone",
     )
     top_k: int = Field(100, validation_alias="ATTNREC_TOP_K", description="candidates per user")
 

@@ -3,9 +3,16 @@
 Aliases of the registered model ``attention-recommender``:
 
 * ``challenger`` - the version the latest training run registered;
-* ``champion``   - the version candidate generation serves. A new version takes it only when its test
-  NDCG@10 beats the champion's NDCG@10 on the *same* holdout (the new run's) by more than
-  ``settings.promotion_margin``; the decision and reason are recorded on the new version.
+* ``champion``   - the version candidate generation serves. A new version takes it only when its validation
+  NDCG@10 beats the champion's on the *same* validation holdout (the new run's: each user's second-to-last
+  positive event) by more than ``settings.promotion_margin``. The test holdout (the last positive event) takes
+  no part in any choice, so a run's ``test_*`` metrics stay an untouched estimate. A champion trained on
+  features of a later day than the run's ``dt`` has seen that run's holdout targets: such a backfill is not
+  compared and leaves ``champion`` alone unless ``ATTNREC_BACKFILL_PROMOTE`` is true. Every decision and its
+  reason are recorded on the new version (tags and description).
+
+Only "the model or alias does not exist" reads as "no champion": any other MLflow error (401/403, 5xx, a
+timeout, a wrong URI) fails the caller with the server's message, so an outage never promotes a model.
 
 Forcing or rolling back a promotion (moves ``champion`` to any existing version and records why)::
 
@@ -142,14 +149,40 @@ def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, st
     return str(mv.version)
 
 
+def is_missing(err: BaseException) -> bool:
+    """Whether an MLflow error means "does not exist" (RESOURCE_DOES_NOT_EXIST: no such model or version).
+    Anything else - 401/403, a 5xx, a timeout, a URI that is not an MLflow server - is not an absence."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    return isinstance(err, MlflowException) and err.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+
+
+def registry_error(settings: Settings, what: str, err: BaseException) -> RuntimeError:
+    """A RuntimeError for a failed registry call: what was asked, where, the server's message and the fix."""
+    return RuntimeError(
+        f"MLflow registry at {settings.mlflow_tracking_uri} failed to {what}: {err}; nothing was promoted. "
+        "Check the server, MLFLOW_TRACKING_URI and the credentials (MLFLOW_TRACKING_USERNAME / "
+        "MLFLOW_TRACKING_PASSWORD), then re-run the task"
+    )
+
+
 def alias_version(settings: Settings, alias: str) -> str | None:
-    """The version number ``alias`` points at, or None when the model or the alias does not exist."""
+    """The version number ``alias`` points at, or None when the model or the alias does not exist.
+
+    Any other registry error raises a RuntimeError with the server's message (see :func:`is_missing`). The
+    aliases are read from the registered model: MLflow answers a missing alias with INVALID_PARAMETER_VALUE,
+    which cannot be told from a real bad request, while a missing model is RESOURCE_DOES_NOT_EXIST."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client(settings).get_model_version_by_alias(settings.model_name, alias).version)
-    except MlflowException:
-        return None
+        model = client(settings).get_registered_model(settings.model_name)
+    except MlflowException as err:
+        if is_missing(err):
+            return None
+        raise registry_error(settings, f"read alias {alias!r} of model {settings.model_name!r}", err) from err
+    version = model.aliases.get(alias)
+    return None if version is None else str(version)
 
 
 def load_version(settings: Settings, version: str) -> "Recommender":
@@ -196,39 +229,80 @@ def load_champion(settings: Settings) -> tuple["Recommender", str]:
     return load_version(settings, version), version
 
 
+#: The holdout the gate compares on, recorded on every gated version (``promotion_holdout``).
+GATE_HOLDOUT = "validation"
+
+
 def decide(
     new_ndcg: float, champion_ndcg: float | None, margin: float, champion_version: str | None = None
 ) -> tuple[bool, str]:
-    """The promotion rule, pure: promote when there is no champion or new > champion + margin."""
+    """The promotion rule, pure: promote when there is no champion or new > champion + margin (validation
+    NDCG@10 of both on the same validation holdout)."""
     if champion_ndcg is None:
-        return True, f"no champion yet; promoted with test NDCG@10 {new_ndcg:.4f}"
+        return True, f"no champion yet; promoted with validation NDCG@10 {new_ndcg:.4f}"
     if new_ndcg > champion_ndcg + margin:
         return True, (
-            f"test NDCG@10 {new_ndcg:.4f} > champion v{champion_version} {champion_ndcg:.4f} + margin "
-            f"{margin:.4f} on the same holdout"
+            f"validation NDCG@10 {new_ndcg:.4f} > champion v{champion_version} {champion_ndcg:.4f} + margin "
+            f"{margin:.4f} on the same validation holdout"
         )
     return False, (
-        f"test NDCG@10 {new_ndcg:.4f} <= champion v{champion_version} {champion_ndcg:.4f} + margin "
-        f"{margin:.4f} on the same holdout; champion kept"
+        f"validation NDCG@10 {new_ndcg:.4f} <= champion v{champion_version} {champion_ndcg:.4f} + margin "
+        f"{margin:.4f} on the same validation holdout; champion kept"
     )
 
 
-def gate(settings: Settings, version: str, new_ndcg: float, holdout: list["Holdout"], dt: str) -> tuple[bool, str]:
-    """Evaluate the current champion on ``holdout`` (this run's test split), decide, move ``champion`` if the
-    new version wins, and record the decision on the new version (tags and description)."""
+def backfill_reason(champion: str, champion_dt: str, dt: str, version: str, allowed: bool) -> str:
+    """Why a run for ``dt`` does not compare with a champion trained on features of the later ``champion_dt``."""
+    seen = (
+        f"champion v{champion} was trained on features of {champion_dt}, later than this run's dt={dt}, so it "
+        "has seen this run's holdout targets and the two cannot be compared"
+    )
+    if allowed:
+        return f"backfill promoted without a comparison (ATTNREC_BACKFILL_PROMOTE=true): {seen}"
+    return (
+        f"backfill not compared, champion kept: {seen}. To serve this version anyway: "
+        f"`attnrec registry promote --version {version} --reason ...`, or re-run with ATTNREC_BACKFILL_PROMOTE=true"
+    )
+
+
+def gate(settings: Settings, version: str, new_ndcg: float, valid: list["Holdout"], dt: str) -> tuple[bool, str]:
+    """Decide whether ``version`` (trained on features of ``dt``, validation NDCG@10 ``new_ndcg`` on ``valid``)
+    takes ``champion``, move the alias if so, and record the decision on the version (tags and description).
+
+    The champion is evaluated on the same validation holdout ``valid`` (never the test holdout, which stays an
+    untouched estimate). When the champion's ``feature_dt`` is later than ``dt`` (a backfill) it has seen these
+    targets: no comparison; the champion stays unless ``settings.backfill_promote``. A registry error other
+    than "no champion" raises before anything is written."""
+    from mlflow.exceptions import MlflowException
+
     from models.evaluate import evaluate_recommender
 
     c = client(settings)
     champion = alias_version(settings, CHAMPION)
-    champion_ndcg = None
+    champion_dt, champion_ndcg = "none", None
     if champion is not None:
-        champion_ndcg = evaluate_recommender(load_version(settings, champion), holdout)["ndcg_at_10"]
-    promoted, reason = decide(new_ndcg, champion_ndcg, settings.promotion_margin, champion)
+        try:
+            champion_dt = c.get_model_version(settings.model_name, champion).tags.get("feature_dt", "unknown")
+        except MlflowException as err:  # the alias points at it: an error here is an outage, never an absence
+            raise registry_error(settings, f"read champion v{champion} of {settings.model_name!r}", err) from err
+    backfill = champion is not None and champion_dt != "unknown" and champion_dt > dt  # ISO dates sort as text
+    if backfill:
+        promoted = settings.backfill_promote
+        decision, holdout = ("promoted" if promoted else "not_compared"), "none"
+        reason = backfill_reason(champion, champion_dt, dt, version, promoted)
+    else:
+        if champion is not None:
+            champion_ndcg = evaluate_recommender(load_version(settings, champion), valid)["ndcg_at_10"]
+        promoted, reason = decide(new_ndcg, champion_ndcg, settings.promotion_margin, champion)
+        decision, holdout = ("promoted" if promoted else "rejected"), GATE_HOLDOUT
     tags = {
-        "promotion_decision": "promoted" if promoted else "rejected",
+        "promotion_decision": decision,
         "promotion_reason": reason,
+        "promotion_holdout": holdout,
         "holdout_dt": dt,
         "champion_before": champion or "none",
+        "champion_feature_dt": champion_dt,
+        "val_ndcg_at_10": f"{new_ndcg:.6f}",
         "champion_ndcg_at_10": "none" if champion_ndcg is None else f"{champion_ndcg:.6f}",
     }
     for k, v in tags.items():
@@ -246,7 +320,9 @@ def promote(settings: Settings, version: str, reason: str = "manual promotion") 
     c = client(settings)
     try:
         c.get_model_version(settings.model_name, str(version))
-    except MlflowException:
+    except MlflowException as err:
+        if not is_missing(err):
+            raise registry_error(settings, f"read version {version!r} of {settings.model_name!r}", err) from err
         raise ValueError(
             f"model '{settings.model_name}' has no version {version!r} at {settings.mlflow_tracking_uri}; "
             "list them with `attnrec registry show`"

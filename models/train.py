@@ -9,7 +9,11 @@ cosine decay, gradient clipping, early stopping on validation NDCG@10, bounded b
 resumable checkpoint after every epoch, models.checkpoints) -> the plain SASRec ablation (item ids only)
 with the same budget -> the test holdout beside the baselines (models.baselines) -> MLflow (models.report)
 and the model as a pyfunc -> register a version, alias "challenger" -> promote it to "champion" only if it
-beats the current champion on this run's holdout (models.registry).
+beats the current champion on this run's validation holdout (models.registry).
+
+Which holdout decides what: validation (each user's second-to-last positive event) chooses the epoch (early
+stopping), the kNN baseline's settings and the promotion; the test holdout (the last positive event) chooses
+nothing and is only reported (``test_*`` metrics), so it stays an untouched estimate.
 
 Several processes: ``torchrun --nproc_per_node=N -m attnrec train --dt YYYY-MM-DD`` (NCCL on GPUs, gloo on
 CPU). Every rank reads the same data and trains on its share of every batch, with DistributedDataParallel
@@ -164,7 +168,8 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
             return {"rank": ctx.rank}
 
         rec.model = rec.model.cpu()
-        metrics = evaluate_recommender(rec, split.test)
+        metrics = evaluate_recommender(rec, split.test)  # reported only: no choice below looks at it
+        val_ndcg = evaluate_recommender(rec, split.valid)["ndcg_at_10"]  # the gate's figure, as for the champion
         baseline = evaluate_popularity(counts, vocab, split.test)
         knn, knn_choice = tune_knn(split.train, vocab, counts, split.valid, tcfg.positive_types)
         knn_metrics = evaluate_knn(knn, split.test)
@@ -196,7 +201,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
                 "test_ndcg_at_10": f"{metrics['ndcg_at_10']:.6f}",
             },
         )
-        promoted, reason = registry.gate(settings, version, metrics["ndcg_at_10"], split.test, dt)
+        promoted, reason = registry.gate(settings, version, val_ndcg, split.valid, dt)
         mlflow.set_tags({"model_version": version, "promoted": str(promoted), "promotion_reason": reason})
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the run is recorded; a re-run of dt trains afresh
     return {

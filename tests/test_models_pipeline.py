@@ -13,6 +13,7 @@ from attnrec import lake
 from attnrec.settings import get_settings
 
 DT = "2026-01-31"
+DT_EARLY, DT_LATER = "2026-01-30", "2026-02-01"  # a backfill day and the next day
 N_ITEMS, N_USERS = 30, 40
 
 
@@ -145,7 +146,7 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
         return rec
 
     untrained, trained = model(False), model(True)
-    ndcg = {name: evaluate_recommender(r, split.test)["ndcg_at_10"] for name, r in [("u", untrained), ("t", trained)]}
+    ndcg = {name: evaluate_recommender(r, split.valid)["ndcg_at_10"] for name, r in [("u", untrained), ("t", trained)]}
     assert ndcg["t"] > ndcg["u"] + 0.2
 
     experiment = registry.ensure_experiment(env)
@@ -155,7 +156,7 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
             uri = registry.log_recommender(rec, str(tmp), split.test[:2])
             v = registry.register(env, uri, run.info.run_id)
             promoted, reason = registry.gate(
-                env, v, evaluate_recommender(rec, split.test)["ndcg_at_10"], split.test, DT
+                env, v, evaluate_recommender(rec, split.valid)["ndcg_at_10"], split.valid, DT
             )
         return v, promoted, reason
 
@@ -170,7 +171,7 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
 
     client = registry.client(env)
     mv3 = client.get_model_version(env.model_name, "3")
-    assert mv3.tags["promotion_decision"] == "rejected"
+    assert mv3.tags["promotion_decision"] == "rejected" and mv3.tags["promotion_holdout"] == "validation"
     assert float(mv3.tags["champion_ndcg_at_10"]) == pytest.approx(ndcg["t"], abs=1e-6)
     assert mv3.description == r3
     assert client.get_model_version(env.model_name, "2").tags["promotion_decision"] == "promoted"
@@ -178,7 +179,7 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
     # the champion served is the trained model, rebuilt from the registry artifact alone
     rec, version_loaded = registry.load_champion(env)
     assert version_loaded == "2"
-    assert evaluate_recommender(rec, split.test)["ndcg_at_10"] == pytest.approx(ndcg["t"], abs=1e-6)
+    assert evaluate_recommender(rec, split.valid)["ndcg_at_10"] == pytest.approx(ndcg["t"], abs=1e-6)
 
     # forced roll-back through the CLI, and a clear error for a version that does not exist
     from typer.testing import CliRunner
@@ -193,13 +194,88 @@ def test_promotion_gate_promotes_better_and_refuses_worse(env):
         registry.promote(env, "9")
 
 
+def _split(settings, dt: str):
+    from models.dataset import read_split
+    from models.features import load_features
+    from models.vocab import ItemVocab
+
+    paths, items, _ = load_features(settings.data_root, dt)
+    return read_split(paths["sequences"], ItemVocab.from_items(items))
+
+
+def test_the_gate_compares_on_the_validation_holdout_and_test_stays_untouched(env, monkeypatch):
+    """Both versions are evaluated on the run's validation holdout (each user's second-to-last positive event);
+    the test holdout (the last one) decides nothing and is only reported."""
+    from models import registry, train
+    from models.evaluate import evaluate_recommender
+
+    monkeypatch.setenv("ATTNREC_TRAIN_ABLATION", "false")
+    write_features(env.data_root, DT_LATER)
+    settings = get_settings()
+    assert train.run(DT, settings)["model_version"] == "1"
+    later = train.run(DT_LATER, settings)
+    assert later["model_version"] == "2"
+
+    split = _split(settings, DT_LATER)
+    v1, v2 = registry.load_version(settings, "1"), registry.load_version(settings, "2")
+    champion_val = evaluate_recommender(v1, split.valid)["ndcg_at_10"]
+    assert champion_val != pytest.approx(evaluate_recommender(v1, split.test)["ndcg_at_10"], abs=1e-6)
+    mv2 = registry.client(settings).get_model_version(settings.model_name, "2")
+    assert float(mv2.tags["champion_ndcg_at_10"]) == pytest.approx(champion_val, abs=1e-6)
+    assert float(mv2.tags["val_ndcg_at_10"]) == pytest.approx(
+        evaluate_recommender(v2, split.valid)["ndcg_at_10"], abs=1e-6
+    )
+    assert mv2.tags["promotion_holdout"] == "validation" and mv2.tags["champion_feature_dt"] == DT
+    assert "on the same validation holdout" in later["reason"] and mv2.description == later["reason"]
+    # the reported test figure is the untouched one
+    assert later["metrics"]["ndcg_at_10"] == pytest.approx(evaluate_recommender(v2, split.test)["ndcg_at_10"])
+
+
+def test_a_backfill_never_promotes_backwards_in_time(env, monkeypatch):
+    """A champion trained on features of a later day has seen an earlier day's holdout targets: the gate does not
+    compare, keeps the champion and says why on the version; ATTNREC_BACKFILL_PROMOTE=true lets it through."""
+    from models import registry, train
+
+    monkeypatch.setenv("ATTNREC_TRAIN_ABLATION", "false")
+    write_features(env.data_root, DT_EARLY)
+    settings = get_settings()
+    client = registry.client(settings)
+    assert train.run(DT, settings)["promoted"] is True  # v1 on features of DT
+
+    back = train.run(DT_EARLY, settings)
+    assert (back["model_version"], back["promoted"]) == ("2", False)
+    assert back["reason"] == (
+        f"backfill not compared, champion kept: champion v1 was trained on features of {DT}, later than this "
+        f"run's dt={DT_EARLY}, so it has seen this run's holdout targets and the two cannot be compared. To serve "
+        "this version anyway: `attnrec registry promote --version 2 --reason ...`, or re-run with "
+        "ATTNREC_BACKFILL_PROMOTE=true"
+    )
+    mv2 = client.get_model_version(settings.model_name, "2")
+    assert mv2.description == back["reason"] and mv2.tags["promotion_reason"] == back["reason"]
+    assert (mv2.tags["promotion_decision"], mv2.tags["promotion_holdout"], mv2.tags["champion_ndcg_at_10"]) == (
+        "not_compared",
+        "none",
+        "none",
+    )
+    assert (mv2.tags["champion_before"], mv2.tags["champion_feature_dt"]) == ("1", DT)
+    assert registry.alias_version(settings, "champion") == "1"
+    assert registry.alias_version(settings, "challenger") == "2"
+
+    monkeypatch.setenv("ATTNREC_BACKFILL_PROMOTE", "true")
+    forced = train.run(DT_EARLY, get_settings())
+    assert (forced["model_version"], forced["promoted"]) == ("3", True)
+    assert forced["reason"].startswith("backfill promoted without a comparison (ATTNREC_BACKFILL_PROMOTE=true): ")
+    assert registry.alias_version(settings, "champion") == "3"
+    assert client.get_model_version(settings.model_name, "3").tags["promotion_decision"] == "promoted"
+
+
 def test_decide_rule():
     from models.registry import decide
 
     assert decide(0.2, None, 0.0)[0] is True
     assert decide(0.2, 0.1, 0.05, "4") == (
         True,
-        "test NDCG@10 0.2000 > champion v4 0.1000 + margin 0.0500 on the same holdout",
+        "validation NDCG@10 0.2000 > champion v4 0.1000 + margin 0.0500 on the same validation holdout",
     )
     assert decide(0.12, 0.1, 0.05, "4")[0] is False
     assert decide(0.1, 0.1, 0.0, "4")[0] is False  # a tie keeps the champion

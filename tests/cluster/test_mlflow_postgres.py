@@ -175,3 +175,37 @@ def test_server_requires_credentials_and_refuses_unlisted_host_headers(mlflow_se
     assert _status(url, auth=admin) == 200
     assert _status(url, host=f"mlflow:{port}", auth=admin) == 200
     assert _status(url, host=f"evil.example:{port}", auth=admin) in (400, 403)
+
+
+def test_a_registry_error_is_never_read_as_no_champion(mlflow_server, monkeypatch):
+    """The gate's read of ``champion`` answered with an error (a wrong password: 401) fails with the server's
+    message; it never reads as "no champion" (which would promote the challenger), and nothing is written."""
+    from attnrec.settings import get_settings
+    from models import registry
+
+    url, _, _, admin = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
+    settings = get_settings()
+    before = registry.alias_version(settings, "champion")  # "1" after the test above, None when run alone
+    versions = [(v.version, dict(v.tags)) for v in registry.client(settings).search_model_versions()]
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    with pytest.raises(RuntimeError) as err:
+        registry.alias_version(settings, "champion")
+    message = str(err.value)
+    assert message.startswith(
+        f"MLflow registry at {url} failed to read alias 'champion' of model 'attention-recommender': "
+    )
+    assert "401" in message and "nothing was promoted" in message and "MLFLOW_TRACKING_PASSWORD" in message
+    with pytest.raises(RuntimeError, match="failed to read alias 'champion'.*401"):
+        registry.gate(settings, "1", 1.0, [], DT)
+    with pytest.raises(RuntimeError, match="failed to read alias 'champion'.*401"):
+        registry.load_champion(settings)  # not "run the train_recommender DAG first"
+    with pytest.raises(RuntimeError, match="failed to read version '1'.*401"):
+        registry.promote(settings, "1")  # not "has no version '1'"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
+    assert registry.alias_version(settings, "champion") == before
+    assert [(v.version, dict(v.tags)) for v in registry.client(settings).search_model_versions()] == versions
