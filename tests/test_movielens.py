@@ -134,7 +134,7 @@ def test_fetch_failure_names_the_command_and_fix(tmp_path, monkeypatch):
     assert "Fix:" in message and WHEEL_NAME in message
 
 
-def test_fetch_downloads_the_wheel_binary_only(tmp_path, monkeypatch):
+def test_fetch_downloads_the_wheel_binary_only(source, tmp_path, monkeypatch):
     """pip may take the published wheel only: a source distribution would be built, running its setup code."""
     import subprocess
 
@@ -142,10 +142,9 @@ def test_fetch_downloads_the_wheel_binary_only(tmp_path, monkeypatch):
 
     def fake_run(command, **kwargs):
         commands.append(command)
-        shutil.copy(default_cache_dir() / WHEEL_NAME, Path(command[command.index("-d") + 1]) / WHEEL_NAME)
+        shutil.copy(source.parent / WHEEL_NAME, Path(command[command.index("-d") + 1]) / WHEEL_NAME)
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    default_cache_dir().joinpath(WHEEL_NAME).stat()  # the cached wheel (the `source` fixture fetches it)
     monkeypatch.setattr(subprocess, "run", fake_run)
     assert sorted(p.name for p in fetch(tmp_path).iterdir()) == ["ml-100k.inter", "ml-100k.item"]
     [command] = commands
