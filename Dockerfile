@@ -25,14 +25,17 @@ COPY models ./models
 COPY expectations ./expectations
 COPY datatools ./datatools
 COPY dags ./dags
+COPY docker/entrypoint.sh /usr/local/bin/attnrec-entrypoint
 RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
  && useradd --create-home --uid 50000 attnrec \
- && mkdir -p /data /checkpoints /mlartifacts /opt/airflow /opt/airflow-auth \
- && chown -R attnrec /data /checkpoints /mlartifacts /opt/airflow /opt/airflow-auth /opt/attnrec
+ && mkdir -p /data /checkpoints /mlartifacts /opt/airflow /opt/airflow-auth /opt/spark-conf \
+ && chown -R attnrec /data /checkpoints /mlartifacts /opt/airflow /opt/airflow-auth /opt/spark-conf /opt/attnrec
 
 USER attnrec
 ENV AIRFLOW_HOME=/opt/airflow \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/attnrec/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
-    ATTNREC_DATA_ROOT=/data
-ENTRYPOINT ["/usr/bin/tini", "--"]
+    ATTNREC_DATA_ROOT=/data \
+    SPARK_CONF_DIR=/opt/spark-conf
+# writes $SPARK_CONF_DIR/spark-defaults.conf (spark.authenticate, the secret from SPARK_AUTH_SECRET), then the command
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/attnrec-entrypoint"]

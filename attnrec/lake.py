@@ -99,11 +99,22 @@ def raw_event_days(root: str, first: str, last: str) -> list[str]:
 
 
 def filesystem_for(uri: str):
-    """A pyarrow filesystem and the path inside it, for a local path or any URI pyarrow knows."""
+    """A pyarrow filesystem and the path inside it, for a local path or any URI pyarrow knows.
+
+    ``s3a://bucket/key`` (Hadoop's name for S3, the one Spark's hadoop-aws connector reads) is pyarrow's
+    S3FileSystem at ``bucket/key``, configured from the standard AWS environment (credentials, ``AWS_REGION`` /
+    ``AWS_DEFAULT_REGION``, default us-east-1); pyarrow itself rejects the scheme. ``hdfs://`` goes to pyarrow's
+    HadoopFileSystem, which needs libhdfs and a Hadoop client (``HADOOP_HOME``, ``CLASSPATH``).
+    """
     from pyarrow import fs
 
     if "://" not in uri:
         return fs.LocalFileSystem(), uri
+    scheme, _, path = uri.partition("://")
+    if scheme == "s3a":
+        if not path.split("/", 1)[0]:
+            raise ValueError(f"{uri!r} names no bucket; write the lake root as s3a://<bucket>/<prefix>")
+        return fs.S3FileSystem(), path.rstrip("/")
     return fs.FileSystem.from_uri(uri)
 
 

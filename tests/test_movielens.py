@@ -130,8 +130,27 @@ def test_fetch_failure_names_the_command_and_fix(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError) as err:
         fetch(tmp_path / "empty-cache")
     message = str(err.value)
-    assert "-m pip download --no-deps recbole==1.2.1 -d" in message
+    assert "-m pip download --only-binary=:all: --no-deps recbole==1.2.1 -d" in message
     assert "Fix:" in message and WHEEL_NAME in message
+
+
+def test_fetch_downloads_the_wheel_binary_only(source, tmp_path, monkeypatch):
+    """pip may take the published wheel only: a source distribution would be built, running its setup code."""
+    import subprocess
+
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        shutil.copy(source.parent / WHEEL_NAME, Path(command[command.index("-d") + 1]) / WHEEL_NAME)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert sorted(p.name for p in fetch(tmp_path).iterdir()) == ["ml-100k.inter", "ml-100k.item"]
+    [command] = commands
+    assert command[1:4] == ["-m", "pip", "download"]
+    assert "--only-binary=:all:" in command and "--no-deps" in command
+    assert "--no-binary" not in " ".join(command) and command[-3:] == ["recbole==1.2.1", "-d", str(tmp_path)]
 
 
 def test_fetch_rejects_a_broken_wheel(tmp_path):

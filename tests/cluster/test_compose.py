@@ -8,6 +8,7 @@ built from requirements.lock. (test_airflow_cluster.py runs the Airflow and Edge
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -168,6 +169,28 @@ def test_image_user_owns_every_volume_mount_point(compose):
             source, target = vol.split(":")[:2]
             if not source.startswith(("./", "/")):
                 assert target in mkdir and target in chown, f"{name}: {target} is not created and chowned in Dockerfile"
+
+
+def test_spark_authenticates_with_the_secret_from_env(compose):
+    """Every service of the image (Spark master, workers, and the Airflow containers that spark-submit) gets
+    SPARK_AUTH_SECRET from .env, and the image's entry point turns it into spark.authenticate in the
+    spark-defaults.conf of SPARK_CONF_DIR (tests/cluster/test_entrypoint.py, test_spark_standalone.py run it)."""
+    image_services = [n for n, svc in compose["services"].items() if svc.get("image") == "attnrec:local"]
+    assert {"spark-master", "spark-worker", "airflow-scheduler", "trainer"} <= set(image_services)
+    for name in image_services:
+        env = compose["services"][name]["environment"]
+        assert env["SPARK_AUTH_SECRET"] == "${SPARK_AUTH_SECRET:?set SPARK_AUTH_SECRET in .env}", name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY docker/entrypoint.sh /usr/local/bin/attnrec-entrypoint" in dockerfile
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/attnrec-entrypoint"]' in dockerfile
+    conf_dir = re.search(r"SPARK_CONF_DIR=(\S+)", dockerfile).group(1)
+    mkdir = re.search(r"mkdir -p ([^&\\\n]+)", dockerfile).group(1).split()
+    chown = re.search(r"chown -R attnrec ([^&\\\n]+)", dockerfile).group(1).split()
+    assert conf_dir in mkdir and conf_dir in chown  # the unprivileged user writes the file at start
+    assert os.access(ROOT / "docker" / "entrypoint.sh", os.X_OK)
+    # the Spark services are started by the command alone: the entry point stays in place
+    for name in ("spark-master", "spark-worker"):
+        assert "entrypoint" not in compose["services"][name], name
 
 
 def test_postgres_init_creates_the_databases_the_services_use(text):

@@ -1,7 +1,10 @@
 """The Spark jobs on a real standalone cluster (one master, one worker, as local processes on 127.0.0.1),
 submitted with ``spark-submit jobs/clean.py`` / ``jobs/featurize.py`` as the compose topology runs them, give
 the same staged outputs row for row as the same job code on the in-process ``local[2]`` session (the shared
-``spark`` fixture, which saves two JVM start-ups on this small machine) on a copy of the same raw day."""
+``spark`` fixture, which saves two JVM start-ups on this small machine) on a copy of the same raw day.
+
+Every process starts through the image's entry point (docker/entrypoint.sh) with a SPARK_AUTH_SECRET, as in
+compose: the cluster runs with ``spark.authenticate``, and a driver without the secret is refused."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from .conftest import VENV_BIN, free_port, json_of, start, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 DT = "2026-01-31"
+ENTRYPOINT = ["bash", str(ROOT / "docker" / "entrypoint.sh")]  # what the image runs every command through
+SECRET = "test-" + os.urandom(16).hex()
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,6 +38,8 @@ def _env(tmp: Path, data_root: Path) -> dict[str, str]:
         "SPARK_NO_DAEMONIZE": "1",
         "PYSPARK_PYTHON": sys.executable,
         "ATTNREC_DATA_ROOT": str(data_root),
+        "SPARK_AUTH_SECRET": SECRET,
+        "SPARK_CONF_DIR": str(tmp / "conf"),
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
@@ -50,6 +57,7 @@ def cluster(tmp_path_factory):
     try:
         master = start(
             [
+                *ENTRYPOINT,
                 str(VENV_BIN / "spark-class"),
                 "org.apache.spark.deploy.master.Master",
                 "--host",
@@ -66,6 +74,7 @@ def cluster(tmp_path_factory):
         wait_http(url, 90, master, tmp / "master.log")
         worker = start(
             [
+                *ENTRYPOINT,
                 str(VENV_BIN / "spark-class"),
                 "org.apache.spark.deploy.worker.Worker",
                 f"spark://127.0.0.1:{port}",
@@ -96,6 +105,7 @@ def cluster(tmp_path_factory):
 
 def submit(master: str, job: str, data_root: Path, tmp: Path) -> None:
     cmd = [
+        *ENTRYPOINT,
         str(VENV_BIN / "spark-submit"),
         "--master",
         master,
@@ -204,3 +214,31 @@ def test_standalone_cluster_matches_local_mode(cluster, spark, tmp_path):
     assert recon[0] == recon[1]
     assert recon[0]["raw_lines"] == 600 and recon[0]["quarantined"] >= 1
     print(f"standalone clean+featurize: {cluster_s:.1f}s")
+
+
+def test_a_driver_without_the_secret_is_refused(cluster, tmp_path):
+    """spark.authenticate on the master: an application submitted without the shared secret never registers."""
+    master, ui_json, _ = cluster
+    app = tmp_path / "intruder.py"
+    app.write_text("from pyspark.sql import SparkSession\nSparkSession.builder.getOrCreate().range(3).count()\n")
+    env = {k: v for k, v in _env(tmp_path, tmp_path / "unused").items() if k != "SPARK_AUTH_SECRET"}
+    env["SPARK_CONF_DIR"] = str(tmp_path / "no-conf")  # no spark-defaults.conf: no secret
+    cmd = [
+        str(VENV_BIN / "spark-submit"),
+        "--master",
+        master,
+        "--name",
+        "intruder",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--driver-memory",
+        "512m",
+        str(app),
+    ]
+    # the driver retries its registration three times, 20 s apart, then gives up
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150, start_new_session=True)
+    assert done.returncode != 0, done.stderr[-3000:]
+    state = json_of(ui_json)
+    assert "intruder" not in [a["name"] for a in state["activeapps"] + state["completedapps"]]
