@@ -110,7 +110,11 @@ def test_full_chain_writes_candidates_per_contract(env):
     assert str(cands["rank"].dtype) == "int32" and str(cands["score"].dtype) == "float32"
     seqs = pq.read_table(lake.partition(root, lake.FEATURE_SEQUENCES, DT)).to_pandas()
     assert set(cands["user_id"]) == set(seqs["user_id"])  # every user
-    seen = {row.user_id: set(row.item_ids) for row in seqs.itertuples()}
+    # seen: every item of a non-impression event in the look-back (only shown is still servable), which covers
+    # every such item of the sequence
+    seen = {row.user_id: set(row.seen_item_ids) for row in seqs.itertuples()}
+    for row in seqs.itertuples():
+        assert {i for i, t in zip(row.item_ids, row.event_types) if t != "impression"} <= seen[row.user_id]
     for user, group in cands.sort_values(["user_id", "rank"]).groupby("user_id"):
         assert list(group["rank"]) == list(range(1, TOP_K + 1))
         assert group["score"].is_monotonic_decreasing
