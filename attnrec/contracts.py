@@ -42,6 +42,32 @@ CANDIDATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("model_version", "string"),
 )
 
+#: The arms of an A/B experiment (candidates ``arm``, kpis ``arm``).
+CONTROL, TREATMENT = "control", "treatment"
+ARMS: tuple[str, ...] = (CONTROL, TREATMENT)
+
+#: Columns of kpis/dt=D (one row per experiment_id, arm, model_version), in order, with their parquet types.
+KPI_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("experiment_id", "string"),
+    ("arm", "string"),
+    ("model_version", "string"),
+    ("users", "int64"),
+    ("active_users", "int64"),
+    ("impressions", "int64"),
+    ("clicks", "int64"),
+    ("ctr", "double"),
+    ("hit_rate_at_10", "double"),
+    ("hit_rate_at_k", "double"),
+    ("conversion", "double"),
+    ("hit_rate_at_10_ci_low", "double"),
+    ("hit_rate_at_10_ci_high", "double"),
+    ("lift_hit_rate_at_10", "double"),  # treatment rows only (null on control)
+    ("p_value", "double"),  # treatment rows only: one-sided two-proportion test, treatment better
+    ("coverage", "double"),
+    ("novelty", "double"),
+    ("intra_list_diversity", "double"),
+)
+
 _DT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 

@@ -9,9 +9,10 @@ what it does; the defaults are the embedded single-machine setup (Spark ``local[
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -184,6 +185,60 @@ class Settings(BaseSettings):
         "comparison: that champion has seen the run's holdout); false: such a backfill leaves the champion alone",
     )
     top_k: int = Field(100, validation_alias="ATTNREC_TOP_K", description="candidates per user")
+    promotion_rule: Literal["offline", "online"] = Field(
+        "offline",
+        validation_alias="ATTNREC_PROMOTION_RULE",
+        description="offline: train_recommender's gate moves 'champion' on validation NDCG@10; online: it only "
+        "aliases 'challenger', and kpi_report moves 'champion' when the treatment's hit-rate lift is significant",
+    )
+
+    # -- experiments and online KPIs
+    ab_treatment_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias="ATTNREC_AB_TREATMENT_SHARE",
+        description="share of users served by the 'challenger' version (0..1); 0: no experiment, everyone gets "
+        "the champion; with ATTNREC_AB_ALLOCATION=thompson, the share of the first day",
+    )
+    ab_experiment_id: str = Field(
+        "",
+        validation_alias="ATTNREC_AB_EXPERIMENT_ID",
+        description="the experiment's name; it salts the assignment, so each experiment splits users afresh "
+        "(required when the treatment share is above 0)",
+    )
+    ab_allocation: Literal["fixed", "thompson"] = Field(
+        "fixed",
+        validation_alias="ATTNREC_AB_ALLOCATION",
+        description="fixed: the treatment share above every day; thompson: kpi_report writes the next share (the "
+        "posterior probability that treatment beats control) to experiments/dt=D/allocation.json",
+    )
+    ab_min_share: float = Field(
+        0.05,
+        ge=0.0,
+        le=0.5,
+        validation_alias="ATTNREC_AB_MIN_SHARE",
+        description="thompson allocation keeps the treatment share within [this, 1 - this]",
+    )
+    ab_alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=1.0,
+        validation_alias="ATTNREC_AB_ALPHA",
+        description="significance level of the online promotion (one-sided p-value of the hit-rate lift)",
+    )
+    ab_min_users: int = Field(
+        100,
+        ge=1,
+        validation_alias="ATTNREC_AB_MIN_USERS",
+        description="active users each arm needs before online promotion decides",
+    )
+    kpi_horizon_days: int = Field(
+        1,
+        ge=1,
+        validation_alias="ATTNREC_KPI_HORIZON_DAYS",
+        description="kpi_report for day D measures D's served lists against the clean events of D+1 .. D+this",
+    )
 
     # -- Airflow
     task_retries: int = Field(0, validation_alias="ATTNREC_TASK_RETRIES", description="retries of every DAG task")
@@ -259,6 +314,20 @@ class Settings(BaseSettings):
                 "(or 'none')"
             )
         return value
+
+    @field_validator("ab_experiment_id", mode="before")
+    @classmethod
+    def _experiment_named(cls, value: Any, info: ValidationInfo) -> Any:
+        """An experiment needs a name (it salts the assignment); a name is one token, safe in paths and tags."""
+        name = value.strip() if isinstance(value, str) else value
+        if isinstance(name, str) and not re.fullmatch(r"[A-Za-z0-9._-]*", name):
+            raise ValueError("must be letters, digits, '.', '_' or '-' only, such as 'ranker-2026-12'")
+        if not name and (info.data.get("ab_treatment_share") or 0) > 0:
+            raise ValueError(
+                "is empty while ATTNREC_AB_TREATMENT_SHARE is above 0; name the experiment, e.g. "
+                "ATTNREC_AB_EXPERIMENT_ID=ranker-2026-12, or set the share to 0"
+            )
+        return name
 
     @field_validator("train_executor", "train_queue", mode="before")
     @classmethod

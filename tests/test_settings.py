@@ -19,6 +19,8 @@ VARIABLES = {
     "ATTNREC_TRAIN_MAX_MINUTES", "ATTNREC_TRAIN_ABLATION", "ATTNREC_FULL_SOFTMAX_MAX_ITEMS",
     "ATTNREC_HOLDOUT_MAX_USERS", "ATTNREC_PROMOTION_MARGIN", "ATTNREC_TOP_K", "ATTNREC_TASK_RETRIES",
     "ATTNREC_WAIT_TIMEOUT_HOURS", "ATTNREC_TRAIN_EXECUTOR", "ATTNREC_TRAIN_QUEUE", "ATTNREC_BACKFILL_PROMOTE",
+    "ATTNREC_PROMOTION_RULE", "ATTNREC_AB_TREATMENT_SHARE", "ATTNREC_AB_EXPERIMENT_ID", "ATTNREC_AB_ALLOCATION",
+    "ATTNREC_AB_MIN_SHARE", "ATTNREC_AB_ALPHA", "ATTNREC_AB_MIN_USERS", "ATTNREC_KPI_HORIZON_DAYS",
 }  # fmt: skip
 
 
@@ -134,3 +136,20 @@ def test_settings_are_frozen():
     with pytest.raises(ValueError):
         s.top_k = 5  # type: ignore[misc]
     assert s.model_copy(update={"top_k": 5}).top_k == 5 and s.top_k == 100
+
+
+def test_an_experiment_needs_a_name_and_a_share_within_0_and_1(monkeypatch):
+    monkeypatch.setenv("ATTNREC_AB_TREATMENT_SHARE", "0.5")
+    with pytest.raises(ValueError, match="ATTNREC_AB_EXPERIMENT_ID='' is empty while ATTNREC_AB_TREATMENT_SHARE"):
+        get_settings()
+    monkeypatch.setenv("ATTNREC_AB_EXPERIMENT_ID", "ranker-2")
+    assert get_settings().ab_treatment_share == 0.5
+    monkeypatch.setenv("ATTNREC_AB_TREATMENT_SHARE", "1.5")
+    with pytest.raises(
+        ValueError, match="ATTNREC_AB_TREATMENT_SHARE='1.5' is not valid: Input should be less than or equal to 1"
+    ):
+        get_settings()
+    monkeypatch.setenv("ATTNREC_AB_TREATMENT_SHARE", "0.5")
+    monkeypatch.setenv("ATTNREC_AB_EXPERIMENT_ID", "a b")
+    with pytest.raises(ValueError, match="ATTNREC_AB_EXPERIMENT_ID='a b' must be letters"):
+        get_settings()
