@@ -152,7 +152,7 @@ def test_dockerfile_installs_exactly_the_lock_file_hash_checked():
     assert installs == sorted(
         [
             "--require-hashes --no-deps -r /tmp/torch.lock",
-            '"$(head -1 /tmp/torch.lock | cut -d\' \' -f1)"',
+            "\"$(head -1 /tmp/torch.lock | cut -d' ' -f1)\"",
             "--require-hashes -r requirements.lock",
             "--no-deps --no-build-isolation -e .",
         ]
