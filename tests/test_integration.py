@@ -106,7 +106,9 @@ def test_full_chain_writes_candidates_per_contract(env):
 
     assert_ok(dags_test(env, "nightly_candidates"), "nightly_candidates")
     cands = pq.read_table(lake.partition(root, lake.CANDIDATES, DT)).to_pandas()
-    assert list(cands.columns) == ["user_id", "rank", "item_id", "score", "model_name", "model_version"]
+    assert list(cands.columns) == [
+        "user_id", "rank", "item_id", "score", "model_name", "model_version", "arm", "experiment_id"
+    ]  # fmt: skip
     assert str(cands["rank"].dtype) == "int32" and str(cands["score"].dtype) == "float32"
     seqs = pq.read_table(lake.partition(root, lake.FEATURE_SEQUENCES, DT)).to_pandas()
     assert set(cands["user_id"]) == set(seqs["user_id"])  # every user
@@ -121,6 +123,7 @@ def test_full_chain_writes_candidates_per_contract(env):
         assert not set(group["item_id"]) & seen[user], f"seen items recommended to {user}"
         assert group["item_id"].is_unique
     assert set(cands["model_name"]) == {"attention-recommender"} and set(cands["model_version"]) == {"1"}
+    assert set(cands["arm"]) == {"control"} and set(cands["experiment_id"]) == {""}  # no experiment runs
 
 
 def test_a_rerun_re_serves_the_recorded_version_until_told_to_re_resolve(env):
@@ -149,4 +152,8 @@ def test_a_rerun_re_serves_the_recorded_version_until_told_to_re_resolve(env):
         assert f"serving model version {served}: " in proc.stdout + proc.stderr  # the task log says which
         assert set(pq.read_table(published).column("model_version").to_pylist()) == {served}
         manifest = lake.read_json(lake.join(published, MANIFEST_FILE))
-        assert (manifest["dt"], manifest["model_version"]) == (DT, served)
+        assert (manifest["dt"], manifest["model_version"], manifest["model_versions"]) == (
+            DT,
+            served,
+            {"control": served},
+        )
