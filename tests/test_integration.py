@@ -157,3 +157,37 @@ def test_a_rerun_re_serves_the_recorded_version_until_told_to_re_resolve(env):
             served,
             {"control": served},
         )
+
+
+def test_an_experiment_serves_the_challenger_to_its_treatment_arm_and_a_rerun_keeps_the_arms(env):
+    """After the re-run test, champion is version 2 and challenger version 1 (what training registered). With a
+    treatment share, the DAG's plan (through XCom) serves each user from their arm's version, the gate checks the
+    arms against the staged manifest, and a plain re-run re-serves the recorded plan although the share is 0 again."""
+    import pyarrow.parquet as pq
+
+    from attnrec import experiments, lake
+    from models.candidates import MANIFEST_FILE
+
+    root = env["ATTNREC_DATA_ROOT"]
+    published = lake.partition(root, lake.CANDIDATES, DT)
+    ab = {**env, "ATTNREC_AB_TREATMENT_SHARE": "0.5", "ATTNREC_AB_EXPERIMENT_ID": "chain-ab"}
+    proc = dags_test(ab, "nightly_candidates", DT, "--conf", '{"re_resolve": true}')
+    assert_ok(proc, "nightly_candidates with an experiment")
+    assert (
+        "serving model version 2 to control and 1 to treatment (experiment chain-ab, treatment share 0.5): "
+        in proc.stdout + proc.stderr
+    )
+    plan = {"model_versions": {"control": "2", "treatment": "1"}, "experiment_id": "chain-ab", "treatment_share": 0.5}
+    manifest = lake.read_json(lake.join(published, MANIFEST_FILE))
+    assert {k: manifest[k] for k in plan} == plan
+    cands = pq.read_table(published).to_pandas()
+    arms = cands["user_id"].map(lambda u: experiments.arm("chain-ab", u, 0.5))
+    assert (cands["arm"] == arms).all() and set(arms) == {"control", "treatment"}
+    assert (cands["model_version"] == cands["arm"].map({"control": "2", "treatment": "1"})).all()
+    assert set(cands["experiment_id"]) == {"chain-ab"}
+
+    proc = dags_test(env, "nightly_candidates", DT)  # no experiment in the settings now: the recorded plan stays
+    assert_ok(proc, "nightly_candidates re-run")
+    assert "re-serving the plan recorded in the published candidates" in proc.stdout + proc.stderr
+    assert {k: lake.read_json(lake.join(published, MANIFEST_FILE))[k] for k in plan} == plan
+    assert pq.read_table(published).to_pandas().equals(cands)
