@@ -111,6 +111,12 @@ def test_each_arm_is_served_by_its_version_and_a_rerun_re_serves_the_recorded_pl
     assert validate_candidates(frame, DT, env)["success"]  # the staged manifest's plan
     lake.publish(env.data_root, lake.CANDIDATES, DT)
     assert recorded_plan(env.data_root, DT) == plan
+    from attnrec.cli import summary_lines
+
+    assert summary_lines(DT)[0].endswith(
+        f"({len(frame)} rows, {N_USERS} users, model version 1 to control and 2 to treatment (experiment "
+        f"{EXPERIMENT}, treatment share 0.5))"
+    )
 
     # a re-run of DT re-serves the recorded plan, whatever the settings and aliases say now; re_resolve does not
     registry.promote(env, v2, reason="champion moves")
