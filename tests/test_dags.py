@@ -99,7 +99,7 @@ def test_nightly_candidates_waits_for_published_features(dagbag):
     tasks = dagbag["dags"]["nightly_candidates"]["tasks"]
     assert tasks["wait_for_features"]["mode"] == "reschedule"  # holds no worker slot while waiting
     assert tasks["wait_for_features"]["upstream"] == ["resolve_version"]  # no champion: fail at once, do not wait
-    assert tasks["generate"]["upstream"] == ["resolve_version", "wait_for_features"]  # the version, through XCom
+    assert tasks["generate"]["upstream"] == ["resolve_version", "wait_for_features"]  # the serving plan, through XCom
     assert tasks["publish"]["upstream"] == ["validate"]
 
 
