@@ -40,6 +40,7 @@ SUITE_NAMES: tuple[str, ...] = (
     "user_sequences",
     "item_table",
     "candidates",
+    "kpis",
 )
 
 _SITE_NAME = "attnrec_lake"
@@ -512,3 +513,22 @@ def check_lookback(manifest: dict, raw_days: list[str]) -> None:
             f"look-back FAILED for features dt={dt}: " + "; ".join(problems) + f". Run behavior_etl for {first} "
             f"first (and each later day with raw events, oldest first), then re-run behavior_etl for {dt}"
         )
+
+
+def validate_kpis(kpis, dt: str, settings: Settings | None = None) -> dict:
+    """The kpis gate (pandas: a few rows per day): the ``kpis`` suite, which also pins the column order of
+    ``attnrec.contracts.KPI_COLUMNS``. Returns the suite summary; raises GateFailed."""
+    from attnrec.contracts import KPI_COLUMNS
+
+    expected = [name for name, _ in KPI_COLUMNS]
+    suite_columns = next(
+        e["kwargs"]["column_list"]
+        for e in json.loads(suite_path("kpis").read_text())["expectations"]
+        if e["type"] == "expect_table_columns_to_match_ordered_list"
+    )
+    if suite_columns != expected:
+        raise ValueError(
+            f"{suite_path('kpis')} lists columns {suite_columns}, but attnrec.contracts.KPI_COLUMNS is {expected}; "
+            "make the suite match the contract"
+        )
+    return validate_pandas("kpis", kpis, dt, settings)
