@@ -127,6 +127,8 @@ def aggregate(served, events, items, params: KpiParams):
     kinds = FeatureParams(dt=params.dt, exposure_types=params.exposure_types, negative_types=params.negative_types)
     positive = F.expr(interest(kinds, "event_type")) == 1
 
+    # candidates carry the raw user_id; clean events carry it too until pseudonymisation (DESIGN.md "Privacy")
+    # lands, when this join has to pseudonymise the served user_id first
     users = served.select("user_id", *GROUP).distinct()
     active = events.select("user_id").distinct().withColumn("active", F.lit(1))
     on_list = events.join(served.select("user_id", "item_id", "rank"), ["user_id", "item_id"])
