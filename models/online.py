@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import datetime as dt_
 import logging
 import math
 from typing import Any
@@ -89,29 +90,29 @@ def _metric_key(row: dict[str, Any], name: str, rows_per_arm: dict[str, int]) ->
 
 def plot(rows: list[dict[str, Any]], title: str):
     """Daily hit rate at 10 per arm with its 95% Wilson interval (a matplotlib Figure)."""
-    import matplotlib
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))  # not through pyplot: nothing keeps it alive once logged
+    ax = fig.subplots()
     for arm in (CONTROL, TREATMENT):
-        points = sorted((r["dt"], r) for r in rows if r["arm"] == arm and r["hit_rate_at_10"] is not None)
+        points = sorted((r for r in rows if r["arm"] == arm and r["hit_rate_at_10"] is not None), key=lambda r: r["dt"])
         if not points:
             continue
-        days = [d for d, _ in points]
-        ax.plot(days, [r["hit_rate_at_10"] for _, r in points], marker="o", label=arm)
+        days = [dt_.date.fromisoformat(r["dt"]) for r in points]
+        ax.plot(days, [r["hit_rate_at_10"] for r in points], marker="o", label=arm)
         ax.fill_between(
-            days,
-            [r["hit_rate_at_10_ci_low"] for _, r in points],
-            [r["hit_rate_at_10_ci_high"] for _, r in points],
-            alpha=0.2,
+            days, [r["hit_rate_at_10_ci_low"] for r in points], [r["hit_rate_at_10_ci_high"] for r in points], alpha=0.2
         )
+    span = len({r["dt"] for r in rows})  # days shown: at most about ten date ticks
+    ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, span // 10)))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     ax.set_title(title)
     ax.set_xlabel("day the lists were served")
     ax.set_ylabel("hit rate at 10 (95% Wilson interval)")
     ax.tick_params(axis="x", labelrotation=45)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     return fig
 
