@@ -8,7 +8,7 @@ run. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay in m
 are skipped (logged), because GX's filesystem site builder only writes local paths.
 
 Spark DataFrames are validated on Spark (GX Spark datasource, whole-DataFrame batch), never collected
-to pandas; pandas DataFrames (candidates) on pandas. A failed suite raises :class:`GateFailed`
+to pandas; pandas DataFrames (candidates, kpis) on pandas. A failed suite raises :class:`GateFailed`
 naming the suite, the partition, every failed expectation with what was observed, and the Data Docs
 page to open; the Airflow task fails and nothing downstream runs.
 
