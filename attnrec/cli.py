@@ -20,8 +20,8 @@ from attnrec.args import DataRoot, Dataset, Dt, dt_option, one_line_errors
 
 HELP = """Batch pipeline of an attention-based (SASRec-family) recommender, one command per stage.
 
-The DAGs run these stages each day D (behavior_etl, train_recommender, nightly_candidates); the same commands run
-one stage by hand, e.g. to debug a failed task or to backfill a day:
+The DAGs run these stages each day D (behavior_etl, train_recommender, nightly_candidates, kpi_report); the same
+commands run one stage by hand, e.g. to debug a failed task or to backfill a day:
 
 \b
   attnrec movielens --data-root data --print-dt       land MovieLens-100K as raw logs, print its day D
@@ -32,6 +32,8 @@ one stage by hand, e.g. to debug a failed task or to backfill a day:
   attnrec validate --dataset features --dt D          the gate on the staged features
   attnrec train --dt D                                train, log to MLflow, register, promote if better
   attnrec candidates --dt D                           top-K per user from the champion (challenger: treatment)
+  attnrec kpis --dt D                                 what D's lists did over the next days: kpis/dt=D,
+                                                      MLflow, bandit allocation, online promotion
   attnrec registry show                               versions and aliases of attention-recommender
   attnrec summary --dt D                              where the day's results are
 
@@ -219,6 +221,24 @@ def candidates(
     _log_progress()
     with stage_errors("candidates"):
         result = run(dt, get_settings(), re_resolve=re_resolve)
+    _print_json(result)
+
+
+@app.command()
+def kpis(dt: Dt, data_root: DataRoot = None) -> None:
+    """Measure the lists served on D against the clean events of D+1 .. D+ATTNREC_KPI_HORIZON_DAYS (Spark, in this
+    process), validate and publish kpis/dt=D, then log them to MLflow, write the bandit allocation (thompson) and
+    apply the online promotion rule: what kpi_report does, without waiting for missing days. Exit code 1 when the
+    gate fails (nothing published), 2 when an input is not published."""
+    from attnrec.settings import get_settings
+    from jobs.kpis import gate_and_publish, main
+    from models.online import report
+
+    _log_progress()
+    with stage_errors("kpis"):
+        settings = get_settings(data_root=data_root)
+        _exit(main(dt, data_root) or gate_and_publish(settings, dt))
+        result = report(settings, dt)
     _print_json(result)
 
 

@@ -8,7 +8,7 @@ run. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay in m
 are skipped (logged), because GX's filesystem site builder only writes local paths.
 
 Spark DataFrames are validated on Spark (GX Spark datasource, whole-DataFrame batch), never collected
-to pandas; pandas DataFrames (candidates) on pandas. A failed suite raises :class:`GateFailed`
+to pandas; pandas DataFrames (candidates, kpis) on pandas. A failed suite raises :class:`GateFailed`
 naming the suite, the partition, every failed expectation with what was observed, and the Data Docs
 page to open; the Airflow task fails and nothing downstream runs.
 
@@ -40,6 +40,7 @@ SUITE_NAMES: tuple[str, ...] = (
     "user_sequences",
     "item_table",
     "candidates",
+    "kpis",
 )
 
 _SITE_NAME = "attnrec_lake"
@@ -594,3 +595,9 @@ def check_lookback(manifest: dict, raw_days: list[str]) -> None:
             f"look-back FAILED for features dt={dt}: " + "; ".join(problems) + f". Run behavior_etl for {first} "
             f"first (and each later day with raw events, oldest first), then re-run behavior_etl for {dt}"
         )
+
+
+def validate_kpis(kpis, dt: str, settings: Settings | None = None) -> dict:
+    """The kpis gate (pandas: a few rows a day): the ``kpis`` suite, whose ordered column list is
+    ``attnrec.contracts.KPI_COLUMNS``. Returns the suite summary; raises GateFailed."""
+    return validate_pandas("kpis", kpis, dt, settings)

@@ -57,18 +57,20 @@ def client(settings: Settings) -> "MlflowClient":
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def ensure_experiment(settings: Settings) -> str:
-    """The id of ``settings.experiment_name``, created with ``settings.mlflow_artifact_root`` if missing."""
+def ensure_experiment(settings: Settings, name: str | None = None) -> str:
+    """The id of experiment ``name`` (default ``settings.experiment_name``), created with
+    ``settings.mlflow_artifact_root`` if missing."""
+    name = name or settings.experiment_name
     c = client(settings)
-    exp = c.get_experiment_by_name(settings.experiment_name)
+    exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise RuntimeError(
-                f"MLflow experiment {settings.experiment_name!r} is deleted; restore it "
+                f"MLflow experiment {name!r} is deleted; restore it "
                 f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or set ATTNREC_EXPERIMENT"
             )
         return exp.experiment_id
-    return c.create_experiment(settings.experiment_name, artifact_location=settings.mlflow_artifact_root)
+    return c.create_experiment(name, artifact_location=settings.mlflow_artifact_root)
 
 
 # ---------------------------------------------------------------- logging the model -----------------------------

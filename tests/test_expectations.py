@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from attnrec import lake
-from attnrec.contracts import CANDIDATE_COLUMNS, EVENT_TYPES
+from attnrec.contracts import CANDIDATE_COLUMNS, EVENT_TYPES, KPI_COLUMNS
 from attnrec.settings import get_settings
 from expectations.runner import (
     SUITE_NAMES,
@@ -219,6 +219,27 @@ CASES = {
             "(66.67% of non-null), e.g. [{'user_id': 'u1', 'item_id': 'i3'}, {'user_id': 'u1', 'item_id': 'i3'}]",
         ],
     ),
+    "kpis": (
+        ", ".join(f"{name} {'bigint' if kind == 'int64' else kind}" for name, kind in KPI_COLUMNS),
+        [
+            ("e1", "control", "1", 4, 3, 3, 1, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 0.1, 0.8, None, None, 0.9, 5.0, 0.5),
+            ("e1", "treatment", "2", 4, 3, 3, 2, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 0.2, 0.9, 1.0, 0.2, 0.75, 5.5, 0.6),
+        ],
+        [  # more active users than users, a p-value on control; a CTR of 1.5, fewer hits in K than in 10
+            ("e1", "control", "1", 4, 5, 3, 1, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 0.1, 0.8, None, 0.3, 0.9, 5.0, 0.5),
+            ("e1", "treatment", "2", 4, 3, 3, 2, 1.5, 2 / 3, 0.5, 1 / 3, 0.2, 0.9, 1.0, 0.2, 0.75, 5.5, 0.6),
+        ],
+        [
+            "expect_column_pair_values_a_to_be_greater_than_b column_A=users column_B=active_users (or_equal=True): "
+            "1 unexpected (50.00% of non-null), e.g. [(4, 5)]",
+            "expect_column_pair_values_a_to_be_greater_than_b column_A=hit_rate_at_k column_B=hit_rate_at_10 "
+            "(or_equal=True): 1 unexpected (50.00% of non-null), e.g. [(0.5, 0.6666666666666666)]",
+            "expect_column_values_to_be_between column=ctr (min_value=0, max_value=1): 1 unexpected "
+            "(50.00% of non-null), e.g. [1.5]",
+            "expect_column_values_to_be_null column=p_value (where=arm == 'control'): 1 unexpected "
+            "(100.00% of non-null), e.g. [0.3]",
+        ],
+    ),
 }
 SPARK_SUITES = ("raw_events_sample", "clean_events", "quarantine_events", "user_sequences", "item_table")
 # Tiny data on a shared 2-core box: Spark's code generation and the JVM's C2 JIT cost far more than
@@ -260,6 +281,9 @@ def test_suite_files_are_gx_suites_that_follow_the_contracts():
     candidates = json.loads(suite_path("candidates").read_text())
     (columns,) = [e for e in candidates["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
     assert columns["kwargs"]["column_set"] == [name for name, _ in CANDIDATE_COLUMNS]
+    kpis = json.loads(suite_path("kpis").read_text())
+    (ordered,) = [e for e in kpis["expectations"] if e["type"] == "expect_table_columns_to_match_ordered_list"]
+    assert ordered["kwargs"]["column_list"] == [name for name, _ in KPI_COLUMNS]
     with pytest.raises(
         ValueError, match="unknown expectation suite 'events'; use one of raw_events_sample, clean_events"
     ):
