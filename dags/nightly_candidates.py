@@ -76,7 +76,7 @@ def nightly_candidates():
     def validate(summary: dict, ds: str | None = None) -> dict:
         import pandas as pd
 
-        from expectations.runner import validate_candidates
+        from expectations.candidates import validate_candidates
 
         return validate_candidates(pd.read_parquet(summary["path"]), ds)
 

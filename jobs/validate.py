@@ -101,7 +101,8 @@ def raw_sample(spark, raw_dir: str, raw_lines: int | None, seed: int):
 def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: str, settings) -> list[str]:
     """Validate every staged input; print a line per gate; return the failure messages."""
     from attnrec import lake
-    from expectations.runner import GateFailed, check_lookback, check_reconciliation, validate_spark
+    from expectations.checks import check_lookback, check_reconciliation
+    from expectations.runner import GateFailed, validate_spark
 
     failures: list[str] = []
     recon = None

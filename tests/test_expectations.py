@@ -21,11 +21,10 @@ import pytest
 from attnrec import lake
 from attnrec.contracts import CANDIDATE_COLUMNS, EVENT_TYPES, KPI_COLUMNS
 from attnrec.settings import get_settings
+from expectations.checks import check_lookback, check_reconciliation
 from expectations.runner import (
     SUITE_NAMES,
     GateFailed,
-    check_lookback,
-    check_reconciliation,
     load_suite,
     suite_path,
     validate_pandas,
@@ -616,7 +615,7 @@ def _candidates(rows: list[tuple]) -> pd.DataFrame:
 
 
 def test_candidates_gate_checks_rank_order_available_items_and_seen_items_against_the_features(settings):
-    from expectations.runner import check_candidates, validate_candidates
+    from expectations.candidates import check_candidates, validate_candidates
 
     # "heavy" saw 30 items over the look-back; its sequence (max_seq_len=3 here) kept only the last 3 of them
     _publish_features(
@@ -663,7 +662,7 @@ def test_candidates_gate_checks_rank_order_available_items_and_seen_items_agains
 
 
 def test_candidates_gate_needs_the_features_it_checks_against(settings):
-    from expectations.runner import check_candidates
+    from expectations.candidates import check_candidates
 
     good = _candidates([("u1", 1, "i1", 0.5)])
     with pytest.raises(
@@ -694,7 +693,7 @@ def _served(users: list[str], experiment_id: str, share: float, versions: dict[s
 
 def test_candidates_gate_checks_arms_versions_and_the_experiment_against_the_recorded_plan(settings):
     from attnrec.experiments import arm
-    from expectations.runner import check_candidates
+    from expectations.candidates import check_candidates
 
     users = [f"u{k:02d}" for k in range(40)]
     _publish_features(settings.data_root, dict.fromkeys(users, []), {"i1": True, "i2": True})

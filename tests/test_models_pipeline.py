@@ -472,7 +472,7 @@ def test_candidates_exclude_everything_seen_in_the_look_back_and_never_serve_ret
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from expectations.runner import validate_candidates
+    from expectations.candidates import validate_candidates
     from models import candidates, registry
     from models.config import build_model
     from models.dataset import positive_counts, read_split

@@ -67,7 +67,7 @@ def two_versions(env, tmp_path):  # noqa: F811
 
 
 def test_each_arm_is_served_by_its_version_and_a_rerun_re_serves_the_recorded_plan(env, two_versions):  # noqa: F811
-    from expectations.runner import validate_candidates
+    from expectations.candidates import validate_candidates
     from models import candidates, registry
     from models.serving_plan import no_experiment, recorded_plan, resolve_plan
 
