@@ -18,6 +18,7 @@ user must be allowed to read the ``nightly_candidates`` DAG, whose output this i
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -32,6 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attnrec.settings import Settings, get_settings
 from attnrec_ui import lakeview, page, registry
+
+log = logging.getLogger(__name__)
 
 #: The DAG whose output the view shows: who may read it may read this.
 GUARD_DAG = "nightly_candidates"
@@ -48,14 +51,22 @@ def _guard():
     return Depends(requires_access_dag("GET", param_dag_id=GUARD_DAG))
 
 
-def _warm_mlflow() -> None:
-    """Import MLflow in the background at start, so the first page does not pay its seconds-long import."""
-    threading.Thread(target=lambda: __import__("mlflow"), name="attnrec-ui-warm-mlflow", daemon=True).start()
+def warm_up() -> None:
+    """What the first page would pay for otherwise (seconds): importing MLflow, opening its registry, reading the
+    newest day's user list. Errors are left for the pages to report."""
+    try:
+        settings = get_settings()
+        registry.versions(settings, {})
+        newest = lakeview.days(settings.data_root)
+        if newest:
+            lakeview.users(settings.data_root, newest[0])
+    except Exception:  # noqa: BLE001 - a page shows the same problem with its message
+        log.warning("attnrec_ui warm-up failed; the pages will report it", exc_info=True)
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
-    _warm_mlflow()
+    threading.Thread(target=warm_up, name="attnrec-ui-warm-up", daemon=True).start()
     yield
 
 

@@ -91,6 +91,12 @@ def chart(series: dict[str, list[dict[str, Any]]]) -> str | None:
                 f'<circle cx="{x}" cy="{y}" r="3" fill="{colour}"><title>{escape(arm)} {p["dt"]}: '
                 f"{p[CHART_METRIC]:.4f}</title></circle>"
             )
+    for i, arm in enumerate(sorted(series)):
+        x = CHART_W - CHART_PAD - 80 * (len(series) - 1 - i)
+        parts.append(
+            f'<text x="{x}" y="14" class="tick" text-anchor="end" style="fill: {ARM_COLOURS.get(arm, "currentColor")}">'
+            f"— {escape(arm)}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
