@@ -501,5 +501,14 @@ def test_browser_signs_in_opens_a_user_and_follows_the_mlflow_link(servers):
             assert view.get_by_test_id("user-id").inner_text() in SEQUENCES
             page.goto(f"{servers.url}/plugin/recommendations/attnrec/recommendations?dt={STAGED}&user=staged-user")
             expect(view.get_by_test_id("error")).to_contain_text(f"candidates/dt={STAGED} is not published")
+
+            # the view follows the Airflow UI's colour mode (system by default), also when it changes
+            page.goto(f"{servers.url}/plugin/recommendations/attnrec/recommendations?dt={DAY}&user=u-1001")
+            expect(view.locator("html")).to_have_attribute("data-mode", "light")
+            page.emulate_media(color_scheme="dark")
+            expect(page.locator("html")).to_have_class(re.compile(r"\bdark\b"))
+            expect(view.locator("html")).to_have_attribute("data-mode", "dark")
+            expect(history).to_have_count(50)
+            page.screenshot(path=str(DOCS / "ui-recommendations-dark.png"))
         finally:
             browser.close()
