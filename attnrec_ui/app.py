@@ -169,14 +169,7 @@ def create_app() -> FastAPI:
 
     @app.get("/data-docs/{name:path}", dependencies=guard)
     def data_docs(name: str) -> FileResponse:
-        settings = get_settings()
-        if not settings.is_local_lake:
-            raise HTTPException(404, f"no Data Docs: the lake root {settings.data_root} is not a local path")
-        base = (settings.local_data_root / "validation" / "data_docs").resolve()
-        path = (base / name).resolve()
-        if not path.is_relative_to(base) or not path.is_file():
-            raise HTTPException(404, f"no Data Docs page {name!r} under {base}")
-        return FileResponse(path)
+        return FileResponse(_found(lakeview.data_docs_file, get_settings(), name))
 
     @app.get("/recommendations/random", dependencies=guard)
     def random_page(dt: str = "") -> RedirectResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt_
 import functools
+from pathlib import Path
 from typing import Any
 
 from attnrec import lake
@@ -249,12 +250,23 @@ def data_docs_pages(settings: Settings, dt: str) -> dict[str, str | None]:
     pages: dict[str, str | None] = {suite: None for suite in SUITE_NAMES}
     if not settings.is_local_lake:
         return pages
-    base = settings.local_data_root / "validation" / "data_docs"
+    base = Path(lake.data_docs_dir(str(settings.local_data_root)))
     for suite in SUITE_NAMES:
         found = sorted((base / "validations" / suite).glob(f"{suite}-{dt}-*/*/*.html"))
         if found:  # the run name ends in its UTC start time, so the last one is the newest
             pages[suite] = found[-1].relative_to(base).as_posix()
     return pages
+
+
+def data_docs_file(settings: Settings, name: str) -> Path:
+    """The Data Docs file ``name`` (a path relative to the Data Docs folder), only from inside that folder."""
+    if not settings.is_local_lake:
+        raise NotFound(f"no Data Docs: the lake root {settings.data_root} is not a local path, where none are built")
+    base = Path(lake.data_docs_dir(str(settings.local_data_root))).resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        raise NotFound(f"no Data Docs page {name!r} under {base}")
+    return path
 
 
 def kpis(root: str, dt: str) -> dict[str, Any]:

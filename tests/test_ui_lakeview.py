@@ -129,3 +129,20 @@ def test_an_unknown_user_is_named(settings):
         lakeview.served(settings, DAY, "mallory")
     with pytest.raises(lakeview.NotFound, match="user 'bob' has no sequence in features/sequences/dt=2026-05-10"):
         lakeview.history(settings.data_root, DAY, "bob")
+
+
+def test_data_docs_pages_are_the_newest_run_of_each_gate_and_files_stay_inside(settings, tmp_path):
+    base = Path(lake.data_docs_dir(str(tmp_path)))
+    for run in ("candidates-2026-05-10-20260510T050000Z", "candidates-2026-05-10-20260510T070000Z"):
+        page = base / "validations" / "candidates" / run / "t" / "page.html"
+        page.parent.mkdir(parents=True)
+        page.write_text(run)
+    (base / "validations" / "candidates" / "candidates-2026-05-11-20260511T050000Z").mkdir()
+    pages = lakeview.data_docs_pages(settings, DAY)
+    assert pages["candidates"] == "validations/candidates/candidates-2026-05-10-20260510T070000Z/t/page.html"
+    assert pages["clean_events"] is None
+    assert lakeview.data_docs_file(settings, pages["candidates"]).read_text().endswith("T070000Z")
+    (tmp_path / "secret.txt").write_text("no")
+    for name in ("../../secret.txt", "/etc/passwd", "validations/nothing.html"):
+        with pytest.raises(lakeview.NotFound, match="no Data Docs page"):
+            lakeview.data_docs_file(settings, name)
