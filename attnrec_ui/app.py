@@ -195,8 +195,8 @@ def create_app() -> FastAPI:
             context["summary"] = day_summary(settings, day)
             if q and not context["user"]:
                 matches = _found(lakeview.search_users, settings.data_root, day, q.strip())
-                if len(matches) == 1:
-                    context["user"] = matches[0]
+                if q.strip() in matches or len(matches) == 1:  # an exact id, or the only one with the prefix
+                    context["user"] = q.strip() if q.strip() in matches else matches[0]
                 context["matches"] = matches
             if context["user"]:
                 context["page"] = user_page(settings, day, context["user"], offset, HISTORY_PAGE)
