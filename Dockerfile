@@ -30,6 +30,8 @@ COPY models ./models
 COPY expectations ./expectations
 COPY datatools ./datatools
 COPY dags ./dags
+COPY attnrec_ui ./attnrec_ui
+COPY plugins ./plugins
 COPY docker/entrypoint.sh /usr/local/bin/attnrec-entrypoint
 RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
  && useradd --create-home --uid 50000 attnrec \
@@ -39,6 +41,7 @@ RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
 USER attnrec
 ENV AIRFLOW_HOME=/opt/airflow \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/attnrec/dags \
+    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/attnrec/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     ATTNREC_DATA_ROOT=/data \
     SPARK_CONF_DIR=/opt/spark-conf

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         validation_alias="ATTNREC_MLFLOW_ARTIFACTS",
         description="where a new MLflow experiment keeps its artifacts",
     )
+    mlflow_ui_url: str = Field(
+        "",
+        validation_alias="ATTNREC_MLFLOW_UI_URL",
+        description="the MLflow UI as a browser reaches it, for links from the Airflow view; unset: the tracking "
+        "URI when it is http(s), else http://127.0.0.1:5000 (README's `mlflow ui`)",
+    )
     experiment_name: str = Field("attnrec", validation_alias="ATTNREC_EXPERIMENT", description="MLflow experiment name")
     checkpoint_dir: str = Field(
         str(PROJECT_ROOT / ".cache" / "checkpoints"),
@@ -263,6 +269,15 @@ class Settings(BaseSettings):
     def model_name(self) -> str:
         """The registered model name: a contract (DESIGN.md), not a setting."""
         return MODEL_NAME
+
+    @property
+    def mlflow_ui(self) -> str:
+        """Where a browser opens MLflow: ATTNREC_MLFLOW_UI_URL, else an http(s) tracking URI, else port 5000 here."""
+        if self.mlflow_ui_url:
+            return self.mlflow_ui_url.rstrip("/")
+        if self.mlflow_tracking_uri.startswith(("http://", "https://")):
+            return self.mlflow_tracking_uri.rstrip("/")
+        return "http://127.0.0.1:5000"
 
     @property
     def is_local_lake(self) -> bool:

@@ -12,6 +12,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 mkdir -p "$AIRFLOW_HOME" "$ROOT/.mlflow"
 # Airflow's default dags folder is $AIRFLOW_HOME/dags: point it at the repo's DAGs
 [ -e "$AIRFLOW_HOME/dags" ] || ln -s "$ROOT/dags" "$AIRFLOW_HOME/dags"
+# and its plugins folder at the repo's plugins/ (the Recommendations view, attnrec_ui)
+export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$ROOT/plugins}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -44,11 +46,16 @@ if [ ! -f "$ATTNREC_DATA_ROOT/candidates/dt=$DT/_SUCCESS" ]; then
   exit 1
 fi
 
+DEMO_USER=$(python -c "import sys, pyarrow.dataset as ds; t = ds.dataset(sys.argv[1], format='parquet', ignore_prefixes=['_', '.']).head(1, columns=['user_id']); print(t.column('user_id')[0])" "$ATTNREC_DATA_ROOT/candidates/dt=$DT")
+
 cat <<MSG
 
 Timings: behavior_etl ${SECONDS_TAKEN[behavior_etl]} s, train_recommender ${SECONDS_TAKEN[train_recommender]} s, nightly_candidates ${SECONDS_TAKEN[nightly_candidates]} s
 
 Open the UIs:
-  Airflow : AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__LOAD_EXAMPLES=False .venv/bin/airflow standalone   (http://127.0.0.1:8080; the admin password is printed at start)
+  Airflow : AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PLUGINS_FOLDER=$AIRFLOW__CORE__PLUGINS_FOLDER ATTNREC_DATA_ROOT=$ATTNREC_DATA_ROOT MLFLOW_TRACKING_URI=$MLFLOW_TRACKING_URI .venv/bin/airflow standalone   (http://127.0.0.1:8080; the admin password is printed at start)
   MLflow  : .venv/bin/mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI --host 127.0.0.1 --port 5000   (http://127.0.0.1:5000)
+
+The recommendations of dt=$DT inside Airflow (after signing in; "Recommendations" in the navigation), e.g. user $DEMO_USER:
+  http://127.0.0.1:8080/plugin/recommendations/attnrec/recommendations?dt=$DT&user=$DEMO_USER
 MSG

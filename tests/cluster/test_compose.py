@@ -306,3 +306,14 @@ def test_the_cluster_test_runs_the_same_edge_configuration(tmp_path, compose):
         "EdgeExecutor",
         shared["ATTNREC_TRAIN_QUEUE"],
     )
+
+
+def test_the_image_carries_the_recommendations_plugin_and_airflow_loads_it(compose):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY attnrec_ui ./attnrec_ui" in dockerfile and "COPY plugins ./plugins" in dockerfile
+    assert "AIRFLOW__CORE__PLUGINS_FOLDER=/opt/attnrec/plugins" in dockerfile
+    assert (ROOT / "plugins" / "attnrec_recommendations.py").is_file()
+    # the view links to MLflow where the browser reaches it: the published port, not the service name
+    env = compose["services"]["airflow-apiserver"]["environment"]
+    assert env["ATTNREC_MLFLOW_UI_URL"] == "http://127.0.0.1:5000"
+    assert "127.0.0.1:5000:5000" in compose["services"]["mlflow"]["ports"]
