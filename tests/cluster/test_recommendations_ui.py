@@ -38,7 +38,9 @@ from .conftest import IN_CI, VENV_BIN, free_port, start, stop, wait_http
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = REPO / "docs"
+#: Screenshots go here (never into docs/, so `make test` leaves the checkout clean); docs/ui-recommendations*.png
+#: are copies of them, refreshed by hand: cp test-artifacts/recommendations-ui/*.png docs/
+SHOTS = Path(os.environ.get("ATTNREC_TEST_ARTIFACTS") or REPO / "test-artifacts") / "recommendations-ui"
 USERNAME = "attnrec_admin"
 DAY, NEXT, PREV, STAGED, UNFINISHED = "2026-04-02", "2026-04-03", "2026-04-01", "2026-04-04", "2026-04-05"
 EXPERIMENT = "ranker-2026-04"
@@ -472,8 +474,8 @@ def test_browser_signs_in_opens_a_user_and_follows_the_mlflow_link(servers):
                 "raw 65 = clean 63 + quarantined 1 + duplicates 1"
             )
             expect(view.locator("svg.chart polyline")).to_have_count(2)
-            DOCS.mkdir(exist_ok=True)
-            page.screenshot(path=str(DOCS / "ui-recommendations.png"))
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "ui-recommendations.png"))
 
             # paging the history
             view.get_by_test_id("older").click()
@@ -491,7 +493,7 @@ def test_browser_signs_in_opens_a_user_and_follows_the_mlflow_link(servers):
             expect(mlflow_page.get_by_role("heading", name="Version 2")).to_be_visible()
             source_run = mlflow_page.get_by_role("link", name="train-v2")  # the run that logged version 2
             expect(source_run).to_have_attribute("href", re.compile(f"/runs/{servers.runs['2']}$"))
-            mlflow_page.screenshot(path=str(DOCS / "ui-recommendations-mlflow.png"))
+            mlflow_page.screenshot(path=str(SHOTS / "ui-recommendations-mlflow.png"))
             mlflow_page.close()
 
             # a random user of the day, then a day that is not published
@@ -509,6 +511,6 @@ def test_browser_signs_in_opens_a_user_and_follows_the_mlflow_link(servers):
             expect(page.locator("html")).to_have_class(re.compile(r"\bdark\b"))
             expect(view.locator("html")).to_have_attribute("data-mode", "dark")
             expect(history).to_have_count(50)
-            page.screenshot(path=str(DOCS / "ui-recommendations-dark.png"))
+            page.screenshot(path=str(SHOTS / "ui-recommendations-dark.png"))
         finally:
             browser.close()
