@@ -26,6 +26,7 @@ one stage by hand, e.g. to debug a failed task or to backfill a day:
 \b
   attnrec movielens --data-root data --print-dt       land MovieLens-100K as raw logs, print its day D
   attnrec generate --data-root data --start D         or synthetic behaviour logs
+  attnrec simulate --data-root data --dt D            synthetic users' day D+1, responding to candidates of D
   attnrec clean --dt D                                raw/events/dt=D -> staged clean events + quarantine
   attnrec validate --dataset clean_events --dt D      the gate on the staged clean events
   attnrec featurize --dt D                            staged features/sequences, features/items of D
@@ -131,6 +132,30 @@ def generate(
         bad = ", ".join(f"{k}={v}" for k, v in day["bad"].items() if v) or "none"
         print(f"dt={dt}: {day['lines']} lines, {day['good']} good, bad: {bad}")
     print(f"{result['events']:,} lines in {result['seconds']:.1f}s ({result['events_per_second']:,.0f} events/s)")
+
+
+@app.command()
+def simulate(
+    data_root: Annotated[str, typer.Option(metavar="DIR", help="Lake root made by 'attnrec generate'.")],
+    dt: Annotated[str, dt_option("The day the lists were served: candidates/dt=D; writes raw/events of D+1.")],
+    top_n: Annotated[int, typer.Option(help="Items of each served list the user is shown (ranks 1..N).")] = 10,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the users' responses (default: the world's seed); same seed, same bytes."),
+    ] = None,
+) -> None:
+    """Write the synthetic users' day D+1: the generator's organic browsing plus impressions of each user's top-N
+    served items of candidates/dt=D, clicked, viewed and bought by the user's hidden taste (the world recorded in
+    DIR/_synthetic/world.json; the pipeline never reads it)."""
+    from datatools.simulate import simulate as simulate_day
+
+    with stage_errors("simulate"):
+        result = simulate_day(data_root, dt, top_n=top_n, seed=seed)
+    print(
+        f"dt={result['dt']}: {result['organic_lines']} organic lines; served lists of dt={dt}: "
+        f"{result['served_users']} users, {result['visitors']} visited, {result['impressions']} impressions, "
+        f"{result['clicks']} clicks, {result['users_with_a_click']} users with a click -> {result['path']}"
+    )
 
 
 # ------------------------------------------------------------------------------------------ Spark jobs
