@@ -132,8 +132,6 @@ def responses(world: _World, rng, user, rank, item) -> dict[str, Any]:
     import numpy as np
 
     T = len(user)
-    first = np.ones(T, dtype=bool)
-    first[1:] = user[1:] != user[:-1]
     visit_user = rng.random(world.n_users) < VISIT_P
     keep = visit_user[user] & ~world.is_bot[user]
     fav = world.cluster_of[item] == world.fav_cluster[user]  # (T,) the hidden truth
