@@ -1,6 +1,7 @@
 # One image for Airflow, Spark (master, workers, driver) and the trainer, so versions cannot drift.
-# Installs exactly requirements.lock. On a GPU host the trainer gets the device via compose device reservations;
-# torch==2.13.0 from PyPI is the CUDA build there.
+# Installs exactly requirements.lock, hash-checked. On a GPU host the trainer gets the device via compose device
+# reservations; torch from PyPI is the CUDA build there. Its CUDA libraries (nvidia-*, triton) are the one set that
+# is not hash-pinned: pip resolves them from torch's own exact pins (see docs/development.md, "Supply chain").
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
@@ -15,9 +16,13 @@ ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
 
 WORKDIR /opt/attnrec
 COPY requirements.lock pyproject.toml README.md ./
+# torch itself hash-checked (PyPI's CUDA build), then its CUDA libraries by torch's own pins, then the whole lock
 RUN python -m venv .venv \
- && .venv/bin/pip install --upgrade pip \
- && .venv/bin/pip install -r requirements.lock
+ && awk '/^torch==/{p=1} p{print} p&&!/\\$/{exit}' requirements.lock > /tmp/torch.lock \
+ && .venv/bin/pip install --require-hashes --no-deps -r /tmp/torch.lock \
+ && .venv/bin/pip install "$(head -1 /tmp/torch.lock | cut -d' ' -f1)" \
+ && .venv/bin/pip install --require-hashes -r requirements.lock \
+ && .venv/bin/pip check
 
 COPY attnrec ./attnrec
 COPY jobs ./jobs

@@ -3,19 +3,22 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.lock | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements-bootstrap.lock requirements.lock | sha1sum | cut -c1-12)
 
 .PHONY: demo demo-loop test lint venv check-java clean-demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# Every file is hash-checked (scripts/lock.py writes the hashes). First pip itself and the CPU build of torch
+# (torch==X+cpu: its local label keeps pip from choosing PyPI's multi-GB CUDA build), without dependencies; then the
+# lock, whose torch==X the CPU build satisfies; then pip check: the lock is complete and consistent.
+$(STAMP): requirements-bootstrap.lock requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	@# torch first, by exact pin, so no resolver step can reach for a multi-GB CUDA build on CPU machines
-	$(BIN)/python -m pip install --quiet "$$(grep -E '^torch==' requirements.lock)"
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-bootstrap.lock || { \
+	  echo "error: could not install requirements-bootstrap.lock (pip, and torch's CPU build $$(grep -o '^torch==[^ ]*' requirements-bootstrap.lock)); where no local wheel provides it, run: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make $(MAKECMDGOALS)"; exit 1; }
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip check
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 

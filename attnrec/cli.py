@@ -20,8 +20,8 @@ from attnrec.args import DataRoot, Dataset, Dt, dt_option, one_line_errors
 
 HELP = """Batch pipeline of an attention-based (SASRec-family) recommender, one command per stage.
 
-The DAGs run these stages each day D (behavior_etl, train_recommender, nightly_candidates); the same commands run
-one stage by hand, e.g. to debug a failed task or to backfill a day:
+The DAGs run these stages each day D (behavior_etl, train_recommender, nightly_candidates, kpi_report); the same
+commands run one stage by hand, e.g. to debug a failed task or to backfill a day:
 
 \b
   attnrec movielens --data-root data --print-dt       land MovieLens-100K as raw logs, print its day D
@@ -33,7 +33,9 @@ one stage by hand, e.g. to debug a failed task or to backfill a day:
   attnrec featurize --dt D                            staged features/sequences, features/items of D
   attnrec validate --dataset features --dt D          the gate on the staged features
   attnrec train --dt D                                train, log to MLflow, register, promote if better
-  attnrec candidates --dt D                           top-K per user from the champion (staged)
+  attnrec candidates --dt D                           top-K per user from the champion (challenger: treatment)
+  attnrec kpis --dt D                                 what D's lists did over the next days: kpis/dt=D,
+                                                      MLflow, bandit allocation, online promotion
   attnrec registry show                               versions and aliases of attention-recommender
   attnrec summary --dt D                              where the day's results are
 
@@ -252,15 +254,45 @@ def train(
 
 
 @app.command()
-def candidates(dt: Dt) -> None:
-    """Write day D's top-K unseen items per user from the champion model to staging (what nightly_candidates
-    validates and publishes)."""
+def candidates(
+    dt: Dt,
+    re_resolve: Annotated[
+        bool,
+        typer.Option(
+            "--re-resolve",
+            help="Serve the current champion, challenger and treatment share even when day D's published "
+            "candidates record another plan.",
+        ),
+    ] = False,
+) -> None:
+    """Write day D's top-K unseen items per user to staging (what nightly_candidates validates and publishes),
+    from the same serving plan the DAG would resolve: the champion, and while an A/B experiment runs
+    (ATTNREC_AB_TREATMENT_SHARE above 0) the challenger for the treatment arm; a day already published re-serves
+    the plan it records unless --re-resolve."""
     from attnrec.settings import get_settings
     from models.candidates import run
 
     _log_progress()
     with stage_errors("candidates"):
-        result = run(dt, get_settings())
+        result = run(dt, get_settings(), re_resolve=re_resolve)
+    _print_json(result)
+
+
+@app.command()
+def kpis(dt: Dt, data_root: DataRoot = None) -> None:
+    """Measure the lists served on D against the clean events of D+1 .. D+ATTNREC_KPI_HORIZON_DAYS (Spark, in this
+    process), validate and publish kpis/dt=D, then log them to MLflow, write the bandit allocation (thompson) and
+    apply the online promotion rule: what kpi_report does, without waiting for missing days. Exit code 1 when the
+    gate fails (nothing published), 2 when an input is not published."""
+    from attnrec.settings import get_settings
+    from jobs.kpis import gate_and_publish, main
+    from models.online import report
+
+    _log_progress()
+    with stage_errors("kpis"):
+        settings = get_settings(data_root=data_root)
+        _exit(main(dt, data_root) or gate_and_publish(settings, dt))
+        result = report(settings, dt)
     _print_json(result)
 
 
@@ -276,16 +308,25 @@ def registry_show() -> None:
 
 @registry.command("promote")
 def registry_promote(
-    version: Annotated[str, typer.Option(metavar="N", help="The registered version to make champion, e.g. 3.")],
+    version: Annotated[str, typer.Option(metavar="N", help="The registered version to point the alias at, e.g. 3.")],
     reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "manual promotion",
+    alias: Annotated[
+        str,
+        typer.Option(
+            metavar="NAME",
+            help="champion (what everyone, or an experiment's control arm, is served) or challenger (what an "
+            "experiment's treatment arm is served).",
+        ),
+    ] = "champion",
 ) -> None:
-    """Move alias champion to an existing version (a manual promotion or a roll-back), then print the registry."""
+    """Move an alias to an existing version (champion: a manual promotion or a roll-back; challenger: the version an
+    A/B experiment's treatment arm gets), then print the registry."""
     from attnrec.settings import get_settings
     from models.registry import describe, promote
 
     with stage_errors("registry promote"):
         settings = get_settings()
-        promote(settings, version, reason)
+        promote(settings, version, reason, alias)
         _print_json(describe(settings))
 
 
@@ -320,15 +361,17 @@ def summary_lines(dt: str) -> list[str]:
     from attnrec import lake
     from attnrec.settings import get_settings
     from models.registry import CHAMPION, alias_version
+    from models.serving_plan import describe_plan, plan_of
 
     s = get_settings()
     lines = []
     cand = lake.partition(s.data_root, lake.CANDIDATES, dt)
     if lake.is_complete(cand):
-        table = pq.read_table(cand, columns=["user_id", "rank", "model_version"])
+        table = pq.read_table(cand, columns=["user_id", "model_version"])
         users = len(set(table.column("user_id").to_pylist()))
-        version = table.column("model_version")[0].as_py() if table.num_rows else "?"
-        lines.append(f"Candidates    : {cand}  ({table.num_rows} rows, {users} users, model version {version})")
+        manifest = lake.join(cand, lake.CANDIDATES_MANIFEST)
+        served = describe_plan(plan_of(lake.read_json(manifest))) if lake.exists(manifest) else "model version ?"
+        lines.append(f"Candidates    : {cand}  ({table.num_rows} rows, {users} users, {served})")
     else:
         lines.append(f"Candidates    : none published yet at {cand}")
     for name, dataset in (("Clean events", lake.CLEAN_EVENTS), ("Quarantine", lake.QUARANTINE_EVENTS)):

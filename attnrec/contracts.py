@@ -39,7 +39,9 @@ CANDIDATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("item_id", "string"),
     ("score", "float32"),
     ("model_name", "string"),
-    ("model_version", "string"),
+    ("model_version", "string"),  # the version that scored the row: the control or the treatment version
+    ("arm", "string"),  # CONTROL or TREATMENT (attnrec.experiments.arm of the user)
+    ("experiment_id", "string"),  # empty when no experiment runs
 )
 
 #: The arms of an A/B experiment (candidates ``arm``, kpis ``arm``).

@@ -7,7 +7,8 @@ day's treatment share. So it is sticky across days (the same bucket every day), 
 the share, a user changes arm only when the share crosses their bucket.
 
 The share of day D is ATTNREC_AB_TREATMENT_SHARE under ``fixed`` allocation; under ``thompson`` it is the newest
-``experiments/dt=X/allocation.json`` of this experiment with X <= D (kpi_report writes them), or the setting
+``experiments/dt=X/allocation.json`` of this experiment with X < D (kpi_report for day X, which measures
+the lists served on X, decides the share from X+1 on), or the setting
 before the first one exists.
 """
 

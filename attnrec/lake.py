@@ -34,6 +34,7 @@ FEATURE_OUTPUTS = (FEATURE_ITEMS, FEATURE_SEQUENCES)
 STAGING = "_staging"
 RECONCILIATION_FILE = "_reconciliation.json"
 FEATURES_MANIFEST = "_manifest.json"  # in features/sequences/dt=D: the clean days and vocabulary featurize read
+CANDIDATES_MANIFEST = "_manifest.json"  # in candidates/dt=D: the serving plan (versions, experiment, share)
 SUCCESS_MARKER = "_SUCCESS"
 #: Written into a staged partition when a publish starts and kept on publish: which publish put it in place.
 PUBLISH_TOKEN = "_PUBLISH_TOKEN"

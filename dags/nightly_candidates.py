@@ -1,17 +1,22 @@
-"""nightly_candidates: top-K unseen items per user from one model version, validated, then published.
+"""nightly_candidates: top-K unseen items per user from the day's serving plan, validated, then published.
 
-    resolve_version -> wait_for_features -> generate (models:/attention-recommender/<version>)
-                    -> validate (GX suite, then checks against the day's features)
-                    -> publish candidates/dt=D (with _manifest.json: the version served)
+    resolve_version -> wait_for_features -> generate (models:/attention-recommender/<version> of each arm)
+                    -> validate (GX suite, then checks against the day's features and the plan)
+                    -> publish candidates/dt=D (with _manifest.json: the plan served)
 
-resolve_version picks the model version once, at the start of the run, and hands it to generate through XCom, so
-the whole run serves that version even if ``champion`` moves meanwhile; the task log, the XCom and the
-partition's ``_manifest.json`` record it. A re-run or backfill of day D whose published candidates record
-version V serves V again, so D's candidates are reproducible; trigger with ``{"re_resolve": true}`` to serve the
-current champion instead (e.g. after a roll-back). The run fails at once when it needs the champion and the
-registry has none (run train_recommender first). Then it waits (reschedule mode, no worker slot held) until
-behavior_etl has published features/*/dt=D with their completion markers, for up to ATTNREC_WAIT_TIMEOUT_HOURS
-(default 6), then fails naming what is missing.
+resolve_version resolves the serving plan once, at the start of the run, and hands it to generate through XCom:
+the version ``champion`` points at serves everyone, or, while an A/B experiment runs (ATTNREC_AB_TREATMENT_SHARE
+above 0, ATTNREC_AB_EXPERIMENT_ID its name), the control arm, and the version ``challenger`` points at serves the
+treatment arm. A user's arm is a pure function of (experiment id, user id) and the day's share (the setting, or
+under ATTNREC_AB_ALLOCATION=thompson the newest allocation at or before D: the one kpi_report wrote for the last
+measured day), so it is sticky across days. The whole run serves that plan even if an alias moves meanwhile; the
+task log, the XCom and the partition's ``_manifest.json`` record it. A re-run or backfill of day D whose published
+candidates record a plan serves it again, so D's candidates are reproducible; trigger with ``{"re_resolve": true}``
+to resolve champion, challenger and share afresh (e.g. after a roll-back). The run fails at once when it needs the
+champion and the registry has none (run train_recommender first), or a challenger and there is none (train with
+ATTNREC_PROMOTION_RULE=online, or `attnrec registry promote --alias challenger --version N`). Then it waits
+(reschedule mode, no worker slot held) until behavior_etl has published features/*/dt=D with their completion
+markers, for up to ATTNREC_WAIT_TIMEOUT_HOURS (default 6), then fails naming what is missing.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from dags.wiring import START_DATE, default_args, sensor_timeout
         "re_resolve": Param(
             False,
             type="boolean",
-            description="serve the current champion even when day D's published candidates record another version",
+            description="serve the current champion, challenger and treatment share even when day D's published "
+            "candidates record another plan",
         )
     },
     tags=["attnrec", "serving"],
@@ -41,13 +47,13 @@ from dags.wiring import START_DATE, default_args, sensor_timeout
 )
 def nightly_candidates():
     @task
-    def resolve_version(ds: str | None = None, params: dict | None = None) -> str:
+    def resolve_version(ds: str | None = None, params: dict | None = None) -> dict:
         from attnrec.settings import get_settings
-        from models.candidates import resolve_version as resolve
+        from models.serving_plan import describe_plan, resolve_plan
 
-        version, why = resolve(ds, get_settings(), re_resolve=bool((params or {}).get("re_resolve")))
-        print(f"dt={ds}: serving model version {version}: {why}")
-        return version
+        plan, why = resolve_plan(ds, get_settings(), re_resolve=bool((params or {}).get("re_resolve")))
+        print(f"dt={ds}: serving {describe_plan(plan)}: {why}")
+        return plan
 
     @task.sensor(mode="reschedule", poke_interval=300, timeout=sensor_timeout(), soft_fail=False)
     def wait_for_features(ds: str | None = None) -> bool:
@@ -61,10 +67,10 @@ def nightly_candidates():
         return not missing
 
     @task
-    def generate(version: str, ds: str | None = None) -> dict:
+    def generate(plan: dict, ds: str | None = None) -> dict:
         from models.candidates import run
 
-        return run(ds, version=version)
+        return run(ds, plan=plan)
 
     @task
     def validate(summary: dict, ds: str | None = None) -> dict:
@@ -81,9 +87,9 @@ def nightly_candidates():
 
         return lake.publish(get_settings().data_root, lake.CANDIDATES, ds)
 
-    version = resolve_version()
-    summary = generate(version)
-    version >> wait_for_features() >> summary
+    plan = resolve_version()
+    summary = generate(plan)
+    plan >> wait_for_features() >> summary
     publish(validate(summary))
 
 

@@ -74,6 +74,28 @@ def sensor_timeout() -> dt_.timedelta:
     return dt_.timedelta(hours=get_settings().wait_timeout_hours)
 
 
+def sensor_poke_interval() -> float:
+    """Seconds between two pokes of a sensor: five minutes, or the whole timeout when that is shorter."""
+    return min(300.0, sensor_timeout().total_seconds())
+
+
+def fail_when_waited_too_long(missing: list[str], fix: str) -> None:
+    """Inside a reschedule-mode sensor that still misses ``missing``: once it has waited :func:`sensor_timeout`,
+    fail with AirflowSensorTimeout naming what is missing and ``fix`` (Airflow's own timeout names nothing)."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    context = get_current_context()
+    first = context["ti"].get_first_reschedule_date(context)  # None on the first poke
+    waited = 0.0 if first is None else (pendulum.now("UTC") - first).total_seconds()
+    limit = sensor_timeout().total_seconds()
+    if waited >= limit:
+        raise AirflowSensorTimeout(
+            f"waited {waited:.0f}s (ATTNREC_WAIT_TIMEOUT_HOURS={limit / 3600:g}) and still not published: "
+            f"{', '.join(missing)}; {fix}"
+        )
+
+
 def missing_partitions(root: str, datasets: tuple[str, ...], dt: str) -> list[str]:
     """The partitions of ``datasets`` for ``dt`` that are not yet published (no completion marker)."""
     from attnrec import lake

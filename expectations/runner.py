@@ -8,7 +8,7 @@ run. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay in m
 are skipped (logged), because GX's filesystem site builder only writes local paths.
 
 Spark DataFrames are validated on Spark (GX Spark datasource, whole-DataFrame batch), never collected
-to pandas; pandas DataFrames (candidates) on pandas. A failed suite raises :class:`GateFailed`
+to pandas; pandas DataFrames (candidates, kpis) on pandas. A failed suite raises :class:`GateFailed`
 naming the suite, the partition, every failed expectation with what was observed, and the Data Docs
 page to open; the Airflow task fails and nothing downstream runs.
 
@@ -40,6 +40,7 @@ SUITE_NAMES: tuple[str, ...] = (
     "user_sequences",
     "item_table",
     "candidates",
+    "kpis",
 )
 
 _SITE_NAME = "attnrec_lake"
@@ -393,14 +394,87 @@ def _features_table(root: str, dataset: str, dt: str, columns: list[str]):
     return data.to_table(columns=columns)
 
 
-def check_candidates(candidates, dt: str, settings: Settings | None = None) -> dict:
+#: The keys of a candidates ``_manifest.json`` the arm checks read (models/serving_plan.py writes them).
+_PLAN_KEYS = ("model_versions", "experiment_id", "treatment_share")
+
+
+def staged_manifest(dt: str, settings: Settings) -> dict:
+    """The ``_manifest.json`` of the staged candidates of ``dt`` (what nightly_candidates' generate wrote);
+    GateFailed naming the fix when there is none."""
+    uri = lake.join(lake.staging(settings.data_root, lake.CANDIDATES, dt), lake.CANDIDATES_MANIFEST)
+    if not lake.exists(uri):
+        raise GateFailed(
+            f"candidates gate FAILED for dt={dt}: no {uri}; models/candidates.py writes the serving plan there "
+            f"beside the rows. Re-run nightly_candidates (or `attnrec candidates --dt {dt}`) for {dt}"
+        )
+    return lake.read_json(uri)
+
+
+def _plan_failures(frame, manifest: dict, dt: str) -> list[str]:
+    """The arm checks of :func:`check_candidates` against the serving plan the manifest records."""
+    from attnrec import experiments
+    from attnrec.contracts import ARMS, CONTROL
+
+    missing = [k for k in _PLAN_KEYS if k not in manifest]
+    if missing:
+        return [
+            f"the candidates manifest lacks {missing} (written before A/B experiments); re-run nightly_candidates "
+            f"for {dt} so it records the serving plan"
+        ]
+    versions, experiment_id = manifest["model_versions"], manifest["experiment_id"]
+    share = float(manifest["treatment_share"])
+    failures: list[str] = []
+    if (experiment_id == "") != (share <= 0) or CONTROL not in versions or (share > 0) != (len(versions) == 2):
+        failures.append(
+            f"the manifest's plan is inconsistent: experiment_id {experiment_id!r}, treatment_share {share}, "
+            f"model_versions {versions}; experiment_id is empty and only control is served exactly when the share is "
+            "0. models/candidates.py writes it from models.serving_plan.check_plan"
+        )
+    other = frame[frame["experiment_id"] != experiment_id]
+    if len(other):
+        failures.append(
+            f"{len(other)} rows carry experiment_id other than the manifest's {experiment_id!r}, e.g. "
+            f"{sorted(set(other['experiment_id'].tolist()))[:_SHOWN]}; every row of a day carries the day's experiment"
+        )
+    per_user = frame.groupby("user_id", sort=True)["arm"].agg(["nunique", "first"])
+    mixed = per_user[per_user["nunique"] > 1]
+    if len(mixed):
+        failures.append(
+            f"{len(mixed)} users have rows of more than one arm, e.g. {mixed.index.tolist()[:_SHOWN]}; a user is in "
+            "one arm (attnrec.experiments.arm)"
+        )
+    single = per_user[per_user["nunique"] == 1]
+    expected = experiments.arms(experiment_id, single.index.tolist(), share)
+    wrong = single[single["first"].to_numpy() != expected]
+    if len(wrong):
+        shown = list(zip(wrong.index.tolist(), wrong["first"].tolist()))[:_SHOWN]
+        failures.append(
+            f"{len(wrong)} users are served an arm other than attnrec.experiments.arm({experiment_id!r}, user_id, "
+            f"{share:g}), e.g. (user_id, arm) {shown}; the assignment is a pure function of experiment and user"
+        )
+    expected_version = frame["arm"].map({a: str(v) for a, v in versions.items() if a in ARMS})
+    off = frame[frame["model_version"] != expected_version]
+    if len(off):
+        shown = sorted(set(zip(off["arm"], off["model_version"])))[:_SHOWN]
+        failures.append(
+            f"{len(off)} rows carry a model_version other than their arm's in the manifest {versions}, e.g. "
+            f"(arm, model_version) {shown}; each arm is served by its own version"
+        )
+    return failures
+
+
+def check_candidates(candidates, dt: str, settings: Settings | None = None, manifest: dict | None = None) -> dict:
     """Checks of a candidates partition (pandas) that no GX expectation expresses, over the whole partition:
 
     - ``score`` is non-increasing with ``rank``, and ranks run 1, 2, ... without gaps, for every user;
     - every item is in the published features/items of ``dt`` with ``available`` true (a retired item is never
       served);
     - no user gets an item in their features/sequences ``seen_item_ids`` (every item they had a seen-type event
-      with in the look-back, ``ATTNREC_SEEN_EVENT_TYPES``).
+      with in the look-back, ``ATTNREC_SEEN_EVENT_TYPES``);
+    - against the serving plan in ``manifest`` (default: the staged partition's ``_manifest.json``): every user's
+      rows carry one arm, equal to :func:`attnrec.experiments.arm` of (the manifest's ``experiment_id``, user,
+      ``treatment_share``); each arm's rows carry that arm's version of ``model_versions``; every row carries the
+      manifest's ``experiment_id``, which is empty exactly when the share is 0.
 
     Returns ``{"checks": [...], "rows": n}``; raises GateFailed listing every failed check with counts and examples.
     """
@@ -412,6 +486,12 @@ def check_candidates(candidates, dt: str, settings: Settings | None = None) -> d
 
     settings = settings or get_settings()
     check_dt(dt)
+    missing = [c for c in ("model_version", "arm", "experiment_id") if c not in candidates.columns]
+    if missing:
+        raise GateFailed(
+            f"candidates gate FAILED for dt={dt}: the candidates lack the columns {missing} (attnrec.contracts."
+            f"CANDIDATE_COLUMNS); re-run nightly_candidates for {dt}"
+        )
     failures: list[str] = []
     frame = candidates[["user_id", "rank", "item_id", "score"]].sort_values(["user_id", "rank"], kind="stable")
     users = frame["user_id"].to_numpy()
@@ -466,10 +546,12 @@ def check_candidates(candidates, dt: str, settings: Settings | None = None) -> d
             f"seen_item_ids, event types {','.join(settings.seen_event_types) or 'none'}), e.g. (user_id, item_id, "
             f"rank) {shown}; candidates must exclude every seen item"
         )
-    checks = ["rank_order_and_scores", "available_items", "seen_items_excluded"]
+    manifest = staged_manifest(dt, settings) if manifest is None else manifest
+    failures += _plan_failures(candidates[["user_id", "model_version", "arm", "experiment_id"]], manifest, dt)
+    checks = ["rank_order_and_scores", "available_items", "seen_items_excluded", "arms_and_versions"]
     if failures:
         message = "\n".join(
-            [f"candidates gate FAILED for dt={dt}: {len(failures)} check(s) against the features failed"]
+            [f"candidates gate FAILED for dt={dt}: {len(failures)} check(s) against the features and the plan failed"]
             + [f"  - {f}" for f in failures]
         )
         raise GateFailed(message, {"dt": dt, "success": False, "failed": failures, "checks": checks})
@@ -477,11 +559,12 @@ def check_candidates(candidates, dt: str, settings: Settings | None = None) -> d
     return {"checks": checks, "rows": len(frame)}
 
 
-def validate_candidates(candidates, dt: str, settings: Settings | None = None) -> dict:
+def validate_candidates(candidates, dt: str, settings: Settings | None = None, manifest: dict | None = None) -> dict:
     """The candidates gate: the ``candidates`` suite (GX, pandas), then :func:`check_candidates` against the
-    published features of ``dt``. Returns the suite summary with ``checks`` added; raises GateFailed."""
+    published features of ``dt`` and the serving plan in ``manifest`` (default: the staged partition's
+    ``_manifest.json``). Returns the suite summary with ``checks`` added; raises GateFailed."""
     summary = validate_pandas("candidates", candidates, dt, settings)
-    summary["checks"] = check_candidates(candidates, dt, settings)["checks"]
+    summary["checks"] = check_candidates(candidates, dt, settings, manifest)["checks"]
     return summary
 
 
@@ -512,3 +595,9 @@ def check_lookback(manifest: dict, raw_days: list[str]) -> None:
             f"look-back FAILED for features dt={dt}: " + "; ".join(problems) + f". Run behavior_etl for {first} "
             f"first (and each later day with raw events, oldest first), then re-run behavior_etl for {dt}"
         )
+
+
+def validate_kpis(kpis, dt: str, settings: Settings | None = None) -> dict:
+    """The kpis gate (pandas: a few rows a day): the ``kpis`` suite, whose ordered column list is
+    ``attnrec.contracts.KPI_COLUMNS``. Returns the suite summary; raises GateFailed."""
+    return validate_pandas("kpis", kpis, dt, settings)

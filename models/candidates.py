@@ -1,17 +1,19 @@
-"""Nightly candidates: the champion model's top-K unseen items for every user, for one partition.
+"""Nightly candidates: top-K unseen items per user from the day's serving plan, for one partition.
 
-``run(dt, version=V)`` (the nightly_candidates DAG, with the version :func:`resolve_version` chose at the start of
-its run) or ``attnrec candidates --dt YYYY-MM-DD`` (the champion of the moment):
-load ``models:/attention-recommender/V`` -> read features/items for ``dt`` -> stream the published
-features/sequences ``USER_BATCH`` users at a time: encode them -> score the full catalogue in chunks,
+``run(dt, plan=P)`` (the nightly_candidates DAG, with the plan :func:`models.serving_plan.resolve_plan` chose at
+the start of its run) or ``attnrec candidates --dt YYYY-MM-DD`` (which resolves the plan the same way):
+load the plan's versions (``models:/attention-recommender/V``, each once) -> read features/items for ``dt`` ->
+stream the published features/sequences ``USER_BATCH`` users at a time: split them by arm
+(:func:`attnrec.experiments.arms` of the plan's experiment id and share; everyone is ``control`` when no
+experiment runs) -> encode each arm's users and score the full catalogue in chunks with that arm's version,
 excluding every item the user has seen in the look-back (``seen_item_ids``, the event types of
 ATTNREC_SEEN_EVENT_TYPES: not only the events kept in the sequence) and every item that is not available in
-features/items (retired, or no longer in the table) -> top-K -> parquet in
-``lake.staging(root, candidates, dt)`` with ``_manifest.json`` (the model name and version served) and
-``_SUCCESS``, written aside and renamed into place (the candidates gate validates it and publishes it).
+features/items (retired, or no longer in the table) -> top-K -> parquet in ``lake.staging(root, candidates, dt)``
+with ``_manifest.json`` (the model name, the plan, the counts) and ``_SUCCESS``, written aside and renamed into
+place (the candidates gate validates it and publishes it).
 
-A re-run or backfill of day D re-serves the version recorded in D's published manifest, so D's candidates are
-reproducible; ``resolve_version(..., re_resolve=True)`` serves the current champion instead.
+A re-run or backfill of day D re-serves the plan recorded in D's published manifest, so D's candidates are
+reproducible; ``re_resolve=True`` serves the current champion, challenger and treatment share instead.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from attnrec import lake
-from attnrec.contracts import CANDIDATE_COLUMNS, check_dt
+from attnrec import experiments, lake
+from attnrec.contracts import ARMS, CANDIDATE_COLUMNS, CONTROL, check_dt
 from attnrec.settings import Settings, get_settings
+from models.serving_plan import check_plan, describe_plan, manifest_fields, resolve_plan
 
 log = logging.getLogger(__name__)
 
 USER_BATCH = 1024
-#: Beside ``_SUCCESS`` in a candidates partition: which model version wrote it (JSON).
-MANIFEST_FILE = "_manifest.json"
+#: Beside ``_SUCCESS`` in a candidates partition: the serving plan that wrote it and the counts (JSON).
+MANIFEST_FILE = lake.CANDIDATES_MANIFEST
 
 #: The features/sequences column of the items each user has seen in the whole look-back (jobs/featurize.py).
 SEEN_COLUMN = "seen_item_ids"
@@ -65,10 +69,20 @@ def candidates_schema():
     return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in CANDIDATE_COLUMNS])
 
 
-def candidate_table(user_ids: Any, top_idx: Any, top_score: Any, item_ids: Any, model_name: str, version: str) -> Any:
-    """Candidates-contract rows for a batch: ``user_ids`` (U,) Arrow strings, ``top_idx`` / ``top_score``
-    (U, k) from :func:`models.recommender.recommend` (index 0 = no item: the tail when fewer than k are left),
-    ``item_ids`` the model's vocabulary as an Arrow array (index i is position i - 1)."""
+def candidate_table(
+    user_ids: Any,
+    top_idx: Any,
+    top_score: Any,
+    item_ids: Any,
+    model_name: str,
+    version: str,
+    arm: str = CONTROL,
+    experiment_id: str = "",
+) -> Any:
+    """Candidates-contract rows for a batch of users of one arm: ``user_ids`` (U,) Arrow strings, ``top_idx`` /
+    ``top_score`` (U, k) from :func:`models.recommender.recommend` (index 0 = no item: the tail when fewer than k
+    are left), ``item_ids`` the model's vocabulary as an Arrow array (index i is position i - 1); every row carries
+    ``version`` (the version that scored it), ``arm`` and ``experiment_id``."""
     import numpy as np
     import pyarrow as pa
 
@@ -84,90 +98,116 @@ def candidate_table(user_ids: Any, top_idx: Any, top_score: Any, item_ids: Any, 
             pa.array(top_score.numpy()[keep].astype(np.float32)),
             pa.array([model_name] * n, pa.string()),
             pa.array([version] * n, pa.string()),
+            pa.array([arm] * n, pa.string()),
+            pa.array([experiment_id] * n, pa.string()),
         ],
         schema=candidates_schema(),
     )
 
 
-def recorded_version(root: str, dt: str) -> str | None:
-    """The model version the published candidates of ``dt`` record in their manifest; None when there are none
-    (or they were written before manifests existed)."""
-    uri = lake.join(lake.partition(root, lake.CANDIDATES, dt), MANIFEST_FILE)
-    if not lake.is_complete(lake.partition(root, lake.CANDIDATES, dt)) or not lake.exists(uri):
-        return None
-    return str(lake.read_json(uri)["model_version"])
+@dataclass
+class Scorer:
+    """One loaded model version, ready to score: the recommender on its device, the (N+1,) bool mask of the items
+    it may serve today and its vocabulary as an Arrow array."""
+
+    version: str
+    rec: Any  # models.recommender.Recommender
+    allowed: Any  # torch.Tensor (N+1,)
+    item_ids: Any  # pyarrow.Array (N,)
 
 
-def resolve_version(dt: str, settings: Settings | None = None, re_resolve: bool = False) -> tuple[str, str]:
-    """(version, why): the model version that serves day ``dt``, chosen once per run. The version recorded in
-    ``dt``'s published candidates when there is one (a re-run or backfill re-serves it), unless ``re_resolve``;
-    otherwise the version ``champion`` points at now (RuntimeError when there is none)."""
-    from models.registry import require_champion
-
-    check_dt(dt)
-    settings = settings or get_settings()
-    recorded = None if re_resolve else recorded_version(settings.data_root, dt)
-    if recorded is not None:
-        return recorded, (
-            f"re-serving version {recorded}, recorded in the published candidates of dt={dt} "
-            "(trigger with re_resolve=true to serve the current champion)"
-        )
-    version = require_champion(settings)
-    return version, f"'champion' points at version {version}" + (" (re_resolve=true)" if re_resolve else "")
-
-
-def run(dt: str, settings: Settings | None = None, version: str | None = None) -> dict[str, Any]:
-    """Write top-K candidates for every user in features/sequences for ``dt`` to the staging partition,
-    streaming the users ``USER_BATCH`` at a time (memory does not grow with the number of users), with model
-    ``version`` (default: the version ``champion`` points at now) recorded in the partition's manifest.
-
-    Returns {"path", "users", "rows", "model_version"}.
-    """
-    import pyarrow.parquet as pq
+def load_scorers(
+    settings: Settings, plan: dict[str, Any], catalogue: set[str], device: Any, dt: str
+) -> dict[str, Scorer]:
+    """{arm: Scorer} for every arm the plan serves; a version serving both arms is loaded once."""
     import torch
 
+    from models.registry import load_version
+
+    loaded: dict[str, Scorer] = {}
+    for arm in ARMS:
+        version = plan[arm]
+        if version is None or version in loaded:
+            continue
+        rec = load_version(settings, version)
+        rec.model.to(device)
+        allowed = torch.tensor([False, *(i in catalogue for i in rec.vocab.item_ids)], dtype=torch.bool)
+        log.info(
+            "candidates dt=%s: version %s (%s) knows %d items (%d of them not servable: retired or not in "
+            "features/items; %d servable items are new to it)",
+            dt,
+            version,
+            " and ".join(a for a in ARMS if plan[a] == version),
+            rec.vocab.n_items,
+            int((~allowed[1:]).sum()),
+            len(catalogue - set(rec.vocab.item_ids)),
+        )
+        loaded[version] = Scorer(version, rec, allowed, rec.vocab.arrow_ids())
+    return {arm: loaded[plan[arm]] for arm in ARMS if plan[arm] is not None}
+
+
+def score_arm(batch: Any, scorer: Scorer, arm: str, experiment_id: str, settings: Settings, device: Any) -> Any:
+    """Candidates rows of the users in ``batch`` (a features/sequences record batch, all of one arm) from
+    ``scorer``: top-K of the servable catalogue, every item the user has seen excluded."""
     from models.encoding import encode_record_batch
-    from models.features import count_rows, feature_paths, read_table, sequence_batches
     from models.recommender import recommend
-    from models.registry import load_champion, load_version
+
+    rec = scorer.rec
+    seen = seen_indices(batch, scorer.item_ids)
+    top_idx, top_score = recommend(
+        rec, encode_record_batch(batch, rec.vocab), settings.top_k, device, allowed=scorer.allowed, exclude=seen
+    )
+    return candidate_table(
+        batch.column("user_id"),
+        top_idx.cpu(),
+        top_score.cpu(),
+        scorer.item_ids,
+        settings.model_name,
+        scorer.version,
+        arm,
+        experiment_id,
+    )
+
+
+def run(
+    dt: str, settings: Settings | None = None, plan: dict[str, Any] | None = None, re_resolve: bool = False
+) -> dict[str, Any]:
+    """Write top-K candidates for every user in features/sequences for ``dt`` to the staging partition,
+    streaming the users ``USER_BATCH`` at a time (memory does not grow with the number of users), each user scored
+    by their arm's version of ``plan`` (default: :func:`models.serving_plan.resolve_plan` of ``dt`` and
+    ``re_resolve``, after the inputs are found), the plan recorded in the partition's manifest.
+
+    Returns {"path", "users", "rows", "model_version" (the control version), "plan", "users_by_arm"}.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.features import count_rows, feature_paths, read_table, sequence_batches
     from models.runtime import choose_device
 
     check_dt(dt)
     settings = settings or get_settings()
     paths = feature_paths(settings.data_root, dt)  # inputs first: a missing day fails before any model loads
-    if version is None:
-        rec, version = load_champion(settings)
-    else:
-        rec = load_version(settings, str(version))
+    if plan is None:
+        plan, why = resolve_plan(dt, settings, re_resolve)
+        log.info("candidates dt=%s: serving %s: %s", dt, describe_plan(plan), why)
+    plan = check_plan(plan)
     device, _ = choose_device()
-    rec.model.to(device)
     n_users = count_rows(paths["sequences"])
-    item_rows = read_table(paths["items"])
-    catalogue = servable_items(item_rows)
-    allowed = torch.tensor([False, *(i in catalogue for i in rec.vocab.item_ids)], dtype=torch.bool)
-    new_items = len(catalogue - set(rec.vocab.item_ids))
-    log.info(
-        "candidates dt=%s: %d users, champion v%s knows %d items (%d of them not servable: retired or not in "
-        "features/items; %d servable items are new to it)",
-        dt,
-        n_users,
-        version,
-        rec.vocab.n_items,
-        int((~allowed[1:]).sum()),
-        new_items,
-    )
-    item_ids = rec.vocab.arrow_ids()
+    catalogue = servable_items(read_table(paths["items"]))
+    scorers = load_scorers(settings, plan, catalogue, device, dt)
+    log.info("candidates dt=%s: %d users, serving %s", dt, n_users, describe_plan(plan))
 
     out_uri = lake.staging(settings.data_root, lake.CANDIDATES, dt)
     tmp_uri = f"{out_uri}.tmp-{uuid.uuid4().hex[:8]}"
     filesystem, tmp = lake.filesystem_for(tmp_uri)
     filesystem.create_dir(tmp, recursive=True)
     rows, done, start = 0, 0, time.monotonic()
+    users_by_arm = dict.fromkeys(scorers, 0)
     try:
         with pq.ParquetWriter(f"{tmp}/part-00000.parquet", candidates_schema(), filesystem=filesystem) as writer:
             for batch in sequence_batches(paths["sequences"], USER_BATCH, extra_columns=(SEEN_COLUMN,)):
-                seen = seen_indices(batch, item_ids)
-                if seen is None and done == 0:
+                if done == 0 and SEEN_COLUMN not in batch.schema.names:
                     log.warning(
                         "%s has no %s (written before featurize kept it): only the items in each user's sequence "
                         "are excluded; re-run behavior_etl for %s to exclude everything seen in the look-back",
@@ -175,24 +215,24 @@ def run(dt: str, settings: Settings | None = None, version: str | None = None) -
                         SEEN_COLUMN,
                         dt,
                     )
-                top_idx, top_score = recommend(
-                    rec, encode_record_batch(batch, rec.vocab), settings.top_k, device, allowed=allowed, exclude=seen
+                labels = experiments.arms(
+                    plan["experiment_id"], batch.column("user_id").to_pylist(), plan["treatment_share"]
                 )
-                table = candidate_table(
-                    batch.column("user_id"),
-                    top_idx.cpu(),
-                    top_score.cpu(),
-                    item_ids,
-                    settings.model_name,
-                    str(version),
-                )
-                if table.num_rows:
-                    writer.write_table(table)
-                rows, done = rows + table.num_rows, done + batch.num_rows
+                for arm, scorer in scorers.items():
+                    members = [i for i, label in enumerate(labels) if label == arm]
+                    if not members:
+                        continue
+                    part = batch if len(members) == batch.num_rows else batch.take(pa.array(members, pa.int64()))
+                    table = score_arm(part, scorer, arm, plan["experiment_id"], settings, device)
+                    if table.num_rows:
+                        writer.write_table(table)
+                    rows, users_by_arm[arm] = rows + table.num_rows, users_by_arm[arm] + part.num_rows
+                done += batch.num_rows
                 elapsed = max(time.monotonic() - start, 1e-9)
                 log.info("candidates: %d/%d users, %.0f users/s", done, n_users, done / elapsed)
-        manifest = {"dt": dt, "model_name": settings.model_name, "model_version": str(version)}
-        lake.write_json(lake.join(tmp_uri, MANIFEST_FILE), {**manifest, "rows": rows, "users": done})
+        manifest = {"dt": dt, "model_name": settings.model_name, **manifest_fields(plan)}
+        manifest.update(rows=rows, users=done, users_by_arm=users_by_arm)
+        lake.write_json(lake.join(tmp_uri, MANIFEST_FILE), manifest)
         with filesystem.open_output_stream(f"{tmp}/{lake.SUCCESS_MARKER}"):
             pass
         lake.replace_dir(tmp_uri, out_uri)
@@ -202,5 +242,14 @@ def run(dt: str, settings: Settings | None = None, version: str | None = None) -
         if filesystem.get_file_info(tmp).type != fs.FileType.NotFound:
             filesystem.delete_dir(tmp)
         raise
-    log.info("candidates: wrote %d rows for %d users to %s with model version %s", rows, done, out_uri, version)
-    return {"path": out_uri, "users": done, "rows": rows, "model_version": str(version)}
+    log.info(
+        "candidates: wrote %d rows for %d users %s to %s, %s", rows, done, users_by_arm, out_uri, describe_plan(plan)
+    )
+    return {
+        "path": out_uri,
+        "users": done,
+        "rows": rows,
+        "model_version": plan[CONTROL],
+        "plan": plan,
+        "users_by_arm": users_by_arm,
+    }

@@ -2,8 +2,14 @@
 
 Aliases of the registered model ``attention-recommender``:
 
-* ``challenger`` - the version the latest training run registered;
-* ``champion``   - the version candidate generation serves. A new version takes it only when its validation
+* ``challenger`` - the version the latest training run registered; it serves the treatment arm of an A/B
+  experiment (ATTNREC_AB_TREATMENT_SHARE above 0, models/serving_plan.py);
+* ``champion``   - the version candidate generation serves (to everyone, or to the control arm of an experiment).
+
+ATTNREC_PROMOTION_RULE decides who moves ``champion``. ``online``: training only registers and aliases
+``challenger`` (no offline comparison moves ``champion``; kpi_report does, on the experiment's online results),
+except that the first version becomes ``champion`` too, since something must serve. ``offline`` (the default):
+the gate below. A new version takes ``champion`` only when its validation
   NDCG@10 beats the champion's on the *same* validation holdout (the new run's: each user's second-to-last
   positive event) by more than ``settings.promotion_margin``. The test holdout (the last positive event) takes
   no part in any choice, so a run's ``test_*`` metrics stay an untouched estimate. A champion trained on
@@ -14,12 +20,14 @@ Aliases of the registered model ``attention-recommender``:
 Only "the model or alias does not exist" reads as "no champion": any other MLflow error (401/403, 5xx, a
 timeout, a wrong URI) fails the caller with the server's message, so an outage never promotes a model.
 
-Forcing or rolling back a promotion (moves ``champion`` to any existing version and records why)::
+Forcing or rolling back a promotion (moves ``champion`` to any existing version and records why), or choosing the
+version an experiment's treatment arm gets::
 
     attnrec registry promote --version 3 --reason "roll back: v4 candidates look wrong"
+    attnrec registry promote --alias challenger --version 5 --reason "test v5 online"
     attnrec registry show
 
-or from Python: ``models.registry.promote(get_settings(), "3", reason="...")``.
+or from Python: ``models.registry.promote(get_settings(), "3", reason="...", alias="champion")``.
 """
 
 from __future__ import annotations
@@ -49,18 +57,20 @@ def client(settings: Settings) -> "MlflowClient":
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
-def ensure_experiment(settings: Settings) -> str:
-    """The id of ``settings.experiment_name``, created with ``settings.mlflow_artifact_root`` if missing."""
+def ensure_experiment(settings: Settings, name: str | None = None) -> str:
+    """The id of experiment ``name`` (default ``settings.experiment_name``), created with
+    ``settings.mlflow_artifact_root`` if missing."""
+    name = name or settings.experiment_name
     c = client(settings)
-    exp = c.get_experiment_by_name(settings.experiment_name)
+    exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise RuntimeError(
-                f"MLflow experiment {settings.experiment_name!r} is deleted; restore it "
+                f"MLflow experiment {name!r} is deleted; restore it "
                 f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or set ATTNREC_EXPERIMENT"
             )
         return exp.experiment_id
-    return c.create_experiment(settings.experiment_name, artifact_location=settings.mlflow_artifact_root)
+    return c.create_experiment(name, artifact_location=settings.mlflow_artifact_root)
 
 
 # ---------------------------------------------------------------- logging the model -----------------------------
@@ -268,6 +278,7 @@ def backfill_reason(champion: str, champion_dt: str, dt: str, version: str, allo
 def gate(settings: Settings, version: str, new_ndcg: float, valid: list["Holdout"], dt: str) -> tuple[bool, str]:
     """Decide whether ``version`` (trained on features of ``dt``, validation NDCG@10 ``new_ndcg`` on ``valid``)
     takes ``champion``, move the alias if so, and record the decision on the version (tags and description).
+    Under ATTNREC_PROMOTION_RULE=online this is :func:`online_gate` instead.
 
     The champion is evaluated on the same validation holdout ``valid`` (never the test holdout, which stays an
     untouched estimate). When the champion's ``feature_dt`` is later than ``dt`` (a backfill) it has seen these
@@ -277,6 +288,8 @@ def gate(settings: Settings, version: str, new_ndcg: float, valid: list["Holdout
 
     from models.evaluate import evaluate_recommender
 
+    if settings.promotion_rule == "online":
+        return online_gate(settings, version, new_ndcg, dt)
     c = client(settings)
     champion = alias_version(settings, CHAMPION)
     champion_dt, champion_ndcg = "none", None
@@ -295,6 +308,26 @@ def gate(settings: Settings, version: str, new_ndcg: float, valid: list["Holdout
             champion_ndcg = evaluate_recommender(load_version(settings, champion), valid)["ndcg_at_10"]
         promoted, reason = decide(new_ndcg, champion_ndcg, settings.promotion_margin, champion)
         decision, holdout = ("promoted" if promoted else "rejected"), GATE_HOLDOUT
+    record_decision(settings, version, decision, reason, holdout, dt, champion, champion_dt, new_ndcg, champion_ndcg)
+    if promoted:
+        c.set_registered_model_alias(settings.model_name, CHAMPION, version)
+    return promoted, reason
+
+
+def record_decision(
+    settings: Settings,
+    version: str,
+    decision: str,
+    reason: str,
+    holdout: str,
+    dt: str,
+    champion: str | None,
+    champion_dt: str,
+    new_ndcg: float,
+    champion_ndcg: float | None,
+) -> None:
+    """The promotion tags and the description (``reason``) on ``version``, the same for every rule."""
+    c = client(settings)
     tags = {
         "promotion_decision": decision,
         "promotion_reason": reason,
@@ -308,15 +341,41 @@ def gate(settings: Settings, version: str, new_ndcg: float, valid: list["Holdout
     for k, v in tags.items():
         c.set_model_version_tag(settings.model_name, version, k, v)
     c.update_model_version(settings.model_name, version, description=reason)
+
+
+def online_gate(settings: Settings, version: str, new_ndcg: float, dt: str) -> tuple[bool, str]:
+    """ATTNREC_PROMOTION_RULE=online: ``version`` (already aliased ``challenger`` by :func:`register`) is left for
+    an online experiment and ``champion`` stays, with no offline comparison; when there is no champion yet it
+    becomes champion (something must serve). The decision is recorded as :func:`gate` records its own
+    (``promotion_decision`` ``challenger`` or ``promoted``, ``promotion_holdout`` ``none``)."""
+    champion = alias_version(settings, CHAMPION)
+    if champion is None:
+        promoted = True
+        decision = "promoted"
+        reason = (
+            f"no champion yet; promoted without a comparison (ATTNREC_PROMOTION_RULE=online: something must serve), "
+            f"validation NDCG@10 {new_ndcg:.4f}"
+        )
+    else:
+        promoted, decision = False, CHALLENGER
+        reason = (
+            f"ATTNREC_PROMOTION_RULE=online: registered as '{CHALLENGER}' for an online experiment, not compared "
+            f"offline; champion v{champion} kept until kpi_report promotes on online results (validation NDCG@10 "
+            f"{new_ndcg:.4f})"
+        )
+    record_decision(settings, version, decision, reason, "none", dt, champion, "none", new_ndcg, None)
     if promoted:
-        c.set_registered_model_alias(settings.model_name, CHAMPION, version)
+        client(settings).set_registered_model_alias(settings.model_name, CHAMPION, version)
     return promoted, reason
 
 
-def promote(settings: Settings, version: str, reason: str = "manual promotion") -> None:
-    """Force ``champion`` onto an existing ``version`` (a manual promotion or a roll-back) and record why."""
+def promote(settings: Settings, version: str, reason: str = "manual promotion", alias: str = CHAMPION) -> None:
+    """Force ``alias`` (``champion``: a manual promotion or a roll-back; ``challenger``: the version an experiment's
+    treatment arm gets) onto an existing ``version`` and record why on it."""
     from mlflow.exceptions import MlflowException
 
+    if alias not in (CHAMPION, CHALLENGER):
+        raise ValueError(f"alias {alias!r} is not one attnrec serves; use {CHAMPION!r} or {CHALLENGER!r}")
     c = client(settings)
     try:
         c.get_model_version(settings.model_name, str(version))
@@ -327,12 +386,11 @@ def promote(settings: Settings, version: str, reason: str = "manual promotion") 
             f"model '{settings.model_name}' has no version {version!r} at {settings.mlflow_tracking_uri}; "
             "list them with `attnrec registry show`"
         ) from None
-    previous = alias_version(settings, CHAMPION) or "none"
-    c.set_registered_model_alias(settings.model_name, CHAMPION, str(version))
-    c.set_model_version_tag(settings.model_name, str(version), "promotion_decision", "forced")
-    c.set_model_version_tag(
-        settings.model_name, str(version), "promotion_reason", f"{reason} (champion was {previous})"
-    )
+    previous = alias_version(settings, alias) or "none"
+    c.set_registered_model_alias(settings.model_name, alias, str(version))
+    prefix = "promotion" if alias == CHAMPION else CHALLENGER  # challenger_decision: the training decision stays
+    c.set_model_version_tag(settings.model_name, str(version), f"{prefix}_decision", "forced")
+    c.set_model_version_tag(settings.model_name, str(version), f"{prefix}_reason", f"{reason} ({alias} was {previous})")
 
 
 def describe(settings: Settings) -> dict[str, Any]:

@@ -8,8 +8,10 @@ sampled softmax with a logQ correction above ``ATTNREC_FULL_SOFTMAX_MAX_ITEMS`` 
 cosine decay, gradient clipping, early stopping on validation NDCG@10, bounded by epochs and wall clock; a
 resumable checkpoint after every epoch, models.checkpoints) -> the plain SASRec ablation (item ids only)
 with the same budget -> the test holdout beside the baselines (models.baselines) -> MLflow (models.report)
-and the model as a pyfunc -> register a version, alias "challenger" -> promote it to "champion" only if it
-beats the current champion on this run's validation holdout (models.registry).
+and the model as a pyfunc -> register a version, alias "challenger" -> under ATTNREC_PROMOTION_RULE=offline (the
+default) promote it to "champion" only if it beats the current champion on this run's validation holdout; under
+``online`` leave it "challenger" for an A/B experiment (kpi_report promotes on online results), unless there is no
+champion yet (models.registry).
 
 Which holdout decides what: validation (each user's second-to-last positive event) chooses the epoch (early
 stopping), the kNN baseline's settings and the promotion; the test holdout (the last positive event) chooses

@@ -59,12 +59,12 @@ def dagbag(tmp_path_factory) -> dict:
 
 def test_no_import_errors_and_contract_dag_ids(dagbag):
     assert dagbag["errors"] == {}
-    assert set(dagbag["dags"]) == {"behavior_etl", "train_recommender", "nightly_candidates"}
+    assert set(dagbag["dags"]) == {"behavior_etl", "train_recommender", "nightly_candidates", "kpi_report"}
 
 
 def test_only_dag_files_are_parsed(dagbag):
     """dags/.airflowignore keeps the package's __init__ and the shared wiring module out of DAG parsing."""
-    assert dagbag["files"] == ["behavior_etl.py", "nightly_candidates.py", "train_recommender.py"]
+    assert dagbag["files"] == ["behavior_etl.py", "kpi_report.py", "nightly_candidates.py", "train_recommender.py"]
 
 
 def test_dag_files_do_not_import_heavy_libraries(dagbag):
@@ -89,6 +89,7 @@ def test_schedules(dagbag):
     assert dagbag["dags"]["behavior_etl"]["timetable"] == "CronDataIntervalTimetable"
     assert dagbag["dags"]["nightly_candidates"]["timetable"] == "CronDataIntervalTimetable"
     assert dagbag["dags"]["train_recommender"]["timetable"] == "AssetTriggeredTimetable"
+    assert dagbag["dags"]["kpi_report"]["timetable"] == "CronTriggerTimetable"
 
 
 def test_embedded_spark_connection_is_local(dagbag):
@@ -99,8 +100,38 @@ def test_nightly_candidates_waits_for_published_features(dagbag):
     tasks = dagbag["dags"]["nightly_candidates"]["tasks"]
     assert tasks["wait_for_features"]["mode"] == "reschedule"  # holds no worker slot while waiting
     assert tasks["wait_for_features"]["upstream"] == ["resolve_version"]  # no champion: fail at once, do not wait
-    assert tasks["generate"]["upstream"] == ["resolve_version", "wait_for_features"]  # the version, through XCom
+    assert tasks["generate"]["upstream"] == ["resolve_version", "wait_for_features"]  # the serving plan, through XCom
     assert tasks["publish"]["upstream"] == ["validate"]
+
+
+def test_kpi_report_waits_for_the_outcome_days_then_gates_publishes_and_acts(dagbag):
+    dag = dagbag["dags"]["kpi_report"]
+    tasks = dag["tasks"]
+    assert tasks["wait_for_outcomes"]["mode"] == "reschedule"
+    assert tasks["kpis"]["type"] == "SparkSubmitOperator" and tasks["kpis"]["upstream"] == ["wait_for_outcomes"]
+    assert tasks["validate"]["upstream"] == ["kpis"]
+    assert tasks["publish"]["upstream"] == ["validate"]
+    assert tasks["log_to_mlflow"]["upstream"] == ["publish"] and tasks["allocate"]["upstream"] == ["publish"]
+    assert tasks["promote"]["upstream"] == ["log_to_mlflow"]
+    assert dag["max_active_runs"] == 1
+
+
+def test_kpi_report_for_day_d_runs_after_the_horizon_has_landed():
+    """The run triggered at 06:00 on D+H+1 (after behavior_etl published D+H at 02:00) has logical date D."""
+    import pendulum
+    from airflow.timetables.base import DataInterval, TimeRestriction
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    from dags.kpi_report import HORIZON_DAYS, kpi_report
+
+    timetable = kpi_report().timetable
+    last = DataInterval(pendulum.datetime(2026, 5, 9, tz="UTC"), pendulum.datetime(2026, 5, 11, 6, tz="UTC"))
+    restriction = TimeRestriction(earliest=None, latest=None, catchup=True)
+    core = CronTriggerTimetable(timetable.expression, timezone="UTC", interval=timetable.interval)
+    nxt = core.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+    assert HORIZON_DAYS == 1
+    assert nxt.logical_date == pendulum.datetime(2026, 5, 10, tz="UTC")  # D
+    assert nxt.run_after == pendulum.datetime(2026, 5, 12, 6, tz="UTC")  # D + H + 1, 06:00
 
 
 def test_nightly_candidates_re_serves_the_recorded_version_unless_told_to_re_resolve(dagbag):
@@ -162,7 +193,7 @@ def test_an_executor_airflow_does_not_run_fails_the_dag_naming_the_setting(tmp_p
         "([core] executor = 'LocalExecutor')"
     ) in error
     assert f"AIRFLOW__CORE__EXECUTOR='LocalExecutor,{EDGE}'" in error
-    assert set(bag["dags"]) == {"behavior_etl", "nightly_candidates"}
+    assert set(bag["dags"]) == {"behavior_etl", "nightly_candidates", "kpi_report"}
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from attnrec import lake
-from attnrec.contracts import CANDIDATE_COLUMNS, EVENT_TYPES
+from attnrec.contracts import CANDIDATE_COLUMNS, EVENT_TYPES, KPI_COLUMNS
 from attnrec.settings import get_settings
 from expectations.runner import (
     SUITE_NAMES,
@@ -195,24 +195,49 @@ CASES = {
         ],
     ),
     "candidates": (
-        "user_id string, rank int, item_id string, score float, model_name string, model_version string",
+        "user_id string, rank int, item_id string, score float, model_name string, model_version string, "
+        "arm string, experiment_id string",
         [
-            ("u1", 1, "i3", 0.9, "attention-recommender", "4"),
-            ("u1", 2, "i4", 0.5, "attention-recommender", "4"),
-            ("u2", 1, "i3", 0.8, "attention-recommender", "4"),
+            ("u1", 1, "i3", 0.9, "attention-recommender", "4", "control", "exp-1"),
+            ("u1", 2, "i4", 0.5, "attention-recommender", "4", "control", "exp-1"),
+            ("u2", 1, "i3", 0.8, "attention-recommender", "5", "treatment", "exp-1"),
         ],
         [
-            ("u1", 1, "i3", 0.9, "attention-recommender", "4"),
-            ("u1", 1, "i3", 0.5, "attention-recommender", "4"),
-            ("u2", 4, "i3", 0.8, "attention-recommender", "4"),
+            ("u1", 1, "i3", 0.9, "attention-recommender", "4", "control", ""),
+            ("u1", 1, "i3", 0.5, "attention-recommender", "4", "control", ""),
+            ("u2", 4, "i3", 0.8, "attention-recommender", "4", "placebo", None),
         ],
         [
+            "expect_column_values_to_not_be_null column=experiment_id: 1 unexpected (33.33% of non-null), e.g. [None]",
+            "expect_column_values_to_be_in_set column=arm (value_set=['control', 'treatment']): 1 unexpected "
+            "(33.33% of non-null), e.g. ['placebo']",
             "expect_column_values_to_be_between column=rank (min_value=1, max_value=3): "
             "1 unexpected (33.33% of non-null), e.g. [4]",
             "expect_compound_columns_to_be_unique column_list=['user_id', 'rank']: 2 unexpected "
             "(66.67% of non-null), e.g. [{'user_id': 'u1', 'rank': 1}, {'user_id': 'u1', 'rank': 1}]",
             "expect_compound_columns_to_be_unique column_list=['user_id', 'item_id']: 2 unexpected "
             "(66.67% of non-null), e.g. [{'user_id': 'u1', 'item_id': 'i3'}, {'user_id': 'u1', 'item_id': 'i3'}]",
+        ],
+    ),
+    "kpis": (
+        ", ".join(f"{name} {'bigint' if kind == 'int64' else kind}" for name, kind in KPI_COLUMNS),
+        [
+            ("e1", "control", "1", 4, 3, 3, 1, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 0.1, 0.8, None, None, 0.9, 5.0, 0.5),
+            ("e1", "treatment", "2", 4, 3, 3, 2, 2 / 3, 2 / 3, 2 / 3, 1 / 3, 0.2, 0.9, 1.0, 0.2, 0.75, 5.5, 0.6),
+        ],
+        [  # more active users than users, a p-value on control; a CTR of 1.5, fewer hits in K than in 10
+            ("e1", "control", "1", 4, 5, 3, 1, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 0.1, 0.8, None, 0.3, 0.9, 5.0, 0.5),
+            ("e1", "treatment", "2", 4, 3, 3, 2, 1.5, 2 / 3, 0.5, 1 / 3, 0.2, 0.9, 1.0, 0.2, 0.75, 5.5, 0.6),
+        ],
+        [
+            "expect_column_pair_values_a_to_be_greater_than_b column_A=users column_B=active_users (or_equal=True): "
+            "1 unexpected (50.00% of non-null), e.g. [(4, 5)]",
+            "expect_column_pair_values_a_to_be_greater_than_b column_A=hit_rate_at_k column_B=hit_rate_at_10 "
+            "(or_equal=True): 1 unexpected (50.00% of non-null), e.g. [(0.5, 0.6666666666666666)]",
+            "expect_column_values_to_be_between column=ctr (min_value=0, max_value=1): 1 unexpected "
+            "(50.00% of non-null), e.g. [1.5]",
+            "expect_column_values_to_be_null column=p_value (where=arm == 'control'): 1 unexpected "
+            "(100.00% of non-null), e.g. [0.3]",
         ],
     ),
 }
@@ -256,6 +281,9 @@ def test_suite_files_are_gx_suites_that_follow_the_contracts():
     candidates = json.loads(suite_path("candidates").read_text())
     (columns,) = [e for e in candidates["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
     assert columns["kwargs"]["column_set"] == [name for name, _ in CANDIDATE_COLUMNS]
+    kpis = json.loads(suite_path("kpis").read_text())
+    (ordered,) = [e for e in kpis["expectations"] if e["type"] == "expect_table_columns_to_match_ordered_list"]
+    assert ordered["kwargs"]["column_list"] == [name for name, _ in KPI_COLUMNS]
     with pytest.raises(
         ValueError, match="unknown expectation suite 'events'; use one of raw_events_sample, clean_events"
     ):
@@ -296,7 +324,8 @@ def test_missing_column_is_named_with_the_columns_seen(settings):
         "expect_column_values_to_not_be_null column=score: raised Error: "
         'The column "score" in BatchData does not exist.',
         "expect_table_columns_to_match_set column_set=['user_id', 'rank', 'item_id', 'score', 'model_name', "
-        "'model_version']: observed ['item_id', 'model_name', 'model_version', 'rank', 'user_id'] (missing ['score'])",
+        "'model_version', 'arm', 'experiment_id']: observed ['arm', 'experiment_id', 'item_id', 'model_name', "
+        "'model_version', 'rank', 'user_id'] (missing ['score'])",
     ]
 
 
@@ -575,9 +604,13 @@ def _publish_features(root: str, seen: dict[str, list[str]], available: dict[str
         (path / lake.SUCCESS_MARKER).touch()
 
 
+#: The plan of a day without an experiment: version 4 serves everyone.
+NO_EXPERIMENT = {"model_version": "4", "model_versions": {"control": "4"}, "experiment_id": "", "treatment_share": 0.0}
+
+
 def _candidates(rows: list[tuple]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"])
-    return frame.assign(model_name="attention-recommender", model_version="4").astype(
+    return frame.assign(model_name="attention-recommender", model_version="4", arm="control", experiment_id="").astype(
         {"rank": "int32", "score": "float32"}
     )
 
@@ -594,9 +627,9 @@ def test_candidates_gate_checks_rank_order_available_items_and_seen_items_agains
     good = _candidates(
         [("heavy", 1, "i30", 0.9), ("heavy", 2, "i31", 0.5), ("heavy", 3, "i32", 0.5), ("light", 1, "i00", 2.0)]
     )
-    summary = validate_candidates(good, DT, settings)
+    summary = validate_candidates(good, DT, settings, NO_EXPERIMENT)
     assert summary["success"] is True
-    assert summary["checks"] == ["rank_order_and_scores", "available_items", "seen_items_excluded"]
+    assert summary["checks"] == ["rank_order_and_scores", "available_items", "seen_items_excluded", "arms_and_versions"]
 
     bad = _candidates(
         [
@@ -608,7 +641,7 @@ def test_candidates_gate_checks_rank_order_available_items_and_seen_items_agains
         ]
     )
     with pytest.raises(GateFailed) as failed:
-        check_candidates(bad, DT, settings)
+        check_candidates(bad, DT, settings, NO_EXPERIMENT)
     assert failed.value.summary["failed"] == [
         "rank does not run 1, 2, ... for 1 users, e.g. ['light']; models/candidates.py writes ranks 1..K per user",
         "score increases with rank in 1 rows of 1 users, e.g. (user_id, rank, score) "
@@ -621,10 +654,12 @@ def test_candidates_gate_checks_rank_order_available_items_and_seen_items_agains
         "click,view,add_to_cart,purchase,rate,like,dislike,share,skip), e.g. (user_id, item_id, rank) "
         "[('heavy', 'i05', 1)]; candidates must exclude every seen item",
     ]
-    assert str(failed.value).startswith(f"candidates gate FAILED for dt={DT}: 5 check(s) against the features failed")
+    assert str(failed.value).startswith(
+        f"candidates gate FAILED for dt={DT}: 5 check(s) against the features and the plan failed"
+    )
     # the whole gate: the GX suite passes these rows, the checks against the features do not
     with pytest.raises(GateFailed, match="already seen"):
-        validate_candidates(bad.assign(rank=[1, 2, 3, 1, 2]), DT, settings)
+        validate_candidates(bad.assign(rank=[1, 2, 3, 1, 2]), DT, settings, NO_EXPERIMENT)
 
 
 def test_candidates_gate_needs_the_features_it_checks_against(settings):
@@ -636,7 +671,7 @@ def test_candidates_gate_needs_the_features_it_checks_against(settings):
         match=f"features/items is not published at .*; the gate checks the candidates "
         f"against it. Run behavior_etl for {DT} first",
     ):
-        check_candidates(good, DT, settings)
+        check_candidates(good, DT, settings, NO_EXPERIMENT)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -644,7 +679,69 @@ def test_candidates_gate_needs_the_features_it_checks_against(settings):
     path = Path(lake.partition(settings.data_root, lake.FEATURE_SEQUENCES, DT))
     pq.write_table(pa.table({"user_id": ["u1"]}), path / "part-00000.parquet")  # features from before seen_item_ids
     with pytest.raises(GateFailed, match=r"lacks \['seen_item_ids'\].*re-run behavior_etl for 2026-01-31"):
+        check_candidates(good, DT, settings, NO_EXPERIMENT)
+
+
+def _served(users: list[str], experiment_id: str, share: float, versions: dict[str, str]) -> pd.DataFrame:
+    """Two rows per user, each user in the arm attnrec.experiments.arm gives them, from that arm's version."""
+    from attnrec.experiments import arm
+
+    rows = [(u, r, f"i{r}", 1.0 / r) for u in users for r in (1, 2)]
+    frame = _candidates(rows)
+    frame["arm"] = [arm(experiment_id, u, share) for u in frame["user_id"]]
+    return frame.assign(model_version=frame["arm"].map(versions), experiment_id=experiment_id)
+
+
+def test_candidates_gate_checks_arms_versions_and_the_experiment_against_the_recorded_plan(settings):
+    from attnrec.experiments import arm
+    from expectations.runner import check_candidates
+
+    users = [f"u{k:02d}" for k in range(40)]
+    _publish_features(settings.data_root, dict.fromkeys(users, []), {"i1": True, "i2": True})
+    plan = {
+        "model_version": "4",
+        "model_versions": {"control": "4", "treatment": "7"},
+        "experiment_id": "exp-1",
+        "treatment_share": 0.5,
+    }
+    good = _served(users, "exp-1", 0.5, {"control": "4", "treatment": "7"})
+    assert set(good["arm"]) == {"control", "treatment"}  # both arms are served
+    assert check_candidates(good, DT, settings, plan)["checks"][-1] == "arms_and_versions"
+
+    treated = next(u for u in users if arm("exp-1", u, 0.5) == "treatment")
+    controlled = next(u for u in users if arm("exp-1", u, 0.5) == "control")
+    bad = good.copy()
+    swap = bad["user_id"] == treated
+    bad.loc[swap, ["arm", "model_version"]] = ["control", "4"]  # the wrong arm (with that arm's version)
+    first = (bad["user_id"] == controlled) & (bad["rank"] == 1)
+    bad.loc[first, "arm"] = "treatment"  # one user with rows of both arms
+    assert arm("exp-1", users[-1], 0.5) == "treatment"
+    bad.loc[(bad["user_id"] == users[-1]) & (bad["rank"] == 2), "model_version"] = "5"  # a version of no arm
+    with pytest.raises(GateFailed) as failed:
+        check_candidates(bad, DT, settings, plan)
+    assert failed.value.summary["failed"] == [
+        f"1 users have rows of more than one arm, e.g. ['{controlled}']; a user is in one arm "
+        "(attnrec.experiments.arm)",
+        "1 users are served an arm other than attnrec.experiments.arm('exp-1', user_id, 0.5), e.g. (user_id, arm) "
+        f"[('{treated}', 'control')]; the assignment is a pure function of experiment and user",
+        f"2 rows carry a model_version other than their arm's in the manifest {plan['model_versions']}, e.g. "
+        "(arm, model_version) [('treatment', '4'), ('treatment', '5')]; "
+        "each arm is served by its own version",
+    ]
+
+    # the same rows under another experiment, or with no experiment recorded: wrong arms and experiment ids
+    with pytest.raises(GateFailed, match="rows carry experiment_id other than the manifest's ''"):
+        check_candidates(good, DT, settings, NO_EXPERIMENT)
+    none = _served(users, "", 0.0, {"control": "4"})
+    assert set(none["arm"]) == {"control"} and check_candidates(none, DT, settings, NO_EXPERIMENT)
+    with pytest.raises(GateFailed, match="the manifest's plan is inconsistent: experiment_id '', treatment_share 0.5"):
+        check_candidates(none, DT, settings, {**plan, "experiment_id": ""})
+    # without a manifest given, the staged partition's is read; none there is a failure naming the fix
+    with pytest.raises(GateFailed, match=r"no .*/_staging/candidates/dt=2026-01-31/_manifest.json; .* Re-run"):
         check_candidates(good, DT, settings)
+    staged = lake.staging(settings.data_root, lake.CANDIDATES, DT)
+    lake.write_json(lake.join(staged, lake.CANDIDATES_MANIFEST), plan)
+    assert check_candidates(good, DT, settings)["rows"] == len(good)
 
 
 # ------------------------------------------------------------------------------------ look-back gate (features)

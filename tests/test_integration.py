@@ -106,7 +106,9 @@ def test_full_chain_writes_candidates_per_contract(env):
 
     assert_ok(dags_test(env, "nightly_candidates"), "nightly_candidates")
     cands = pq.read_table(lake.partition(root, lake.CANDIDATES, DT)).to_pandas()
-    assert list(cands.columns) == ["user_id", "rank", "item_id", "score", "model_name", "model_version"]
+    assert list(cands.columns) == [
+        "user_id", "rank", "item_id", "score", "model_name", "model_version", "arm", "experiment_id"
+    ]  # fmt: skip
     assert str(cands["rank"].dtype) == "int32" and str(cands["score"].dtype) == "float32"
     seqs = pq.read_table(lake.partition(root, lake.FEATURE_SEQUENCES, DT)).to_pandas()
     assert set(cands["user_id"]) == set(seqs["user_id"])  # every user
@@ -121,6 +123,7 @@ def test_full_chain_writes_candidates_per_contract(env):
         assert not set(group["item_id"]) & seen[user], f"seen items recommended to {user}"
         assert group["item_id"].is_unique
     assert set(cands["model_name"]) == {"attention-recommender"} and set(cands["model_version"]) == {"1"}
+    assert set(cands["arm"]) == {"control"} and set(cands["experiment_id"]) == {""}  # no experiment runs
 
 
 def test_a_rerun_re_serves_the_recorded_version_until_told_to_re_resolve(env):
@@ -149,4 +152,42 @@ def test_a_rerun_re_serves_the_recorded_version_until_told_to_re_resolve(env):
         assert f"serving model version {served}: " in proc.stdout + proc.stderr  # the task log says which
         assert set(pq.read_table(published).column("model_version").to_pylist()) == {served}
         manifest = lake.read_json(lake.join(published, MANIFEST_FILE))
-        assert (manifest["dt"], manifest["model_version"]) == (DT, served)
+        assert (manifest["dt"], manifest["model_version"], manifest["model_versions"]) == (
+            DT,
+            served,
+            {"control": served},
+        )
+
+
+def test_an_experiment_serves_the_challenger_to_its_treatment_arm_and_a_rerun_keeps_the_arms(env):
+    """After the re-run test, champion is version 2 and challenger version 1 (what training registered). With a
+    treatment share, the DAG's plan (through XCom) serves each user from their arm's version, the gate checks the
+    arms against the staged manifest, and a plain re-run re-serves the recorded plan although the share is 0 again."""
+    import pyarrow.parquet as pq
+
+    from attnrec import experiments, lake
+    from models.candidates import MANIFEST_FILE
+
+    root = env["ATTNREC_DATA_ROOT"]
+    published = lake.partition(root, lake.CANDIDATES, DT)
+    ab = {**env, "ATTNREC_AB_TREATMENT_SHARE": "0.5", "ATTNREC_AB_EXPERIMENT_ID": "chain-ab"}
+    proc = dags_test(ab, "nightly_candidates", DT, "--conf", '{"re_resolve": true}')
+    assert_ok(proc, "nightly_candidates with an experiment")
+    assert (
+        "serving model version 2 to control and 1 to treatment (experiment chain-ab, treatment share 0.5): "
+        in proc.stdout + proc.stderr
+    )
+    plan = {"model_versions": {"control": "2", "treatment": "1"}, "experiment_id": "chain-ab", "treatment_share": 0.5}
+    manifest = lake.read_json(lake.join(published, MANIFEST_FILE))
+    assert {k: manifest[k] for k in plan} == plan
+    cands = pq.read_table(published).to_pandas()
+    arms = cands["user_id"].map(lambda u: experiments.arm("chain-ab", u, 0.5))
+    assert (cands["arm"] == arms).all() and set(arms) == {"control", "treatment"}
+    assert (cands["model_version"] == cands["arm"].map({"control": "2", "treatment": "1"})).all()
+    assert set(cands["experiment_id"]) == {"chain-ab"}
+
+    proc = dags_test(env, "nightly_candidates", DT)  # no experiment in the settings now: the recorded plan stays
+    assert_ok(proc, "nightly_candidates re-run")
+    assert "re-serving the plan recorded in the published candidates" in proc.stdout + proc.stderr
+    assert {k: lake.read_json(lake.join(published, MANIFEST_FILE))[k] for k in plan} == plan
+    assert pq.read_table(published).to_pandas().equals(cands)

@@ -380,6 +380,8 @@ def test_train_run_then_candidates(env):
         ("score", "float"),
         ("model_name", "string"),
         ("model_version", "string"),
+        ("arm", "string"),
+        ("experiment_id", "string"),
     ]
     cands = table.to_pandas()
     seqs = pq.read_table(lake.partition(env.data_root, lake.FEATURE_SEQUENCES, DT)).to_pandas()
@@ -392,6 +394,7 @@ def test_train_run_then_candidates(env):
         assert not set(g["item_id"]) & seen[user]
         assert g["item_id"].is_unique
     assert set(cands["model_name"]) == {"attention-recommender"} and set(cands["model_version"]) == {"1"}
+    assert set(cands["arm"]) == {"control"} and set(cands["experiment_id"]) == {""}  # no experiment runs
 
     again = candidates.run(DT, env)
     assert again["rows"] == res["rows"] and pq.read_table(path).num_rows == res["rows"]
@@ -534,4 +537,5 @@ def test_candidates_exclude_everything_seen_in_the_look_back_and_never_serve_ret
         "rank_order_and_scores",
         "available_items",
         "seen_items_excluded",
+        "arms_and_versions",
     ]

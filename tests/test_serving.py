@@ -1,6 +1,7 @@
 """Serving a registered version, on a real MLflow registry (SQLite in tmp_path) and a tiny lake: the logged
-model is code plus a checkpoint (no pickle) with pinned requirements; candidates serve the version they are
-given and record it; a re-run re-serves the recorded version. And training does not depend on machine load."""
+model is code plus a checkpoint (no pickle) with pinned requirements; candidates serve the plan they are given
+and record it; a re-run re-serves the recorded plan. And training does not depend on machine load. The A/B arms
+are in tests/test_serving_experiments.py."""
 
 from __future__ import annotations
 
@@ -117,38 +118,50 @@ def test_loading_a_version_runs_no_code_from_the_artifact_store(env, tmp_path):
     assert predict_frame(loaded, frame(), 5).equals(predict_frame(rec, frame(), 5))
 
 
-def test_candidates_serve_the_given_version_and_a_rerun_re_serves_the_recorded_one(env, tmp_path):
+def test_candidates_serve_the_given_plan_and_a_rerun_re_serves_the_recorded_one(env, tmp_path):
     import pyarrow.parquet as pq
 
     from models import candidates, registry
+    from models.serving_plan import no_experiment, recorded_plan, resolve_plan
 
     v1 = log_and_register(env, untrained(env, seed=1), tmp_path)
     v2 = log_and_register(env, untrained(env, seed=2), tmp_path)
     registry.promote(env, v1, reason="test")
-    assert candidates.resolve_version(DT, env)[0] == v1  # nothing published for DT yet: the champion
+    assert resolve_plan(DT, env)[0] == no_experiment(v1)  # nothing published for DT yet: the champion
 
     registry.promote(env, v2, reason="champion moves while the run goes on")
-    res = candidates.run(DT, env, version=v1)  # the version the run resolved at its start
+    res = candidates.run(DT, env, plan=no_experiment(v1))  # the plan the run resolved at its start
     staged = lake.staging(env.data_root, lake.CANDIDATES, DT)
-    assert res["model_version"] == v1 and res["users"] == N_USERS
-    assert set(pq.read_table(staged).column("model_version").to_pylist()) == {v1}
+    assert res["model_version"] == v1 and res["users"] == N_USERS and res["users_by_arm"] == {"control": N_USERS}
+    table = pq.read_table(staged)
+    assert table.column_names == ["user_id", "rank", "item_id", "score", "model_name", "model_version", "arm",
+                                  "experiment_id"]  # fmt: skip
+    assert set(table.column("model_version").to_pylist()) == {v1}
+    assert set(table.column("arm").to_pylist()) == {"control"} and set(table.column("experiment_id").to_pylist()) == {
+        ""
+    }
     manifest = lake.read_json(lake.join(staged, candidates.MANIFEST_FILE))
     assert manifest == {
         "dt": DT,
         "model_name": "attention-recommender",
         "model_version": v1,
+        "model_versions": {"control": v1},
+        "experiment_id": "",
+        "treatment_share": 0.0,
         "rows": res["rows"],
         "users": N_USERS,
+        "users_by_arm": {"control": N_USERS},
     }
-    assert candidates.recorded_version(env.data_root, DT) is None  # staged, not published
+    assert recorded_plan(env.data_root, DT) is None  # staged, not published
     lake.publish(env.data_root, lake.CANDIDATES, DT)
-    assert candidates.recorded_version(env.data_root, DT) == v1
+    assert recorded_plan(env.data_root, DT) == no_experiment(v1)
 
-    version, why = candidates.resolve_version(DT, env)
-    assert version == v1 and "re-serving version 1" in why and "re_resolve=true" in why
-    assert candidates.resolve_version(DT, env, re_resolve=True)[0] == v2
-    assert candidates.resolve_version("2026-02-01", env)[0] == v2  # another day: the champion
-    assert candidates.run(DT, env)["model_version"] == v2  # no version given: the champion of the moment
+    plan, why = resolve_plan(DT, env)
+    assert plan == no_experiment(v1) and "re-serving the plan recorded" in why and "re_resolve=true" in why
+    assert resolve_plan(DT, env, re_resolve=True)[0] == no_experiment(v2)
+    assert resolve_plan("2026-02-01", env)[0] == no_experiment(v2)  # another day: the champion
+    assert candidates.run(DT, env)["model_version"] == v1  # no plan given: resolved as the DAG does, re-served
+    assert candidates.run(DT, env, re_resolve=True)["model_version"] == v2
 
 
 def test_a_busy_machine_trains_the_same_model_as_an_idle_one(monkeypatch):
