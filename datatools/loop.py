@@ -181,7 +181,7 @@ def champion_version(env: dict[str, str]) -> str | None:
 
 def day_row(root: str, dt: str, experiment_id: str) -> dict[str, Any]:
     """Day ``dt`` of the experiment: the arms served (users, model version) from candidates/dt, the KPIs of kpis/dt
-    (hit rate at 10 per arm with its users, lift, p-value) and the share kpi_report set for the next day."""
+    (hit rate at 10 per arm with its active users, lift, p-value) and the share kpi_report set for the next day."""
     import pyarrow.parquet as pq
 
     cands = pq.read_table(lake.partition(root, lake.CANDIDATES, dt)).to_pandas()
@@ -200,9 +200,11 @@ def day_row(root: str, dt: str, experiment_id: str) -> dict[str, Any]:
         rows = kpis[kpis["arm"] == arm]
         if rows.empty:
             raise ValueError(f"kpis/dt={dt} has no row for experiment {experiment_id!r}, arm {arm!r}")
-        users = int(rows["users"].sum())
-        row[f"{arm}_users"] = users
-        row[f"{arm}_hit_rate_at_10"] = float((rows["hit_rate_at_10"] * rows["users"]).sum() / max(users, 1))
+        active = int(rows["active_users"].sum())  # hit rates are over the users active in the outcome window
+        row[f"{arm}_users"] = active
+        row[f"{arm}_hit_rate_at_10"] = float(
+            (rows["hit_rate_at_10"].fillna(0) * rows["active_users"]).sum() / max(active, 1)
+        )
     treatment = kpis[kpis["arm"] == TREATMENT].iloc[0]
     row["lift_hit_rate_at_10"] = float(treatment["lift_hit_rate_at_10"])
     row["p_value"] = float(treatment["p_value"])
@@ -213,7 +215,7 @@ def day_row(root: str, dt: str, experiment_id: str) -> dict[str, Any]:
 
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The daily table, one aligned line per loop day."""
-    head = (f"{'day':<11}{'share':>7}{'ctl ver':>8}{'ctl users':>10}{'ctl HR@10':>10}{'trt ver':>8}{'trt users':>10}"
+    head = (f"{'day':<11}{'share':>7}{'ctl ver':>8}{'ctl activ':>10}{'ctl HR@10':>10}{'trt ver':>8}{'trt activ':>10}"
             f"{'trt HR@10':>10}{'lift':>8}{'p-value':>10}{'next share':>11}{'champion':>9}")  # fmt: skip
     lines = [head]
     for r in rows:

@@ -59,7 +59,8 @@ def test_day_row_reads_the_arms_the_kpis_and_the_next_share(tmp_path):
     }))  # fmt: skip
     _write_partition(tmp_path, lake.KPIS, pa.table({
         "experiment_id": ["x", "x", "other"], "arm": ["control", "treatment", "treatment"],
-        "model_version": ["1", "2", "9"], "users": [3, 7, 100], "hit_rate_at_10": [1 / 3, 6 / 7, 0.0],
+        "model_version": ["1", "2", "9"], "users": [4, 9, 100], "active_users": [3, 7, 90],
+        "hit_rate_at_10": [1 / 3, 6 / 7, 0.0],
         "lift_hit_rate_at_10": [None, 6 / 7 - 1 / 3, 0.0], "p_value": [None, 0.01, 0.9],
     }))  # fmt: skip
     row = day_row(str(tmp_path), DT, "x")
