@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-bootstrap.lock requirements.lock | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint venv check-java clean-demo
+.PHONY: demo demo-loop test lint venv check-java clean-demo
 
 venv: $(STAMP)
 
@@ -28,6 +28,11 @@ check-java:
 demo: venv check-java
 	@bash scripts/demo.sh
 
+# The loop on synthetic users: two models in a thompson A/B test, the users' answers simulated, KPIs, promotion.
+# Works in a fresh .loop/ (removed first); prints the daily table, saves .loop/loop.png (README "Experiments: the loop").
+demo-loop: venv check-java
+	@bash scripts/demo_loop.sh
+
 # The architecture and the style, checked before any test runs: the import-linter contracts of pyproject.toml
 # (layers: CLI and DAGs -> stages -> gates -> core), then ruff's lint rules and its formatter. PYTHONPATH: the
 # contracts are checked on this checkout's code, whatever checkout the venv's editable install points at.
@@ -41,4 +46,4 @@ test: venv check-java lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 clean-demo:
-	rm -rf data .airflow .mlflow
+	rm -rf data .airflow .mlflow .loop

@@ -26,6 +26,8 @@ commands run one stage by hand, e.g. to debug a failed task or to backfill a day
 \b
   attnrec movielens --data-root data --print-dt       land MovieLens-100K as raw logs, print its day D
   attnrec generate --data-root data --start D         or synthetic behaviour logs
+  attnrec simulate --data-root data --dt D            synthetic users' day D+1, responding to candidates of D
+  attnrec loop --workdir .loop                        the whole loop on synthetic users (make demo-loop)
   attnrec clean --dt D                                raw/events/dt=D -> staged clean events + quarantine
   attnrec validate --dataset clean_events --dt D      the gate on the staged clean events
   attnrec featurize --dt D                            staged features/sequences, features/items of D
@@ -133,6 +135,58 @@ def generate(
         bad = ", ".join(f"{k}={v}" for k, v in day["bad"].items() if v) or "none"
         print(f"dt={dt}: {day['lines']} lines, {day['good']} good, bad: {bad}")
     print(f"{result['events']:,} lines in {result['seconds']:.1f}s ({result['events_per_second']:,.0f} events/s)")
+
+
+@app.command()
+def simulate(
+    data_root: Annotated[str, typer.Option(metavar="DIR", help="Lake root made by 'attnrec generate'.")],
+    dt: Annotated[str, dt_option("The day the lists were served: candidates/dt=D; writes raw/events of D+1.")],
+    top_n: Annotated[int, typer.Option(help="Items of each served list the user is shown (ranks 1..N).")] = 10,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the users' responses (default: the world's seed); same seed, same bytes."),
+    ] = None,
+) -> None:
+    """Write the synthetic users' day D+1: the generator's organic browsing plus impressions of each user's top-N
+    served items of candidates/dt=D, clicked, viewed and bought by the user's hidden taste (the world recorded in
+    DIR/_synthetic/world.json; the pipeline never reads it)."""
+    from datatools.simulate import simulate as simulate_day
+
+    with stage_errors("simulate"):
+        result = simulate_day(data_root, dt, top_n=top_n, seed=seed)
+    print(
+        f"dt={result['dt']}: {result['organic_lines']} organic lines; served lists of dt={dt}: "
+        f"{result['served_users']} users, {result['visitors']} visited, {result['impressions']} impressions, "
+        f"{result['clicks']} clicks, {result['users_with_a_click']} users with a click -> {result['path']}"
+    )
+
+
+@app.command()
+def loop(
+    workdir: Annotated[
+        str, typer.Option(metavar="DIR", help="An empty or new directory: the loop's Airflow home, lake and MLflow.")
+    ],
+    loop_days: Annotated[int, typer.Option(help="Days served, answered by the simulated users and measured.")] = 3,
+    history_days: Annotated[int, typer.Option(help="Days of synthetic history before the first served day.")] = 2,
+    users: Annotated[int, typer.Option(help="Synthetic users.")] = 500,
+    strong_epochs: Annotated[int, typer.Option(help="Epochs of the strong model (the weak one gets 1).")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed of the world, the training and the users' answers.")] = 7,
+) -> None:
+    """Close the loop on synthetic users: history -> behavior_etl -> a weak model (champion) and a strong one
+    (challenger) -> each day: nightly_candidates in a thompson A/B experiment -> simulate the next day ->
+    behavior_etl -> kpi_report; prints the daily table (share, hit rate per arm, p-value, champion) and saves
+    DIR/loop.json and DIR/loop.png. Every stage runs through 'airflow dags test'."""
+    from pathlib import Path
+
+    from datatools.loop import LoopConfig, run
+
+    cfg = LoopConfig(
+        workdir=Path(workdir).resolve(), loop_days=loop_days, history_days=history_days, users=users,
+        strong_epochs=strong_epochs, seed=seed,
+    )  # fmt: skip
+    # a failed DAG run (RuntimeError) is one message with its log's path and tail, not a traceback
+    with one_line_errors("attnrec loop", (ValueError, FileNotFoundError, RuntimeError)):
+        run(cfg, log=lambda msg: print(msg, flush=True))
 
 
 # ------------------------------------------------------------------------------------------ Spark jobs

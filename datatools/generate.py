@@ -288,8 +288,9 @@ def _make_chunk(world: _World, rng, cdf, day: int, n_sessions: int, first_sessio
     }
 
 
-def _render(cols: dict[str, Any], day_start_ms: int, day_key: str, first_event: int) -> list[str]:
-    """Good events of a chunk as JSON lines (ids are plain ASCII, so no escaping is needed)."""
+def _render(cols: dict[str, Any], day_start_ms: int, day_key: str, first_event: int, tag: str = "") -> list[str]:
+    """Good events of a chunk as JSON lines (ids are plain ASCII, so no escaping is needed). ``tag`` goes in front
+    of the event and session numbers (``e<yyyymmdd>-<tag><n>``), so another writer's ids never collide."""
     import numpy as np
 
     E = len(cols["user"])
@@ -310,7 +311,7 @@ def _render(cols: dict[str, Any], day_start_ms: int, day_key: str, first_event: 
         extra[k] = f',"rating":{v}'
     dev_str = [f',"device":"{d}"}}' for d in DEVICES] + ["}"]  # index -1: no device
     type_str = [f'","event_type":"{t}","event_time":' for t in EVENT_TYPES]
-    head, sess = f'{{"event_id":"e{day_key}-', f',"session_id":"s{day_key}-'
+    head, sess = f'{{"event_id":"e{day_key}-{tag}', f',"session_id":"s{day_key}-{tag}'
     return [
         f'{head}{n}","user_id":"u{u}","item_id":"i{i}{type_str[et]}{tm}{ex}{sess}{s}"{dev_str[d]}'
         for n, u, i, et, tm, ex, s, d in zip(
@@ -401,6 +402,123 @@ def _check_args(start_dt, days, users, items, events_per_day, bad_fraction, file
         raise ValueError(f"bad_fraction={bad_fraction!r} must be in [0, 1), e.g. 0.02 for 2% bad lines")
 
 
+#: Where :func:`generate` records the arguments its hidden world derives from, relative to the lake root: outside
+#: every dataset (no job, gate or DAG lists it), read only by :mod:`datatools.simulate` to rebuild the same world.
+WORLD_FILE = "_synthetic/world.json"
+
+
+def write_world(data_root: str, params: dict[str, Any]) -> Path:
+    """Record the world's parameters (seed, users, items, start, events_per_day, bad_fraction, files_per_day)."""
+    path = _local_root(data_root) / WORLD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def day_sampler(world: _World, seed: int, day: int, logw):
+    """(rng, cdf) of day index ``day``: its random stream and item-sampling table. ``logw`` is the previous day's
+    log popularity and is updated in place (the day's drift is the first draw of its stream)."""
+    import numpy as np
+
+    rng = _rng(seed, 1, day)
+    if day > 0:  # popularity drifts (a random walk in log space)
+        logw += rng.normal(0.0, world.drift_sigma, size=world.n_items)
+    boost = np.where((world.live_day <= day) & (world.live_day > 0) & (day - world.live_day < 3), 2.0, 0.0)
+    cdf = world.day_popularity(np.where(world.live_day <= day, logw + boost, -np.inf))
+    return rng, cdf
+
+
+def day_start_ms(date: dt_.date) -> int:
+    """Midnight UTC of ``date`` in epoch milliseconds."""
+    return int(dt_.datetime(date.year, date.month, date.day, tzinfo=dt_.timezone.utc).timestamp() * 1000)
+
+
+def write_day(
+    directory: Path,
+    world: _World,
+    rng,
+    cdf,
+    day: int,
+    date: dt_.date,
+    events_per_day: int,
+    bad_fraction: float,
+    files_per_day: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Write one landing day's lines into ``directory`` (``part-NNNNN.jsonl.gz``), drawing from ``rng`` and ``cdf``
+    (:func:`day_sampler`). Returns ``{"lines", "good", "bad": {kind: n}, "files"}``; ``progress`` gets the lines
+    written so far after each chunk."""
+    import numpy as np
+
+    kinds = list(BAD_KINDS)
+    kind_p = np.array([BAD_KINDS[k] for k in kinds])
+    kind_p = kind_p / kind_p.sum()
+    day_key = date.strftime("%Y%m%d")
+    start_ms = day_start_ms(date)
+    n_bad = round(events_per_day * bad_fraction)
+    n_good = events_per_day - n_bad
+    if n_bad and not n_good:
+        raise ValueError(
+            f"events_per_day={events_per_day} with bad_fraction={bad_fraction} leaves no good events to "
+            "derive bad lines from; raise events_per_day or lower bad_fraction"
+        )
+    files = [directory / f"part-{k:05d}.jsonl.gz" for k in range(files_per_day)]
+    writers = [_gzip_writer(p) for p in files]
+    bad_counts = dict.fromkeys(kinds, 0)
+    good_done = bad_done = sessions_done = lines_done = 0
+    events_per_session = (1 + (1 - _HUMAN_STEPS_P) / _HUMAN_STEPS_P) * _HUMAN_EVENTS_PER_STEP
+    try:
+        while good_done < n_good:
+            need = n_good - good_done
+            n_sess = max(1, int(min(need, CHUNK_EVENTS) / events_per_session) + 1)
+            cols = _make_chunk(world, rng, cdf, day, n_sess, sessions_done)
+            made = len(cols["user"])
+            events_per_session = 0.8 * events_per_session + 0.2 * made / n_sess
+            sessions_done += n_sess
+            keep = min(made, need)
+            if keep < made:  # keep a prefix in session order: a purchase still follows its cart
+                cols = {k: (v[:keep] if isinstance(v, np.ndarray) else v) for k, v in cols.items()}
+            order = np.argsort(cols["t_day"], kind="stable")
+            cols = {k: (v[order] if isinstance(v, np.ndarray) else v) for k, v in cols.items()}
+            lines = _render(cols, start_ms, day_key, good_done)
+            good_done += keep
+            # Bad lines for this chunk, each placed right after the good line it was made from.
+            bad_target = n_bad if good_done == n_good else (n_bad * good_done) // max(n_good, 1)
+            n_bad_chunk = bad_target - bad_done
+            if n_bad_chunk:
+                anchors = np.sort(rng.integers(keep, size=n_bad_chunk))
+                chunk_kinds = rng.choice(len(kinds), size=n_bad_chunk, p=kind_p)
+                bad_lines = []
+                for a, kd in zip(anchors.tolist(), chunk_kinds.tolist()):
+                    bad_lines.append(_bad_line(kinds[kd], lines[a], rng, f"e{day_key}-x{bad_done}"))
+                    bad_counts[kinds[kd]] += 1
+                    bad_done += 1
+                merged: list[str] = []
+                prev = 0
+                for a, line in zip(anchors.tolist(), bad_lines):
+                    merged.extend(lines[prev : a + 1])
+                    merged.append(line)
+                    prev = a + 1
+                merged.extend(lines[prev:])
+                lines = merged
+            # Split the chunk into files_per_day contiguous slices.
+            bounds = np.linspace(0, len(lines), files_per_day + 1).astype(int)
+            for (_, gz), lo, hi in zip(writers, bounds[:-1], bounds[1:]):
+                for b in range(lo, hi, _WRITE_BATCH):
+                    gz.write(("\n".join(lines[b : min(b + _WRITE_BATCH, hi)]) + "\n").encode())
+            lines_done += len(lines)
+            del lines, cols
+            if progress is not None:
+                progress(lines_done)
+    finally:
+        for raw, gz in writers:
+            gz.close()
+            raw.close()
+    return {"lines": good_done + bad_done, "good": good_done, "bad": bad_counts, "files": files}
+
+
 def generate(
     data_root: str,
     start_dt: str,
@@ -417,113 +535,51 @@ def generate(
 
     Each day has exactly ``events_per_day`` lines, of which ``round(events_per_day * bad_fraction)``
     are bad (kinds drawn by :data:`BAD_KINDS` shares). Each partition ``raw/events/dt=D`` is written to
-    a temporary directory beside it and renamed into place, replacing any earlier one whole.
+    a temporary directory beside it and renamed into place, replacing any earlier one whole. The world's
+    parameters go to :data:`WORLD_FILE` (outside the lake's datasets) for :mod:`datatools.simulate`.
 
     Returns ``{"items": {"path", "count"}, "days": {dt: {"lines", "good", "bad": {kind: n}, "files"}},
-    "events": total lines, "seconds": wall time, "events_per_second": ...}``. ``log`` (e.g. ``print``)
-    gets progress lines with the generation rate.
+    "events": total lines, "seconds": wall time, "events_per_second": ..., "world": sidecar path}``. ``log``
+    (e.g. ``print``) gets progress lines with the generation rate.
     """
-    import numpy as np
-
     _check_args(start_dt, days, users, items, events_per_day, bad_fraction, files_per_day)
     started = time.perf_counter()
     start = dt_.date.fromisoformat(start_dt)
     world = _World(seed, users, items, start)
     items_path = write_items(data_root, world.items_rows, ITEMS_FILE)
-    kinds = list(BAD_KINDS)
-    kind_p = np.array([BAD_KINDS[k] for k in kinds])
-    kind_p = kind_p / kind_p.sum()
+    world_path = write_world(
+        data_root,
+        {"seed": seed, "start": start_dt, "users": users, "items": items, "events_per_day": events_per_day,
+         "bad_fraction": bad_fraction, "files_per_day": files_per_day},
+    )  # fmt: skip
 
     logw = world.base_logw.copy()
     result_days: dict[str, Any] = {}
     total_lines = 0
-    last_log = started
+    last_log = [started]
     for day in range(days):
         date = start + dt_.timedelta(days=day)
-        dt, day_key = date.isoformat(), date.strftime("%Y%m%d")
-        rng = _rng(seed, 1, day)
-        if day > 0:  # popularity drifts (a random walk in log space)
-            logw += rng.normal(0.0, world.drift_sigma, size=items)
-        boost = np.where((world.live_day <= day) & (world.live_day > 0) & (day - world.live_day < 3), 2.0, 0.0)
-        cdf = world.day_popularity(np.where(world.live_day <= day, logw + boost, -np.inf))
-        day_start_ms = int(dt_.datetime(date.year, date.month, date.day, tzinfo=dt_.timezone.utc).timestamp() * 1000)
-
-        n_bad = round(events_per_day * bad_fraction)
-        n_good = events_per_day - n_bad
-        if n_bad and not n_good:
-            raise ValueError(
-                f"events_per_day={events_per_day} with bad_fraction={bad_fraction} leaves no good events to "
-                "derive bad lines from; raise events_per_day or lower bad_fraction"
-            )
+        dt = date.isoformat()
+        rng, cdf = day_sampler(world, seed, day, logw)
         final = _local_root(lake.join(data_root, lake.RAW_EVENTS, f"dt={dt}"))
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
         tmp.mkdir()
-        files = [tmp / f"part-{k:05d}.jsonl.gz" for k in range(files_per_day)]
-        writers = [_gzip_writer(p) for p in files]
-        bad_counts = dict.fromkeys(kinds, 0)
-        good_done = bad_done = sessions_done = 0
-        events_per_session = (1 + (1 - _HUMAN_STEPS_P) / _HUMAN_STEPS_P) * _HUMAN_EVENTS_PER_STEP
-        try:
-            while good_done < n_good:
-                need = n_good - good_done
-                n_sess = max(1, int(min(need, CHUNK_EVENTS) / events_per_session) + 1)
-                cols = _make_chunk(world, rng, cdf, day, n_sess, sessions_done)
-                made = len(cols["user"])
-                events_per_session = 0.8 * events_per_session + 0.2 * made / n_sess
-                sessions_done += n_sess
-                keep = min(made, need)
-                if keep < made:  # keep a prefix in session order: a purchase still follows its cart
-                    cols = {k: (v[:keep] if isinstance(v, np.ndarray) else v) for k, v in cols.items()}
-                order = np.argsort(cols["t_day"], kind="stable")
-                cols = {k: (v[order] if isinstance(v, np.ndarray) else v) for k, v in cols.items()}
-                lines = _render(cols, day_start_ms, day_key, good_done)
-                good_done += keep
-                # Bad lines for this chunk, each placed right after the good line it was made from.
-                bad_target = n_bad if good_done == n_good else (n_bad * good_done) // max(n_good, 1)
-                n_bad_chunk = bad_target - bad_done
-                if n_bad_chunk:
-                    anchors = np.sort(rng.integers(keep, size=n_bad_chunk))
-                    chunk_kinds = rng.choice(len(kinds), size=n_bad_chunk, p=kind_p)
-                    bad_lines = []
-                    for a, kd in zip(anchors.tolist(), chunk_kinds.tolist()):
-                        bad_lines.append(_bad_line(kinds[kd], lines[a], rng, f"e{day_key}-x{bad_done}"))
-                        bad_counts[kinds[kd]] += 1
-                        bad_done += 1
-                    merged: list[str] = []
-                    prev = 0
-                    for a, line in zip(anchors.tolist(), bad_lines):
-                        merged.extend(lines[prev : a + 1])
-                        merged.append(line)
-                        prev = a + 1
-                    merged.extend(lines[prev:])
-                    lines = merged
-                # Split the chunk into files_per_day contiguous slices.
-                bounds = np.linspace(0, len(lines), files_per_day + 1).astype(int)
-                for (_, gz), lo, hi in zip(writers, bounds[:-1], bounds[1:]):
-                    for b in range(lo, hi, _WRITE_BATCH):
-                        gz.write(("\n".join(lines[b : min(b + _WRITE_BATCH, hi)]) + "\n").encode())
-                total_lines += len(lines)
-                del lines, cols
-                now = time.perf_counter()
-                if log is not None and now - last_log >= 5.0:
-                    last_log = now
-                    log(f"  dt={dt}: {good_done + bad_done:,}/{events_per_day:,} lines, "
-                        f"{total_lines / (now - started):,.0f} events/s")  # fmt: skip
-        finally:
-            for raw, gz in writers:
-                gz.close()
-                raw.close()
+
+        def progress(done: int, dt: str = dt, before: int = total_lines) -> None:
+            now = time.perf_counter()
+            if log is not None and now - last_log[0] >= 5.0:
+                last_log[0] = now
+                log(f"  dt={dt}: {done:,}/{events_per_day:,} lines, {(before + done) / (now - started):,.0f} events/s")
+
+        day_result = write_day(tmp, world, rng, cdf, day, date, events_per_day, bad_fraction, files_per_day, progress)
         lake.replace_dir(str(tmp), str(final))
-        result_days[dt] = {
-            "lines": good_done + bad_done,
-            "good": good_done,
-            "bad": bad_counts,
-            "files": [str(final / p.name) for p in files],
-        }
+        total_lines += day_result["lines"]
+        n_bad = day_result["lines"] - day_result["good"]
+        result_days[dt] = {**day_result, "files": [str(final / p.name) for p in day_result["files"]]}
         if log is not None:
             elapsed = time.perf_counter() - started
-            log(f"dt={dt}: {good_done + bad_done:,} lines ({bad_done:,} bad) -> {final} "
+            log(f"dt={dt}: {day_result['lines']:,} lines ({n_bad:,} bad) -> {final} "
                 f"[{total_lines / max(elapsed, 1e-9):,.0f} events/s overall]")  # fmt: skip
     seconds = time.perf_counter() - started
     return {
@@ -532,4 +588,5 @@ def generate(
         "events": total_lines,
         "seconds": seconds,
         "events_per_second": total_lines / max(seconds, 1e-9),
+        "world": str(world_path),
     }

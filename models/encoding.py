@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES
+from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, SEEN_EVENT_TYPES
 from models.vocab import ItemVocab
 
 
@@ -32,6 +32,19 @@ def positive_types(
 DEFAULT_POSITIVE_TYPES: tuple[str, ...] = positive_types()
 
 EVENT_TYPE_INDEX: dict[str, int] = {t: i + 1 for i, t in enumerate(EVENT_TYPES)}  # 0 = padding
+#: Event types after which an item counts as seen in training and evaluation, as serving counts it
+#: (``seen_item_ids``): every type but ``impression``, so an item that was only shown can still be a target.
+SEEN_TYPE_INDEX: np.ndarray = np.array([EVENT_TYPE_INDEX[t] for t in SEEN_EVENT_TYPES], dtype=np.int64)
+
+
+def seen_items(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, L) the input items that count as seen (:data:`SEEN_TYPE_INDEX`), 0 where the event was only an exposure
+    (an impression of an item the user then clicks must not hide that click as a target) or padding."""
+    if "event_types" not in inputs:  # items alone (no event types): every item counts
+        return inputs["items"]
+    seen = torch.isin(inputs["event_types"], torch.from_numpy(SEEN_TYPE_INDEX).to(inputs["event_types"].device))
+    return inputs["items"] * seen
+
 
 N_DWELL_BUCKETS = 16
 N_GAP_BUCKETS = 32
@@ -167,9 +180,11 @@ class EncodedSequences:
         return self.windows(starts, stops, length)
 
     def item_lists(self) -> list[list[int]]:
-        """Each user's item indices (the items candidate generation and evaluation leave out)."""
-        flat = self.items.astype(np.int64).tolist()
-        return [flat[s:e] for s, e in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())]
+        """Each user's seen item indices (the items candidate generation and evaluation leave out): those of events
+        of :data:`SEEN_TYPE_INDEX`, not of impressions alone, as serving's ``seen_item_ids``."""
+        seen = np.isin(self.event_types, SEEN_TYPE_INDEX)
+        flat = np.where(seen, self.items, 0).astype(np.int64).tolist()
+        return [[i for i in flat[s:e] if i] for s, e in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())]
 
 
 def gather_windows(values: np.ndarray, starts: np.ndarray, stops: np.ndarray, length: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from models import checkpoints
 from models.checkpoints import Progress, Trainee
 from models.config import TrainConfig
 from models.dataset import Holdout, TrainingSet
+from models.encoding import seen_items
 from models.evaluate import evaluate_sharded
 from models.losses import NegativeSampler, NextItemLoss, drop_seen_targets
 from models.model import AttentionRecommender
@@ -83,7 +84,7 @@ def train_step(
     inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
     targets = targets.to(device, non_blocking=True)
     if tcfg.mask_seen:
-        targets = drop_seen_targets(inputs["items"], targets)
+        targets = drop_seen_targets(seen_items(inputs), targets)
     n_local = int((targets > 0).sum())
     opt.zero_grad(set_to_none=True)
     loss_sum = None

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.encoding import seen_items
 from models.model import AttentionRecommender
 
 
@@ -103,14 +104,14 @@ def next_item_loss(
             logits = model.scores(h, model.item_table(), start=1).float()  # (T, N): padding is never a next item
             return F.cross_entropy(logits, t - 1, reduction=reduction)
         padding = torch.zeros_like(t)[:, None]  # (T, 1): column 0 is never a next item either
-        left_out = torch.cat([padding, seen_prefixes(inputs["items"], sel)], 1)  # (T, 1 + L)
+        left_out = torch.cat([padding, seen_prefixes(seen_items(inputs), sel)], 1)  # (T, 1 + L)
         logits = model.scores(h, model.item_table()).float().scatter(-1, left_out, -math.inf)  # (T, N+1)
         return F.cross_entropy(logits, t, reduction=reduction)
     if log_q is None:
         raise ValueError(
             "sampled softmax needs log_q, the log sampling probability of every item (NegativeSampler.log_q)"
         )
-    seen = seen_prefixes(inputs["items"], sel) if mask_seen else None  # (T, L)
+    seen = seen_prefixes(seen_items(inputs), sel) if mask_seen else None  # (T, L)
     logits = sampled_logits(model, h, t, negatives, log_q, seen)  # (T, 1 + K)
     return F.cross_entropy(logits, torch.zeros_like(t), reduction=reduction)
 

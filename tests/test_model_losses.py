@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.config import build_model
+from models.encoding import EVENT_TYPE_INDEX, seen_items
 from models.losses import drop_seen_targets, next_item_loss
 from models.vocab import ItemVocab
 from tests.model_helpers import config, item_rows, random_batch, tiny_model
@@ -29,6 +30,7 @@ def test_masked_loss_leaves_the_items_seen_so_far_out_of_each_softmax():
     model = tiny_model()
     batch = random_batch(2, 5, 12)
     batch["items"] = torch.tensor([[0, 0, 3, 5, 3], [1, 2, 4, 4, 6]])
+    batch["event_types"] = torch.full((2, 5), EVENT_TYPE_INDEX["click"])  # every event makes its item seen
     batch["event_types"][0, :2] = 0  # row 0 is left padded
     targets = drop_seen_targets(batch["items"], torch.tensor([[0, 0, 5, 3, 7], [2, 4, 4, 6, 1]]))
     assert targets.tolist() == [[0, 0, 5, 0, 7], [2, 4, 0, 6, 0]]  # repeats of a seen item are no targets
@@ -50,6 +52,27 @@ def test_masked_loss_leaves_the_items_seen_so_far_out_of_each_softmax():
             torch.logsumexp(scores[1, 4, [i for i in range(1, 13) if i not in (1, 2, 4, 6)]], 0) - scores[1, 4, 12]
         )
         assert next_item_loss(model, batch, last, mask_seen=True).item() == pytest.approx(want_last, rel=1e-5)
+
+
+def test_an_impression_does_not_hide_the_click_that_follows_it():
+    """impression i -> click i: the click is a target (serving never counts a mere impression as seen), a second
+    click of i is not; the masked softmax leaves out only the items of the non-impression events so far."""
+    model = tiny_model()
+    imp, click = EVENT_TYPE_INDEX["impression"], EVENT_TYPE_INDEX["click"]
+    batch = random_batch(1, 4, 12)
+    batch["items"] = torch.tensor([[3, 5, 5, 3]])
+    batch["event_types"] = torch.tensor([[click, imp, click, click]])
+    assert seen_items(batch).tolist() == [[3, 0, 5, 3]]
+    targets = drop_seen_targets(seen_items(batch), torch.tensor([[5, 5, 3, 9]]))
+    assert targets.tolist() == [[5, 5, 0, 9]]  # next to the impression of 5, the click of 5 stays a target
+    with torch.no_grad():
+        got = next_item_loss(model, batch, targets, mask_seen=True, reduction="sum")
+        scores = model(batch)
+    want = 0.0
+    for t, left_out in ((0, {3}), (1, {3}), (3, {3, 5})):
+        allowed = [i for i in range(1, 13) if i not in left_out]
+        want += float(torch.logsumexp(scores[0, t, allowed], 0) - scores[0, t, targets[0, t]])
+    assert got.item() == pytest.approx(want, rel=1e-5)
 
 
 def test_sampled_softmax_builds_batch_by_negatives_logits_not_catalogue_wide():
