@@ -86,6 +86,21 @@ def json_of(url: str) -> dict:
         return json.loads(resp.read())
 
 
+def chromium() -> str:
+    """Debian's Chromium, which the UI tests drive through Playwright (``playwright install`` is never used); a skip
+    naming the package when it is missing, a failure on CI."""
+    found = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if not found:
+        message = (
+            "Chromium not found; install Debian's package (`apt-get install -y chromium`, .ci/run does this on CI). "
+            "Playwright drives that browser; `playwright install` is never used"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
 def _pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     if not found:

@@ -33,7 +33,7 @@ import pytest
 from attnrec import lake
 
 from .airflow_stack import REPO, TERMINAL, USERNAME, AirflowStack
-from .conftest import IN_CI
+from .conftest import IN_CI, chromium
 
 pytestmark = pytest.mark.integration
 
@@ -205,22 +205,9 @@ def test_02b_rest_api_refuses_requests_without_a_valid_token(stack):
     assert stack.status("GET", f"/api/v2/dags/{DAG}") == 200
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    message = (
-        "Chromium not found; install Debian's package (`apt-get install -y chromium`, .ci/run does this on "
-        "CI). Playwright drives that browser; `playwright install` is never used"
-    )
-    if not found:
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 @pytest.mark.timeout(540)
 def test_03_ui_login_dag_list_and_trigger_a_day(stack):
-    executable = _chromium()
+    executable = chromium()
     try:
         from playwright.sync_api import expect, sync_playwright
     except ImportError:

@@ -20,7 +20,6 @@ import datetime as dt_
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -33,7 +32,7 @@ import pytest
 from attnrec import lake
 from attnrec.contracts import KPI_COLUMNS
 
-from .conftest import IN_CI, VENV_BIN, free_port, start, stop, wait_http
+from .conftest import VENV_BIN, chromium, free_port, start, stop, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -415,22 +414,9 @@ def test_bad_days_and_unknown_users_get_a_clear_message(servers, token, path, st
     assert got == status and message.replace("'", "&#39;") in html.decode() and b"Traceback" not in html
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    message = (
-        "Chromium not found; install Debian's package (`apt-get install -y chromium`, .ci/run does this on CI). "
-        "Playwright drives that browser; `playwright install` is never used"
-    )
-    if not found:
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 @pytest.mark.timeout(300)
 def test_browser_signs_in_opens_a_user_and_follows_the_mlflow_link(servers):
-    executable = _chromium()
+    executable = chromium()
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
