@@ -26,7 +26,9 @@ from models.encoding import (
     EncodedSequences,
     Events,
     RawBatch,
+    first_engagements,
     gather_windows,
+    next_targets,
     positive_type_index,
     raw_from_arrow,
     raw_from_events,
@@ -98,11 +100,12 @@ def _split_batch(
     positive: np.ndarray,
     sample: _HoldoutSample,
 ) -> tuple[EncodedSequences, int]:
-    """Leave-one-out on one batch: a user's last positive event is the test target, the one before it the
-    validation target, everything before that is training; users with fewer than 3 positive events are
-    training only. Offers the holdout users to ``sample``; returns (training events, holdout user count)."""
+    """Leave-one-out on one batch: a user's last first engagement (a positive event on an item new to them,
+    :func:`~models.encoding.first_engagements`) is the test target, the one before it the validation target,
+    everything before that is training; users with fewer than 3 first engagements are training only.
+    Offers the holdout users to ``sample``; returns (training events, holdout user count)."""
     offsets = raw.offsets
-    pos = np.flatnonzero(np.isin(raw.event_types, positive))  # (P,) flat positions of positive events
+    pos = np.flatnonzero(first_engagements(offsets, raw.items, raw.event_types, positive))  # (P,) the targets
     owner = np.searchsorted(offsets, pos, side="right") - 1  # (P,)
     count = np.bincount(owner, minlength=len(raw.lengths))  # (U,)
     eligible = np.flatnonzero(count >= 3)
@@ -216,8 +219,10 @@ def read_split(
 
 class TrainingSet:
     """Next-item examples over :class:`EncodedSequences`, without copying them: a user's example is their
-    last ``max_len + 1`` events; inputs are all but the last, targets are the items of events 1.. when that
-    event is positive (0 otherwise). Users without any target are left out. Holds 16 bytes per example."""
+    last ``max_len + 1`` events; inputs are all but the last, and the target at each input position is the item of
+    the user's next first engagement after it (:func:`~models.encoding.next_targets`: a positive event on an item
+    new to the user, as serving only recommends unseen items; 0 when none follows in the window). Users without
+    any target are left out. Holds 16 bytes per example and one byte per event."""
 
     def __init__(
         self,
@@ -230,9 +235,14 @@ class TrainingSet:
         stops = seqs.offsets[1:]
         starts = np.maximum(seqs.offsets[:-1], stops - (max_len + 1))
         has_target = np.zeros(len(seqs), dtype=bool)
+        self.engaged = np.zeros(seqs.n_events, dtype=bool)  # (E,) first engagements: the targets
         for u0, u1 in user_chunks(seqs.offsets, chunk_events):  # bounded scratch memory
-            e0 = int(seqs.offsets[u0])
-            csum = np.concatenate([[0], np.cumsum(np.isin(seqs.event_types[e0 : seqs.offsets[u1]], self.positive))])
+            e0, e1 = int(seqs.offsets[u0]), int(seqs.offsets[u1])
+            engaged = first_engagements(
+                seqs.offsets[u0 : u1 + 1] - e0, seqs.items[e0:e1], seqs.event_types[e0:e1], self.positive
+            )
+            self.engaged[e0:e1] = engaged
+            csum = np.concatenate([[0], np.cumsum(engaged)])
             s, e = starts[u0:u1] - e0, stops[u0:u1] - e0
             has_target[u0:u1] = (e - s >= 2) & (csum[e] - csum[np.minimum(s + 1, e)] > 0)
         self.starts, self.stops = starts[has_target], stops[has_target]  # (X,) flat event positions
@@ -245,9 +255,15 @@ class TrainingSet:
         starts, stops = self.starts[idx], self.stops[idx]
         length = int((stops - starts - 1).max())
         inputs = self.seqs.windows(starts, stops - 1, length)
+        return inputs, torch.from_numpy(self._targets(starts, stops, length))
+
+    def _targets(self, starts: np.ndarray, stops: np.ndarray, length: int) -> np.ndarray:
+        """(B, length) the target of each input position: the user's next first engagement in the window (0 on
+        padding and where none follows)."""
         items = gather_windows(self.seqs.items, starts + 1, stops, length)
-        types = gather_windows(self.seqs.event_types, starts + 1, stops, length)
-        return inputs, torch.from_numpy(np.where(np.isin(types, self.positive), items, 0))
+        engaged = gather_windows(self.engaged, starts + 1, stops, length).astype(bool)
+        padding = np.arange(length)[None, :] < (length - (stops - starts - 1))[:, None]
+        return np.where(padding, 0, next_targets(items, engaged))
 
     def batches(self, batch_size: int, rng: random.Random) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """Shuffled batches of (inputs, targets). Batches group sequences of similar length (sorted with random
@@ -265,9 +281,8 @@ class TrainingSet:
         counts = np.zeros(n_items + 1, dtype=np.float64)
         for x0 in range(0, len(self), 4096):
             starts, stops = self.starts[x0 : x0 + 4096], self.stops[x0 : x0 + 4096]
-            items = gather_windows(self.seqs.items, starts + 1, stops, int((stops - starts - 1).max()))
-            types = gather_windows(self.seqs.event_types, starts + 1, stops, items.shape[1])
-            counts += np.bincount(items[np.isin(types, self.positive) & (items > 0)], minlength=n_items + 1)
+            targets = self._targets(starts, stops, int((stops - starts - 1).max()))
+            counts += np.bincount(targets[targets > 0], minlength=n_items + 1)
         return torch.from_numpy(counts)
 
 

@@ -352,6 +352,36 @@ def encode_events(ev: Events, vocab: ItemVocab) -> Encoded:
     return encode_sequences([ev], vocab).row(0)
 
 
+def first_engagements(
+    offsets: np.ndarray, items: np.ndarray, event_types: np.ndarray, positive: np.ndarray
+) -> np.ndarray:
+    """(E,) bool: the positive events on an item the user had not yet seen (no earlier event of
+    :data:`SEEN_TYPE_INDEX` on it): the only items serving may recommend, so the only training and holdout targets.
+    A click's ``view``, ``like`` or ``add_to_cart`` of the same item, or a repeat visit, stays context. Over each
+    user's whole row (``offsets``), however long; an unknown item (0) counts as new. On logs where every item is
+    engaged once (MovieLens: one rating per movie) every positive event is a first engagement."""
+    n = len(items)
+    owner = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))  # (E,)
+    items = np.asarray(items, dtype=np.int64)
+    key = owner * (int(items.max(initial=0)) + 1) + items  # (E,) user-item pair
+    seen_at = np.flatnonzero(np.isin(event_types, SEEN_TYPE_INDEX) & (items > 0))
+    pairs, first = np.unique(key[seen_at], return_index=True)  # earliest seen position of each pair
+    j = np.minimum(np.searchsorted(pairs, key), max(len(pairs) - 1, 0))
+    found = (pairs[j] == key) if len(pairs) else np.zeros(n, dtype=bool)
+    first_seen = np.where(found, seen_at[first][j] if len(pairs) else 0, n)  # (E,) n = never seen
+    return np.isin(event_types, positive) & ((first_seen >= np.arange(n)) | (items == 0))
+
+
+def next_targets(items: np.ndarray, engaged: np.ndarray) -> np.ndarray:
+    """(B, L) int64: at each position, the item of the first engagement (``engaged``, (B, L) bool) at or after it
+    in its row, 0 when none follows: what the user chose next, however many impressions, skips or repeat events
+    on an item they already knew lie between."""
+    length = items.shape[1]
+    col = np.where(engaged, np.arange(length)[None, :], length)
+    nxt = np.minimum.accumulate(col[:, ::-1], axis=1)[:, ::-1]  # (B, L) first engaged column at or after each
+    return np.where(nxt < length, np.take_along_axis(items, np.minimum(nxt, length - 1), axis=1), 0)
+
+
 def positive_type_index(positive_types: Sequence[str]) -> np.ndarray:
     """The EVENT_TYPE_INDEX values of ``positive_types``, for ``np.isin``."""
     return np.array([EVENT_TYPE_INDEX[t] for t in positive_types], dtype=np.int8)

@@ -112,10 +112,22 @@ def test_vectorised_encoding_matches_the_reference():
 # ---------------------------------------------------------------- the split, streamed and in memory ------------
 
 
-def reference_split(users: list[Events], positive=DEFAULT_POSITIVE_TYPES):
+def reference_engaged(items: list, types: list, positive, known=lambda item: True) -> list[bool]:
+    """Per event: positive, and on an item not seen before (any earlier event but an impression); unknown items
+    (not in the vocabulary) always count as new."""
+    seen, out = set(), []
+    for item, t in zip(items, types):
+        out.append(t in positive and (not known(item) or item not in seen))
+        if t != "impression" and known(item):
+            seen.add(item)
+    return out
+
+
+def reference_split(users: list[Events], positive=DEFAULT_POSITIVE_TYPES, n_known: int = 40):
     train, holdout = [], []
     for ev in users:
-        pos = [i for i, t in enumerate(ev.event_types) if t in positive]
+        engaged = reference_engaged(ev.item_ids, ev.event_types, positive, lambda i: int(i[1:]) <= n_known)
+        pos = [i for i, e in enumerate(engaged) if e]
         if len(pos) < 3:
             train.append(ev)
             continue
@@ -217,12 +229,16 @@ def test_bad_rows_fail_with_the_user_and_value(tmp_path):
 
 
 def reference_examples(train: list[Events], vocab: ItemVocab, max_len: int) -> list[tuple[list[int], list[int]]]:
-    """Per user: the last max_len + 1 known events; inputs all but the last, targets the next positive items."""
+    """Per user: the last max_len + 1 known events; inputs all but the last, the target at each input the item of
+    the next first engagement (over the user's whole row) later in the window."""
     positive = {EVENT_TYPE_INDEX[t] for t in DEFAULT_POSITIVE_TYPES}
+    types = {v: k for k, v in EVENT_TYPE_INDEX.items()}
     out = []
     for ev in train:
-        enc = reference_encoding(ev, vocab)[-(max_len + 1) :]
-        targets = [item if etype in positive else 0 for item, etype, _, _ in enc[1:]]
+        enc = reference_encoding(ev, vocab)
+        engaged = reference_engaged([e[0] for e in enc], [types[e[1]] for e in enc], {types[p] for p in positive})
+        enc, engaged = enc[-(max_len + 1) :], engaged[-(max_len + 1) :]
+        targets = [next((e[0] for e, g in zip(enc[k:], engaged[k:]) if g), 0) for k in range(1, len(enc))]
         if any(targets):
             out.append(([e[0] for e in enc[:-1]], targets))
     return out
@@ -275,11 +291,20 @@ def test_leave_one_out_uses_positive_events_only():
     assert [(h.history.item_ids, h.target) for h in split.test] == [(["a", "b", "c", "d"], "e")]
 
 
-def test_training_examples_target_the_next_positive_event():
+def test_training_examples_target_the_next_first_engagement():
     vocab = ItemVocab.from_items(item_rows(5))
     ev = events("u", ["i1", "i2", "i3", "i4"], ["rate", "impression", "rate", "click"])
     inputs, targets = TrainingSet(encode_sequences([ev], vocab), max_len=10).batch(np.arange(1))
     assert inputs["items"].tolist() == [[1, 2, 3]] and inputs["event_types"].tolist() == [[6, 1, 6]]
-    assert targets.tolist() == [[0, 3, 4]]
+    assert targets.tolist() == [[3, 3, 4]]  # after the impression's input and after the rating of i1: i3
     inputs, targets = TrainingSet(encode_sequences([ev], vocab), max_len=2).batch(np.arange(1))
     assert inputs["items"].tolist() == [[2, 3]] and targets.tolist() == [[3, 4]]
+    # the funnel of an item already clicked, and a return to it, are context, never targets (serving never
+    # recommends a seen item); an impression alone does not make an item seen
+    ev = events(
+        "u",
+        ["i1", "i1", "i2", "i2", "i5", "i3", "i1", "i2"],
+        ["click", "view", "impression", "skip", "impression", "click", "like", "click"],
+    )
+    _, targets = TrainingSet(encode_sequences([ev], vocab), max_len=10).batch(np.arange(1))
+    assert targets.tolist() == [[3, 3, 3, 3, 3, 0, 0]]  # the skip made i2 seen: its later click is a repeat
