@@ -335,6 +335,7 @@ def registry_promote(
 SCORERS = (
     ("attention model", "test_"),
     ("transition kNN", "knn_test_"),
+    ("ALS (MF)", "mf_test_"),
     ("plain SASRec", "sasrec_plain_test_"),
     ("popularity", "pop_test_"),
 )

@@ -9,8 +9,8 @@ prints per epoch and in total:
 * sequences/s: training sequences per second of optimizer steps (validation excluded), and target
   positions/s (every position with a next positive event is one softmax row);
 * time to best epoch: wall seconds, validation included, until the epoch whose weights are kept;
-* test HR@10 / NDCG@10 of the kept weights, beside popularity and the transition kNN (and plain SASRec
-  with ``--ablation``).
+* test HR@10 / NDCG@10 of the kept weights, beside popularity, the transition kNN and ALS matrix factorisation
+  (and plain SASRec with ``--ablation``).
 
 Run: ``python benchmarks/train.py [--data-root DIR --dt YYYY-MM-DD] [--users 2000 --items 1000 --mean-len 40]
 [--epochs 30] [--max-minutes 10] [--threads N] [--ablation] [--device cpu|cuda] [--seed 42] [--set NAME=VALUE ...]``
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from attnrec.settings import get_settings
-    from models.baselines import evaluate_knn, evaluate_popularity, tune_knn
+    from models.baselines import evaluate_knn, evaluate_mf, evaluate_popularity, tune_knn, tune_mf
     from models.config import build_model, train_config
     from models.dataset import TrainingSet, leave_one_out, positive_counts, read_split
     from models.features import load_features
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     pop = evaluate_popularity(counts, vocab, split.test)
     knn_model, choice = tune_knn(split.train, vocab, counts, split.valid, tcfg.positive_types)
     knn = evaluate_knn(knn_model, split.test)
+    mf_model, mf_choice = tune_mf(split.train, vocab, counts, split.valid, tcfg.positive_types, seed=tcfg.seed)
+    mf = evaluate_mf(mf_model, split.test)
     print("\nresults")
     for r in results:
         print(
@@ -184,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         f"  transition kNN (window {choice['window']}, last {choice['last_n']} items, decay {choice['decay']}, "
         f"chosen on validation NDCG@10 {choice['val_ndcg_at_10']:.4f}): "
         f"test HR@10 {knn['hr_at_10']:.4f} NDCG@10 {knn['ndcg_at_10']:.4f}"
+    )
+    print(
+        f"  ALS matrix factorisation ({mf_choice['factors']} factors, regularization {mf_choice['regularization']}, "
+        f"alpha {mf_choice['alpha']}, chosen on validation NDCG@10 {mf_choice['val_ndcg_at_10']:.4f}): "
+        f"test HR@10 {mf['hr_at_10']:.4f} NDCG@10 {mf['ndcg_at_10']:.4f}"
     )
     return 0
 

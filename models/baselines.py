@@ -1,12 +1,15 @@
-"""The baselines every run reports beside the model: popularity and an item-to-item transition kNN, whose
-settings are chosen on the validation holdout like the neural models' epochs."""
+"""The baselines every run reports beside the model: popularity, an item-to-item transition kNN and implicit-feedback
+matrix factorisation (ALS), the last two with settings chosen on the validation holdout like the neural models'
+epochs."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+import scipy.sparse
 import torch
+from threadpoolctl import threadpool_limits
 
 from models.dataset import Holdout
 from models.encoding import DEFAULT_POSITIVE_TYPES, EncodedSequences, Events, positive_type_index, user_chunks
@@ -193,3 +196,149 @@ def tune_knn(
         raise ValueError("tune_knn needs at least one (window, last_n, decay) in grid")
     score, knn, (window, last_n, decay) = best
     return knn, {"window": window, "last_n": last_n, "decay": decay, "val_ndcg_at_10": score}
+
+
+class ImplicitALS:
+    """Implicit-feedback matrix factorisation: alternating least squares (Hu, Koren & Volinsky 2008), fitted by
+    the ``implicit`` package on the (training users x items) matrix of positive events, the same events
+    popularity counts and the kNN pairs (each event weighs 1; a user's repeats add up). Confidence is
+    ``alpha`` x that count, preference 1, on observed cells; every other cell has confidence 1, preference 0.
+
+    Scoring folds a user in from their history alone (the exact least-squares user factor given the item
+    factors and the same confidences; the fit itself solves it approximately, by conjugate gradient), so a
+    validation or test user is scored from exactly the events the other scorers read, the validation target
+    included in the test history; a user with no known positive item gets the training popularity, as the
+    model's cold users do. Fitting and fold-in run on one thread with BLAS limited to one thread (the package's
+    advice), which also makes them deterministic given ``seed``; the CPU implementation is used even where a GPU
+    is present, so every machine gets the same factors.
+    """
+
+    def __init__(self, als, popularity: torch.Tensor, vocab: ItemVocab, positive_types: Sequence[str]) -> None:
+        self.als = als  # implicit.cpu.als.AlternatingLeastSquares over item rows 0..N (row 0 never observed)
+        self.item_factors = torch.from_numpy(np.ascontiguousarray(als.item_factors))  # (N+1, f) float32
+        self.popularity = popularity.float()  # (N+1,)
+        self.vocab = vocab
+        self.positive = set(positive_types)
+
+    @classmethod
+    def fit(
+        cls,
+        train: EncodedSequences,
+        vocab: ItemVocab,
+        popularity: torch.Tensor,
+        factors: int = 32,
+        regularization: float = 1.0,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        seed: int = 0,
+        positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+        chunk_events: int = 1 << 22,
+    ) -> "ImplicitALS":
+        """Factorise ``train``'s positive (user, item) counts; the initial factors come from ``seed``."""
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        positive = positive_type_index(positive_types)
+        rows, cols = [], []
+        for u0, u1 in user_chunks(train.offsets, chunk_events):
+            lo, hi = int(train.offsets[u0]), int(train.offsets[u1])
+            keep = np.isin(train.event_types[lo:hi], positive)  # (e,)
+            cols.append(train.items[lo:hi][keep].astype(np.int32))  # (p,)
+            rows.append(np.repeat(np.arange(u0, u1, dtype=np.int32), np.diff(train.offsets[u0 : u1 + 1]))[keep])
+        user_items = _count_matrix(rows, cols, len(train), vocab.n_items + 1)  # (U, N+1)
+        with threadpool_limits(1, "blas"):
+            als = AlternatingLeastSquares(
+                factors=factors,
+                regularization=regularization,
+                alpha=alpha,
+                iterations=iterations,
+                num_threads=1,
+                random_state=seed,
+            )
+            als.fit(user_items, show_progress=False)
+        return cls(als, popularity, vocab, positive_types)
+
+    def user_factors(self, histories: list[Events]) -> tuple[torch.Tensor, list[bool]]:
+        """(U, f) float32 fold-in factors of ``histories`` and whether each has a known positive item."""
+        rows, cols = [], []
+        for u, ev in enumerate(histories):
+            known = [
+                self.vocab.index[i]
+                for i, t in zip(ev.item_ids, ev.event_types)
+                if t in self.positive and i in self.vocab.index
+            ]
+            rows.append(np.full(len(known), u, dtype=np.int32))
+            cols.append(np.array(known, dtype=np.int32))
+        user_items = _count_matrix(rows, cols, len(histories), self.vocab.n_items + 1)  # (U, N+1)
+        has_history = (np.diff(user_items.indptr) > 0).tolist()
+        if not histories:
+            return torch.zeros(0, self.als.factors), has_history
+        with threadpool_limits(1, "blas"):
+            factors = self.als.recalculate_user(np.arange(len(histories)), user_items)
+        return torch.from_numpy(np.asarray(factors, dtype=np.float32)), has_history
+
+    def make_scorer(self, histories: list[Events]) -> Scorer:
+        """A :data:`Scorer` for ``histories``: dot products of the fold-in user factors with the item factors,
+        training popularity for users with no known positive item."""
+        vecs, has_history = self.user_factors(histories)  # (U, f)
+        cold = torch.tensor([not h for h in has_history], dtype=torch.bool)  # (U,)
+
+        def score(rows: slice, c0: int, c1: int) -> torch.Tensor:
+            sc = vecs[rows] @ self.item_factors[c0:c1].T  # (b, c)
+            sc[cold[rows]] = self.popularity[c0:c1]
+            return sc
+
+        return score
+
+
+def _count_matrix(rows: list[np.ndarray], cols: list[np.ndarray], n_rows: int, n_cols: int) -> scipy.sparse.csr_matrix:
+    """(n_rows, n_cols) float32 CSR of how often each (row, col) pair occurs (duplicates summed)."""
+    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
+    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int32)
+    m = scipy.sparse.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(n_rows, n_cols))
+    m.sum_duplicates()
+    return m
+
+
+def evaluate_mf(mf: ImplicitALS, holdout: list[Holdout], k: int = K) -> dict[str, float]:
+    """The same metrics for the ALS factorisation on ``holdout`` (seen items excluded as everywhere)."""
+    return evaluate_scorer(mf.make_scorer, mf.vocab, holdout, k)
+
+
+#: The ALS settings :func:`tune_mf` chooses from: (factors, regularization, alpha), 15 iterations each; eight
+#: points, so tuning adds seconds, not minutes, to a training run (timed in docs/model.md).
+MF_GRID: tuple[tuple[int, float, float], ...] = tuple(
+    (factors, regularization, alpha) for factors in (32, 64) for regularization in (1.0, 10.0) for alpha in (1.0, 5.0)
+)
+
+
+def tune_mf(
+    train: EncodedSequences,
+    vocab: ItemVocab,
+    popularity: torch.Tensor,
+    valid: list[Holdout],
+    positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
+    seed: int = 0,
+    grid: Sequence[tuple[int, float, float]] = MF_GRID,
+) -> tuple[ImplicitALS, dict[str, float]]:
+    """The ALS factorisation whose (factors, regularization, alpha) has the best validation NDCG@10 over
+    ``grid``, chosen as :func:`tune_knn` chooses the kNN's settings. Returns (the fitted model, {"factors",
+    "regularization", "alpha", "val_ndcg_at_10"}); without a validation holdout, the first grid point."""
+    best: tuple[float, ImplicitALS, tuple[int, float, float]] | None = None
+    for factors, regularization, alpha in grid if valid else grid[:1]:
+        mf = ImplicitALS.fit(
+            train,
+            vocab,
+            popularity,
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            seed=seed,
+            positive_types=positive_types,
+        )
+        score = evaluate_mf(mf, valid)["ndcg_at_10"] if valid else float("nan")
+        if best is None or score > best[0]:
+            best = (score, mf, (factors, regularization, alpha))
+    if best is None:
+        raise ValueError("tune_mf needs at least one (factors, regularization, alpha) in grid")
+    score, mf, (factors, regularization, alpha) = best
+    return mf, {"factors": factors, "regularization": regularization, "alpha": alpha, "val_ndcg_at_10": score}

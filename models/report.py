@@ -15,12 +15,13 @@ from models.vocab import ItemVocab
 log = logging.getLogger(__name__)
 
 #: MLflow metric prefixes of the scorers every run reports (test metrics are "<prefix>test_<metric>").
-MODEL, POPULARITY, KNN, SASREC_PLAIN = "", "pop_", "knn_", "sasrec_plain_"
+MODEL, POPULARITY, KNN, MF, SASREC_PLAIN = "", "pop_", "knn_", "mf_", "sasrec_plain_"
 #: How the plots and the log name each scorer, in the order they are shown.
 LABELS = {
     MODEL: "attention recommender",
     POPULARITY: "popularity",
     KNN: "item kNN (transitions)",
+    MF: "matrix factorisation (ALS)",
     SASREC_PLAIN: "plain SASRec (ids only)",
 }
 
@@ -61,22 +62,25 @@ def epoch_logger(prefix: str) -> Callable[[dict[str, float]], None]:
 
 def log_results(
     results: dict[str, dict[str, float] | None],
-    knn_choice: dict[str, float],
+    choices: dict[str, dict[str, float]],
     histories: dict[str, list[dict[str, float]]],
     train_seconds: float,
 ) -> None:
-    """Test metrics of every scorer ({MODEL, POPULARITY, KNN, SASREC_PLAIN} prefix -> metrics, None when not
-    trained), the kNN settings chosen on validation, and the plots."""
+    """Test metrics of every scorer ({MODEL, POPULARITY, KNN, MF, SASREC_PLAIN} prefix -> metrics, None when not
+    trained), the settings each tuned baseline chose on validation ({KNN, MF} prefix -> settings and their
+    "val_ndcg_at_10": params ``<prefix><setting>``, metric ``<prefix>val_ndcg_at_10``), and the plots."""
     import mlflow
 
-    mlflow.log_params({f"{KNN}{k}": v for k, v in knn_choice.items() if k != "val_ndcg_at_10"})
+    mlflow.log_params(
+        {f"{prefix}{k}": v for prefix, choice in choices.items() for k, v in choice.items() if k != "val_ndcg_at_10"}
+    )
     model_history = next(iter(histories.values()))
     mlflow.log_metrics(
         {
             "train_seconds": train_seconds,
             "epochs_run": float(len(model_history)),
             **{f"{prefix}test_{k}": v for prefix, m in results.items() for k, v in (m or {}).items()},
-            f"{KNN}val_ndcg_at_10": knn_choice["val_ndcg_at_10"],
+            **{f"{prefix}val_ndcg_at_10": choice["val_ndcg_at_10"] for prefix, choice in choices.items()},
         }
     )
     named = {name: results[prefix] for prefix, name in LABELS.items() if results.get(prefix) is not None}

@@ -7,15 +7,15 @@ holdout capped at ``ATTNREC_HOLDOUT_MAX_USERS`` users) -> :func:`models.fit.fit`
 sampled softmax with a logQ correction above ``ATTNREC_FULL_SOFTMAX_MAX_ITEMS`` items; AdamW, warm-up +
 cosine decay, gradient clipping, early stopping on validation NDCG@10, bounded by epochs and wall clock; a
 resumable checkpoint after every epoch, models.checkpoints) -> the plain SASRec ablation (item ids only)
-with the same budget -> the test holdout beside the baselines (models.baselines) -> MLflow (models.report)
-and the model as a pyfunc -> register a version, alias "challenger" -> under ATTNREC_PROMOTION_RULE=offline (the
-default) promote it to "champion" only if it beats the current champion on this run's validation holdout; under
-``online`` leave it "challenger" for an A/B experiment (kpi_report promotes on online results), unless there is no
-champion yet (models.registry).
+with the same budget -> the test holdout beside the baselines (models.baselines: popularity, transition kNN, ALS
+matrix factorisation) -> MLflow (models.report) and the model as a pyfunc -> register a version, alias
+"challenger" -> under ATTNREC_PROMOTION_RULE=offline (the default) promote it to "champion" only if it beats the
+current champion on this run's validation holdout; under ``online`` leave it "challenger" for an A/B experiment
+(kpi_report promotes on online results), unless there is no champion yet (models.registry).
 
 Which holdout decides what: validation (each user's second-to-last positive event) chooses the epoch (early
-stopping), the kNN baseline's settings and the promotion; the test holdout (the last positive event) chooses
-nothing and is only reported (``test_*`` metrics), so it stays an untouched estimate.
+stopping), the kNN's and the ALS factorisation's settings and the promotion; the test holdout (the last positive
+event) chooses nothing and is only reported (``test_*`` metrics), so it stays an untouched estimate.
 
 Several processes: ``torchrun --nproc_per_node=N -m attnrec train --dt YYYY-MM-DD`` (NCCL on GPUs, gloo on
 CPU). Every rank reads the same data and trains on its share of every batch, with DistributedDataParallel
@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from attnrec.settings import Settings, get_settings
 from models import checkpoints, report
-from models.baselines import evaluate_knn, evaluate_popularity, tune_knn
+from models.baselines import evaluate_knn, evaluate_mf, evaluate_popularity, tune_knn, tune_mf
 from models.config import TrainConfig, build_model, train_config
 from models.dataset import TrainingSet, positive_counts, read_split
 from models.evaluate import evaluate_recommender
@@ -53,8 +53,9 @@ def run(dt: str, settings: Settings | None = None, tcfg: TrainConfig | None = No
     """Train on features for ``dt``, log to MLflow, register a version and apply the promotion gate.
 
     ``tcfg`` defaults to :func:`models.config.train_config` of ``settings``. Returns {"run_id", "model_version",
-    "metrics", "baseline_metrics", "knn_metrics", "sasrec_plain_metrics" (None when ATTNREC_TRAIN_ABLATION is
-    false), "promoted", "reason"}; under torchrun, ranks other than 0 train only and return {"rank": rank}.
+    "metrics", "baseline_metrics", "knn_metrics", "mf_metrics", "sasrec_plain_metrics" (None when
+    ATTNREC_TRAIN_ABLATION is false), "promoted", "reason"}; under torchrun, ranks other than 0 train only and return
+    {"rank": rank}.
     """
     settings = settings or get_settings()
     tcfg = tcfg or train_config(settings)
@@ -175,6 +176,8 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
         baseline = evaluate_popularity(counts, vocab, split.test)
         knn, knn_choice = tune_knn(split.train, vocab, counts, split.valid, tcfg.positive_types)
         knn_metrics = evaluate_knn(knn, split.test)
+        mf, mf_choice = tune_mf(split.train, vocab, counts, split.valid, tcfg.positive_types, seed=tcfg.seed)
+        mf_metrics = evaluate_mf(mf, split.test)
         plain_metrics = None
         if plain is not None:
             plain.model = plain.model.cpu()
@@ -184,9 +187,10 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
                 report.MODEL: metrics,
                 report.POPULARITY: baseline,
                 report.KNN: knn_metrics,
+                report.MF: mf_metrics,
                 report.SASREC_PLAIN: plain_metrics,
             },
-            knn_choice,
+            {report.KNN: knn_choice, report.MF: mf_choice},
             histories,
             train_seconds,
         )
@@ -212,6 +216,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
         "metrics": metrics,
         "baseline_metrics": baseline,
         "knn_metrics": knn_metrics,
+        "mf_metrics": mf_metrics,
         "sasrec_plain_metrics": plain_metrics,
         "promoted": promoted,
         "reason": reason,

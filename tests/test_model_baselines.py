@@ -1,8 +1,10 @@
-"""Tests of the item-to-item transition kNN baseline: counts by hand, ranking, validation-chosen settings."""
+"""Tests of the baselines: the item-to-item transition kNN (counts by hand, ranking, validation-chosen settings) and
+ALS matrix factorisation (a planted structure, seen items, determinism, validation-chosen settings)."""
 
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -93,3 +95,84 @@ def test_tune_knn_picks_the_best_validation_setting():
     assert (knn.last_n, knn.decay) == best[1:]
     _, first = tune_knn(split.train, vocab, counts, [], grid=grid)  # no validation: the first grid point
     assert (first["window"], first["last_n"]) == (10, 20) and math.isnan(first["val_ndcg_at_10"])
+
+
+def planted_clusters(n_clusters: int = 4, size: int = 10, users_per: int = 20, length: int = 7, seed: int = 5):
+    """Users each take ``length`` distinct items of one cluster of ``size`` items, in random order: which items
+    a user likes is determined by their cluster (what a factorisation recovers); popularity is flat."""
+    rng = random.Random(seed)
+    users = []
+    for c in range(n_clusters):
+        ids = [f"i{c * size + j + 1}" for j in range(size)]
+        users += [events(f"u{c}-{u:02d}", rng.sample(ids, length)) for u in range(users_per)]
+    return users
+
+
+def test_als_recovers_planted_clusters_better_than_popularity():
+    from models.baselines import ImplicitALS, evaluate_mf, evaluate_popularity
+
+    vocab = ItemVocab.from_items(item_rows(40))
+    split = leave_one_out(planted_clusters(), vocab)
+    counts = positive_counts(split.train, vocab)
+    assert counts[1:].max() <= 3 * counts[1:].mean()  # popularity is flat
+    pop = evaluate_popularity(counts, vocab, split.test)
+    mf = evaluate_mf(ImplicitALS.fit(split.train, vocab, counts, factors=8, regularization=0.1), split.test)
+    # 4 of a cluster's items are left unseen at test time, the target among them: all of them fit in the top 10
+    assert mf["hr_at_10"] >= 0.95 and mf["hr_at_10"] > pop["hr_at_10"] + 0.5, (mf, pop)
+    assert mf["ndcg_at_10"] > pop["ndcg_at_10"] + 0.3
+
+
+def test_als_never_recommends_seen_items_and_ranks_cold_users_by_popularity():
+    from models.baselines import ImplicitALS
+
+    vocab = ItemVocab.from_items(item_rows(40))
+    split = leave_one_out(planted_clusters(), vocab)
+    counts = positive_counts(split.train, vocab)
+    mf = ImplicitALS.fit(split.train, vocab, counts, factors=8, regularization=0.1)
+    cold = [events("new", ["i3", "unknown"], ["impression", "click"]), events("empty", [])]  # no known positive
+    histories = [h.history for h in split.test] + cold
+    scorer = mf.make_scorer(histories)
+    top, _, _ = rank_catalogue(
+        scorer, len(histories), 41, encode_sequences(histories, vocab).item_lists(), k=10, user_batch=7
+    )
+    for h, row in zip(histories, top.tolist()):  # seen: every event but an impression (which leaves i3 servable)
+        seen = {vocab.index[i] for i, t in zip(h.item_ids, h.event_types) if t != "impression" and i in vocab.index}
+        assert not set(row) & seen and 0 not in row
+    n = len(split.test)
+    assert scorer(slice(n, n + 2), 0, 41).tolist() == [counts.float().tolist()] * 2  # cold: training popularity
+    assert counts[top[n + 1]].tolist() == sorted(counts[1:].tolist(), reverse=True)[:10]  # the most popular first
+
+
+def test_als_is_deterministic_given_the_seed():
+    from models.baselines import ImplicitALS, evaluate_mf
+
+    vocab = ItemVocab.from_items(item_rows(40))
+    split = leave_one_out(planted_clusters(), vocab)
+    counts = positive_counts(split.train, vocab)
+    fits = [ImplicitALS.fit(split.train, vocab, counts, factors=8, seed=s) for s in (7, 7, 8)]
+    assert torch.equal(fits[0].item_factors, fits[1].item_factors)
+    assert not torch.equal(fits[0].item_factors, fits[2].item_factors)  # the seed is what fixes them
+    assert evaluate_mf(fits[0], split.test) == evaluate_mf(fits[1], split.test)
+
+
+def test_tune_mf_picks_the_best_validation_setting():
+    from models.baselines import ImplicitALS, evaluate_mf, tune_mf
+
+    vocab = ItemVocab.from_items(item_rows(40))
+    split = leave_one_out(planted_clusters(users_per=10, seed=9), vocab)
+    counts = positive_counts(split.train, vocab)
+    grid = [(2, 50.0, 1.0), (8, 0.1, 1.0), (4, 1.0, 5.0)]
+    mf, choice = tune_mf(split.train, vocab, counts, split.valid, seed=3, grid=grid)
+    scores = {
+        g: evaluate_mf(
+            ImplicitALS.fit(split.train, vocab, counts, factors=g[0], regularization=g[1], alpha=g[2], seed=3),
+            split.valid,
+        )["ndcg_at_10"]
+        for g in grid
+    }
+    best = max(grid, key=lambda g: scores[g])
+    assert (choice["factors"], choice["regularization"], choice["alpha"]) == best
+    assert choice["val_ndcg_at_10"] == scores[best] > scores[(2, 50.0, 1.0)]
+    assert (mf.als.factors, mf.als.regularization, mf.als.alpha) == best
+    _, first = tune_mf(split.train, vocab, counts, [], grid=grid)  # no validation: the first grid point
+    assert (first["factors"], first["regularization"]) == (2, 50.0) and math.isnan(first["val_ndcg_at_10"])

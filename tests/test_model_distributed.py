@@ -67,7 +67,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert len(one_curves["train_loss"]) == len(two_curves["train_loss"]) == 4
     for key in one_curves:
         assert two_curves[key] == pytest.approx(one_curves[key], rel=1e-5)  # measured: 1e-7
-    for scorer in ("metrics", "sasrec_plain_metrics", "knn_metrics", "baseline_metrics"):
+    for scorer in ("metrics", "sasrec_plain_metrics", "knn_metrics", "mf_metrics", "baseline_metrics"):
         for metric, value in one[scorer].items():
             assert two[scorer][metric] == pytest.approx(value, abs=1e-3), (scorer, metric)  # measured: equal
 

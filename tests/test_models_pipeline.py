@@ -294,6 +294,7 @@ def test_train_run_then_candidates(env):
         "metrics",
         "baseline_metrics",
         "knn_metrics",
+        "mf_metrics",
         "sasrec_plain_metrics",
         "promoted",
         "reason",
@@ -303,6 +304,7 @@ def test_train_run_then_candidates(env):
         "": "metrics",
         "pop_": "baseline_metrics",
         "knn_": "knn_metrics",
+        "mf_": "mf_metrics",
         "sasrec_plain_": "sasrec_plain_metrics",
     }
     for key in scorers.values():
@@ -328,6 +330,13 @@ def test_train_run_then_candidates(env):
     assert len(run.data.tags["feature_snapshot_hash"]) == 16 and run.data.tags["git_commit"]
     assert run.data.params["epochs"] == "3"
     assert run.data.params["loss"] == "full_softmax" and run.data.params["train_ablation"] == "True"
+    from models.baselines import KNN_GRID, MF_GRID  # the tuned baselines: their choice on validation, logged alike
+
+    knn_choice = tuple(run.data.params[f"knn_{k}"] for k in ("window", "last_n", "decay"))
+    assert knn_choice in {tuple(map(str, g)) for g in KNN_GRID}
+    mf_choice = tuple(run.data.params[f"mf_{k}"] for k in ("factors", "regularization", "alpha"))
+    assert mf_choice in {tuple(map(str, g)) for g in MF_GRID}
+    assert 0.0 < run.data.metrics["mf_val_ndcg_at_10"] <= 1.0 and 0.0 < run.data.metrics["knn_val_ndcg_at_10"] <= 1.0
     artifacts = {a.path for a in client.list_artifacts(result["run_id"], "plots")}
     assert artifacts == {"plots/training_curves.png", "plots/model_vs_baselines.png"}
     assert not any(Path(env.checkpoint_dir).glob("*/*.pt"))  # checkpoints are removed once the run is recorded
@@ -338,8 +347,9 @@ def test_train_run_then_candidates(env):
     lines = summary_lines(DT)
     table = lines[lines.index("Test metrics (same leave-one-out split, full catalogue):") + 1 :]
     assert table[0].split() == ["hr_at_10", "ndcg_at_10", "mrr_at_10", "recall_at_50", "coverage_at_10"]
-    assert [row.split()[0] for row in table[1:]] == ["attention", "transition", "plain", "popularity"]
+    assert [row.split()[0] for row in table[1:]] == ["attention", "transition", "ALS", "plain", "popularity"]
     assert f"{result['knn_metrics']['ndcg_at_10']:.4f}" in table[2]
+    assert f"{result['mf_metrics']['ndcg_at_10']:.4f}" in table[3]
 
     # the registered pyfunc serves ranked unseen items for features/sequences-shaped input
     model = mlflow.pyfunc.load_model("models:/attention-recommender@champion")
