@@ -20,9 +20,11 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from attnrec.contracts import SEEN_EVENT_TYPES
 from models.encoding import (
     DEFAULT_POSITIVE_TYPES,
     ENCODED_COLUMNS,
+    SEEN_TYPE_INDEX,
     EncodedSequences,
     Events,
     RawBatch,
@@ -101,8 +103,9 @@ def _split_batch(
     sample: _HoldoutSample,
 ) -> tuple[EncodedSequences, int]:
     """Leave-one-out on one batch: a user's last first engagement (a positive event on an item new to them,
-    :func:`~models.encoding.first_engagements`) is the test target, the one before it the validation target,
-    everything before that is training; users with fewer than 3 first engagements are training only.
+    :func:`~models.encoding.first_engagements`) is the test target, the one before it the validation target
+    (each predicted from the events before it, less the impressions just before it: :func:`_before`), everything
+    before the validation target is training; users with fewer than 3 first engagements are training only.
     Offers the holdout users to ``sample``; returns (training events, holdout user count)."""
     offsets = raw.offsets
     pos = np.flatnonzero(first_engagements(offsets, raw.items, raw.event_types, positive))  # (P,) the targets
@@ -121,8 +124,16 @@ def _split_batch(
         chosen = [j for j, k in enumerate(keys) if k is not None]
         for j, ev in zip(chosen, rows(eligible[chosen])):
             v, t = int(valid_at[j]), int(test_at[j])
-            sample.add(keys[j], Holdout(ev.head(v), ev.item_ids[v]), Holdout(ev.head(t), ev.item_ids[t]))
+            sample.add(keys[j], Holdout(_before(ev, v), ev.item_ids[v]), Holdout(_before(ev, t), ev.item_ids[t]))
     return train, len(eligible)
+
+
+def _before(ev: Events, at: int) -> Events:
+    """The history a holdout target at ``at`` is predicted from: the events before it, less the impressions just
+    before it (the exposure that led to the target: serving never knows what will be shown next)."""
+    while at > 0 and ev.event_types[at - 1] not in SEEN_EVENT_TYPES:
+        at -= 1
+    return ev.head(at)
 
 
 def leave_one_out(
@@ -221,7 +232,8 @@ class TrainingSet:
     """Next-item examples over :class:`EncodedSequences`, without copying them: a user's example is their
     last ``max_len + 1`` events; inputs are all but the last, and the target at each input position is the item of
     the user's next first engagement after it (:func:`~models.encoding.next_targets`: a positive event on an item
-    new to the user, as serving only recommends unseen items; 0 when none follows in the window). Users without
+    new to the user, as serving only recommends unseen items; 0 when none follows in the window, and 0 after an
+    impression, whose item's own click would be a target serving never sees coming). Users without
     any target are left out. Holds 16 bytes per example and one byte per event."""
 
     def __init__(
@@ -238,13 +250,16 @@ class TrainingSet:
         self.engaged = np.zeros(seqs.n_events, dtype=bool)  # (E,) first engagements: the targets
         for u0, u1 in user_chunks(seqs.offsets, chunk_events):  # bounded scratch memory
             e0, e1 = int(seqs.offsets[u0]), int(seqs.offsets[u1])
-            engaged = first_engagements(
-                seqs.offsets[u0 : u1 + 1] - e0, seqs.items[e0:e1], seqs.event_types[e0:e1], self.positive
-            )
+            types = seqs.event_types[e0:e1]
+            engaged = first_engagements(seqs.offsets[u0 : u1 + 1] - e0, seqs.items[e0:e1], types, self.positive)
             self.engaged[e0:e1] = engaged
-            csum = np.concatenate([[0], np.cumsum(engaged)])
+            at = np.arange(e1 - e0)
+            last_engaged = np.maximum.accumulate(np.where(engaged, at, -1))  # (e,) last engagement at or before
+            first_seen = np.minimum.accumulate(np.where(np.isin(types, SEEN_TYPE_INDEX), at, e1 - e0)[::-1])[::-1]
             s, e = starts[u0:u1] - e0, stops[u0:u1] - e0
-            has_target[u0:u1] = (e - s >= 2) & (csum[e] - csum[np.minimum(s + 1, e)] > 0)
+            ok = e - s >= 2
+            s_, last = s[ok], last_engaged[e[ok] - 1]  # an input that may carry a target, an engagement after it
+            has_target[np.flatnonzero(ok) + u0] = (last >= s_ + 1) & (first_seen[s_] < last)
         self.starts, self.stops = starts[has_target], stops[has_target]  # (X,) flat event positions
 
     def __len__(self) -> int:
@@ -262,8 +277,9 @@ class TrainingSet:
         padding and where none follows)."""
         items = gather_windows(self.seqs.items, starts + 1, stops, length)
         engaged = gather_windows(self.engaged, starts + 1, stops, length).astype(bool)
-        padding = np.arange(length)[None, :] < (length - (stops - starts - 1))[:, None]
-        return np.where(padding, 0, next_targets(items, engaged))
+        # no target after an impression: the impressed item's own click follows it, which serving never knows
+        seen = np.isin(gather_windows(self.seqs.event_types, starts, stops - 1, length), SEEN_TYPE_INDEX)
+        return np.where(seen, next_targets(items, engaged), 0)  # padding has type 0: never seen
 
     def batches(self, batch_size: int, rng: random.Random) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """Shuffled batches of (inputs, targets). Batches group sequences of similar length (sorted with random

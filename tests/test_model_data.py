@@ -133,7 +133,12 @@ def reference_split(users: list[Events], positive=DEFAULT_POSITIVE_TYPES, n_know
             continue
         v, t = pos[-2], pos[-1]
         train.append(ev.head(v))
-        holdout.append((ev.user_id, ev.item_ids[:v], ev.item_ids[v], ev.item_ids[:t], ev.item_ids[t]))
+        hv, ht = v, t  # the histories leave out the impressions just before the target
+        while hv and ev.event_types[hv - 1] == "impression":
+            hv -= 1
+        while ht and ev.event_types[ht - 1] == "impression":
+            ht -= 1
+        holdout.append((ev.user_id, ev.item_ids[:hv], ev.item_ids[v], ev.item_ids[:ht], ev.item_ids[t]))
     return train, sorted(holdout)
 
 
@@ -238,7 +243,10 @@ def reference_examples(train: list[Events], vocab: ItemVocab, max_len: int) -> l
         enc = reference_encoding(ev, vocab)
         engaged = reference_engaged([e[0] for e in enc], [types[e[1]] for e in enc], {types[p] for p in positive})
         enc, engaged = enc[-(max_len + 1) :], engaged[-(max_len + 1) :]
-        targets = [next((e[0] for e, g in zip(enc[k:], engaged[k:]) if g), 0) for k in range(1, len(enc))]
+        targets = [
+            next((e[0] for e, g in zip(enc[k:], engaged[k:]) if g), 0) if types[enc[k - 1][1]] != "impression" else 0
+            for k in range(1, len(enc))
+        ]
         if any(targets):
             out.append(([e[0] for e in enc[:-1]], targets))
     return out
@@ -287,7 +295,8 @@ def test_leave_one_out_uses_positive_events_only():
     split = leave_one_out([ev, short], vocab)
     assert [split.train.row(u).items for u in range(2)] == [[1, 2], [1, 2, 3]]
     assert (split.n_users, split.n_holdout_users) == (2, 1)
-    assert [(h.history.item_ids, h.target) for h in split.valid] == [(["a", "b"], "c")]
+    # the impression of b just before c is the exposure that led to the click: not part of c's history
+    assert [(h.history.item_ids, h.target) for h in split.valid] == [(["a"], "c")]
     assert [(h.history.item_ids, h.target) for h in split.test] == [(["a", "b", "c", "d"], "e")]
 
 
@@ -296,9 +305,9 @@ def test_training_examples_target_the_next_first_engagement():
     ev = events("u", ["i1", "i2", "i3", "i4"], ["rate", "impression", "rate", "click"])
     inputs, targets = TrainingSet(encode_sequences([ev], vocab), max_len=10).batch(np.arange(1))
     assert inputs["items"].tolist() == [[1, 2, 3]] and inputs["event_types"].tolist() == [[6, 1, 6]]
-    assert targets.tolist() == [[3, 3, 4]]  # after the impression's input and after the rating of i1: i3
+    assert targets.tolist() == [[3, 0, 4]]  # after rating i1: i3 (past i2's impression); none after an impression
     inputs, targets = TrainingSet(encode_sequences([ev], vocab), max_len=2).batch(np.arange(1))
-    assert inputs["items"].tolist() == [[2, 3]] and targets.tolist() == [[3, 4]]
+    assert inputs["items"].tolist() == [[2, 3]] and targets.tolist() == [[0, 4]]
     # the funnel of an item already clicked, and a return to it, are context, never targets (serving never
     # recommends a seen item); an impression alone does not make an item seen
     ev = events(
@@ -307,4 +316,4 @@ def test_training_examples_target_the_next_first_engagement():
         ["click", "view", "impression", "skip", "impression", "click", "like", "click"],
     )
     _, targets = TrainingSet(encode_sequences([ev], vocab), max_len=10).batch(np.arange(1))
-    assert targets.tolist() == [[3, 3, 3, 3, 3, 0, 0]]  # the skip made i2 seen: its later click is a repeat
+    assert targets.tolist() == [[3, 3, 0, 3, 0, 0, 0]]  # the skip made i2 seen: its later click is a repeat
