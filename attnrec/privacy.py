@@ -12,9 +12,9 @@ embedded default, :func:`pseudonym_key` creates a random one once in ``<data roo
 (directory 0700, file 0600) and reuses it; two processes that race to create it agree on one. The key lives with
 the lake whose pseudonyms it made. No function here logs or puts the key in an error message.
 
-For Spark: PySpark 4.2 has no HMAC function (``hmac`` is new in Spark 4.3), and a key written into a SQL literal
-would sit in the query plan for anyone who reads it, so a job takes :func:`pseudonymizer` into a pandas UDF:
-``series.map(pseudonymizer(key))``.
+For Spark: PySpark 4.2 has no HMAC function (``hmac`` is proposed for 4.3, SPARK-53154), and a key written into a
+SQL literal would sit in the query plan for anyone who reads it, so a job takes :func:`pseudonymizer` into a pandas
+UDF: ``series.map(pseudonymizer(key))``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,13 @@ def pseudonym_key(settings: Settings, create: bool = True) -> SecretBytes:
                 f"{_SETTING} as the pipeline's services have it, or point ATTNREC_DATA_ROOT (--data-root) at the lake "
                 "the pipeline writes"
             )
-        _create_once(path)
+        try:
+            _create_once(path)
+        except OSError as err:  # a read-only lake, a file system without hard links
+            raise ValueError(
+                f"could not create the pseudonym key file {path} ({err.strerror or err}); set {_SETTING} to a "
+                f"secret of {NEW_PSEUDONYM_KEY} instead"
+            ) from None
     return SecretBytes(_read_key_file(path).encode("ascii"))
 
 

@@ -6,6 +6,7 @@ test vector, never by the code under test.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import stat
@@ -181,6 +182,20 @@ def test_a_world_readable_or_broken_key_file_fails_without_showing_it(lake):
         pseudonym_key(get_settings())
     assert f"the pseudonym key file {path} does not hold a usable key: it is too short" in str(err.value)
     assert "tooshort" not in str(err.value)
+
+
+def test_a_lake_where_no_key_file_can_be_made_fails_naming_the_setting(monkeypatch, lake):
+    def no_hard_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr("attnrec.privacy.os.link", no_hard_links)  # e.g. a file system without hard links
+    with pytest.raises(ValueError) as err:
+        pseudonym_key(get_settings())
+    assert str(err.value) == (
+        f"could not create the pseudonym key file {lake / KEY_FILE} (Operation not permitted); set "
+        'ATTNREC_PSEUDONYM_KEY to a secret of python -c "import secrets; print(secrets.token_hex(32))" instead'
+    )
+    assert list((lake / KEY_FILE).parent.iterdir()) == []  # the temporary key is gone too
 
 
 def test_a_remote_lake_needs_the_setting(monkeypatch):
