@@ -37,6 +37,7 @@ commands run one stage by hand, e.g. to debug a failed task or to backfill a day
   attnrec kpis --dt D                                 what D's lists did over the next days: kpis/dt=D,
                                                       MLflow, bandit allocation, online promotion
   attnrec registry show                               versions and aliases of attention-recommender
+  attnrec pseudonym USER_ID                           the pseudonym of a raw user id (support)
   attnrec summary --dt D                              where the day's results are
 
 The DAGs publish a staged partition only after its gate passes; by hand, publish through the DAG
@@ -328,6 +329,26 @@ def registry_promote(
         settings = get_settings()
         promote(settings, version, reason, alias)
         _print_json(describe(settings))
+
+
+# --------------------------------------------------------------------------------------------- personal data
+
+
+@app.command()
+def pseudonym(
+    user_id: Annotated[str, typer.Argument(metavar="USER_ID", help="A raw user id, as it appears in raw/events.")],
+    data_root: DataRoot = None,
+) -> None:
+    """Print the pseudonym of a raw user id, for support: what pseudonymous datasets carry instead of the id
+    (docs/privacy.md). The key is ATTNREC_PSEUDONYM_KEY, else the lake's key file; this command never creates one."""
+    from attnrec.privacy import pseudonym as pseudonym_of
+    from attnrec.privacy import pseudonym_key
+    from attnrec.settings import get_settings
+
+    with stage_errors("pseudonym"):
+        if not user_id.strip(" "):
+            raise ValueError("USER_ID is empty; pass the raw id, e.g. attnrec pseudonym u42")
+        print(pseudonym_of(user_id, pseudonym_key(get_settings(data_root=data_root), create=False)))
 
 
 # ----------------------------------------------------------------------------------------------- summary

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, SEEN_EVENT_TYPES
@@ -23,6 +23,11 @@ from attnrec.contracts import EVENT_TYPES, EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 MODEL_NAME = "attention-recommender"
+
+#: The shortest pseudonym key accepted: 32 characters (128 bits of a hex key); ``attnrec`` creates 64 hex characters.
+MIN_PSEUDONYM_KEY_CHARS = 32
+#: How to make a good key, quoted by every error about one.
+NEW_PSEUDONYM_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'
 
 _MLFLOW_DIR = PROJECT_ROOT / ".mlflow"
 
@@ -54,6 +59,7 @@ class Settings(BaseSettings):
         extra="ignore",
         validate_by_name=True,  # get_settings(data_root=...) from a --data-root flag
         validate_by_alias=True,
+        hide_input_in_errors=True,  # a ValidationError's text never echoes a value (the pseudonym key is one)
     )
 
     # -- lake and stores
@@ -103,6 +109,14 @@ class Settings(BaseSettings):
     )
     spark_driver_memory: str = Field(
         "4g", validation_alias="ATTNREC_SPARK_DRIVER_MEMORY", description="Spark driver memory of every job, e.g. 4g"
+    )
+
+    # -- personal data
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        validation_alias="ATTNREC_PSEUDONYM_KEY",
+        description="secret HMAC key of the user pseudonyms: 32 or more printable ASCII characters, no spaces; "
+        "unset: a random key created once in <data root>/_secrets/pseudonym.key (docs/privacy.md)",
     )
 
     # -- clean and featurize
@@ -307,6 +321,19 @@ class Settings(BaseSettings):
             raise ValueError("must be > 0; set e.g. 6")
         return value
 
+    @field_validator("pseudonym_key", mode="before")
+    @classmethod
+    def _usable_key(cls, value: Any) -> Any:
+        """Surrounding blanks are dropped; what is left must be a key (the message never contains it)."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        problem = pseudonym_key_problem(value.strip())
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
     @field_validator("exposure_event_types", "negative_event_types", "seen_event_types", mode="before")
     @classmethod
     def _event_type_list(cls, value: Any, info: ValidationInfo) -> Any:
@@ -359,6 +386,28 @@ class Settings(BaseSettings):
         return name
 
 
+def pseudonym_key_problem(key: str) -> str | None:
+    """What is wrong with ``key`` as a pseudonym key, without quoting it; None when it is usable.
+
+    The rule: at least :data:`MIN_PSEUDONYM_KEY_CHARS` characters, each printable ASCII other than a space (so the
+    key reads the same in .env files, shells and Spark, and its bytes are its ASCII text).
+    """
+    if len(key) < MIN_PSEUDONYM_KEY_CHARS:
+        return (
+            f"is too short ({len(key)} characters, at least {MIN_PSEUDONYM_KEY_CHARS} needed); "
+            f"make one with {NEW_PSEUDONYM_KEY}"
+        )
+    if not all("!" <= ch <= "~" for ch in key):
+        return (
+            "holds a character that is not printable ASCII (a space, a control or a non-ASCII character); "
+            f"use only A-Z a-z 0-9 and punctuation, e.g. {NEW_PSEUDONYM_KEY}"
+        )
+    return None
+
+
+#: Secret fields: an error names them and says what is wrong, never their value.
+_SECRETS = {"pseudonym_key", "ATTNREC_PSEUDONYM_KEY"}
+
 #: Per pydantic error type, what to say after ``NAME='value'``; {default} is the field's default.
 _FIXES = {
     "int_parsing": "is not an integer; set it to a whole number such as {default}",
@@ -368,7 +417,7 @@ _FIXES = {
 
 
 def _explain(error: ValidationError) -> str:
-    """One line per bad variable: ``NAME='value' <what is wrong>; <the fix>``."""
+    """One line per bad variable: ``NAME='value' <what is wrong>; <the fix>``; a secret's value is never shown."""
     fields = {**Settings.model_fields, **{f.validation_alias: f for f in Settings.model_fields.values()}}
     lines = []
     for item in error.errors(include_url=False):
@@ -381,7 +430,8 @@ def _explain(error: ValidationError) -> str:
             fix = _FIXES.get(item["type"])
             default = field.get_default(call_default_factory=True) if field is not None else None
             problem = fix.format(default=default) if fix else f"is not valid: {item['msg']}"
-        lines.append(f"{name}={item['input']!r} {problem}")
+        shown = " (value hidden)" if key in _SECRETS else f"={item['input']!r}"
+        lines.append(f"{name}{shown} {problem}")
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ def test_help_lists_every_command():
     assert result.exit_code == 0
     commands = result.stdout.split("Commands:")[1].split()
     for name in ("movielens", "generate", "clean", "featurize", "validate", "train", "candidates", "kpis",
-                 "registry", "summary"):  # fmt: skip
+                 "registry", "summary", "pseudonym"):  # fmt: skip
         assert name in commands
     registry = invoke("registry", "--help")
     assert registry.exit_code == 0 and {"show", "promote"} <= set(registry.stdout.split("Commands:")[1].split())
