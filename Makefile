@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-bootstrap.lock requirements.lock | sha1sum | cut -c1-12)
 
-.PHONY: demo demo-loop test lint venv check-java clean-demo
+.PHONY: demo demo-loop test test-loop lint venv check-java clean-demo
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ lint: venv
 # the venv's bin first on PATH: spark-submit finds its SPARK_HOME through the venv's python
 test: venv check-java lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# the closed loop as a test (tests/test_loop.py): 15-25 min on 2 cores, so not part of `make test`
+test-loop: venv check-java
+	PATH="$(CURDIR)/$(BIN):$$PATH" ATTNREC_LOOP_TEST=1 $(BIN)/python -m pytest tests/test_loop.py
 
 clean-demo:
 	rm -rf data .airflow .mlflow .loop

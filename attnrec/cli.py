@@ -169,7 +169,9 @@ def loop(
     ],
     loop_days: Annotated[int, typer.Option(help="Days served, answered by the simulated users and measured.")] = 3,
     history_days: Annotated[int, typer.Option(help="Days of synthetic history before the first served day.")] = 2,
-    users: Annotated[int, typer.Option(help="Synthetic users.")] = 500,
+    users: Annotated[int, typer.Option(help="Synthetic users.")] = 1000,
+    events_per_day: Annotated[int, typer.Option(help="Organic events a day (~16 per user).")] = 16000,
+    min_share: Annotated[float, typer.Option(help="Least share each arm keeps (ATTNREC_AB_MIN_SHARE).")] = 0.2,
     strong_epochs: Annotated[int, typer.Option(help="Epochs of the strong model (the weak one gets 1).")] = 12,
     seed: Annotated[int, typer.Option(help="Seed of the world, the training and the users' answers.")] = 7,
 ) -> None:
@@ -183,7 +185,7 @@ def loop(
 
     cfg = LoopConfig(
         workdir=Path(workdir).resolve(), loop_days=loop_days, history_days=history_days, users=users,
-        strong_epochs=strong_epochs, seed=seed,
+        events_per_day=events_per_day, min_share=min_share, strong_epochs=strong_epochs, seed=seed,
     )  # fmt: skip
     # a failed DAG run (RuntimeError) is one message with its log's path and tail, not a traceback
     with one_line_errors("attnrec loop", (ValueError, FileNotFoundError, RuntimeError)):

@@ -54,9 +54,9 @@ class LoopConfig:
     start: str = "2026-02-01"  # first history day
     history_days: int = 2
     loop_days: int = 3
-    users: int = 500
+    users: int = 1000
     items: int = 300
-    events_per_day: int = 8000
+    events_per_day: int = 16000  # about 16 per user: enough history for the strong model to find each user's taste
     seed: int = 7
     weak_epochs: int = 1
     strong_epochs: int = 12
@@ -64,7 +64,7 @@ class LoopConfig:
     top_n: int = 10  # items of each list the simulated user is shown
     experiment_id: str = "loop-weak-vs-strong"
     treatment_share: float = 0.5  # the first day's; thompson moves it after
-    min_share: float = 0.1
+    min_share: float = 0.2  # control keeps ~170 active users: the last day's test stays far from a coin flip
     min_users: int = 20
 
     @property

@@ -2,28 +2,28 @@
 
 History -> behavior_etl -> a weak model (1 epoch on 1 day; champion) and a strong one (challenger) -> 3 days of
 nightly_candidates in a thompson A/B test -> simulated next day -> behavior_etl -> kpi_report. The simulator's
-users click items of their hidden favourite cluster, so the strong model's lists earn clearly more hits: the sizes
-below need a hit-rate gap of about 0.2 or more to be far beyond sampling noise with a few hundred users per arm;
-everything is seeded. docs/operations.md has the measured figures: today's models show no such gap.
+users click items of their hidden favourite cluster; the strong model serves about twice the weak one's share of
+it, so its lists earn clearly more hits. Sizes (LoopConfig's defaults: 1,000 users, control kept at >= 20%) put
+the last day's test far beyond noise (measured 2026-11-30: p = 3e-5, 5e-13, 4e-11 on the three days; see
+docs/operations.md); everything is seeded.
+
+One loop is 15-25 minutes on 2 cores (five behavior_etl runs, two trainings), more than half the time budget of
+the whole suite, so it runs on request: ``make test-loop`` (ATTNREC_LOOP_TEST=1), not in ``make test``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-# Measured 2026-11-30 (docs/operations.md, "Simulated users: the next day"): the weak and the strong model serve the
-# same share of the users' favourite cluster (15% vs 17%; hit rates 0.44-0.49 vs 0.45-0.50), so the assertions
-# below would fail, after half an hour. Remove this skip when benchmarks/online_margin.py shows a gap of 0.2 or more.
-pytest.skip(
-    "weak and strong models are equally good for the simulated users (hit rate 0.46 vs 0.48): no model gap for the "
-    "loop to find yet; see docs/operations.md 'Simulated users: the next day'",
-    allow_module_level=True,
-)
+if os.environ.get("ATTNREC_LOOP_TEST") != "1":
+    pytest.skip(
+        "the closed loop takes 15-25 min on 2 cores: run it with `make test-loop` (ATTNREC_LOOP_TEST=1)",
+        allow_module_level=True,
+    )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")
