@@ -192,10 +192,13 @@ GATE_MARK = "gate dt="  # jobs/validate.py's first line: where a job's gate begi
 
 def split_at_gate(name: str, seconds: float, lines: list) -> list[tuple[str, float]]:
     """A ``--validate`` job's wall time as ``[(name, job seconds), (name gate, gate seconds)]``: the gate begins at
-    the first line jobs/validate.py prints; its share includes stopping the session."""
+    the first line jobs/validate.py prints; its share includes stopping the session. A gate run on its own gives
+    ``[(name start-up, seconds to its first line), (name, the rest)]``."""
     at = next((t for t, line in lines if GATE_MARK in line), None)
     if at is None:
         return [(name, seconds)]
+    if name.endswith("gate"):  # a gate of its own (--separate-gates): its Spark start-up, then the gate
+        return [(f"{name} start-up", at), (name, seconds - at)]
     return [(name, at), (f"{name} gate", seconds - at)]
 
 
