@@ -12,6 +12,9 @@ share under ``ATTNREC_MAX_QUARANTINE_SHARE``). ``features`` checks the staged us
 the look-back window (every day with raw events was read; ``check_lookback``). Validation runs on Spark; nothing
 is collected.
 
+behavior_etl runs these gates inside the job that staged the data (``jobs/clean.py --validate``,
+``jobs/featurize.py --validate`` call :func:`gate` in their own session); this job runs them on their own.
+
 Every gate of the dataset runs, so one report lists every problem. Prints one line per gate and the
 Data Docs page; exits 0 when all pass, 1 with the failures on stderr when a gate fails, 2 when a
 staged partition is missing or incomplete. The Spark master comes from spark-submit's ``--master``
