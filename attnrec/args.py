@@ -49,6 +49,15 @@ Dataset = Annotated[
     ),
 ]
 
+Validate = Annotated[
+    bool,
+    typer.Option(
+        "--validate/--no-validate",
+        help="Then run the dataset's gate (jobs/validate.py) on the staged output in the same Spark application; "
+        "exit 1 when it fails. behavior_etl passes it, so a day starts one Spark application per job, not per gate.",
+    ),
+]
+
 
 @contextmanager
 def one_line_errors(prog: str, kinds: tuple[type[Exception], ...] = (ValueError, FileNotFoundError)) -> Iterator[None]:

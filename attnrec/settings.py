@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     spark_driver_memory: str = Field(
         "4g", validation_alias="ATTNREC_SPARK_DRIVER_MEMORY", description="Spark driver memory of every job, e.g. 4g"
     )
+    spark_driver_java_options: str = Field(
+        "-XX:+UseSerialGC -XX:TieredStopAtLevel=1",
+        validation_alias="ATTNREC_SPARK_DRIVER_JAVA_OPTIONS",
+        description="JVM options of every job's driver (spark.driver.extraJavaOptions): by default a quick-starting "
+        "JIT and GC for short batch jobs; empty to leave the JVM's defaults",
+    )
 
     # -- personal data
     pseudonym_key: SecretStr | None = Field(

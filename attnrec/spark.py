@@ -2,7 +2,8 @@
 
 Under ``spark-submit`` the master and resources come from the submit command (the Airflow Spark
 connection), so this only fills in the attnrec session defaults. Run as plain ``python jobs/x.py``,
-the job uses ``ATTNREC_SPARK_MASTER`` (default ``local[*]``) and ``ATTNREC_SPARK_DRIVER_MEMORY``.
+the job uses ``ATTNREC_SPARK_MASTER`` (default ``local[*]``), ``ATTNREC_SPARK_DRIVER_MEMORY`` and
+``ATTNREC_SPARK_DRIVER_JAVA_OPTIONS``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def get_spark(app_name: str, master: str | None = None):
         settings = get_settings()
         builder = builder.master(master or settings.spark_master)
         builder = builder.config("spark.driver.memory", settings.spark_driver_memory)
+        if settings.spark_driver_java_options:  # under spark-submit its --conf sets them (dags/wiring.py)
+            builder = builder.config("spark.driver.extraJavaOptions", settings.spark_driver_java_options)
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

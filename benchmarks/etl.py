@@ -1,18 +1,27 @@
 """Benchmark the behaviour ETL: generate N synthetic events, then run the Spark jobs of behavior_etl on them.
 
-Each stage runs the way the DAG runs it, one process per job (``python jobs/<job>.py --dt D``) with
-ATTNREC_DATA_ROOT pointing at a temporary lake, and publishes through :mod:`attnrec.lake`. For every stage
-it prints wall seconds, events per second and the peak resident memory of the whole process tree (Python
-driver plus its JVM), sampled with psutil every 0.5 s.
+Each stage runs the way the DAG runs it, one process per job (``python jobs/<job>.py --dt D --validate``: the job,
+then its gate in the same Spark application) with ATTNREC_DATA_ROOT pointing at a temporary lake, and publishes
+through :mod:`attnrec.lake`. For every stage it prints wall seconds (a job's gate apart, from the line the gate
+prints first), events per second and the peak resident memory of the whole process tree (Python driver plus its
+JVM), sampled with psutil every 0.5 s.
 
-Run: ``python benchmarks/etl.py --events 1000000 [--days 1] [--users N] [--keep DIR]``
+Beside it, on the same files in the same run, the bare PySpark floor (benchmarks/etl_floor.py) and behavior_etl's
+efficiency against it (floor seconds / ETL seconds) overall and per stage. ``--separate-gates`` runs each gate as
+its own Spark application (``jobs/validate.py``), as the DAG did before; ``--profile`` adds the fixed costs
+(interpreter, JVM and session, first Spark jobs, Python worker start, GX import and set-up); ``--dags-test`` adds
+``airflow dags test behavior_etl`` on the same lake, per task, and Airflow's own share.
+
+Run: ``python benchmarks/etl.py --events 100000 [--days 1] [--users N] [--keep DIR] [--profile] [--dags-test]``
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt_
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,8 +50,11 @@ def _tree_rss(proc) -> int:
     return total
 
 
-def run_stage(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, peak tree RSS in bytes). Raises RuntimeError naming the command on failure."""
+def run_stage(cmd: list[str], env: dict[str, str], lines: list | None = None) -> tuple[float, int]:
+    """Run ``cmd``; return (wall seconds, peak tree RSS in bytes). Raises RuntimeError naming the command on failure.
+
+    ``lines``, when given, receives ``(seconds since start, line)`` for every line the command prints.
+    """
     import psutil
 
     started = time.perf_counter()
@@ -50,7 +62,14 @@ def run_stage(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
     ps = psutil.Process(proc.pid)
     peak = 0
     output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+
+    def read() -> None:
+        for line in proc.stdout:
+            output.append(line)
+            if lines is not None:
+                lines.append((time.perf_counter() - started, line))
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     while proc.poll() is None:
         peak = max(peak, _tree_rss(ps))
@@ -85,6 +104,136 @@ def measure_in_process(fn) -> tuple[float, int]:
     return time.perf_counter() - started, max(peak[0], me.memory_info().rss)
 
 
+#: Run in a fresh process by :func:`measure_fixed_costs`; prints one JSON line of seconds.
+FIXED_COSTS_SCRIPT = """
+import json, time
+t = {}
+t0 = time.perf_counter()
+from attnrec.spark import get_spark
+spark = get_spark("attnrec-fixed-costs")
+t["SparkSession build (JVM start, session)"] = time.perf_counter() - t0
+t0 = time.perf_counter(); spark.range(1).count()
+t["first Spark job (no Python worker)"] = time.perf_counter() - t0
+t0 = time.perf_counter(); spark.range(1).count()
+t["second Spark job"] = time.perf_counter() - t0
+t0 = time.perf_counter(); spark.sparkContext.parallelize([1], 1).map(lambda x: x).count()
+t["first job with a Python worker (worker start)"] = time.perf_counter() - t0
+t0 = time.perf_counter(); spark.sparkContext.parallelize([1], 1).map(lambda x: x).count()
+t["second job with a Python worker"] = time.perf_counter() - t0
+t0 = time.perf_counter(); spark.stop()
+t["SparkSession stop"] = time.perf_counter() - t0
+t0 = time.perf_counter()
+import great_expectations
+t["import great_expectations"] = time.perf_counter() - t0
+from attnrec.settings import get_settings
+from expectations import runner
+t0 = time.perf_counter()
+for suite in ("raw_events_sample", "clean_events", "quarantine_events", "user_sequences", "item_table"):
+    context, site = runner._context(get_settings())
+    context.data_sources.add_spark(name="attnrec_spark")
+    context.suites.add(runner.load_suite(suite))
+t["GX contexts, Spark data sources and suites (5 suites)"] = time.perf_counter() - t0
+print(json.dumps(t))
+"""
+
+
+def measure_fixed_costs(env: dict[str, str]) -> dict[str, float]:
+    """The fixed costs every day pays, each measured in a fresh process: ``python -c pass``, the JVM and session,
+    Spark's first jobs (with and without a Python worker), and GX's import and set-up for the five suites."""
+
+    def wall(code: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True)
+        return time.perf_counter() - started
+
+    costs = {"Python interpreter start (python -c pass)": wall("pass")}
+    costs["import pyspark.sql (beyond the interpreter)"] = wall("import pyspark.sql") - costs[next(iter(costs))]
+    lines: list = []
+    seconds, _ = run_stage([sys.executable, "-c", FIXED_COSTS_SCRIPT], env, lines)
+    costs.update(json.loads(next(line for _, line in reversed(lines) if line.startswith("{"))))
+    costs["whole fixed-costs process"] = seconds
+    return costs
+
+
+def measure_dags_test(root: Path, dt: str, env: dict[str, str]) -> tuple[float, list[tuple[str, float]]]:
+    """``airflow dags test behavior_etl dt`` in a fresh Airflow home (``airflow db migrate`` not counted) on the
+    lake the stages just wrote (every task replaces its partition, so the run redoes day ``dt``): its wall seconds
+    and each task's seconds from the ``[DAG TEST] starting/end task`` log lines."""
+    home = root / "_airflow"
+    home.mkdir(exist_ok=True)
+    if not (home / "dags").exists():
+        (home / "dags").symlink_to(REPO / "dags")  # Airflow's default dags folder, as tests/test_integration.py does
+    airflow_env = {k: v for k, v in env.items() if not k.startswith(("AIRFLOW", "MLFLOW_"))}
+    airflow_env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        MLFLOW_TRACKING_URI=f"sqlite:///{home / 'mlflow.db'}",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(REPO),
+    )
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_env, check=True, capture_output=True)
+    lines: list = []
+    seconds, _ = run_stage([sys.executable, "-m", "airflow", "dags", "test", "behavior_etl", dt], airflow_env, lines)
+    starts: dict[str, dt_.datetime] = {}
+    tasks: list[tuple[str, float]] = []
+    for _, line in lines:
+        found = re.match(r"(\S+Z) .*\[DAG TEST\] (starting|end task) task_id=(\w+)", line)
+        if found:
+            at = dt_.datetime.fromisoformat(found[1].replace("Z", "+00:00"))
+            if found[2] == "starting":
+                starts[found[3]] = at
+            else:
+                tasks.append((found[3], (at - starts[found[3]]).total_seconds()))
+    return seconds, tasks
+
+
+GATE_MARK = "gate dt="  # jobs/validate.py's first line: where a job's gate begins
+
+
+def split_at_gate(name: str, seconds: float, lines: list) -> list[tuple[str, float]]:
+    """A ``--validate`` job's wall time as ``[(name, job seconds), (name gate, gate seconds)]``: the gate begins at
+    the first line jobs/validate.py prints; its share includes stopping the session. A gate run on its own gives
+    ``[(name start-up, seconds to its first line), (name, the rest)]``."""
+    at = next((t for t, line in lines if GATE_MARK in line), None)
+    if at is None:
+        return [(name, seconds)]
+    if name.endswith("gate"):  # a gate of its own (--separate-gates): its Spark start-up, then the gate
+        return [(f"{name} start-up", at), (name, seconds - at)]
+    return [(name, at), (f"{name} gate", seconds - at)]
+
+
+def run_floor(root: Path, dt: str, env: dict[str, str]) -> dict[str, float]:
+    """The bare job of benchmarks/etl_floor.py on the day's raw files: its stages' seconds (start-up in clean)."""
+    lines: list = []
+    out = root / "_floor" / f"dt={dt}"
+    raw = root / "raw" / "events" / f"dt={dt}"
+    seconds, _ = run_stage(
+        [sys.executable, "benchmarks/etl_floor.py", "--raw", str(raw), "--out", str(out)], env, lines
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    times = json.loads(next(line for _, line in reversed(lines) if line.startswith("{")))
+    return {"clean": seconds - times["featurize"], "featurize": times["featurize"], "total": seconds}
+
+
+def etl_stages(dt: str, py: str, separate_gates: bool) -> list[tuple[str, str, list[str] | None]]:
+    """``(stage, floor stage, command or None for a publish)`` in behavior_etl's order for day ``dt``."""
+    if separate_gates:  # main's DAG before 2026-11-30: one Spark application per job and per gate
+        return [
+            ("clean", "clean", [py, "jobs/clean.py", "--dt", dt]),
+            ("clean gate", "clean", [py, "jobs/validate.py", "--dataset", "clean_events", "--dt", dt]),
+            ("publish clean", "clean", None),
+            ("featurize", "featurize", [py, "jobs/featurize.py", "--dt", dt]),
+            ("featurize gate", "featurize", [py, "jobs/validate.py", "--dataset", "features", "--dt", dt]),
+            ("publish features", "featurize", None),
+        ]
+    return [
+        ("clean", "clean", [py, "jobs/clean.py", "--dt", dt, "--validate"]),
+        ("publish clean", "clean", None),
+        ("featurize", "featurize", [py, "jobs/featurize.py", "--dt", dt, "--validate"]),
+        ("publish features", "featurize", None),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     from attnrec import lake
     from datatools.generate import generate
@@ -105,6 +254,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", help="lake directory to write to and keep (default: a temporary one, deleted)")
     parser.add_argument("--driver-memory", default="4g", help="ATTNREC_SPARK_DRIVER_MEMORY for the jobs (default 4g)")
+    parser.add_argument(
+        "--driver-java-options",
+        help="ATTNREC_SPARK_DRIVER_JAVA_OPTIONS for the jobs and the floor (default: attnrec's; '' for the JVM's)",
+    )
+    parser.add_argument(
+        "--separate-gates",
+        action="store_true",
+        help="run each gate as its own Spark application (jobs/validate.py), as behavior_etl did before --validate",
+    )
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare-PySpark floor run")
+    parser.add_argument(
+        "--dags-test",
+        action="store_true",
+        help="then run `airflow dags test behavior_etl` on the first day too: its tasks' times and Airflow's overhead",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also measure the fixed costs: JVM + session start-up, Python worker start, GX context and suites",
+    )
     args = parser.parse_args(argv)
     if args.events < args.days or args.days < 1:
         raise ValueError(f"--events={args.events} --days={args.days}: need at least one event per day and one day")
@@ -114,9 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="attnrec-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNREC_")}
     env.update(ATTNREC_DATA_ROOT=str(root), ATTNREC_SPARK_DRIVER_MEMORY=args.driver_memory)
+    if args.driver_java_options is not None:
+        env["ATTNREC_SPARK_DRIVER_JAVA_OPTIONS"] = args.driver_java_options
     os.environ["ATTNREC_DATA_ROOT"] = str(root)
     py = sys.executable
     rows: list[tuple[str, float, int, int]] = []  # stage, seconds, events, peak rss
+    floor_stage: dict[str, str] = {}  # ETL stage -> the floor stage it is compared with
+    floors: list[dict[str, float]] = []
 
     try:
         seconds, rss = measure_in_process(
@@ -127,26 +300,26 @@ def main(argv: list[str] | None = None) -> int:
         start = dt_.date.fromisoformat(args.start)
         for day in range(args.days):
             dt = (start + dt_.timedelta(days=day)).isoformat()
-            stages = [
-                ("clean", [py, "jobs/clean.py", "--dt", dt]),
-                ("validate clean", [py, "jobs/validate.py", "--dataset", "clean_events", "--dt", dt]),
-                ("publish clean", None),
-                ("featurize", [py, "jobs/featurize.py", "--dt", dt]),
-                ("validate features", [py, "jobs/validate.py", "--dataset", "features", "--dt", dt]),
-                ("publish features", None),
-            ]
-            for name, cmd in stages:
+            suffix = f" {dt}" if args.days > 1 else ""
+            if not args.no_floor:
+                floors.append(run_floor(root, dt, env))
+                print(f"  floor{suffix}: {floors[-1]['total']:.1f} s", flush=True)
+            for name, floor_name, cmd in etl_stages(dt, py, args.separate_gates):
                 if cmd is None:
-                    datasets = (
-                        (lake.QUARANTINE_EVENTS, lake.CLEAN_EVENTS)
-                        if name == "publish clean"
-                        else (lake.FEATURE_ITEMS, lake.FEATURE_SEQUENCES)
-                    )
-                    seconds, rss = measure_in_process(lambda: [lake.publish(str(root), d, dt) for d in datasets])
+                    datasets = lake.CLEAN_OUTPUTS if name == "publish clean" else lake.FEATURE_OUTPUTS
+                    optional = () if name == "publish clean" else (lake.QUARANTINE_ITEMS,)
+                    seconds, rss = measure_in_process(lambda: lake.publish_all(str(root), datasets, dt, optional))
+                    parts = [(name, seconds)]
                 else:
-                    seconds, rss = run_stage(cmd, env)
-                rows.append((f"{name} {dt}" if args.days > 1 else name, seconds, per_day, rss))
-                print(f"  {rows[-1][0]}: {seconds:.1f} s", flush=True)
+                    lines: list = []
+                    seconds, rss = run_stage(cmd, env, lines)
+                    parts = split_at_gate(name, seconds, lines)
+                for part, part_seconds in parts:
+                    rows.append((part + suffix, part_seconds, per_day, rss))
+                    floor_stage[part + suffix] = floor_name
+                    print(f"  {rows[-1][0]}: {part_seconds:.1f} s", flush=True)
+        profile = measure_fixed_costs(env) if args.profile else None
+        dags_test = measure_dags_test(root, args.start, env) if args.dags_test else None
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -156,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     total_events = per_day * args.days
     print(
         f"\nbehavior_etl benchmark: {total_events:,} events, {args.days} day(s), {users:,} users, "
-        f"{args.items:,} items, {args.files_per_day} gzip file(s) per day"
+        f"{args.items:,} items, {args.files_per_day} gzip file(s) per day, gates "
+        f"{'as separate Spark applications' if args.separate_gates else 'inside the jobs (--validate)'}, "
+        f"driver JVM options {env.get('ATTNREC_SPARK_DRIVER_JAVA_OPTIONS', 'attnrec default')!r}"
     )
     print("| stage | seconds | events/s | peak RSS (MiB) |")
     print("|---|---|---|---|")
@@ -166,6 +341,32 @@ def main(argv: list[str] | None = None) -> int:
         f"| **ETL total** (clean to publish features) | {etl_seconds:.1f} | {total_events / etl_seconds:,.0f} | "
         f"{max(r[3] for r in etl) / 2**20:,.0f} |"
     )
+    if floors:
+        print("\nfloor (benchmarks/etl_floor.py: the bare PySpark job on the same files) against behavior_etl:")
+        print("| stage | floor s | ETL s | efficiency (floor / ETL) |")
+        print("|---|---|---|---|")
+        for stage in ("clean", "featurize"):
+            floor_s = sum(f[stage] for f in floors)
+            etl_s = sum(r[1] for r in etl if floor_stage.get(r[0]) == stage)
+            print(f"| {stage} (with its gate and publish) | {floor_s:.1f} | {etl_s:.1f} | {floor_s / etl_s:.2f} |")
+        floor_s = sum(f["total"] for f in floors)
+        print(f"| **total** | {floor_s:.1f} | {etl_seconds:.1f} | {floor_s / etl_seconds:.2f} |")
+    if profile:
+        print("\nfixed costs (each measured on its own, on this machine now):")
+        print("| what | seconds |")
+        print("|---|---|")
+        for what, seconds in profile.items():
+            print(f"| {what} | {seconds:.1f} |")
+    if dags_test:
+        seconds, tasks = dags_test
+        print(f"\nairflow dags test behavior_etl {args.start} (same lake, fresh Airflow home; db migrate not counted):")
+        print("| task | seconds |")
+        print("|---|---|")
+        for task, task_seconds in tasks:
+            print(f"| {task} | {task_seconds:.1f} |")
+        in_tasks = sum(t for _, t in tasks)
+        print(f"| Airflow outside the tasks (dags test start, DAG parse, between tasks) | {seconds - in_tasks:.1f} |")
+        print(f"| **dags test total** | {seconds:.1f} |")
     return 0
 
 

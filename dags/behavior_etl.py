@@ -1,7 +1,10 @@
 """behavior_etl: one landing day of behaviour logs -> clean events -> features, each behind a GX gate.
 
-    check_raw -> clean (Spark) -> validate_clean (GX on Spark) -> publish_clean
-              -> featurize (Spark) -> validate_features (GX on Spark) -> publish_features (Asset)
+    check_raw -> clean (Spark, then its GX gate) -> publish_clean
+              -> featurize (Spark, then its GX gate) -> publish_features (Asset)
+
+Each Spark task stages its output and then validates it in the same Spark application (``--validate``: the
+gates of ``jobs/validate.py``, on the staged files), so a day starts two Spark applications instead of four.
 
 Every task works on partition dt = the run's logical date and replaces it whole, so retries, re-runs and
 backfills are safe; each publish task moves its datasets as one unit that a retry finishes (``lake.publish_all``).
@@ -58,12 +61,10 @@ def behavior_etl():
         paths = lake.publish_all(get_settings().data_root, lake.FEATURE_OUTPUTS, ds, optional=(lake.QUARANTINE_ITEMS,))
         yield Metadata(FEATURES_ASSET, extra={"dt": ds, "paths": paths})
 
-    clean = spark_job("clean", "clean")
-    validate_clean = spark_job("validate_clean", "validate", extra_args=["--dataset", "clean_events"])
-    featurize = spark_job("featurize", "featurize")
-    validate_features = spark_job("validate_features", "validate", extra_args=["--dataset", "features"])
+    clean = spark_job("clean", "clean", extra_args=["--validate"])
+    featurize = spark_job("featurize", "featurize", extra_args=["--validate"])
 
-    check_raw() >> clean >> validate_clean >> publish_clean() >> featurize >> validate_features >> publish_features()
+    check_raw() >> clean >> publish_clean() >> featurize >> publish_features()
 
 
 behavior_etl()

@@ -134,12 +134,21 @@ def _spark_submit_env() -> dict[str, str]:
     return env
 
 
+def _submit_conf(settings) -> dict[str, str]:
+    """spark-submit ``--conf`` of every job: the Python to run, the log level and the driver's JVM options
+    (ATTNREC_SPARK_DRIVER_JAVA_OPTIONS; the driver JVM starts before the job's code, so only here can they apply)."""
+    python = settings.spark_python
+    conf = {"spark.pyspark.python": python, "spark.pyspark.driver.python": python, "spark.log.level": "WARN"}
+    if settings.spark_driver_java_options:
+        conf["spark.driver.extraJavaOptions"] = settings.spark_driver_java_options
+    return conf
+
+
 def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args: list[str] | None = None):
     """A SparkSubmitOperator for ``jobs/<job>.py --dt <logical date>`` on the attnrec Spark connection."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     settings = get_settings()
-    python = settings.spark_python
     env = {"ATTNREC_DATA_ROOT": settings.data_root, **_spark_submit_env()}
     return SparkSubmitOperator(
         task_id=task_id,
@@ -148,7 +157,7 @@ def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args:
         conn_id=ensure_default_spark_connection(),
         name=f"attnrec-{job}",
         driver_memory=settings.spark_driver_memory,
-        conf={"spark.pyspark.python": python, "spark.pyspark.driver.python": python, "spark.log.level": "WARN"},
+        conf=_submit_conf(settings),
         env_vars=env,
         verbose=False,
     )

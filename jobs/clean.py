@@ -20,7 +20,7 @@ import datetime as dt_
 from dataclasses import dataclass
 
 from attnrec import lake
-from attnrec.args import DataRoot, Dt, spark_submit_main
+from attnrec.args import DataRoot, Dt, Validate, spark_submit_main
 from attnrec.contracts import (
     EVENT_TYPES,
     OPTIONAL_EVENT_FIELDS,
@@ -415,8 +415,9 @@ def run(spark, root: str, params: CleanParams) -> dict:
     return summary
 
 
-def main(dt: Dt, data_root: DataRoot = None) -> int:
-    """Clean one landing day of raw behaviour events into staging: clean events, quarantine, reconciliation."""
+def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
+    """Clean one landing day of raw behaviour events into staging: clean events, quarantine, reconciliation;
+    with ``--validate``, then the clean_events gate on them in the same session (exit 1 when it fails)."""
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
 
@@ -431,14 +432,19 @@ def main(dt: Dt, data_root: DataRoot = None) -> int:
     spark = get_spark(f"attnrec-clean-{dt}")
     try:
         summary = run(spark, settings.data_root, params)
+        print(
+            f"clean dt={summary['dt']}: raw_lines={summary['raw_lines']} clean={summary['clean']} "
+            f"quarantined={summary['quarantined']} duplicates={summary['duplicates']} "
+            f"by_reason={summary['quarantined_by_reason']}",
+            flush=True,
+        )
+        if not validate:
+            return 0
+        from jobs.validate import gate
+
+        return gate(spark, "clean_events", dt, settings)
     finally:
         spark.stop()
-    print(
-        f"clean dt={summary['dt']}: raw_lines={summary['raw_lines']} clean={summary['clean']} "
-        f"quarantined={summary['quarantined']} duplicates={summary['duplicates']} "
-        f"by_reason={summary['quarantined_by_reason']}"
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import datetime as dt_
 from dataclasses import dataclass
 
 from attnrec import lake
-from attnrec.args import DataRoot, Dt, spark_submit_main
+from attnrec.args import DataRoot, Dt, Validate, spark_submit_main
 from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, SEEN_EVENT_TYPES
 
 ITEM_SCHEMA_DDL = (
@@ -404,8 +404,9 @@ def run(spark, root: str, params: FeatureParams) -> dict:
     return summary
 
 
-def main(dt: Dt, data_root: DataRoot = None) -> int:
-    """Build day D's features (user sequences, item table) into staging from the clean events up to D."""
+def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
+    """Build day D's features (user sequences, item table) into staging from the clean events up to D; with
+    ``--validate``, then the features gate on them in the same session (exit 1 when it fails)."""
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
 
@@ -421,13 +422,18 @@ def main(dt: Dt, data_root: DataRoot = None) -> int:
     spark = get_spark(f"attnrec-featurize-{dt}")
     try:
         summary = run(spark, settings.data_root, params)
+        print(
+            f"featurize dt={dt}: users={summary['users']} items={summary['items']} -> {summary['sequences']}, "
+            f"{summary['items_path']}",
+            flush=True,
+        )
+        if not validate:
+            return 0
+        from jobs.validate import gate
+
+        return gate(spark, "features", dt, settings)
     finally:
         spark.stop()
-    print(
-        f"featurize dt={dt}: users={summary['users']} items={summary['items']} -> {summary['sequences']}, "
-        f"{summary['items_path']}"
-    )
-    return 0
 
 
 if __name__ == "__main__":

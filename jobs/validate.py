@@ -12,6 +12,9 @@ share under ``ATTNREC_MAX_QUARANTINE_SHARE``). ``features`` checks the staged us
 the look-back window (every day with raw events was read; ``check_lookback``). Validation runs on Spark; nothing
 is collected.
 
+behavior_etl runs these gates inside the job that staged the data (``jobs/clean.py --validate``,
+``jobs/featurize.py --validate`` call :func:`gate` in their own session); this job runs them on their own.
+
 Every gate of the dataset runs, so one report lists every problem. Prints one line per gate and the
 Data Docs page; exits 0 when all pass, 1 with the failures on stderr when a gate fails, 2 when a
 staged partition is missing or incomplete. The Spark master comes from spark-submit's ``--master``
@@ -144,6 +147,21 @@ def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: 
     return failures
 
 
+def gate(spark, dataset: str, dt: str, settings, inputs=None, recon_path=None) -> int:
+    """Every gate of ``dataset`` on the staged partitions of ``dt`` in ``spark``: 0 when all pass, 1 (failures on
+    stderr) when one fails. The jobs that write a dataset call this in their own session (``--validate``), so a day
+    needs no Spark application per gate; ``inputs``/``recon_path`` come from :func:`check_inputs` when it ran."""
+    if inputs is None:
+        inputs, recon_path = check_inputs(dataset, dt, settings.data_root)
+    print(f"{dataset} gate dt={dt}: Spark master {spark.sparkContext.master}", flush=True)
+    failures = run_gates(spark, inputs, recon_path, dt, settings)
+    if failures:
+        print("\n\n".join(failures), file=sys.stderr)
+        return 1
+    print(f"{dataset} gate dt={dt}: all checks passed")
+    return 0
+
+
 def main(dataset: Dataset, dt: Dt, data_root: DataRoot = None) -> int:
     """Run every gate of --dataset on the staged partitions of --dt: 0 when all pass, 1 when one fails."""
     from attnrec.settings import get_settings
@@ -152,16 +170,10 @@ def main(dataset: Dataset, dt: Dt, data_root: DataRoot = None) -> int:
     settings = get_settings(data_root=data_root)
     inputs, recon_path = check_inputs(dataset, dt, settings.data_root)  # before Spark starts
     spark = get_spark(f"attnrec-validate-{dataset}-{dt}")
-    print(f"{dataset} gate dt={dt}: Spark master {spark.sparkContext.master}", flush=True)
     try:
-        failures = run_gates(spark, inputs, recon_path, dt, settings)
+        return gate(spark, dataset, dt, settings, inputs, recon_path)
     finally:
         spark.stop()
-    if failures:
-        print("\n\n".join(failures), file=sys.stderr)
-        return 1
-    print(f"{dataset} gate dt={dt}: all checks passed")
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "heavy": hea
 for dag in bag.dags.values():
     out["dags"][dag.dag_id] = {
         "tasks": {t.task_id: {"type": type(t).__name__, "upstream": sorted(t.upstream_task_ids),
-                        "mode": getattr(t, "mode", None), "executor": t.executor, "queue": t.queue}
+                        "mode": getattr(t, "mode", None), "executor": t.executor, "queue": t.queue,
+                        "args": getattr(t, "application_args", None)}
                   for t in dag.tasks},
         "timetable": type(dag.timetable).__name__,
         "max_active_runs": dag.max_active_runs,
@@ -74,13 +75,15 @@ def test_dag_files_do_not_import_heavy_libraries(dagbag):
 def test_behavior_etl_chain_goes_through_spark_submit_and_gates(dagbag):
     etl = dagbag["dags"]["behavior_etl"]
     tasks = etl["tasks"]
-    for spark_task in ("clean", "validate_clean", "featurize", "validate_features"):
+    assert set(tasks) == {"check_raw", "clean", "publish_clean", "featurize", "publish_features"}
+    for spark_task in ("clean", "featurize"):
         assert tasks[spark_task]["type"] == "SparkSubmitOperator"
+        # each job runs its dataset's gate on what it staged, in the same Spark application, before any publish
+        assert tasks[spark_task]["args"] == ["--dt", "{{ ds }}", "--validate"]
     assert tasks["clean"]["upstream"] == ["check_raw"]
-    assert tasks["validate_clean"]["upstream"] == ["clean"]
-    assert tasks["publish_clean"]["upstream"] == ["validate_clean"]
+    assert tasks["publish_clean"]["upstream"] == ["clean"]
     assert tasks["featurize"]["upstream"] == ["publish_clean"]
-    assert tasks["publish_features"]["upstream"] == ["validate_features"]
+    assert tasks["publish_features"]["upstream"] == ["featurize"]
     assert etl["conn_id"] == "attnrec_spark"
     assert etl["max_active_runs"] == 1  # one day at a time, in date order (the look-back reads earlier days)
 
