@@ -255,11 +255,12 @@ class TrainingSet:
             self.engaged[e0:e1] = engaged
             at = np.arange(e1 - e0)
             last_engaged = np.maximum.accumulate(np.where(engaged, at, -1))  # (e,) last engagement at or before
-            first_seen = np.minimum.accumulate(np.where(np.isin(types, SEEN_TYPE_INDEX), at, e1 - e0)[::-1])[::-1]
+            # (e,) the first position at or after each whose event may carry a target (anything but an impression)
+            next_input = np.minimum.accumulate(np.where(np.isin(types, SEEN_TYPE_INDEX), at, e1 - e0)[::-1])[::-1]
             s, e = starts[u0:u1] - e0, stops[u0:u1] - e0
             ok = e - s >= 2
             s_, last = s[ok], last_engaged[e[ok] - 1]  # an input that may carry a target, an engagement after it
-            has_target[np.flatnonzero(ok) + u0] = (last >= s_ + 1) & (first_seen[s_] < last)
+            has_target[np.flatnonzero(ok) + u0] = (last >= s_ + 1) & (next_input[s_] < last)
         self.starts, self.stops = starts[has_target], stops[has_target]  # (X,) flat event positions
 
     def __len__(self) -> int:
