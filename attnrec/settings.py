@@ -167,6 +167,16 @@ class Settings(BaseSettings):
         validation_alias="ATTNREC_NEGATIVE_EVENT_TYPES",
         description="event types that mean negative interest (comma-separated; 'none' for no type)",
     )
+    low_rating_max: float = Field(
+        2.0,
+        validation_alias="ATTNREC_LOW_RATING_MAX",
+        description="a rating at or below this is negative like a dislike: attention strength -1, never a target",
+    )
+    bounce_dwell_s: float = Field(
+        2.0,
+        validation_alias="ATTNREC_BOUNCE_DWELL_S",
+        description="a dwell under this many seconds is a bounce: attention strength 0, never a target",
+    )
     seen_event_types: EventTypes = Field(
         SEEN_EVENT_TYPES,
         validation_alias="ATTNREC_SEEN_EVENT_TYPES",

@@ -6,10 +6,11 @@
 sequences: one row per user, their last ``max_seq_len`` events oldest -> newest (ties broken by event_id),
 as parallel arrays: item ids, event types, epoch-ms times, dwell, the time gap to the previous event, a dwell
 strength in [0, 1] (log-scaled, 1.0 at ``dwell_saturation_s``) and the interest the event type shows (1 positive,
-0 exposure such as impressions and skips, -1 negative such as dislikes); and the user's activity over the whole
-look-back (events, active days, first and last event), and ``seen_item_ids``: every distinct item the user had an
-event of a "seen" type with (``seen_types``, default every type but impression) over the whole look-back, not only
-the last ``max_seq_len`` events (candidates never serve them to the user).
+0 exposure such as impressions and skips, -1 negative such as dislikes), the rating (``ratings``, null when none)
+and the event's ``attention`` strength in [-1, 1] (:func:`attention`: from event type, rating and dwell); and the
+user's activity over the whole look-back (events, active days, first and last event), and ``seen_item_ids``: every
+distinct item the user had an event of a "seen" type with (``seen_types``, default every type but impression) over
+the whole look-back, not only the last ``max_seq_len`` events (candidates never serve them to the user).
 Catalogue lines that cannot be used go to quarantine/items/dt=D (raw_line, reason, source_file), never dropped.
 items: the item vocabulary (``item_idx`` 1..N, 0 is padding) with content (title, categories, year), popularity
 (all events in the look-back), positive interactions in the last 1, 7 and 30 days up to the end of D, ``heat``
@@ -71,6 +72,9 @@ class FeatureParams:
     seen_types: tuple[str, ...] = SEEN_EVENT_TYPES
     dwell_saturation_s: float = 600.0
     heat_half_life_days: float = 7.0
+    low_rating_max: float = 2.0  # a rating at or below this is negative, like a dislike
+    bounce_dwell_s: float = 2.0  # a dwell below this is a bounce: seen, no interest
+    rating_max: float = 5.0  # the top of the rating scale (raw schema: 0.5 to 5)
 
     @property
     def day_end_ms(self) -> int:
@@ -198,6 +202,31 @@ def interest(params: FeatureParams, event_type: str = "e.event_type") -> str:
     )
 
 
+def attention(params: FeatureParams, e: str = "e") -> str:
+    """SQL for an event's attention strength in [-1, 1], the one definition the model reads as an input and as
+    the weight of a training target (docs/contracts.md#attention-strength), first rule that applies:
+
+    * -1: a negative event type (dislike), or a rating at or below ``low_rating_max``;
+    * 0: an exposure type (impression, skip), or a dwell under ``bounce_dwell_s`` (a bounce: seen, no interest);
+    * rating / ``rating_max``: a rating above ``low_rating_max`` (5 stars 1.0, 4 stars 0.8, 3 stars 0.6);
+    * the dwell strength (log-scaled, 1.0 at ``dwell_saturation_s``) when the event has a dwell;
+    * 1: any other positive event (a click or purchase without dwell or rating).
+
+    Rounded to 4 decimals so re-runs are row-identical."""
+    dwell_strength = (
+        f"LEAST(1.0D, LN(1.0D + GREATEST({e}.dwell_ms, 0) / 1000.0D) / LN(1.0D + {params.dwell_saturation_s}D))"
+    )
+    return (
+        f"CAST(ROUND(CASE WHEN {e}.event_type IN ({_sql_list(params.negative_types)}) THEN -1.0D "
+        f"WHEN {e}.event_type IN ({_sql_list(params.exposure_types)}) THEN 0.0D "
+        f"WHEN {e}.rating IS NOT NULL AND {e}.rating <= {params.low_rating_max}D THEN -1.0D "
+        f"WHEN {e}.rating IS NOT NULL THEN LEAST(1.0D, {e}.rating / {params.rating_max}D) "
+        f"WHEN {e}.dwell_ms IS NOT NULL AND {e}.dwell_ms < {params.bounce_dwell_s * 1000.0}D THEN 0.0D "
+        f"WHEN {e}.dwell_ms IS NOT NULL THEN {dwell_strength} "
+        "ELSE 1.0D END, 4) AS FLOAT)"
+    )
+
+
 def transform_sequences(events, params: FeatureParams):
     """One row per user: their last ``max_seq_len`` events as time-ordered parallel arrays, activity, and the
     sorted distinct ``seen_item_ids`` of the whole look-back."""
@@ -206,6 +235,8 @@ def transform_sequences(events, params: FeatureParams):
 
     newest_first = Window.partitionBy("user_id").orderBy(F.col("event_time_ms").desc(), F.col("event_id").desc())
     by_user = Window.partitionBy("user_id")
+    if "rating" not in events.columns:  # clean events always have it; small test frames may not
+        events = events.withColumn("rating", F.lit(None).cast("double"))
     ranked = events.select(
         "user_id",
         "event_id",
@@ -213,6 +244,7 @@ def transform_sequences(events, params: FeatureParams):
         "event_type",
         "event_time_ms",
         "dwell_ms",
+        F.col("rating").cast("double").alias("rating"),
         F.row_number().over(newest_first).alias("_n"),
         F.count(F.lit(1)).over(by_user).alias("events_total"),
         F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms"))).over(by_user)).alias("active_days"),
@@ -224,7 +256,9 @@ def transform_sequences(events, params: FeatureParams):
     grouped = ranked.groupBy("user_id").agg(  # collect_list / collect_set skip the nulls `when` leaves
         F.sort_array(
             F.collect_list(
-                F.when(in_sequence, F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms"))
+                F.when(
+                    in_sequence, F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms", "rating")
+                )
             )
         ).alias("ev"),
         F.array_sort(F.collect_set(F.when(seen, F.col("item_id")))).alias("seen_item_ids"),
@@ -248,6 +282,8 @@ def transform_sequences(events, params: FeatureParams):
             ).cast("float"),
         ).alias("dwell_strength"),
         F.expr(f"transform(ev, e -> CAST({interest(params)} AS TINYINT))").alias("interest"),
+        F.transform("ev", lambda e: e["rating"].cast("float")).alias("ratings"),
+        F.expr(f"transform(ev, e -> {attention(params)})").alias("attention"),
         F.size("ev").cast("int").alias("length"),
         F.col("events_total").cast("long").alias("events_total"),
         F.col("active_days").cast("int").alias("active_days"),
@@ -418,6 +454,8 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
         exposure_types=settings.exposure_event_types,
         negative_types=settings.negative_event_types,
         seen_types=settings.seen_event_types,
+        low_rating_max=settings.low_rating_max,
+        bounce_dwell_s=settings.bounce_dwell_s,
     )
     spark = get_spark(f"attnrec-featurize-{dt}")
     try:

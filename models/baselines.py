@@ -12,7 +12,14 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from models.dataset import Holdout
-from models.encoding import DEFAULT_POSITIVE_TYPES, EncodedSequences, Events, positive_type_index, user_chunks
+from models.encoding import (
+    DEFAULT_POSITIVE_TYPES,
+    EncodedSequences,
+    Events,
+    engaged_events,
+    positive_type_index,
+    user_chunks,
+)
 from models.evaluate import evaluate_scorer
 from models.metrics import K
 from models.ranking import Scorer
@@ -88,7 +95,7 @@ class TransitionKNN:
         keys, sums = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)  # (P,) row * n_rows + col, weight
         for u0, u1 in user_chunks(train.offsets, chunk_events):
             lo, hi = int(train.offsets[u0]), int(train.offsets[u1])
-            keep = np.isin(train.event_types[lo:hi], positive)  # (e,)
+            keep = engaged_events(train.event_types[lo:hi], train.attention[lo:hi], positive)  # (e,)
             seq = train.items[lo:hi][keep].astype(np.int64)  # (p,) positive items, one user after another
             owner = np.repeat(np.arange(u1 - u0), np.diff(train.offsets[u0 : u1 + 1]))[keep]  # (p,)
             longest = int(np.bincount(owner).max(initial=0))
@@ -117,8 +124,8 @@ class TransitionKNN:
         """The user's newest positive known items, newest first (at most ``last_n``)."""
         items = [
             self.vocab.index[i]
-            for i, t in zip(ev.item_ids, ev.event_types)
-            if t in self.positive and i in self.vocab.index
+            for k, (i, t) in enumerate(zip(ev.item_ids, ev.event_types))
+            if t in self.positive and i in self.vocab.index and ev.engaged(k)
         ]
         items.reverse()
         return items if self.last_n is None else items[: self.last_n]
@@ -241,7 +248,7 @@ class ImplicitALS:
         rows, cols = [], []
         for u0, u1 in user_chunks(train.offsets, chunk_events):
             lo, hi = int(train.offsets[u0]), int(train.offsets[u1])
-            keep = np.isin(train.event_types[lo:hi], positive)  # (e,)
+            keep = engaged_events(train.event_types[lo:hi], train.attention[lo:hi], positive)  # (e,)
             cols.append(train.items[lo:hi][keep].astype(np.int32))  # (p,)
             rows.append(np.repeat(np.arange(u0, u1, dtype=np.int32), np.diff(train.offsets[u0 : u1 + 1]))[keep])
         user_items = _count_matrix(rows, cols, len(train), vocab.n_items + 1)  # (U, N+1)
@@ -263,8 +270,8 @@ class ImplicitALS:
         for u, ev in enumerate(histories):
             known = [
                 self.vocab.index[i]
-                for i, t in zip(ev.item_ids, ev.event_types)
-                if t in self.positive and i in self.vocab.index
+                for k, (i, t) in enumerate(zip(ev.item_ids, ev.event_types))
+                if t in self.positive and i in self.vocab.index and ev.engaged(k)
             ]
             rows.append(np.full(len(known), u, dtype=np.int32))
             cols.append(np.array(known, dtype=np.int32))

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from attnrec.contracts import EVENT_TYPES
 from attnrec.settings import Settings
-from models.encoding import N_DWELL_BUCKETS, N_GAP_BUCKETS, positive_types
+from models.encoding import N_ATTENTION_BUCKETS, N_DWELL_BUCKETS, N_GAP_BUCKETS, positive_types
 from models.model import AttentionRecommender, ModelConfig
 from models.vocab import N_YEAR_BUCKETS, ItemVocab
 
@@ -49,6 +49,9 @@ class TrainConfig:
     n_negatives: int = 1024  # sampled softmax: negatives per step, shared by every position of the batch
     sampling_alpha: float = 0.75  # sampled softmax: Q(item) proportional to (training target count + 1) ** alpha
     mask_seen: bool = True  # leave the items seen so far out of each position's softmax, as serving does
+    # read each event's attention strength (features/sequences ``attention``) as an input and weigh each target by
+    # it, bounces and low ratings never targets; false: the dwell- and rating-blind variant (docs/model.md)
+    attention: bool = True
 
     def resume_key(self) -> dict[str, Any]:
         """What a checkpoint must have been written with to be resumed: every field but the wall-clock
@@ -114,6 +117,8 @@ def build_model(vocab: ItemVocab, tcfg: TrainConfig, *, id_only: bool = False) -
         n_layers=tcfg.n_layers,
         dropout=tcfg.dropout,
         id_only=id_only,
+        n_attention_buckets=N_ATTENTION_BUCKETS,
+        attention_blind=not tcfg.attention,
     )
     model = AttentionRecommender(cfg)
     model.items.set_content(*vocab.content_tensors())

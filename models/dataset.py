@@ -28,9 +28,11 @@ from models.encoding import (
     EncodedSequences,
     Events,
     RawBatch,
+    attention_weights,
+    engaged_events,
     first_engagements,
     gather_windows,
-    next_targets,
+    next_engaged,
     positive_type_index,
     raw_from_arrow,
     raw_from_events,
@@ -108,7 +110,9 @@ def _split_batch(
     before the validation target is training; users with fewer than 3 first engagements are training only.
     Offers the holdout users to ``sample``; returns (training events, holdout user count)."""
     offsets = raw.offsets
-    pos = np.flatnonzero(first_engagements(offsets, raw.items, raw.event_types, positive))  # (P,) the targets
+    pos = np.flatnonzero(
+        first_engagements(offsets, raw.items, raw.event_types, positive, raw.attention)
+    )  # (P,) the targets
     owner = np.searchsorted(offsets, pos, side="right") - 1  # (P,)
     count = np.bincount(owner, minlength=len(raw.lengths))  # (U,)
     eligible = np.flatnonzero(count >= 3)
@@ -234,7 +238,11 @@ class TrainingSet:
     the user's next first engagement after it (:func:`~models.encoding.next_targets`: a positive event on an item
     new to the user, as serving only recommends unseen items; 0 when none follows in the window, and 0 after an
     impression, whose item's own click would be a target serving never sees coming). Users without
-    any target are left out. Holds 16 bytes per example and one byte per event."""
+    any target are left out. Holds 16 bytes per example and one byte per event.
+
+    ``attention`` (the default): an event whose attention strength is 0 or below (a bounce, a low rating) is never
+    a target, and each target weighs its strength (``inputs["target_weights"]``, models.losses); False is the
+    dwell- and rating-blind variant: every positive event on a new item is a target of weight 1."""
 
     def __init__(
         self,
@@ -242,8 +250,10 @@ class TrainingSet:
         max_len: int,
         positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES,
         chunk_events: int = 1 << 22,
+        attention: bool = True,
     ) -> None:
         self.seqs, self.max_len, self.positive = seqs, max_len, positive_type_index(positive_types)
+        self.attention = attention
         stops = seqs.offsets[1:]
         starts = np.maximum(seqs.offsets[:-1], stops - (max_len + 1))
         has_target = np.zeros(len(seqs), dtype=bool)
@@ -251,7 +261,10 @@ class TrainingSet:
         for u0, u1 in user_chunks(seqs.offsets, chunk_events):  # bounded scratch memory
             e0, e1 = int(seqs.offsets[u0]), int(seqs.offsets[u1])
             types = seqs.event_types[e0:e1]
-            engaged = first_engagements(seqs.offsets[u0 : u1 + 1] - e0, seqs.items[e0:e1], types, self.positive)
+            strength = seqs.attention[e0:e1] if attention else None
+            engaged = first_engagements(
+                seqs.offsets[u0 : u1 + 1] - e0, seqs.items[e0:e1], types, self.positive, strength
+            )
             self.engaged[e0:e1] = engaged
             at = np.arange(e1 - e0)
             last_engaged = np.maximum.accumulate(np.where(engaged, at, -1))  # (e,) last engagement at or before
@@ -271,16 +284,26 @@ class TrainingSet:
         starts, stops = self.starts[idx], self.stops[idx]
         length = int((stops - starts - 1).max())
         inputs = self.seqs.windows(starts, stops - 1, length)
-        return inputs, torch.from_numpy(self._targets(starts, stops, length))
+        targets, weights = self._targets(starts, stops, length, with_weights=True)
+        if self.attention:
+            inputs["target_weights"] = torch.from_numpy(weights)
+        return inputs, torch.from_numpy(targets)
 
-    def _targets(self, starts: np.ndarray, stops: np.ndarray, length: int) -> np.ndarray:
+    def _targets(self, starts: np.ndarray, stops: np.ndarray, length: int, with_weights: bool = False):
         """(B, length) the target of each input position: the user's next first engagement in the window (0 on
-        padding and where none follows)."""
+        padding and where none follows); with ``with_weights`` also (B, length) float32 the target's attention
+        strength (:func:`~models.encoding.attention_weights`)."""
         items = gather_windows(self.seqs.items, starts + 1, stops, length)
         engaged = gather_windows(self.engaged, starts + 1, stops, length).astype(bool)
         # no target after an impression: the impressed item's own click follows it, which serving never knows
         seen = np.isin(gather_windows(self.seqs.event_types, starts, stops - 1, length), SEEN_TYPE_INDEX)
-        return np.where(seen, next_targets(items, engaged), 0)  # padding has type 0: never seen
+        nxt = np.minimum(next_engaged(engaged), length - 1)  # (B, L) padding has type 0: never seen
+        found = np.take_along_axis(engaged, nxt, axis=1) & seen
+        targets = np.where(found, np.take_along_axis(items, nxt, axis=1), 0)
+        if not with_weights:
+            return targets
+        strength = attention_weights(gather_windows(self.seqs.attention, starts + 1, stops, length))
+        return targets, np.where(targets > 0, np.take_along_axis(strength, nxt, axis=1), 0.0).astype(np.float32)
 
     def batches(self, batch_size: int, rng: random.Random) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """Shuffled batches of (inputs, targets). Batches group sequences of similar length (sorted with random
@@ -306,11 +329,13 @@ class TrainingSet:
 def positive_counts(
     train: EncodedSequences, vocab: ItemVocab, positive_types: Sequence[str] = DEFAULT_POSITIVE_TYPES
 ) -> torch.Tensor:
-    """(N+1,) number of positive events per item index in ``train`` (the popularity baseline)."""
+    """(N+1,) number of positive events per item index in ``train`` (the popularity baseline), less those whose
+    attention strength is 0 or below (:func:`~models.encoding.engaged_events`)."""
     positive = positive_type_index(positive_types)
     counts = np.zeros(vocab.n_items + 1, dtype=np.float64)
     for u0, u1 in user_chunks(train.offsets, 1 << 22):
         e0, e1 = int(train.offsets[u0]), int(train.offsets[u1])
         items = train.items[e0:e1]
-        counts += np.bincount(items[np.isin(train.event_types[e0:e1], positive)], minlength=vocab.n_items + 1)
+        engaged = engaged_events(train.event_types[e0:e1], train.attention[e0:e1], positive)
+        counts += np.bincount(items[engaged], minlength=vocab.n_items + 1)
     return torch.from_numpy(counts)

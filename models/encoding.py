@@ -48,6 +48,31 @@ def seen_items(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 N_DWELL_BUCKETS = 16
 N_GAP_BUCKETS = 32
+#: Attention strength (features/sequences ``attention``, -1..1, jobs.featurize.attention) in steps of 0.1:
+#: 0 = padding, 1 = unknown (no ``attention`` column, e.g. a request without it), 2 + round(10 * (a + 1)) else,
+#: so -1 -> 2, 0 -> 12, 1 -> 22.
+N_ATTENTION_BUCKETS = 23
+ATTENTION_UNKNOWN = 1
+ATTENTION_ZERO = 12  # the bucket of strength 0: at or below it an event is never a target
+
+
+def attention_buckets(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """(E,) float attention strengths and (E,) known mask -> (E,) int8 buckets (see :data:`N_ATTENTION_BUCKETS`)."""
+    b = 2 + np.rint(10.0 * (np.clip(np.nan_to_num(values), -1.0, 1.0) + 1.0))
+    return np.where(known, b, ATTENTION_UNKNOWN).astype(np.int8)
+
+
+def attention_weights(buckets: np.ndarray) -> np.ndarray:
+    """(...) attention buckets -> (...) float32 target weights: the strength itself, 1.0 when unknown (a log
+    without attention weighs every positive event alike), 0 on padding."""
+    b = np.asarray(buckets, dtype=np.float32)
+    return np.where(b == ATTENTION_UNKNOWN, 1.0, np.where(b == 0, 0.0, (b - ATTENTION_ZERO) / 10.0)).astype(np.float32)
+
+
+def engaged_events(event_types: np.ndarray, attention: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """(E,) bool: events that show interest: a positive type whose attention strength is unknown or above 0 (a low
+    rating or a bounce is no evidence of interest; see jobs.featurize.attention). Baselines count these."""
+    return np.isin(event_types, positive) & ((attention == ATTENTION_UNKNOWN) | (attention > ATTENTION_ZERO))
 
 
 def _log2_edges(n_buckets: int) -> np.ndarray:
@@ -88,13 +113,21 @@ class Events:
     event_types: list[str]
     times_ms: list[int]
     dwell_ms: list[int | None]
+    attention: list[float | None] | None = None  # features/sequences ``attention``; None: not known
 
     def __len__(self) -> int:
         return len(self.item_ids)
 
     def head(self, n: int) -> "Events":
         """The first ``n`` events."""
-        return Events(self.user_id, self.item_ids[:n], self.event_types[:n], self.times_ms[:n], self.dwell_ms[:n])
+        attention = None if self.attention is None else self.attention[:n]
+        return Events(
+            self.user_id, self.item_ids[:n], self.event_types[:n], self.times_ms[:n], self.dwell_ms[:n], attention
+        )
+
+    def engaged(self, k: int) -> bool:
+        """Whether event ``k`` can show interest by its strength: unknown or above 0 (see :func:`engaged_events`)."""
+        return self.attention is None or self.attention[k] is None or self.attention[k] > 0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "Events":
@@ -104,6 +137,11 @@ class Events:
             dwell = [None] * n
         else:
             dwell = [None if d is None else int(d) for d in dwell]
+        attention = row.get("attention")
+        if attention is not None and not isinstance(attention, float):
+            attention = [None if a is None else float(a) for a in attention]
+        else:
+            attention = None
         # ids and types are interned: users who share an item share its string (a holdout of many users stays small)
         return cls(
             str(row["user_id"]),
@@ -111,6 +149,7 @@ class Events:
             [sys.intern(str(t)) for t in row["event_types"]],
             [int(t) for t in row["event_times_ms"]],
             dwell,
+            attention,
         )
 
 
@@ -122,14 +161,16 @@ class Encoded:
     event_types: list[int]
     dwell: list[int]
     gap: list[int]
+    attention: list[int]
 
 
-#: The per-event columns of :class:`EncodedSequences` and their dtypes (seven bytes per event).
+#: The per-event columns of :class:`EncodedSequences` and their dtypes (eight bytes per event).
 ENCODED_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("items", np.int32),
     ("event_types", np.int8),
     ("dwell", np.int8),
     ("gap", np.int8),
+    ("attention", np.int8),
 )
 
 
@@ -143,6 +184,7 @@ class EncodedSequences:
     event_types: np.ndarray  # (E,) int8, EVENT_TYPE_INDEX
     dwell: np.ndarray  # (E,) int8, dwell_bucket
     gap: np.ndarray  # (E,) int8, gap_bucket (to the previous raw event, known item or not)
+    attention: np.ndarray  # (E,) int8, attention_buckets
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -217,6 +259,7 @@ class RawBatch:
     event_types: np.ndarray  # (E,) int8
     dwell: np.ndarray  # (E,) int8 bucket
     gap: np.ndarray  # (E,) int8 bucket, to the previous raw event
+    attention: np.ndarray  # (E,) int8 bucket
 
     @property
     def offsets(self) -> np.ndarray:
@@ -241,6 +284,8 @@ def _raw(
     times: np.ndarray,
     dwell: np.ndarray,
     dwell_known: np.ndarray,
+    attention: np.ndarray | None = None,
+    attention_known: np.ndarray | None = None,
 ) -> RawBatch:
     """Bucket dwell and the gap to the previous event of the same user (the first event's gap is unknown)."""
     first = np.zeros(len(items), dtype=bool)
@@ -253,6 +298,10 @@ def _raw(
         types.astype(np.int8),
         log2_buckets(dwell, dwell_known, DWELL_EDGES_MS),
         log2_buckets(gaps, ~first, GAP_EDGES_MS),
+        attention_buckets(
+            np.zeros(len(items)) if attention is None else attention,
+            np.zeros(len(items), dtype=bool) if attention_known is None else attention_known,
+        ),
     )
 
 
@@ -269,6 +318,11 @@ def raw_from_events(users: Sequence[Events], vocab: ItemVocab) -> RawBatch:
         user, value = next((ev.user_id, t) for ev in users for t in ev.event_types if t not in EVENT_TYPE_INDEX)
         raise _bad_event_type(value, user)
     dwell = [d for ev in users for d in ev.dwell_ms]
+    strength = [None if ev.attention is None else ev.attention for ev in users]
+    for ev, a in zip(users, strength):
+        if a is not None and len(a) != len(ev):
+            raise ValueError(f"user {ev.user_id!r} has {len(ev)} item_ids but {len(a)} attention values")
+    attention = [x for ev, a in zip(users, strength) for x in (a if a is not None else [None] * len(ev))]
     return _raw(
         np.array([len(ev) for ev in users], dtype=np.int64),
         np.array([vocab.index.get(i, 0) for ev in users for i in ev.item_ids], dtype=np.int64),
@@ -276,6 +330,8 @@ def raw_from_events(users: Sequence[Events], vocab: ItemVocab) -> RawBatch:
         np.array([t for ev in users for t in ev.times_ms], dtype=np.int64),
         np.array([0 if d is None else d for d in dwell], dtype=np.int64),
         np.array([d is not None for d in dwell], dtype=bool),
+        np.array([0.0 if a is None else a for a in attention], dtype=np.float64),
+        np.array([a is not None for a in attention], dtype=bool),
     )
 
 
@@ -330,7 +386,23 @@ def raw_from_arrow(batch: Any, vocab: ItemVocab) -> RawBatch:
         where = np.repeat(has_list, lengths)  # (E,) the events the flattened values belong to
         dwell[where] = np.asarray(pc.fill_null(pc.cast(flat, pa.int64(), safe=False), 0), dtype=np.int64)
         known[where] = np.asarray(flat.is_valid())
-    return _raw(lengths, items, types, np.asarray(times, dtype=np.int64), dwell, known)
+    strength = np.zeros(len(items), dtype=np.float64)
+    strength_known = np.zeros(len(items), dtype=bool)
+    if "attention" in batch.schema.names:
+        column = batch.column("attention")
+        has_list = np.asarray(column.is_valid())
+        a_len = lengths_of("attention")
+        if (has_list & (a_len != lengths)).any():
+            row = int(np.flatnonzero(has_list & (a_len != lengths))[0])
+            raise ValueError(
+                f"features/sequences user {user(row)!r} has {lengths[row]} item_ids but {a_len[row]} "
+                "attention values; re-run featurize"
+            )
+        flat = column.flatten()
+        where = np.repeat(has_list, lengths)
+        strength[where] = np.asarray(pc.fill_null(pc.cast(flat, pa.float64()), 0.0), dtype=np.float64)
+        strength_known[where] = np.asarray(flat.is_valid())
+    return _raw(lengths, items, types, np.asarray(times, dtype=np.int64), dwell, known, strength, strength_known)
 
 
 def encode_sequences(users: Sequence[Events], vocab: ItemVocab) -> EncodedSequences:
@@ -353,9 +425,14 @@ def encode_events(ev: Events, vocab: ItemVocab) -> Encoded:
 
 
 def first_engagements(
-    offsets: np.ndarray, items: np.ndarray, event_types: np.ndarray, positive: np.ndarray
+    offsets: np.ndarray,
+    items: np.ndarray,
+    event_types: np.ndarray,
+    positive: np.ndarray,
+    attention: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(E,) bool: the positive events on an item the user had not yet seen (no earlier event of
+    """(E,) bool: the positive events (with ``attention`` buckets: only those :func:`engaged_events` keeps, so a
+    1-star rating or a bounce is never a target) on an item the user had not yet seen (no earlier event of
     :data:`SEEN_TYPE_INDEX` on it): the only items serving may recommend, so the only training and holdout targets.
     A click's ``view``, ``like`` or ``add_to_cart`` of the same item, or a repeat visit, stays context. Over each
     user's whole row (``offsets``), however long; an unknown item (0) counts as new. On logs where every item is
@@ -369,7 +446,15 @@ def first_engagements(
     j = np.minimum(np.searchsorted(pairs, key), max(len(pairs) - 1, 0))
     found = (pairs[j] == key) if len(pairs) else np.zeros(n, dtype=bool)
     first_seen = np.where(found, seen_at[first][j] if len(pairs) else 0, n)  # (E,) n = never seen
-    return np.isin(event_types, positive) & ((first_seen >= np.arange(n)) | (items == 0))
+    interest = np.isin(event_types, positive) if attention is None else engaged_events(event_types, attention, positive)
+    return interest & ((first_seen >= np.arange(n)) | (items == 0))
+
+
+def next_engaged(engaged: np.ndarray) -> np.ndarray:
+    """(B, L) int64: the column of the first engagement at or after each position, L when none follows."""
+    length = engaged.shape[1]
+    col = np.where(engaged, np.arange(length)[None, :], length)
+    return np.minimum.accumulate(col[:, ::-1], axis=1)[:, ::-1]
 
 
 def next_targets(items: np.ndarray, engaged: np.ndarray) -> np.ndarray:
@@ -377,8 +462,7 @@ def next_targets(items: np.ndarray, engaged: np.ndarray) -> np.ndarray:
     in its row, 0 when none follows: what the user chose next, however many impressions, skips or repeat events
     on an item they already knew lie between."""
     length = items.shape[1]
-    col = np.where(engaged, np.arange(length)[None, :], length)
-    nxt = np.minimum.accumulate(col[:, ::-1], axis=1)[:, ::-1]  # (B, L) first engaged column at or after each
+    nxt = next_engaged(engaged)  # (B, L) first engaged column at or after each
     return np.where(nxt < length, np.take_along_axis(items, np.minimum(nxt, length - 1), axis=1), 0)
 
 

@@ -52,7 +52,9 @@ def read_table(uri: str) -> list[dict[str, Any]]:
 
 
 #: The sequences columns the model reads; the other feature columns are never loaded.
-SEQUENCE_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms")
+SEQUENCE_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms", "attention")
+#: Sequence columns a partition may lack (written before they existed): the model reads them as unknown.
+OPTIONAL_SEQUENCE_COLUMNS = ("dwell_ms", "attention")
 
 
 def sequence_batches(uri: str, batch_rows: int = 10_000, extra_columns: Sequence[str] = ()) -> Iterator[Any]:
@@ -72,7 +74,7 @@ def sequence_batches(uri: str, batch_rows: int = 10_000, extra_columns: Sequence
         with filesystem.open_input_file(info.path) as src:
             parquet = pq.ParquetFile(src, pre_buffer=False, buffer_size=1 << 20)  # pre-buffering reads whole files
             names = parquet.schema_arrow.names
-            missing = [c for c in SEQUENCE_COLUMNS if c != "dwell_ms" and c not in names]
+            missing = [c for c in SEQUENCE_COLUMNS if c not in OPTIONAL_SEQUENCE_COLUMNS and c not in names]
             if missing:
                 raise ValueError(f"{info.path} lacks sequence columns {missing} (has {names}); re-run featurize")
             columns = [c for c in (*SEQUENCE_COLUMNS, *extra_columns) if c in names]

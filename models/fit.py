@@ -86,6 +86,8 @@ def train_step(
     if tcfg.mask_seen:
         targets = drop_seen_targets(seen_items(inputs), targets)
     n_local = int((targets > 0).sum())
+    weights = inputs.get("target_weights")  # the loss is a weighted sum: normalise by the weights' sum
+    denom = float(weights[targets > 0].sum()) if weights is not None else float(n_local)
     opt.zero_grad(set_to_none=True)
     loss_sum = None
     if n_local or ctx.world > 1:
@@ -93,17 +95,17 @@ def train_step(
             loss_sum = loss(inputs, targets, negatives, log_q, empty=not n_local)
     local = loss_sum.item() if n_local else 0.0
     if ctx.world > 1:
-        stats = torch.tensor([local, float(n_local)], dtype=torch.float64, device=device)
+        stats = torch.tensor([local, denom], dtype=torch.float64, device=device)
         dist.all_reduce(stats)
         total, n_all = stats.tolist()
-        (loss_sum / max(n_all, 1.0) * ctx.world).backward()
+        (loss_sum / max(n_all, 1e-6) * ctx.world).backward()
     else:
-        total, n_all = local, float(n_local)
+        total, n_all = local, denom
         if loss_sum is not None:
-            (loss_sum / n_all).backward()
+            (loss_sum / max(n_all, 1e-6)).backward()
     torch.nn.utils.clip_grad_norm_(loss.parameters(), tcfg.grad_clip)
     opt.step()
-    return total / max(n_all, 1.0)
+    return total / max(n_all, 1e-6)
 
 
 def fit(

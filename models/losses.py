@@ -90,7 +90,8 @@ def next_item_loss(
     reduction: str = "mean",
     mask_seen: bool = False,
 ) -> torch.Tensor:
-    """Cross-entropy of the next item at every position that has a target: over the full catalogue, or,
+    """Cross-entropy of the next item at every position that has a target, each weighed by
+    ``inputs["target_weights"]`` when given (the target's attention strength): over the full catalogue, or,
     with ``negatives`` and ``log_q`` (see :class:`NegativeSampler`), sampled softmax with logQ correction.
 
     ``mask_seen``: at each position the items seen up to it are left out of the softmax (out of the sampled
@@ -99,21 +100,30 @@ def next_item_loss(
     hidden = model.encode(inputs)  # (B, L, d)
     sel = targets > 0  # (B, L)
     h, t = hidden[sel], targets[sel]  # (T, d), (T,)
+    weights = inputs.get("target_weights")  # (B, L) each target's attention strength, models.dataset.TrainingSet
+    w = None if weights is None else weights[sel].float()  # (T,)
+
+    def reduce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if w is None:
+            return F.cross_entropy(logits, labels, reduction=reduction)
+        loss = F.cross_entropy(logits, labels, reduction="none") * w  # (T,)
+        return loss.sum() if reduction == "sum" else loss.sum() / w.sum().clamp(min=1e-6)
+
     if negatives is None:
         if not mask_seen:
             logits = model.scores(h, model.item_table(), start=1).float()  # (T, N): padding is never a next item
-            return F.cross_entropy(logits, t - 1, reduction=reduction)
+            return reduce(logits, t - 1)
         padding = torch.zeros_like(t)[:, None]  # (T, 1): column 0 is never a next item either
         left_out = torch.cat([padding, seen_prefixes(seen_items(inputs), sel)], 1)  # (T, 1 + L)
         logits = model.scores(h, model.item_table()).float().scatter(-1, left_out, -math.inf)  # (T, N+1)
-        return F.cross_entropy(logits, t, reduction=reduction)
+        return reduce(logits, t)
     if log_q is None:
         raise ValueError(
             "sampled softmax needs log_q, the log sampling probability of every item (NegativeSampler.log_q)"
         )
     seen = seen_prefixes(seen_items(inputs), sel) if mask_seen else None  # (T, L)
     logits = sampled_logits(model, h, t, negatives, log_q, seen)  # (T, 1 + K)
-    return F.cross_entropy(logits, torch.zeros_like(t), reduction=reduction)
+    return reduce(logits, torch.zeros_like(t))
 
 
 class NextItemLoss(nn.Module):

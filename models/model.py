@@ -46,6 +46,8 @@ class ModelConfig:
     n_layers: int
     dropout: float
     id_only: bool = False  # plain SASRec (the ablation): item id + position only, no content/event/dwell/gap
+    n_attention_buckets: int = 0  # including 0 = padding and 1 = unknown; 0: no attention input (older checkpoints)
+    attention_blind: bool = False  # the dwell- and rating-blind variant: neither dwell nor attention is read
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -106,8 +108,8 @@ class ItemEncoder(nn.Module):
 
 
 class InputEmbedding(nn.Module):
-    """What one position carries: item + event type + dwell strength + time gap + position
-    (item + position only with ``cfg.id_only``)."""
+    """What one position carries: item + event type + dwell bucket + time gap + attention strength + position
+    (item + position only with ``cfg.id_only``; no dwell and no attention with ``cfg.attention_blind``)."""
 
     def __init__(self, cfg: ModelConfig, items: ItemEncoder) -> None:
         super().__init__()
@@ -117,6 +119,10 @@ class InputEmbedding(nn.Module):
             self.type_emb = nn.Embedding(cfg.n_event_types + 1, cfg.d_model, padding_idx=0)
             self.dwell_emb = nn.Embedding(cfg.n_dwell_buckets, cfg.d_model, padding_idx=0)
             self.gap_emb = nn.Embedding(cfg.n_gap_buckets, cfg.d_model, padding_idx=0)
+            if cfg.n_attention_buckets and not cfg.attention_blind:
+                self.attn_emb = nn.Embedding(cfg.n_attention_buckets, cfg.d_model, padding_idx=0)
+        self.reads_dwell = not cfg.id_only and not cfg.attention_blind
+        self.reads_attention = not cfg.id_only and bool(cfg.n_attention_buckets) and not cfg.attention_blind
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
         self.max_len = cfg.max_len
         self.drop = nn.Dropout(cfg.dropout)
@@ -126,7 +132,11 @@ class InputEmbedding(nn.Module):
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0, max=self.max_len - 1)  # (B, L)
         x = self.items(batch["items"]) + self.pos_emb(pos)  # (B, L, d)
         if not self.id_only:
-            x = x + self.type_emb(batch["event_types"]) + self.dwell_emb(batch["dwell"]) + self.gap_emb(batch["gap"])
+            x = x + self.type_emb(batch["event_types"]) + self.gap_emb(batch["gap"])
+        if self.reads_dwell:
+            x = x + self.dwell_emb(batch["dwell"])
+        if self.reads_attention and "attention" in batch:
+            x = x + self.attn_emb(batch["attention"])
         return self.drop(x) * mask.unsqueeze(-1)  # (B, L, d); padding rows zero
 
 

@@ -88,6 +88,7 @@ def signature():
             ColSpec(Array("string"), "event_types"),
             ColSpec(Array("long"), "event_times_ms"),
             ColSpec(Array("long"), "dwell_ms", required=False),
+            ColSpec(Array("float"), "attention", required=False),  # features/sequences: -1..1 per event
         ]
     )
     outputs = Schema(

@@ -90,7 +90,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
             f"features for dt={dt} have no user with 3 or more positive events ({', '.join(tcfg.positive_types)}); "
             "the leave-one-out holdout would be empty, so there is nothing to evaluate or gate on"
         )
-    examples = TrainingSet(split.train, tcfg.max_seq_len, tcfg.positive_types)
+    examples = TrainingSet(split.train, tcfg.max_seq_len, tcfg.positive_types, attention=tcfg.attention)
     counts = positive_counts(split.train, vocab, tcfg.positive_types)
     rec = Recommender(build_model(vocab, tcfg), vocab, data_version, counts)
     log.info(

@@ -49,6 +49,7 @@ def random_batch(B: int, L: int, n_items: int, seed: int = 1) -> dict[str, torch
         "event_types": torch.randint(1, 11, (B, L), generator=g),
         "dwell": torch.randint(1, 16, (B, L), generator=g),
         "gap": torch.randint(1, 32, (B, L), generator=g),
+        "attention": torch.randint(1, 23, (B, L), generator=g),
     }
 
 

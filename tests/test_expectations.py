@@ -99,6 +99,7 @@ CASES = {
     "user_sequences": (
         "user_id string, item_ids array<string>, event_types array<string>, event_times_ms array<long>, "
         "dwell_ms array<long>, time_gaps_ms array<long>, dwell_strength array<float>, interest array<tinyint>, "
+        "ratings array<float>, attention array<float>, "
         "length int, events_total long, active_days int, first_event_ms long, last_event_ms long, "
         "seen_item_ids array<string>",
         [
@@ -111,6 +112,8 @@ CASES = {
                 [None, 5],
                 [None, 0.1],
                 [1, 1],
+                [None, None],
+                [1.0, 0.0],
                 2,
                 2,
                 1,
@@ -118,7 +121,24 @@ CASES = {
                 MS0 + 5,
                 ["i1", "i2"],
             ),
-            ("u2", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 7, 3, MS0 - 86_400_000, MS0, ["i0", "i1"]),
+            (
+                "u2",
+                ["i1"],
+                ["rate"],
+                [MS0],
+                [None],
+                [None],
+                [None],
+                [1],
+                [4.0],
+                [0.8],
+                1,
+                7,
+                3,
+                MS0 - 86_400_000,
+                MS0,
+                ["i0", "i1"],
+            ),
         ],
         [
             (
@@ -130,6 +150,8 @@ CASES = {
                 [None, 5],
                 [None, 0.1],
                 [1, 1],
+                [None, None],
+                [1.0, 0.0],
                 2,
                 2,
                 1,
@@ -137,7 +159,7 @@ CASES = {
                 MS0 + 5,
                 ["i1", "i2"],
             ),
-            ("u1", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], 1, 1, 1, MS0, MS0, None),
+            ("u1", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], [4.0], [0.8], 1, 1, 1, MS0, MS0, None),
             (
                 "u3",
                 ["i1", "i2", "i1", "i2"],
@@ -147,6 +169,8 @@ CASES = {
                 [None, 1, 1, 1],
                 [0.0] * 4,
                 [1] * 4,
+                [None] * 4,
+                None,
                 4,
                 3,
                 0,
@@ -157,6 +181,7 @@ CASES = {
         ],
         [
             "expect_column_values_to_not_be_null column=seen_item_ids: 1 unexpected (33.33% of non-null), e.g. [None]",
+            "expect_column_values_to_not_be_null column=attention: 1 unexpected (33.33% of non-null), e.g. [None]",
             "expect_column_values_to_be_unique column=user_id: 2 unexpected (66.67% of non-null), e.g. ['u1', 'u1']",
             "expect_column_values_to_be_between column=length (min_value=1, max_value=3): "
             "1 unexpected (33.33% of non-null), e.g. [4]",
@@ -521,7 +546,7 @@ def test_validate_job_passes_staged_features_via_spark_submit(job_runs):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if f"dt={DT}" in line]
     assert lines[0] == f"features gate dt={DT}: Spark master local[1]"  # spark-submit's --master, not the env
-    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 15/15 expectations; Data Docs: {root}/validation/")
+    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 17/17 expectations; Data Docs: {root}/validation/")
     assert lines[2].startswith(f"item_table dt={DT}: PASSED 14/14 expectations; Data Docs: {root}/validation/")
     assert lines[3] == f"look-back dt={DT}: PASSED 1 clean days read"
     assert lines[4] == f"features gate dt={DT}: all checks passed"

@@ -40,6 +40,8 @@ def test_sequences_are_time_ordered_truncated_and_tie_broken(spark):
         "time_gaps_ms": [None, 0, 100],
         "dwell_strength": [pytest.approx(math.log1p(0.01) / math.log1p(600), rel=1e-6), None, None],
         "interest": [1, 0, 1],  # an impression is exposure, not interest
+        "ratings": [None, None, None],
+        "attention": [0.0, 0.0, 1.0],  # a 10 ms view is a bounce; an impression is exposure; a click without dwell
         "length": 3,
         "events_total": 4,  # activity covers the whole look-back, not only the last 3
         "active_days": 1,
@@ -64,6 +66,30 @@ def test_dwell_strength_saturates_and_interest_follows_configuration(spark):
     assert row["active_days"] == 2 and row["time_gaps_ms"] == [None, 2 * day, 1]
     (row,) = transform_sequences(events_df(spark, rows), FeatureParams("2026-01-02", negative_types=())).collect()
     assert row["interest"] == [1, 1, 0]
+
+
+def test_attention_strength_from_event_type_rating_and_dwell(spark):
+    rows = [
+        ("e1", "u1", "a", "rate", 1, None, 5.0),
+        ("e2", "u1", "b", "rate", 2, None, 3.0),
+        ("e3", "u1", "c", "rate", 3, None, 2.0),  # at the low-rating line: negative
+        ("e4", "u1", "d", "view", 4, 1_999, None),  # under 2 s: a bounce
+        ("e5", "u1", "e", "view", 5, 600_000, None),  # saturated dwell
+        ("e6", "u1", "f", "view", 6, 29_000, None),
+        ("e7", "u1", "g", "dislike", 7, None, None),
+        ("e8", "u1", "h", "skip", 8, 90_000, None),
+        ("e9", "u1", "i", "purchase", 9, None, None),
+    ]
+    ddl = EVENTS_DDL + ", rating double"
+    (row,) = transform_sequences(spark.createDataFrame(rows, ddl), PARAMS).collect()
+    assert row["ratings"] == [5.0, 3.0, 2.0, None, None, None, None, None, None]
+    strength_29s = round(math.log1p(29) / math.log1p(600), 4)
+    assert row["attention"] == pytest.approx([1.0, 0.6, -1.0, 0.0, 1.0, strength_29s, -1.0, 0.0, 1.0], abs=1e-6)
+    stricter = FeatureParams("2026-01-02", low_rating_max=3.0, bounce_dwell_s=30.0)
+    (row,) = transform_sequences(spark.createDataFrame(rows, ddl), stricter).collect()
+    assert row["attention"][:6] == pytest.approx([1.0, -1.0, -1.0, 0.0, 1.0, 0.0])
+    again = transform_sequences(spark.createDataFrame(rows[::-1], ddl), stricter).collect()
+    assert again[0]["attention"] == row["attention"]  # stable whatever order the rows come in
 
 
 def test_items_join_catalogue_count_popularity_and_index_new_items(spark):

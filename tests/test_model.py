@@ -106,7 +106,10 @@ def test_id_only_model_has_no_content_or_context_and_ignores_them():
         return {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
 
     assert embeddings(plain) == {"id_emb", "pos_emb"}
-    assert embeddings(full) == {"id_emb", "pos_emb", "cat_emb", "year_emb", "type_emb", "dwell_emb", "gap_emb"}
+    context = {"type_emb", "dwell_emb", "gap_emb"}
+    assert embeddings(full) == {"id_emb", "pos_emb", "cat_emb", "year_emb", "attn_emb"} | context
+    blind = build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16, attention=False)).eval()
+    assert embeddings(blind) == {"id_emb", "pos_emb", "cat_emb", "year_emb"} | context
     batch = random_batch(2, 6, 12)
     other = {
         **batch,
@@ -114,9 +117,15 @@ def test_id_only_model_has_no_content_or_context_and_ignores_them():
         "dwell": batch["dwell"] % 15 + 1,
         "gap": batch["gap"] % 31 + 1,
     }
+    stronger = {**batch, "attention": batch["attention"] % 22 + 1}
+    dwell_only = {**batch, "dwell": batch["dwell"] % 15 + 1}
     with torch.no_grad():
         assert torch.equal(plain.encode(batch), plain.encode(other))  # only items and positions matter
         assert not torch.allclose(full.encode(batch), full.encode(other), atol=1e-4)
+        assert not torch.allclose(full.encode(batch), full.encode(stronger), atol=1e-4)
+        # the blind variant reads neither attention nor dwell
+        assert torch.equal(blind.encode(batch), blind.encode(stronger))
+        assert torch.equal(blind.encode(batch), blind.encode(dwell_only))
         plain.items.set_content(torch.zeros_like(plain.items.item_categories), torch.zeros_like(plain.items.item_year))
         assert torch.equal(plain.item_table(), plain.items.id_emb.weight * (torch.arange(13) > 0)[:, None])
 

@@ -359,6 +359,7 @@ def test_train_run_then_candidates(env):
         "event_types",
         "event_times_ms",
         "dwell_ms",
+        "attention",
     ]
     import pandas as pd
 
