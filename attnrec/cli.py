@@ -419,7 +419,24 @@ def summary_lines(dt: str) -> list[str]:
         lines.append(f"Registry      : {s.model_name} champion = version {champion.version} (run {champion.run_id})")
         lines.append("Test metrics (same leave-one-out split, full catalogue):")
         lines += metrics_table(metrics)
+        lines += ablation_lines(metrics)
     return lines
+
+
+def ablation_lines(metrics: dict[str, float]) -> list[str]:
+    """The run's input ablation (models.ablation): the model's test NDCG@10 with each signal read as unknown."""
+    signals = sorted(k[len("ablation_") : -len("_test_ndcg_at_10")] for k in metrics if k.startswith("ablation_"))
+    signals = [s for s in signals if f"ablation_{s}_test_ndcg_at_10" in metrics]
+    if not signals or "test_ndcg_at_10" not in metrics:
+        return []
+    full = metrics["test_ndcg_at_10"]
+    cells = [
+        f"{s} {metrics[f'ablation_{s}_test_ndcg_at_10']:.4f} ({metrics[f'ablation_{s}_test_ndcg_at_10'] - full:+.4f})"
+        for s in signals
+    ]
+    return [
+        f"Input ablation (attention recommender, test NDCG@10 {full:.4f}; with one input unknown): " + ", ".join(cells)
+    ]
 
 
 @app.command()

@@ -126,17 +126,31 @@ class InputEmbedding(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
         self.max_len = cfg.max_len
         self.drop = nn.Dropout(cfg.dropout)
+        self.masked: set[str] = set()  # inputs read as unknown (bucket 1) at every real position: models.ablation
+
+    def reads(self, column: str) -> bool:
+        """Whether this embedding reads the batch column ``column`` (an ablation can mask it)."""
+        return {
+            "event_types": not self.id_only,
+            "gap": not self.id_only,
+            "dwell": self.reads_dwell,
+            "attention": self.reads_attention,
+        }.get(column, False)
+
+    def column(self, batch: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        values = batch[name]
+        return (values > 0).long() if name in self.masked else values  # 1 = unknown wherever there is an event
 
     def forward(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         # position counted from the first real event, so left padding never shifts it
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0, max=self.max_len - 1)  # (B, L)
         x = self.items(batch["items"]) + self.pos_emb(pos)  # (B, L, d)
         if not self.id_only:
-            x = x + self.type_emb(batch["event_types"]) + self.gap_emb(batch["gap"])
+            x = x + self.type_emb(batch["event_types"]) + self.gap_emb(self.column(batch, "gap"))
         if self.reads_dwell:
-            x = x + self.dwell_emb(batch["dwell"])
+            x = x + self.dwell_emb(self.column(batch, "dwell"))
         if self.reads_attention and "attention" in batch:
-            x = x + self.attn_emb(batch["attention"])
+            x = x + self.attn_emb(self.column(batch, "attention"))
         return self.drop(x) * mask.unsqueeze(-1)  # (B, L, d); padding rows zero
 
 

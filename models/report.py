@@ -65,10 +65,13 @@ def log_results(
     choices: dict[str, dict[str, float]],
     histories: dict[str, list[dict[str, float]]],
     train_seconds: float,
+    ablation: dict[str, dict[str, float]] | None = None,
 ) -> None:
     """Test metrics of every scorer ({MODEL, POPULARITY, KNN, MF, SASREC_PLAIN} prefix -> metrics, None when not
     trained), the settings each tuned baseline chose on validation ({KNN, MF} prefix -> settings and their
-    "val_ndcg_at_10": params ``<prefix><setting>``, metric ``<prefix>val_ndcg_at_10``), and the plots."""
+    "val_ndcg_at_10": params ``<prefix><setting>``, metric ``<prefix>val_ndcg_at_10``), the input ablation
+    ({signal: test metrics with it unknown}, models.ablation: metrics ``ablation_<signal>_test_<metric>``) and the
+    plots."""
     import mlflow
 
     mlflow.log_params(
@@ -81,6 +84,12 @@ def log_results(
             "epochs_run": float(len(model_history)),
             **{f"{prefix}test_{k}": v for prefix, m in results.items() for k, v in (m or {}).items()},
             **{f"{prefix}val_ndcg_at_10": choice["val_ndcg_at_10"] for prefix, choice in choices.items()},
+            **{
+                f"ablation_{signal}_test_{k}": v
+                for signal, m in (ablation or {}).items()
+                for k, v in m.items()
+                if k != "n_users"
+            },
         }
     )
     named = {name: results[prefix] for prefix, name in LABELS.items() if results.get(prefix) is not None}
@@ -88,6 +97,8 @@ def log_results(
     mlflow.log_figure(bar_figure(named), "plots/model_vs_baselines.png")
     for name, m in named.items():
         log.info("test %s: %s", name, fmt(m))
+    for signal, m in (ablation or {}).items():
+        log.info("test attention recommender with %s unknown: %s", signal, fmt(m))
 
 
 def curve_figure(histories: dict[str, list[dict[str, float]]]):

@@ -36,6 +36,7 @@ import torch.distributed as dist
 
 from attnrec.settings import Settings, get_settings
 from models import checkpoints, report
+from models.ablation import input_ablation
 from models.baselines import evaluate_knn, evaluate_mf, evaluate_popularity, tune_knn, tune_mf
 from models.config import TrainConfig, build_model, train_config
 from models.dataset import TrainingSet, positive_counts, read_split
@@ -172,6 +173,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
 
         rec.model = rec.model.cpu()
         metrics = evaluate_recommender(rec, split.test)  # reported only: no choice below looks at it
+        ablation = input_ablation(rec, split.test)  # each input signal unknown in turn: no retraining
         val_ndcg = evaluate_recommender(rec, split.valid)["ndcg_at_10"]  # the gate's figure, as for the champion
         baseline = evaluate_popularity(counts, vocab, split.test)
         knn, knn_choice = tune_knn(split.train, vocab, counts, split.valid, tcfg.positive_types)
@@ -193,6 +195,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
             {report.KNN: knn_choice, report.MF: mf_choice},
             histories,
             train_seconds,
+            ablation,
         )
 
         with tempfile.TemporaryDirectory() as tmp:

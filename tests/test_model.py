@@ -150,3 +150,22 @@ def test_id_only_model_is_causal_and_round_trips_its_checkpoint(tmp_path):
     assert back.model.cfg.id_only is True
     with torch.no_grad():
         assert torch.equal(back.model(batch), rec.model(batch))
+
+
+def test_an_ablated_input_is_read_as_unknown_only_inside_the_block():
+    from models.ablation import unknown
+
+    vocab = ItemVocab.from_items(item_rows(12))
+    torch.manual_seed(0)
+    rec = Recommender(build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16)).eval(), vocab, {}, None)
+    batch = random_batch(2, 6, 12)
+    as_unknown = {**batch, "attention": (batch["attention"] > 0).long()}
+    with torch.no_grad():
+        full = rec.model.encode(batch)
+        with unknown(rec, "attention"):
+            assert torch.equal(rec.model.encode(batch), rec.model.encode(as_unknown))
+            assert not torch.allclose(rec.model.encode(batch), full, atol=1e-4)
+        assert torch.equal(rec.model.encode(batch), full)
+    with pytest.raises(ValueError, match="unknown signal 'heat'; use one of attention, dwell, gap"):
+        with unknown(rec, "heat"):
+            pass
