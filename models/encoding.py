@@ -3,7 +3,7 @@
 The holdout (validation and test) keeps raw strings (item ids, event types, :class:`Events`), so a model with a
 different item vocabulary (the current champion) can be evaluated on exactly the same holdout; each model
 encodes the raw events with its own vocabulary (:func:`encode_sequences`), skipping items it does not know.
-Training events are encoded once, with the new model's vocabulary, into flat arrays of seven bytes per event
+Training events are encoded once, with the new model's vocabulary, into flat arrays of eight bytes per event
 (:class:`EncodedSequences`); models.dataset builds them while it streams the parquet partition.
 """
 

@@ -23,7 +23,9 @@ from models.recommender import Recommender, recommend
 
 CHECKPOINT_FILE = "recommender.pt"
 #: Columns the pyfunc's ``predict`` reads (a subset of features/sequences).
-INPUT_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms")
+INPUT_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms", "attention")
+#: Input columns a request may leave out: the model reads them as unknown.
+OPTIONAL_COLUMNS = ("dwell_ms", "attention")
 #: What loading and calling the pyfunc imports; pinned to requirements.lock in the logged model.
 RUNTIME_PACKAGES = ("mlflow", "torch", "numpy", "pandas", "pyarrow")
 
@@ -45,7 +47,7 @@ def pip_requirements(lock: Path) -> list[str]:
 
 def predict_frame(rec: Recommender, frame: pd.DataFrame, k: int) -> pd.DataFrame:
     """Top-``k`` unseen items for each row of a features/sequences-like pandas DataFrame."""
-    missing = [c for c in INPUT_COLUMNS if c != "dwell_ms" and c not in frame.columns]
+    missing = [c for c in INPUT_COLUMNS if c not in OPTIONAL_COLUMNS and c not in frame.columns]
     if missing:
         raise ValueError(
             f"model input lacks columns {missing}; pass rows shaped like features/sequences {INPUT_COLUMNS}"
