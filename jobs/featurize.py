@@ -7,7 +7,8 @@ sequences: one row per user, their last ``max_seq_len`` events oldest -> newest 
 as parallel arrays: item ids, event types, epoch-ms times, dwell, the time gap to the previous event, a dwell
 strength in [0, 1] (log-scaled, 1.0 at ``dwell_saturation_s``) and the interest the event type shows (1 positive,
 0 exposure such as impressions and skips, -1 negative such as dislikes), the rating (``ratings``, null when none)
-and the event's ``attention`` strength in [-1, 1] (:func:`attention`: from event type, rating and dwell); and the
+and the event's ``attention`` strength in [-1, 1] (:func:`attention`: from event type, rating and dwell), the
+UTC hour and weekday (0 = Monday) of each event and whether it opens a session (null without a session id); and the
 user's activity over the whole look-back (events, active days, first and last event), and ``seen_item_ids``: every
 distinct item the user had an event of a "seen" type with (``seen_types``, default every type but impression) over
 the whole look-back, not only the last ``max_seq_len`` events (candidates never serve them to the user).
@@ -237,6 +238,8 @@ def transform_sequences(events, params: FeatureParams):
     by_user = Window.partitionBy("user_id")
     if "rating" not in events.columns:  # clean events always have it; small test frames may not
         events = events.withColumn("rating", F.lit(None).cast("double"))
+    if "session_id" not in events.columns:
+        events = events.withColumn("session_id", F.lit(None).cast("string"))
     ranked = events.select(
         "user_id",
         "event_id",
@@ -245,6 +248,7 @@ def transform_sequences(events, params: FeatureParams):
         "event_time_ms",
         "dwell_ms",
         F.col("rating").cast("double").alias("rating"),
+        "session_id",
         F.row_number().over(newest_first).alias("_n"),
         F.count(F.lit(1)).over(by_user).alias("events_total"),
         F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms"))).over(by_user)).alias("active_days"),
@@ -257,7 +261,8 @@ def transform_sequences(events, params: FeatureParams):
         F.sort_array(
             F.collect_list(
                 F.when(
-                    in_sequence, F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms", "rating")
+                    in_sequence,
+                    F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms", "rating", "session_id"),
                 )
             )
         ).alias("ev"),
@@ -284,6 +289,14 @@ def transform_sequences(events, params: FeatureParams):
         F.expr(f"transform(ev, e -> CAST({interest(params)} AS TINYINT))").alias("interest"),
         F.transform("ev", lambda e: e["rating"].cast("float")).alias("ratings"),
         F.expr(f"transform(ev, e -> {attention(params)})").alias("attention"),
+        # UTC by arithmetic on epoch ms, whatever the session time zone: hour 0..23, weekday 0 = Monday (1970-01-01
+        # was a Thursday)
+        F.expr("transform(ev, e -> CAST(FLOOR(PMOD(e.event_time_ms, 86400000) / 3600000) AS TINYINT))").alias("hours"),
+        F.expr("transform(ev, e -> CAST(PMOD(FLOOR(e.event_time_ms / 86400000) + 3, 7) AS TINYINT))").alias("weekdays"),
+        F.expr(  # the event opens a session: the first in the window, or another session than the event before
+            "transform(ev, (e, i) -> IF(e.session_id IS NULL, CAST(NULL AS BOOLEAN), "
+            "i = 0 OR ev[i - 1].session_id IS NULL OR e.session_id != ev[i - 1].session_id))"
+        ).alias("session_starts"),
         F.size("ev").cast("int").alias("length"),
         F.col("events_total").cast("long").alias("events_total"),
         F.col("active_days").cast("int").alias("active_days"),

@@ -22,6 +22,9 @@ SIGNALS: dict[str, tuple[str, str]] = {
     "attention": ("attention", "attention strength (event type, rating, dwell)"),
     "dwell": ("dwell", "dwell bucket"),
     "gap": ("gap", "time since the previous event"),
+    "hour": ("hour", "hour of day (UTC)"),
+    "weekday": ("weekday", "day of week (UTC)"),
+    "session": ("session", "session boundary"),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from attnrec.contracts import EVENT_TYPES
 from attnrec.settings import Settings
-from models.encoding import N_ATTENTION_BUCKETS, N_DWELL_BUCKETS, N_GAP_BUCKETS, positive_types
+from models.encoding import CONTEXT_COLUMNS, N_ATTENTION_BUCKETS, N_DWELL_BUCKETS, N_GAP_BUCKETS, positive_types
 from models.model import AttentionRecommender, ModelConfig
 from models.vocab import N_YEAR_BUCKETS, ItemVocab
 
@@ -119,6 +119,7 @@ def build_model(vocab: ItemVocab, tcfg: TrainConfig, *, id_only: bool = False) -
         id_only=id_only,
         n_attention_buckets=N_ATTENTION_BUCKETS,
         attention_blind=not tcfg.attention,
+        **{f"n_{name}_buckets": n for _, name, n in CONTEXT_COLUMNS},
     )
     model = AttentionRecommender(cfg)
     model.items.set_content(*vocab.content_tensors())

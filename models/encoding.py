@@ -56,6 +56,23 @@ ATTENTION_UNKNOWN = 1
 ATTENTION_ZERO = 12  # the bucket of strength 0: at or below it an event is never a target
 
 
+#: Context inputs featurize publishes per event: (features/sequences column, model column, buckets counting
+#: 0 = padding and 1 = unknown); a value v (an hour 0..23, a weekday 0..6, a session start false/true) is bucket
+#: 2 + v.
+CONTEXT_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("hours", "hour", 26),
+    ("weekdays", "weekday", 9),
+    ("session_starts", "session", 4),
+)
+
+
+def context_buckets(values: np.ndarray, known: np.ndarray, n_buckets: int) -> np.ndarray:
+    """(E,) int values and known mask -> (E,) int8 buckets 2 + v (1 where unknown or out of range)."""
+    v = np.asarray(values, dtype=np.int64)
+    ok = known & (v >= 0) & (v < n_buckets - 2)
+    return np.where(ok, 2 + v, 1).astype(np.int8)
+
+
 def attention_buckets(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """(E,) float attention strengths and (E,) known mask -> (E,) int8 buckets (see :data:`N_ATTENTION_BUCKETS`)."""
     b = 2 + np.rint(10.0 * (np.clip(np.nan_to_num(values), -1.0, 1.0) + 1.0))
@@ -114,6 +131,7 @@ class Events:
     times_ms: list[int]
     dwell_ms: list[int | None]
     attention: list[float | None] | None = None  # features/sequences ``attention``; None: not known
+    context: dict[str, list] | None = None  # CONTEXT_COLUMNS' features/sequences columns the row had
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -121,8 +139,15 @@ class Events:
     def head(self, n: int) -> "Events":
         """The first ``n`` events."""
         attention = None if self.attention is None else self.attention[:n]
+        context = None if self.context is None else {k: v[:n] for k, v in self.context.items()}
         return Events(
-            self.user_id, self.item_ids[:n], self.event_types[:n], self.times_ms[:n], self.dwell_ms[:n], attention
+            self.user_id,
+            self.item_ids[:n],
+            self.event_types[:n],
+            self.times_ms[:n],
+            self.dwell_ms[:n],
+            attention,
+            context,
         )
 
     def engaged(self, k: int) -> bool:
@@ -142,6 +167,11 @@ class Events:
             attention = [None if a is None else float(a) for a in attention]
         else:
             attention = None
+        context = {}
+        for column, _, _ in CONTEXT_COLUMNS:
+            values = row.get(column)
+            if values is not None and not isinstance(values, float):
+                context[column] = [None if v is None else int(v) for v in values]
         # ids and types are interned: users who share an item share its string (a holdout of many users stays small)
         return cls(
             str(row["user_id"]),
@@ -150,6 +180,7 @@ class Events:
             [int(t) for t in row["event_times_ms"]],
             dwell,
             attention,
+            context or None,
         )
 
 
@@ -162,6 +193,9 @@ class Encoded:
     dwell: list[int]
     gap: list[int]
     attention: list[int]
+    hour: list[int]
+    weekday: list[int]
+    session: list[int]
 
 
 #: The per-event columns of :class:`EncodedSequences` and their dtypes (eight bytes per event).
@@ -171,6 +205,9 @@ ENCODED_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("dwell", np.int8),
     ("gap", np.int8),
     ("attention", np.int8),
+    ("hour", np.int8),
+    ("weekday", np.int8),
+    ("session", np.int8),
 )
 
 
@@ -185,6 +222,9 @@ class EncodedSequences:
     dwell: np.ndarray  # (E,) int8, dwell_bucket
     gap: np.ndarray  # (E,) int8, gap_bucket (to the previous raw event, known item or not)
     attention: np.ndarray  # (E,) int8, attention_buckets
+    hour: np.ndarray  # (E,) int8, context_buckets of CONTEXT_COLUMNS
+    weekday: np.ndarray
+    session: np.ndarray
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -260,6 +300,9 @@ class RawBatch:
     dwell: np.ndarray  # (E,) int8 bucket
     gap: np.ndarray  # (E,) int8 bucket, to the previous raw event
     attention: np.ndarray  # (E,) int8 bucket
+    hour: np.ndarray  # (E,) int8 buckets of CONTEXT_COLUMNS
+    weekday: np.ndarray
+    session: np.ndarray
 
     @property
     def offsets(self) -> np.ndarray:
@@ -286,6 +329,7 @@ def _raw(
     dwell_known: np.ndarray,
     attention: np.ndarray | None = None,
     attention_known: np.ndarray | None = None,
+    context: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> RawBatch:
     """Bucket dwell and the gap to the previous event of the same user (the first event's gap is unknown)."""
     first = np.zeros(len(items), dtype=bool)
@@ -301,6 +345,10 @@ def _raw(
         attention_buckets(
             np.zeros(len(items)) if attention is None else attention,
             np.zeros(len(items), dtype=bool) if attention_known is None else attention_known,
+        ),
+        *(
+            context_buckets(*(context or {}).get(column, (np.zeros(len(items)), np.zeros(len(items), bool))), n)
+            for column, _, n in CONTEXT_COLUMNS
         ),
     )
 
@@ -323,6 +371,18 @@ def raw_from_events(users: Sequence[Events], vocab: ItemVocab) -> RawBatch:
         if a is not None and len(a) != len(ev):
             raise ValueError(f"user {ev.user_id!r} has {len(ev)} item_ids but {len(a)} attention values")
     attention = [x for ev, a in zip(users, strength) for x in (a if a is not None else [None] * len(ev))]
+    context = {}
+    for column, _, _ in CONTEXT_COLUMNS:
+        flat = []
+        for ev in users:
+            values = (ev.context or {}).get(column)
+            if values is not None and len(values) != len(ev):
+                raise ValueError(f"user {ev.user_id!r} has {len(ev)} item_ids but {len(values)} {column}")
+            flat += values if values is not None else [None] * len(ev)
+        context[column] = (
+            np.array([0 if x is None else int(x) for x in flat], dtype=np.int64),
+            np.array([x is not None for x in flat], dtype=bool),
+        )
     return _raw(
         np.array([len(ev) for ev in users], dtype=np.int64),
         np.array([vocab.index.get(i, 0) for ev in users for i in ev.item_ids], dtype=np.int64),
@@ -332,6 +392,7 @@ def raw_from_events(users: Sequence[Events], vocab: ItemVocab) -> RawBatch:
         np.array([d is not None for d in dwell], dtype=bool),
         np.array([0.0 if a is None else a for a in attention], dtype=np.float64),
         np.array([a is not None for a in attention], dtype=bool),
+        context,
     )
 
 
@@ -402,7 +463,28 @@ def raw_from_arrow(batch: Any, vocab: ItemVocab) -> RawBatch:
         where = np.repeat(has_list, lengths)
         strength[where] = np.asarray(pc.fill_null(pc.cast(flat, pa.float64()), 0.0), dtype=np.float64)
         strength_known[where] = np.asarray(flat.is_valid())
-    return _raw(lengths, items, types, np.asarray(times, dtype=np.int64), dwell, known, strength, strength_known)
+    context = {}
+    for name, _, _ in CONTEXT_COLUMNS:
+        if name not in batch.schema.names:
+            continue
+        column = batch.column(name)
+        has_list = np.asarray(column.is_valid())
+        c_len = lengths_of(name)
+        if (has_list & (c_len != lengths)).any():
+            row = int(np.flatnonzero(has_list & (c_len != lengths))[0])
+            raise ValueError(
+                f"features/sequences user {user(row)!r} has {lengths[row]} item_ids but {c_len[row]} {name}; "
+                "re-run featurize"
+            )
+        flat = column.flatten()
+        where = np.repeat(has_list, lengths)
+        values, valid = np.zeros(len(items), dtype=np.int64), np.zeros(len(items), dtype=bool)
+        values[where] = np.asarray(pc.fill_null(pc.cast(flat, pa.int64()), 0), dtype=np.int64)
+        valid[where] = np.asarray(flat.is_valid())
+        context[name] = (values, valid)
+    return _raw(
+        lengths, items, types, np.asarray(times, dtype=np.int64), dwell, known, strength, strength_known, context
+    )
 
 
 def encode_sequences(users: Sequence[Events], vocab: ItemVocab) -> EncodedSequences:

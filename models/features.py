@@ -52,9 +52,19 @@ def read_table(uri: str) -> list[dict[str, Any]]:
 
 
 #: The sequences columns the model reads; the other feature columns are never loaded.
-SEQUENCE_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", "dwell_ms", "attention")
+SEQUENCE_COLUMNS = (
+    "user_id",
+    "item_ids",
+    "event_types",
+    "event_times_ms",
+    "dwell_ms",
+    "attention",
+    "hours",
+    "weekdays",
+    "session_starts",
+)
 #: Sequence columns a partition may lack (written before they existed): the model reads them as unknown.
-OPTIONAL_SEQUENCE_COLUMNS = ("dwell_ms", "attention")
+OPTIONAL_SEQUENCE_COLUMNS = ("dwell_ms", "attention", "hours", "weekdays", "session_starts")
 
 
 def sequence_batches(uri: str, batch_rows: int = 10_000, extra_columns: Sequence[str] = ()) -> Iterator[Any]:

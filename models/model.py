@@ -48,6 +48,10 @@ class ModelConfig:
     id_only: bool = False  # plain SASRec (the ablation): item id + position only, no content/event/dwell/gap
     n_attention_buckets: int = 0  # including 0 = padding and 1 = unknown; 0: no attention input (older checkpoints)
     attention_blind: bool = False  # the dwell- and rating-blind variant: neither dwell nor attention is read
+    # context inputs (models.encoding.CONTEXT_COLUMNS), buckets counting 0 = padding, 1 = unknown; 0: not read
+    n_hour_buckets: int = 0
+    n_weekday_buckets: int = 0
+    n_session_buckets: int = 0
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -121,6 +125,18 @@ class InputEmbedding(nn.Module):
             self.gap_emb = nn.Embedding(cfg.n_gap_buckets, cfg.d_model, padding_idx=0)
             if cfg.n_attention_buckets and not cfg.attention_blind:
                 self.attn_emb = nn.Embedding(cfg.n_attention_buckets, cfg.d_model, padding_idx=0)
+        self.context = [
+            name
+            for name, n in (
+                ("hour", cfg.n_hour_buckets),
+                ("weekday", cfg.n_weekday_buckets),
+                ("session", cfg.n_session_buckets),
+            )
+            if n and not cfg.id_only
+        ]
+        for name in self.context:
+            n = getattr(cfg, f"n_{name}_buckets")
+            setattr(self, f"{name}_emb", nn.Embedding(n, cfg.d_model, padding_idx=0))
         self.reads_dwell = not cfg.id_only and not cfg.attention_blind
         self.reads_attention = not cfg.id_only and bool(cfg.n_attention_buckets) and not cfg.attention_blind
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
@@ -135,6 +151,7 @@ class InputEmbedding(nn.Module):
             "gap": not self.id_only,
             "dwell": self.reads_dwell,
             "attention": self.reads_attention,
+            **{name: True for name in self.context},
         }.get(column, False)
 
     def column(self, batch: dict[str, torch.Tensor], name: str) -> torch.Tensor:
@@ -151,6 +168,9 @@ class InputEmbedding(nn.Module):
             x = x + self.dwell_emb(self.column(batch, "dwell"))
         if self.reads_attention and "attention" in batch:
             x = x + self.attn_emb(self.column(batch, "attention"))
+        for name in self.context:
+            if name in batch:
+                x = x + getattr(self, f"{name}_emb")(self.column(batch, name))
         return self.drop(x) * mask.unsqueeze(-1)  # (B, L, d); padding rows zero
 
 

@@ -50,6 +50,9 @@ def random_batch(B: int, L: int, n_items: int, seed: int = 1) -> dict[str, torch
         "dwell": torch.randint(1, 16, (B, L), generator=g),
         "gap": torch.randint(1, 32, (B, L), generator=g),
         "attention": torch.randint(1, 23, (B, L), generator=g),
+        "hour": torch.randint(1, 26, (B, L), generator=g),
+        "weekday": torch.randint(1, 9, (B, L), generator=g),
+        "session": torch.randint(1, 4, (B, L), generator=g),
     }
 
 

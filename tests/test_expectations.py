@@ -99,7 +99,8 @@ CASES = {
     "user_sequences": (
         "user_id string, item_ids array<string>, event_types array<string>, event_times_ms array<long>, "
         "dwell_ms array<long>, time_gaps_ms array<long>, dwell_strength array<float>, interest array<tinyint>, "
-        "ratings array<float>, attention array<float>, "
+        "ratings array<float>, attention array<float>, hours array<tinyint>, weekdays array<tinyint>, "
+        "session_starts array<boolean>, "
         "length int, events_total long, active_days int, first_event_ms long, last_event_ms long, "
         "seen_item_ids array<string>",
         [
@@ -114,6 +115,9 @@ CASES = {
                 [1, 1],
                 [None, None],
                 [1.0, 0.0],
+                [0, 0],
+                [3, 3],
+                [True, False],
                 2,
                 2,
                 1,
@@ -132,6 +136,9 @@ CASES = {
                 [1],
                 [4.0],
                 [0.8],
+                [0],
+                [3],
+                [None],
                 1,
                 7,
                 3,
@@ -152,6 +159,9 @@ CASES = {
                 [1, 1],
                 [None, None],
                 [1.0, 0.0],
+                [0, 0],
+                [3, 3],
+                [True, False],
                 2,
                 2,
                 1,
@@ -159,7 +169,27 @@ CASES = {
                 MS0 + 5,
                 ["i1", "i2"],
             ),
-            ("u1", ["i1"], ["rate"], [MS0], [None], [None], [None], [1], [4.0], [0.8], 1, 1, 1, MS0, MS0, None),
+            (
+                "u1",
+                ["i1"],
+                ["rate"],
+                [MS0],
+                [None],
+                [None],
+                [None],
+                [1],
+                [4.0],
+                [0.8],
+                [0],
+                [3],
+                [None],
+                1,
+                1,
+                1,
+                MS0,
+                MS0,
+                None,
+            ),
             (
                 "u3",
                 ["i1", "i2", "i1", "i2"],
@@ -171,6 +201,9 @@ CASES = {
                 [1] * 4,
                 [None] * 4,
                 None,
+                [1] * 4,
+                [3] * 4,
+                [None] * 4,
                 4,
                 3,
                 0,
@@ -546,7 +579,7 @@ def test_validate_job_passes_staged_features_via_spark_submit(job_runs):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if f"dt={DT}" in line]
     assert lines[0] == f"features gate dt={DT}: Spark master local[1]"  # spark-submit's --master, not the env
-    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 17/17 expectations; Data Docs: {root}/validation/")
+    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 19/19 expectations; Data Docs: {root}/validation/")
     assert lines[2].startswith(f"item_table dt={DT}: PASSED 14/14 expectations; Data Docs: {root}/validation/")
     assert lines[3] == f"look-back dt={DT}: PASSED 1 clean days read"
     assert lines[4] == f"features gate dt={DT}: all checks passed"

@@ -42,6 +42,9 @@ def test_sequences_are_time_ordered_truncated_and_tie_broken(spark):
         "interest": [1, 0, 1],  # an impression is exposure, not interest
         "ratings": [None, None, None],
         "attention": [0.0, 0.0, 1.0],  # a 10 ms view is a bounce; an impression is exposure; a click without dwell
+        "hours": [0, 0, 0],  # 1970-01-01 00:00 UTC, a Thursday
+        "weekdays": [3, 3, 3],
+        "session_starts": [None, None, None],  # no session ids
         "length": 3,
         "events_total": 4,  # activity covers the whole look-back, not only the last 3
         "active_days": 1,
@@ -90,6 +93,25 @@ def test_attention_strength_from_event_type_rating_and_dwell(spark):
     assert row["attention"][:6] == pytest.approx([1.0, -1.0, -1.0, 0.0, 1.0, 0.0])
     again = transform_sequences(spark.createDataFrame(rows[::-1], ddl), stricter).collect()
     assert again[0]["attention"] == row["attention"]  # stable whatever order the rows come in
+
+
+def test_hour_weekday_and_session_starts_in_utc(spark):
+    monday_2330 = 1_764_631_800_000  # 2025-12-01 23:30 UTC, a Monday
+    rows = [
+        ("e1", "u1", "a", "view", monday_2330, None, "s1"),
+        ("e2", "u1", "b", "view", monday_2330 + 20 * 60_000, None, "s1"),  # 23:50, same session
+        ("e3", "u1", "c", "view", monday_2330 + 40 * 60_000, None, "s2"),  # Tuesday 00:10, a new session
+        ("e4", "u1", "d", "view", monday_2330 + 6 * 86_400_000, None, None),  # Sunday 23:30, no session id
+    ]
+    ddl = EVENTS_DDL + ", session_id string"
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")  # the columns are UTC whatever the zone
+    try:
+        (row,) = transform_sequences(spark.createDataFrame(rows, ddl), PARAMS).collect()
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+    assert row["hours"] == [23, 23, 0, 23]
+    assert row["weekdays"] == [0, 0, 1, 6]
+    assert row["session_starts"] == [True, False, True, None]
 
 
 def test_items_join_catalogue_count_popularity_and_index_new_items(spark):

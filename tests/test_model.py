@@ -107,6 +107,7 @@ def test_id_only_model_has_no_content_or_context_and_ignores_them():
 
     assert embeddings(plain) == {"id_emb", "pos_emb"}
     context = {"type_emb", "dwell_emb", "gap_emb"}
+    context |= {"hour_emb", "weekday_emb", "session_emb"}
     assert embeddings(full) == {"id_emb", "pos_emb", "cat_emb", "year_emb", "attn_emb"} | context
     blind = build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16, attention=False)).eval()
     assert embeddings(blind) == {"id_emb", "pos_emb", "cat_emb", "year_emb"} | context

@@ -20,6 +20,6 @@ def test_candidates_follow_engagement_not_bounces(signal, spark, tmp_path):
     )
     print(f"planted {signal}: HR@10 attention {aware:.3f}, blind {blind:.3f}")
     # 18 unseen items of the engaged topic: a list that is all of it holds the next one 10/18 of the time; a list
-    # split between the two topics about half of that (measured: dwell 0.500 vs 0.294, rating 0.519 vs 0.300)
+    # split between the two topics about half of that (measured: dwell 0.525 vs 0.231, rating 0.562 vs 0.294)
     assert aware >= 0.4
     assert aware >= 1.5 * blind

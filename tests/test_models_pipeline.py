@@ -353,7 +353,8 @@ def test_train_run_then_candidates(env):
     # the input ablation: the model evaluated once per signal read as unknown; these features have no attention
     # column, so attention is unknown already and masking it changes nothing
     ablated = {k for k in run.data.metrics if k.startswith("ablation_") and k.endswith("_test_ndcg_at_10")}
-    assert ablated == {f"ablation_{s}_test_ndcg_at_10" for s in ("attention", "dwell", "gap")}
+    signals = ("attention", "dwell", "gap", "hour", "weekday", "session")
+    assert ablated == {f"ablation_{s}_test_ndcg_at_10" for s in signals}
     assert run.data.metrics["ablation_attention_test_ndcg_at_10"] == run.data.metrics["test_ndcg_at_10"]
     assert table[-1].startswith("Input ablation (attention recommender, test NDCG@10 ")
 
