@@ -497,6 +497,7 @@ def _write_staged(root: Path, dataset: str, suite: str, rows: list[tuple]) -> Pa
         "array<long>": pa.list_(pa.int64()),
         "array<float>": pa.list_(pa.float32()),
         "array<tinyint>": pa.list_(pa.int8()),
+        "array<boolean>": pa.list_(pa.bool_()),
         "boolean": pa.bool_(),
     }
     fields = [(p.strip().split(" ", 1)[0], types[p.strip().split(" ", 1)[1]]) for p in CASES[suite][0].split(", ")]
