@@ -65,10 +65,13 @@ def log_results(
     choices: dict[str, dict[str, float]],
     histories: dict[str, list[dict[str, float]]],
     train_seconds: float,
+    slices: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Test metrics of every scorer ({MODEL, POPULARITY, KNN, MF, SASREC_PLAIN} prefix -> metrics, None when not
     trained), the settings each tuned baseline chose on validation ({KNN, MF} prefix -> settings and their
-    "val_ndcg_at_10": params ``<prefix><setting>``, metric ``<prefix>val_ndcg_at_10``), and the plots."""
+    "val_ndcg_at_10": params ``<prefix><setting>``, metric ``<prefix>val_ndcg_at_10``), the cold slices
+    ({slice name -> {"n_users": count, prefix -> metrics}}: metrics ``<prefix>test_<slice>_<metric>`` and
+    ``test_<slice>_n_users``, models.evaluate.cold_slices), and the plots."""
     import mlflow
 
     mlflow.log_params(
@@ -81,6 +84,7 @@ def log_results(
             "epochs_run": float(len(model_history)),
             **{f"{prefix}test_{k}": v for prefix, m in results.items() for k, v in (m or {}).items()},
             **{f"{prefix}val_ndcg_at_10": choice["val_ndcg_at_10"] for prefix, choice in choices.items()},
+            **slice_metrics(slices or {}),
         }
     )
     named = {name: results[prefix] for prefix, name in LABELS.items() if results.get(prefix) is not None}
@@ -88,6 +92,23 @@ def log_results(
     mlflow.log_figure(bar_figure(named), "plots/model_vs_baselines.png")
     for name, m in named.items():
         log.info("test %s: %s", name, fmt(m))
+    for slice_name, by_scorer in (slices or {}).items():
+        log.info("test slice %s: %d holdout users", slice_name, by_scorer["n_users"])
+        for prefix, label in LABELS.items():
+            if by_scorer.get(prefix) is not None:
+                log.info("test slice %s, %s: %s", slice_name, label, fmt(by_scorer[prefix]))
+
+
+def slice_metrics(slices: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """MLflow metrics of the cold slices: ``test_<slice>_n_users`` and ``<prefix>test_<slice>_<metric>``."""
+    out = {}
+    for slice_name, by_scorer in slices.items():
+        out[f"test_{slice_name}_n_users"] = float(by_scorer["n_users"])
+        for prefix in LABELS:
+            for k, v in (by_scorer.get(prefix) or {}).items():
+                if k != "n_users":
+                    out[f"{prefix}test_{slice_name}_{k}"] = v
+    return out
 
 
 def curve_figure(histories: dict[str, list[dict[str, float]]]):
