@@ -8,9 +8,9 @@ ranks the full catalogue for every holdout user beside popularity, the transitio
 each, the share of users whose held-out cold item is in their top 10, top 50 and top K (the candidate list,
 ``ATTNREC_TOP_K``), and the seconds the encoder and each training took.
 
-Run: ``python benchmarks/cold_items.py [--users 800] [--warm 30] [--cold 12] [--distractors 20] [--history 10]
-[--epochs 20]
-[--threads 2] [--seed 0]``
+Run: ``python benchmarks/cold_items.py [--users 400] [--warm 20] [--cold 8] [--distractors 15] [--history 8]
+[--epochs 12]
+[--threads 1] [--seed 0]``
 """
 
 from __future__ import annotations
@@ -96,13 +96,13 @@ def measure(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=int, default=800)
-    p.add_argument("--warm", type=int, default=30, help="warm items per theme")
-    p.add_argument("--cold", type=int, default=12, help="cold items per theme")
-    p.add_argument("--distractors", type=int, default=20, help="cold items of each theme no user follows")
-    p.add_argument("--history", type=int, default=10, help="warm items per user before the two cold ones")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--users", type=int, default=400)
+    p.add_argument("--warm", type=int, default=20, help="warm items per theme")
+    p.add_argument("--cold", type=int, default=8, help="cold items per theme")
+    p.add_argument("--distractors", type=int, default=15, help="cold items of each theme no user follows")
+    p.add_argument("--history", type=int, default=8, help="warm items per user before the two cold ones")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     import torch
