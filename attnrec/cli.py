@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from attnrec.args import DataRoot, Dataset, Dt, dt_option, one_line_errors
+from attnrec.args import DataRoot, Dataset, Dt, Validate, dt_option, one_line_errors
 
 HELP = """Batch pipeline of an attention-based (SASRec-family) recommender, one command per stage.
 
@@ -213,6 +213,16 @@ def featurize(dt: Dt, data_root: DataRoot = None) -> None:
 
     with stage_errors("featurize"):
         _exit(main(dt, data_root))
+
+
+@app.command("item-text")
+def item_text(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> None:
+    """Embed day D's item titles (the pretrained sentence encoder, offline) into staged features/item_text, reusing
+    the vectors of titles already embedded; with --validate, then its gate."""
+    from jobs.item_text import main
+
+    with stage_errors("item-text"):
+        _exit(main(dt, data_root, validate))
 
 
 @app.command()

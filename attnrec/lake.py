@@ -22,6 +22,7 @@ QUARANTINE_EVENTS = "quarantine/events"
 QUARANTINE_ITEMS = "quarantine/items"  # catalogue lines featurize could not use, with a reason
 FEATURE_SEQUENCES = "features/sequences"
 FEATURE_ITEMS = "features/items"
+FEATURE_ITEM_TEXT = "features/item_text"  # title embeddings (pretrained sentence encoder), by item
 CANDIDATES = "candidates"
 KPIS = "kpis"  # kpi_report: what the lists served on D did over the next ATTNREC_KPI_HORIZON_DAYS days
 EXPERIMENTS = "experiments"  # experiments/dt=D/allocation.json: the treatment share from D on (bandit)

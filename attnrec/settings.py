@@ -198,6 +198,29 @@ class Settings(BaseSettings):
         validation_alias="ATTNREC_TRAIN_ABLATION",
         description="also train plain SASRec (item ids only) as a baseline",
     )
+    item_text: Flag = Field(
+        True,
+        validation_alias="ATTNREC_ITEM_TEXT",
+        description="embed item titles with the pretrained sentence encoder (behavior_etl's item_text task) and "
+        "feed them to the model through a projection, so an item with a title and no events has a vector",
+    )
+    item_text_batch_size: int = Field(
+        128, validation_alias="ATTNREC_ITEM_TEXT_BATCH_SIZE", description="titles per sentence-encoder batch", gt=0
+    )
+    cold_item_max_events: int = Field(
+        5,
+        validation_alias="ATTNREC_COLD_ITEM_MAX_EVENTS",
+        description="the cold-item slice of every training run: holdout targets with at most this many positive "
+        "training events",
+        ge=0,
+    )
+    cold_user_max_events: int = Field(
+        5,
+        validation_alias="ATTNREC_COLD_USER_MAX_EVENTS",
+        description="the cold-user slice of every training run: holdout users with at most this many events before "
+        "their target",
+        ge=0,
+    )
     full_softmax_max_items: int = Field(
         200_000,
         validation_alias="ATTNREC_FULL_SOFTMAX_MAX_ITEMS",

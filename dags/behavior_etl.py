@@ -1,7 +1,8 @@
 """behavior_etl: one landing day of behaviour logs -> clean events -> features, each behind a GX gate.
 
     check_raw -> clean (Spark, then its GX gate) -> publish_clean
-              -> featurize (Spark, then its GX gate) -> publish_features (Asset)
+              -> featurize (Spark, then its GX gate) -> item_text (title vectors, then its GX gate)
+              -> publish_features (Asset)
 
 Each Spark task stages its output and then validates it in the same Spark application (``--validate``: the
 gates of ``jobs/validate.py``, on the staged files), so a day starts two Spark applications instead of four.
@@ -9,6 +10,10 @@ gates of ``jobs/validate.py``, on the staged files), so a day starts two Spark a
 Every task works on partition dt = the run's logical date and replaces it whole, so retries, re-runs and
 backfills are safe; each publish task moves its datasets as one unit that a retry finishes (``lake.publish_all``).
 A failed gate fails its task; nothing downstream runs and nothing is published.
+
+``item_text`` embeds the staged item table's titles with the pretrained sentence encoder (``jobs/item_text.py``,
+in the task's own process, no Spark), reusing the vectors of titles embedded before; with ATTNREC_ITEM_TEXT=false
+it does nothing and the features are published without features/item_text.
 
 Clean and featurize read the days published before D (dedupe look-back, feature look-back, carried-over item
 vocabulary), so runs go one at a time in date order (``max_active_runs=1``), and the features gate fails a day
@@ -52,19 +57,32 @@ def behavior_etl():
 
         return lake.publish_all(get_settings().data_root, lake.CLEAN_OUTPUTS, ds)
 
+    @task
+    def item_text(ds: str | None = None) -> dict:
+        from attnrec.settings import get_settings
+        from jobs.item_text import gate, run
+
+        settings = get_settings()
+        if not settings.item_text:
+            return {"skipped": "ATTNREC_ITEM_TEXT=false"}
+        summary = run(settings.data_root, ds, settings.item_text_batch_size)
+        gate(settings.data_root, ds, settings)
+        return summary
+
     @task(outlets=[FEATURES_ASSET])
     def publish_features(ds: str | None = None):
         from attnrec import lake
         from attnrec.settings import get_settings
 
-        # the rejected catalogue lines are staged only when there is a catalogue
-        paths = lake.publish_all(get_settings().data_root, lake.FEATURE_OUTPUTS, ds, optional=(lake.QUARANTINE_ITEMS,))
+        # the rejected catalogue lines are staged only when there is a catalogue, item_text unless switched off
+        optional = (lake.QUARANTINE_ITEMS, lake.FEATURE_ITEM_TEXT)
+        paths = lake.publish_all(get_settings().data_root, lake.FEATURE_OUTPUTS, ds, optional=optional)
         yield Metadata(FEATURES_ASSET, extra={"dt": ds, "paths": paths})
 
     clean = spark_job("clean", "clean", extra_args=["--validate"])
     featurize = spark_job("featurize", "featurize", extra_args=["--validate"])
 
-    check_raw() >> clean >> publish_clean() >> featurize >> publish_features()
+    check_raw() >> clean >> publish_clean() >> featurize >> item_text() >> publish_features()
 
 
 behavior_etl()

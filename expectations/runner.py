@@ -39,6 +39,7 @@ SUITE_NAMES: tuple[str, ...] = (
     "quarantine_events",
     "user_sequences",
     "item_table",
+    "item_text",
     "candidates",
     "kpis",
 )

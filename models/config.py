@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+import torch
+
 from attnrec.contracts import EVENT_TYPES
 from attnrec.settings import Settings
 from models.encoding import CONTEXT_COLUMNS, N_ATTENTION_BUCKETS, N_DWELL_BUCKETS, N_GAP_BUCKETS, positive_types
@@ -100,9 +102,12 @@ def parse_overrides(pairs: Sequence[str], base: TrainConfig) -> TrainConfig:
     return dataclasses.replace(base, **changes)
 
 
-def build_model(vocab: ItemVocab, tcfg: TrainConfig, *, id_only: bool = False) -> AttentionRecommender:
+def build_model(
+    vocab: ItemVocab, tcfg: TrainConfig, *, id_only: bool = False, item_text: torch.Tensor | None = None
+) -> AttentionRecommender:
     """A fresh model sized for ``vocab`` and ``tcfg`` with its content buffers filled (``id_only``: plain
-    SASRec, the ablation)."""
+    SASRec, the ablation; ``item_text``: (N+1, D) pretrained text vectors, models.features.read_item_text, read
+    through a projection; ignored with ``id_only``)."""
     cfg = ModelConfig(
         n_items=vocab.n_items,
         n_categories=len(vocab.categories),
@@ -120,7 +125,10 @@ def build_model(vocab: ItemVocab, tcfg: TrainConfig, *, id_only: bool = False) -
         n_attention_buckets=N_ATTENTION_BUCKETS,
         attention_blind=not tcfg.attention,
         **{f"n_{name}_buckets": n for _, name, n in CONTEXT_COLUMNS},
+        text_dim=0 if item_text is None or id_only else int(item_text.shape[1]),
     )
     model = AttentionRecommender(cfg)
     model.items.set_content(*vocab.content_tensors())
+    if cfg.text_dim:
+        model.items.set_text(item_text)
     return model

@@ -63,6 +63,23 @@ def evaluate_scorer(
     }
 
 
+#: The holdout slices every training run reports beside the whole holdout (see :func:`cold_slices`).
+SLICES = ("cold_items", "cold_users")
+
+
+def cold_slices(
+    holdout: list[Holdout], counts: torch.Tensor, vocab: ItemVocab, max_item_events: int, max_user_events: int
+) -> dict[str, list[Holdout]]:
+    """The holdout users whose target had at most ``max_item_events`` positive training events (``counts``,
+    (N+1,); a target the vocabulary lacks counts 0), and those with at most ``max_user_events`` events before
+    their target: {"cold_items": [...], "cold_users": [...]}."""
+    n = counts.tolist()
+    return {
+        "cold_items": [h for h in holdout if n[vocab.index.get(h.target, 0)] <= max_item_events],
+        "cold_users": [h for h in holdout if len(h.history.item_ids) <= max_user_events],
+    }
+
+
 def evaluate_sharded(
     rec: Recommender, holdout: list[Holdout], device: torch.device, amp_dtype: torch.dtype | None, ctx: DistContext
 ) -> dict[str, float]:

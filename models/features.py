@@ -99,15 +99,49 @@ def count_rows(uri: str) -> int:
     return sum(f.metadata.num_rows for f in ds.dataset(path, format="parquet", filesystem=filesystem).get_fragments())
 
 
+def item_text_path(root: str, dt: str) -> str | None:
+    """The published features/item_text partition of ``dt``, None when there is none (behavior_etl's item_text task,
+    or ``attnrec item-text``, writes it; with ATTNREC_ITEM_TEXT=false nothing does)."""
+    path = lake.partition(root, lake.FEATURE_ITEM_TEXT, dt)
+    return path if lake.is_complete(path) else None
+
+
+def read_item_text(uri: str, vocab: Any) -> Any:
+    """(N+1, D) float32 tensor of the text vectors of ``uri`` in ``vocab``'s index order: row 0 and the items
+    without a row (no title) zero; rows of items the vocabulary lacks are ignored."""
+    import pyarrow.parquet as pq
+    import torch
+
+    filesystem, path = lake.filesystem_for(uri)
+    table = pq.read_table(path, filesystem=filesystem, columns=["item_id", "embedding"])
+    pairs = [
+        (vocab.index[i], v)
+        for i, v in zip(table.column("item_id").to_pylist(), table.column("embedding").to_pylist())
+        if i in vocab.index
+    ]
+    dims = {len(v) for _, v in pairs}
+    if len(dims) > 1:
+        raise ValueError(f"{uri} mixes text vector lengths {sorted(dims)}; re-run the item_text job for its day")
+    out = torch.zeros(vocab.n_items + 1, dims.pop() if dims else 0)
+    if pairs:
+        out[torch.tensor([i for i, _ in pairs])] = torch.tensor([v for _, v in pairs], dtype=torch.float32)
+    return out
+
+
 def load_features(root: str, dt: str) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, str]]:
-    """(partition paths {"sequences", "items"}, item rows, data version {dt, snapshot_hash, paths}) for ``dt``;
+    """(partition paths {"sequences", "items", and "item_text" when published}, item rows, data version {dt,
+    snapshot_hash, paths}) for ``dt``;
     the sequences are read afterwards with :func:`read_split`, once the vocabulary is known."""
     paths = feature_paths(root, dt)
     items = read_table(paths["items"])
+    text = item_text_path(root, dt)
+    if text is not None:
+        paths["item_text"] = text
     version = {
         "dt": dt,
-        "snapshot_hash": snapshot_hash([paths["sequences"], paths["items"]]),
+        "snapshot_hash": snapshot_hash([paths["sequences"], paths["items"], *([text] if text else [])]),
         "sequences_path": paths["sequences"],
         "items_path": paths["items"],
+        **({"item_text_path": text} if text else {}),
     }
     return paths, items, version

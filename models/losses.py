@@ -54,6 +54,9 @@ def sampled_logits(
     pos = model.target_scores(hidden, targets) - log_q[targets]  # (T,)
     neg = model.item_scores(hidden, negatives) - log_q[negatives]  # (T, K)
     drop = negatives[None, :] == targets[:, None]  # (T, K)
+    cold = model.cold_items(negatives)  # (K,) or None: cold items are never negatives (see AttentionRecommender)
+    if cold is not None:
+        drop |= cold[None, :] & (negatives[None, :] != targets[:, None])
     if seen is not None:  # membership by binary search in each sorted row: T x K, never T x K x S
         rows = seen.sort(-1).values  # (T, S)
         wanted = negatives.expand(len(rows), -1).contiguous()  # (T, K)
@@ -110,13 +113,16 @@ def next_item_loss(
         return loss.sum() if reduction == "sum" else loss.sum() / w.sum().clamp(min=1e-6)
 
     if negatives is None:
-        if not mask_seen:
-            logits = model.scores(h, model.item_table(), start=1).float()  # (T, N): padding is never a next item
-            return reduce(logits, t - 1)
+        logits = model.scores(h, model.item_table()).float()  # (T, N+1)
+        cold = model.cold_items()  # (N+1,) or None: cold items are left out (AttentionRecommender.cold_items)
+        if cold is not None:
+            not_target = torch.arange(logits.shape[1], device=t.device)[None, :] != t[:, None]  # (T, N+1)
+            logits = logits.masked_fill(cold[None, :] & not_target, -math.inf)
+        if not mask_seen:  # padding (column 0) is never a next item
+            return reduce(logits[:, 1:], t - 1)
         padding = torch.zeros_like(t)[:, None]  # (T, 1): column 0 is never a next item either
         left_out = torch.cat([padding, seen_prefixes(seen_items(inputs), sel)], 1)  # (T, 1 + L)
-        logits = model.scores(h, model.item_table()).float().scatter(-1, left_out, -math.inf)  # (T, N+1)
-        return reduce(logits, t)
+        return reduce(logits.scatter(-1, left_out, -math.inf), t)
     if log_q is None:
         raise ValueError(
             "sampled softmax needs log_q, the log sampling probability of every item (NegativeSampler.log_q)"

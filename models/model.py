@@ -11,7 +11,11 @@ and the self-describing checkpoint. Conventions:
 * scores are tied to the item representations (id embedding + content) plus a learned per-item bias,
   so an item's content already places it in the same space as the user states;
 * ``forward`` takes tensors already on their device; devices, dtypes and seeds are chosen by callers;
-* ``ModelConfig.id_only`` builds plain SASRec (item id + position only), the ablation every run reports.
+* ``ModelConfig.id_only`` builds plain SASRec (item id + position only), the ablation every run reports;
+* item text (``ModelConfig.text_dim`` > 0): a fixed pretrained vector per item (features/item_text), projected
+  into the model's space and added to the item's content, so an item with a title and no events still has a
+  meaningful vector; with it, items with no positive training event ("cold", ``ItemEncoder.item_warm`` false) are
+  scored by their content alone (their id embedding and bias were never trained as a target, only pushed down).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class ModelConfig:
     n_hour_buckets: int = 0
     n_weekday_buckets: int = 0
     n_session_buckets: int = 0
+    text_dim: int = 0  # width of the pretrained item text vectors (features/item_text); 0 = no text input
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -68,10 +73,12 @@ class ModelConfig:
 
 
 class ItemEncoder(nn.Module):
-    """Item representation = id embedding + content (mean of category embeddings + year-bucket embedding).
+    """Item representation = id embedding + content (mean of category embeddings + year-bucket embedding + the
+    projection of the item's pretrained text vector when ``cfg.text_dim`` > 0; with text, cold items drop the id).
 
-    Content comes from per-item buffers filled from the item table, so it travels in the state_dict.
-    With ``cfg.id_only`` there are no content embeddings and the representation is the id embedding alone.
+    Content comes from per-item buffers filled from the item table, so it travels in the state_dict; so does
+    ``item_warm`` (items with a positive training event; all true until :meth:`set_warm`). With ``cfg.id_only``
+    there are no content embeddings and the representation is the id embedding alone, for every item.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -83,6 +90,24 @@ class ItemEncoder(nn.Module):
             self.year_emb = nn.Embedding(cfg.n_years, cfg.d_model, padding_idx=0)
         self.register_buffer("item_categories", torch.zeros(cfg.n_items + 1, cfg.max_categories, dtype=torch.long))
         self.register_buffer("item_year", torch.zeros(cfg.n_items + 1, dtype=torch.long))
+        self.register_buffer("item_warm", torch.ones(cfg.n_items + 1, dtype=torch.bool))
+        self.text_dim = 0 if cfg.id_only else cfg.text_dim
+        if self.text_dim:
+            self.text_proj = nn.Linear(cfg.text_dim, cfg.d_model, bias=False)
+            self.register_buffer("item_text", torch.zeros(cfg.n_items + 1, cfg.text_dim))
+
+    def set_text(self, item_text: torch.Tensor) -> None:
+        """Fill the text buffer: (N+1, text_dim) pretrained vectors, row 0 and items without text all zero."""
+        if not self.text_dim or item_text.shape != self.item_text.shape:
+            want = tuple(self.item_text.shape) if self.text_dim else "none (text_dim=0)"
+            raise ValueError(f"item text of shape {tuple(item_text.shape)} does not match the config's {want}")
+        self.item_text.copy_(item_text)
+
+    def set_warm(self, warm: torch.Tensor) -> None:
+        """Mark the items that had a positive training event, (N+1,) bool; the others are scored by content alone."""
+        if warm.shape != self.item_warm.shape:
+            raise ValueError(f"warm mask of shape {tuple(warm.shape)} is not {tuple(self.item_warm.shape)}")
+        self.item_warm.copy_(warm.bool())
 
     def set_content(self, item_categories: torch.Tensor, item_year: torch.Tensor) -> None:
         """Fill the content buffers: (N+1, C) category indices (0 = none) and (N+1,) year buckets."""
@@ -98,10 +123,15 @@ class ItemEncoder(nn.Module):
         cats = self.item_categories[idx]  # (..., C)
         n = (cats > 0).sum(-1, keepdim=True).clamp(min=1)  # (..., 1)
         cat_mean = self.cat_emb(cats).sum(-2) / n  # (..., d); padding rows are zero
-        return cat_mean + self.year_emb(self.item_year[idx])  # (..., d)
+        out = cat_mean + self.year_emb(self.item_year[idx])  # (..., d)
+        if self.text_dim:
+            out = out + self.text_proj(self.item_text[idx])  # (..., text_dim) -> (..., d)
+        return out
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         out = self.id_emb(idx)  # (..., d)
+        if self.text_dim:
+            out = out * self.item_warm[idx].unsqueeze(-1)  # (..., d); a cold item is its content alone
         if not self.id_only:
             out = out + self.content(idx)  # (..., d)
         return out * (idx > 0).unsqueeze(-1)  # the padding item is exactly zero
@@ -256,22 +286,39 @@ class AttentionRecommender(nn.Module):
         """Output item vectors the hidden states are scored against: (N+1, d)."""
         return self.items.table()
 
+    def cold_items(self, idx: torch.Tensor | None = None) -> torch.Tensor | None:
+        """True for the cold items of a model with text, (N+1,) or of ``idx``; None for a model without text.
+        Training leaves them out of the softmax: an item no one could have picked yet is no evidence against its
+        title, and as a negative in every step it would teach the text projection to bury every new title."""
+        if not self.items.text_dim:
+            return None
+        return ~(self.items.item_warm if idx is None else self.items.item_warm[idx])
+
+    def item_biases(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The learned per-item prior, (N+1,) or of ``idx`` only (no catalogue-wide tensor, for sampled softmax);
+        with text, zero for cold items (without, a cold item keeps the low bias training gave it)."""
+        bias = self.item_bias if idx is None else self.item_bias[idx]
+        if not self.items.text_dim:
+            return bias
+        return bias * (self.items.item_warm if idx is None else self.items.item_warm[idx])
+
     def scores(self, hidden: torch.Tensor, table: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
         """Scores of items start..end-1 given hidden states (..., d) and :meth:`item_table` (N+1, d):
         dot product plus the item's bias, (..., end - start)."""
         end = table.shape[0] if end is None else end
+        bias = self.item_biases()[start:end]  # (end - start,)
         if hidden.dim() == 2:  # one fused multiply-add: no second pass over the (T, end - start) block
-            return torch.addmm(self.item_bias[start:end], hidden, table[start:end].T)  # (T, end - start)
-        return hidden @ table[start:end].T + self.item_bias[start:end]  # (..., end - start)
+            return torch.addmm(bias, hidden, table[start:end].T)  # (T, end - start)
+        return hidden @ table[start:end].T + bias  # (..., end - start)
 
     def item_scores(self, hidden: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Scores of the items ``idx`` (K,) only, for hidden states (T, d): (T, K). Builds K item vectors,
         never the whole table, so its cost does not grow with the catalogue (sampled softmax)."""
-        return hidden @ self.items(idx).T + self.item_bias[idx]  # (T, K)
+        return hidden @ self.items(idx).T + self.item_biases(idx)  # (T, K)
 
     def target_scores(self, hidden: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Score of one item per hidden state: hidden (T, d), idx (T,) -> (T,)."""
-        return (hidden * self.items(idx)).sum(-1) + self.item_bias[idx]  # (T,)
+        return (hidden * self.items(idx)).sum(-1) + self.item_biases(idx)  # (T,)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Scores of every item after every position: (B, L, N+1). Column 0 is padding; callers mask it."""
@@ -293,5 +340,9 @@ def from_checkpoint(ckpt: dict[str, Any]) -> AttentionRecommender:
             "retrain with this version of models/"
         )
     model = AttentionRecommender(ModelConfig.from_dict(ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
+    state = dict(ckpt["state_dict"])
+    for key, value in model.state_dict().items():  # written before cold items (the encoder is under two names)
+        if key.endswith("item_warm"):
+            state.setdefault(key, value)  # every item warm
+    model.load_state_dict(state)
     return model.eval()

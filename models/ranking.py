@@ -130,7 +130,7 @@ def model_scorer(
     (N+1,) is False score -inf for everyone (e.g. items no longer in the catalogue)."""
     # the item bias rides along as a last column against a constant 1, so scoring is one plain matmul
     with torch.no_grad():
-        table = torch.cat([model.item_table(), model.item_bias[:, None]], 1).to(vecs.device).float()  # (N+1, d+1)
+        table = torch.cat([model.item_table(), model.item_biases()[:, None]], 1).to(vecs.device).float()  # (N+1, d+1)
     vecs = torch.cat([vecs.detach().float(), torch.ones(vecs.shape[0], 1, device=vecs.device)], 1)  # (U, d+1)
     cold_rows = [u for u, h in enumerate(has_history) if not h]
     cold = torch.tensor([not h for h in has_history], dtype=torch.bool, device=vecs.device)

@@ -66,12 +66,14 @@ def log_results(
     histories: dict[str, list[dict[str, float]]],
     train_seconds: float,
     ablation: dict[str, dict[str, float]] | None = None,
+    slices: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Test metrics of every scorer ({MODEL, POPULARITY, KNN, MF, SASREC_PLAIN} prefix -> metrics, None when not
     trained), the settings each tuned baseline chose on validation ({KNN, MF} prefix -> settings and their
     "val_ndcg_at_10": params ``<prefix><setting>``, metric ``<prefix>val_ndcg_at_10``), the input ablation
-    ({signal: test metrics with it unknown}, models.ablation: metrics ``ablation_<signal>_test_<metric>``) and the
-    plots."""
+    ({signal: test metrics with it unknown}, models.ablation: metrics ``ablation_<signal>_test_<metric>``), the
+    cold slices ({slice name -> {"n_users": count, prefix -> metrics}}: metrics ``<prefix>test_<slice>_<metric>``
+    and ``test_<slice>_n_users``, models.evaluate.cold_slices), and the plots."""
     import mlflow
 
     mlflow.log_params(
@@ -90,6 +92,7 @@ def log_results(
                 for k, v in m.items()
                 if k != "n_users"
             },
+            **slice_metrics(slices or {}),
         }
     )
     named = {name: results[prefix] for prefix, name in LABELS.items() if results.get(prefix) is not None}
@@ -99,6 +102,23 @@ def log_results(
         log.info("test %s: %s", name, fmt(m))
     for signal, m in (ablation or {}).items():
         log.info("test attention recommender with %s unknown: %s", signal, fmt(m))
+    for slice_name, by_scorer in (slices or {}).items():
+        log.info("test slice %s: %d holdout users", slice_name, by_scorer["n_users"])
+        for prefix, label in LABELS.items():
+            if by_scorer.get(prefix) is not None:
+                log.info("test slice %s, %s: %s", slice_name, label, fmt(by_scorer[prefix]))
+
+
+def slice_metrics(slices: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """MLflow metrics of the cold slices: ``test_<slice>_n_users`` and ``<prefix>test_<slice>_<metric>``."""
+    out = {}
+    for slice_name, by_scorer in slices.items():
+        out[f"test_{slice_name}_n_users"] = float(by_scorer["n_users"])
+        for prefix in LABELS:
+            for k, v in (by_scorer.get(prefix) or {}).items():
+                if k != "n_users":
+                    out[f"{prefix}test_{slice_name}_{k}"] = v
+    return out
 
 
 def curve_figure(histories: dict[str, list[dict[str, float]]]):

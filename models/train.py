@@ -40,8 +40,8 @@ from models.ablation import input_ablation
 from models.baselines import evaluate_knn, evaluate_mf, evaluate_popularity, tune_knn, tune_mf
 from models.config import TrainConfig, build_model, train_config
 from models.dataset import TrainingSet, positive_counts, read_split
-from models.evaluate import evaluate_recommender
-from models.features import load_features
+from models.evaluate import cold_slices, evaluate_recommender
+from models.features import load_features, read_item_text
 from models.fit import fit
 from models.recommender import Recommender
 from models.runtime import DistContext, choose_device, git_commit, init_distributed, seed_everything
@@ -55,7 +55,8 @@ def run(dt: str, settings: Settings | None = None, tcfg: TrainConfig | None = No
 
     ``tcfg`` defaults to :func:`models.config.train_config` of ``settings``. Returns {"run_id", "model_version",
     "metrics", "baseline_metrics", "knn_metrics", "mf_metrics", "sasrec_plain_metrics" (None when
-    ATTNREC_TRAIN_ABLATION is false), "promoted", "reason"}; under torchrun, ranks other than 0 train only and return
+    ATTNREC_TRAIN_ABLATION is false), "slices" ({"cold_items", "cold_users"} -> {"n_users", scorer prefix ->
+    metrics}), "promoted", "reason"}; under torchrun, ranks other than 0 train only and return
     {"rank": rank}.
     """
     settings = settings or get_settings()
@@ -93,7 +94,17 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
         )
     examples = TrainingSet(split.train, tcfg.max_seq_len, tcfg.positive_types, attention=tcfg.attention)
     counts = positive_counts(split.train, vocab, tcfg.positive_types)
-    rec = Recommender(build_model(vocab, tcfg), vocab, data_version, counts)
+    item_text = read_item_text(paths["item_text"], vocab) if settings.item_text and "item_text" in paths else None
+    if settings.item_text and item_text is None:
+        log.warning(
+            "dt=%s: no published features/item_text partition; training without item text (items with no events "
+            "have no content but categories and year). Run behavior_etl (task item_text) or attnrec item-text --dt "
+            "%s --validate and publish it, or set ATTNREC_ITEM_TEXT=false to say so",
+            dt,
+            dt,
+        )
+    rec = Recommender(build_model(vocab, tcfg, item_text=item_text), vocab, data_version, counts)
+    rec.model.items.set_warm(counts > 0)
     log.info(
         "dt=%s: %d users, %d items, %d training events in %d training sequences (read in %.1fs, kept on "
         "disk under %s), %d holdout users evaluated of %d, device %s, rank %d of %d",
@@ -125,6 +136,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
                     "git_commit": git_commit(),
                     "device": str(device),
                     "world_size": str(ctx.world),
+                    "item_text_dim": str(0 if item_text is None else item_text.shape[1]),
                 },
                 tcfg,
                 settings,
@@ -184,6 +196,19 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
         if plain is not None:
             plain.model = plain.model.cpu()
             plain_metrics = evaluate_recommender(plain, split.test)
+        scorers = {
+            report.MODEL: lambda h: evaluate_recommender(rec, h),
+            report.POPULARITY: lambda h: evaluate_popularity(counts, vocab, h),
+            report.KNN: lambda h: evaluate_knn(knn, h),
+            report.MF: lambda h: evaluate_mf(mf, h),
+            **({report.SASREC_PLAIN: lambda h: evaluate_recommender(plain, h)} if plain is not None else {}),
+        }
+        slices = {
+            name: {"n_users": len(users), **({p: f(users) for p, f in scorers.items()} if users else {})}
+            for name, users in cold_slices(
+                split.test, counts, vocab, settings.cold_item_max_events, settings.cold_user_max_events
+            ).items()
+        }
         report.log_results(
             {
                 report.MODEL: metrics,
@@ -196,6 +221,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
             histories,
             train_seconds,
             ablation,
+            slices,
         )
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +247,7 @@ def _run(dt: str, settings: Settings, tcfg: TrainConfig, ctx: DistContext) -> di
         "knn_metrics": knn_metrics,
         "mf_metrics": mf_metrics,
         "sasrec_plain_metrics": plain_metrics,
+        "slices": slices,
         "promoted": promoted,
         "reason": reason,
     }

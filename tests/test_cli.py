@@ -48,7 +48,15 @@ def test_the_cli_imports_no_stage_until_a_command_runs():
 
 @pytest.mark.parametrize(
     "argv",
-    [["clean"], ["featurize"], ["validate", "--dataset", "features"], ["train"], ["candidates"], ["summary"]],
+    [
+        ["clean"],
+        ["featurize"],
+        ["item-text"],
+        ["validate", "--dataset", "features"],
+        ["train"],
+        ["candidates"],
+        ["summary"],
+    ],
 )
 def test_a_bad_dt_is_one_line_and_exit_code_2(argv):
     result = invoke(*argv, "--dt", "2026-13-01")

@@ -75,7 +75,7 @@ def test_dag_files_do_not_import_heavy_libraries(dagbag):
 def test_behavior_etl_chain_goes_through_spark_submit_and_gates(dagbag):
     etl = dagbag["dags"]["behavior_etl"]
     tasks = etl["tasks"]
-    assert set(tasks) == {"check_raw", "clean", "publish_clean", "featurize", "publish_features"}
+    assert set(tasks) == {"check_raw", "clean", "publish_clean", "featurize", "item_text", "publish_features"}
     for spark_task in ("clean", "featurize"):
         assert tasks[spark_task]["type"] == "SparkSubmitOperator"
         # each job runs its dataset's gate on what it staged, in the same Spark application, before any publish
@@ -83,7 +83,8 @@ def test_behavior_etl_chain_goes_through_spark_submit_and_gates(dagbag):
     assert tasks["clean"]["upstream"] == ["check_raw"]
     assert tasks["publish_clean"]["upstream"] == ["clean"]
     assert tasks["featurize"]["upstream"] == ["publish_clean"]
-    assert tasks["publish_features"]["upstream"] == ["featurize"]
+    assert tasks["item_text"]["upstream"] == ["featurize"]  # title vectors of the staged items, then their gate
+    assert tasks["publish_features"]["upstream"] == ["item_text"]
     assert etl["conn_id"] == "attnrec_spark"
     assert etl["max_active_runs"] == 1  # one day at a time, in date order (the look-back reads earlier days)
 

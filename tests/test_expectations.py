@@ -251,6 +251,27 @@ CASES = {
             "(or_equal=True): 1 unexpected (50.00% of non-null), e.g. [(1, 2)]",
         ],
     ),
+    "item_text": (
+        "item_id string, item_idx int, text_hash string, dim int, norm double",
+        [
+            ("i1", 1, "0123456789abcdef", 384, 1.0),
+            ("i3", 3, "fedcba9876543210", 384, 0.9999),
+        ],
+        [
+            ("i1", 1, "0123456789abcdef", 384, 1.0),
+            ("i1", 0, "short", 383, 0.5),
+        ],
+        [
+            "expect_column_values_to_be_unique column=item_id: 2 unexpected (100.00% of non-null), e.g. ['i1', 'i1']",
+            "expect_column_values_to_be_between column=item_idx (min_value=1): "
+            "1 unexpected (50.00% of non-null), e.g. [0]",
+            "expect_column_value_lengths_to_equal column=text_hash: 1 unexpected (50.00% of non-null), e.g. ['short']",
+            "expect_column_values_to_be_in_set column=dim (value_set=[384]): "
+            "1 unexpected (50.00% of non-null), e.g. [383]",
+            "expect_column_values_to_be_between column=norm (min_value=0.999, max_value=1.001): "
+            "1 unexpected (50.00% of non-null), e.g. [0.5]",
+        ],
+    ),
     "candidates": (
         "user_id string, rank int, item_id string, score float, model_name string, model_version string, "
         "arm string, experiment_id string",

@@ -95,14 +95,24 @@ def test_full_chain_writes_candidates_per_contract(env):
     recon = lake.read_json(lake.join(lake.partition(root, lake.CLEAN_EVENTS, DT), lake.RECONCILIATION_FILE))
     assert recon["raw_lines"] == 6000 == recon["clean"] + recon["quarantined"] + recon["duplicates"]
     assert recon["quarantined"] > 0
-    for dataset in (lake.CLEAN_EVENTS, lake.QUARANTINE_EVENTS, lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS):
+    for dataset in (
+        lake.CLEAN_EVENTS,
+        lake.QUARANTINE_EVENTS,
+        lake.FEATURE_SEQUENCES,
+        lake.FEATURE_ITEMS,
+        lake.FEATURE_ITEM_TEXT,
+    ):
         assert lake.is_complete(lake.partition(root, dataset, DT)), dataset
+    titled = pq.read_table(lake.partition(root, lake.FEATURE_ITEMS, DT), columns=["title"]).column("title")
+    vectors = pq.read_table(lake.partition(root, lake.FEATURE_ITEM_TEXT, DT))
+    assert vectors.num_rows == sum(1 for t in titled.to_pylist() if t and t.strip()) > 0
 
     assert_ok(dags_test(env, "train_recommender"), "train_recommender")
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("attention-recommender", "champion")
     challenger = client.get_model_version_by_alias("attention-recommender", "challenger")
     assert str(champion.version) == str(challenger.version) == "1"
+    assert client.get_run(champion.run_id).data.tags["item_text_dim"] == "384"  # the titles reached the model
 
     assert_ok(dags_test(env, "nightly_candidates"), "nightly_candidates")
     cands = pq.read_table(lake.partition(root, lake.CANDIDATES, DT)).to_pandas()

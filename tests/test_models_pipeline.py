@@ -296,6 +296,7 @@ def test_train_run_then_candidates(env):
         "knn_metrics",
         "mf_metrics",
         "sasrec_plain_metrics",
+        "slices",
         "promoted",
         "reason",
     }
@@ -328,6 +329,15 @@ def test_train_run_then_candidates(env):
     )
     assert run.data.tags["feature_dt"] == DT
     assert len(run.data.tags["feature_snapshot_hash"]) == 16 and run.data.tags["git_commit"]
+    assert run.data.tags["item_text_dim"] == "0"  # no features/item_text published here: trained without text
+    # the cold slices: every scorer on the same users, logged beside the whole holdout
+    assert set(result["slices"]) == {"cold_items", "cold_users"}
+    for name, by_scorer in result["slices"].items():
+        n = by_scorer["n_users"]
+        assert run.data.metrics[f"test_{name}_n_users"] == n and 0 <= n <= 40
+        for prefix in scorers if n else ():
+            assert by_scorer[prefix]["n_users"] == n
+            assert run.data.metrics[f"{prefix}test_{name}_ndcg_at_10"] == pytest.approx(by_scorer[prefix]["ndcg_at_10"])
     assert run.data.params["epochs"] == "3"
     assert run.data.params["loss"] == "full_softmax" and run.data.params["train_ablation"] == "True"
     from models.baselines import KNN_GRID, MF_GRID  # the tuned baselines: their choice on validation, logged alike
