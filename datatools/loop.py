@@ -251,14 +251,14 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
 def seconds_lines(seconds: dict[str, float], kinds: dict[str, str]) -> list[str]:
     """Where the loop's time went: every step in the order it ran, then the total per kind of step (behavior_etl,
     train_recommender, simulate, ...), largest first."""
-    lines = [f"  {name:<34}{s:>7.0f} s" for name, s in seconds.items()]
+    lines = [f"  {name:<38}{s:>7.0f} s" for name, s in seconds.items()]
     by_kind: dict[str, list[float]] = {}
     for name, s in seconds.items():
         by_kind.setdefault(kinds.get(name, name), []).append(s)
     lines.append("per kind of step:")
     for kind, values in sorted(by_kind.items(), key=lambda kv: -sum(kv[1])):
         lines.append(f"  {kind:<24}{len(values):>3} x {sum(values) / len(values):>5.0f} s = {sum(values):>5.0f} s")
-    lines.append(f"  {'all steps':<34}{sum(seconds.values()):>7.0f} s")
+    lines.append(f"  {'all steps':<38}{sum(seconds.values()):>7.0f} s")
     return lines
 
 

@@ -104,3 +104,12 @@ def test_candidates_without_arms_name_the_missing_merge(tmp_path):
     _write_partition(tmp_path, lake.CANDIDATES, pa.table({"user_id": ["u1"], "model_version": ["1"]}))
     with pytest.raises(ValueError, match="no 'arm' column: nightly_candidates predates issue 12"):
         day_row(str(tmp_path), DT, "x")
+
+
+def test_the_loop_log_keeps_every_printed_message(tmp_path):
+    printed = []
+    log = loop._tee(printed.append, tmp_path / "loop.log")
+    log("history: 1 days")
+    log("seconds per step:\n  generate 1 s")
+    assert printed == ["history: 1 days", "seconds per step:\n  generate 1 s"]
+    assert (tmp_path / "loop.log").read_text() == "history: 1 days\nseconds per step:\n  generate 1 s\n"
