@@ -45,9 +45,10 @@ lint: venv
 test: venv check-java lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# the closed loop as a test (tests/test_loop.py): 15-25 min on 2 cores, so not part of `make test`
+# `make test` runs the closed loop (tests/test_loop.py) at a small size (one history day, two loop days); this runs the
+# same test on the full-size loop of `make demo-loop` (LOOP_SIZE=full: three loop days, 15-25 min on 2 cores)
 test-loop: venv check-java
-	PATH="$(CURDIR)/$(BIN):$$PATH" ATTNREC_LOOP_TEST=1 $(BIN)/python -m pytest tests/test_loop.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" LOOP_SIZE=full $(BIN)/python -m pytest tests/test_loop.py
 
 clean-demo:
 	rm -rf data .airflow .mlflow .loop

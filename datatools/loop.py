@@ -8,13 +8,14 @@ variables only (the DAG ids and ATTNREC_* settings are the contract), as an oper
    ``behavior_etl`` for each day;
 2. ``train_recommender`` twice under ATTNREC_PROMOTION_RULE=online: a deliberately weak model first (``weak_epochs``
    on the first day's features only; the first version becomes ``champion``), then a strong one (``strong_epochs``
-   on the whole history; it becomes ``challenger``);
+   on the whole history; it becomes ``challenger``); with one history day both train on it;
 3. for each of ``loop_days`` days D: ``nightly_candidates`` D in experiment ``experiment_id`` (control: champion,
    treatment: challenger; share ``treatment_share`` on the first day, then the thompson allocation) ->
    ``attnrec simulate`` D (the users' day D+1) -> ``behavior_etl`` D+1 -> ``kpi_report`` D (the KPIs of D's lists,
    the next day's share in experiments/dt=D/allocation.json);
 4. the daily table (share, hit rate per arm with its users, lift, p-value, champion) printed and written to
-   ``workdir/loop.json`` and ``workdir/loop.png``.
+   ``workdir/loop.json`` and ``workdir/loop.png``, then the seconds of every step (also in ``loop.json``); the
+   whole printed output is kept in ``workdir/loop.log``.
 
 The experiment runs for a fixed number of days and is decided on the last: kpi_report runs under
 ATTNREC_PROMOTION_RULE=online only for the last day (before it, ``offline``: it measures and moves the share but
@@ -82,14 +83,22 @@ class LoopConfig:
         return str(self.workdir / "data")
 
 
+def small_config(workdir: Path, seed: int = 7) -> LoopConfig:
+    """The loop at the size of ``tests/test_loop.py`` (part of ``make test``): one history day (both models train on
+    its features: the weak one 1 epoch, still warming up, the strong one 8), two loop days (the 50/50 day, then the
+    thompson share), 1,000 users with 24 events a day each so the strong model finds their taste in one day. Nine
+    DAG runs instead of the defaults' fourteen; the margins per seed are in docs/operations.md
+    (``python benchmarks/loop_margins.py``)."""
+    return LoopConfig(
+        workdir=workdir, history_days=1, loop_days=2, users=1000, items=300, events_per_day=24000, strong_epochs=8,
+        seed=seed,
+    )  # fmt: skip
+
+
 def check_config(cfg: LoopConfig) -> None:
     for name in ("history_days", "loop_days", "users", "items", "events_per_day", "weak_epochs", "strong_epochs"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name}={getattr(cfg, name)!r} must be >= 1")
-    if cfg.history_days < 2:
-        raise ValueError(
-            f"history_days={cfg.history_days} leaves no history beyond the weak model's single day; use 2 or more"
-        )
     missing = [d for d in DAG_IDS if not (DAGS / f"{d}.py").is_file()]
     if missing:
         raise FileNotFoundError(
@@ -132,7 +141,8 @@ class Runner:
     def __init__(self, cfg: LoopConfig, log: Callable[[str], None]):
         self.cfg, self.log, self.env = cfg, log, base_env(cfg)
         self.logs = cfg.workdir / "logs"
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # step (e.g. behavior_etl-2026-02-01) -> its wall seconds
+        self.kinds: dict[str, str] = {}  # step -> its kind (behavior_etl, simulate, ...)
 
     def setup(self) -> None:
         home = Path(self.env["AIRFLOW_HOME"])
@@ -145,7 +155,8 @@ class Runner:
         (home / "dags").symlink_to(DAGS)  # Airflow's default dags folder, $AIRFLOW_HOME/dags
         self.command(["airflow", "db", "migrate"], "airflow-db-migrate")
 
-    def command(self, argv: list[str], name: str, **extra_env: str) -> None:
+    def command(self, argv: list[str], name: str, kind: str = "", **extra_env: str) -> None:
+        self.kinds[name] = kind or name
         log = self.logs / f"{name}.log"
         started = time.perf_counter()
         with open(log, "w", encoding="utf-8") as out:
@@ -161,10 +172,18 @@ class Runner:
         if proc.returncode != 0 or any(mark in text[-20000:] for mark in _FAILED):
             raise RuntimeError(f"{' '.join(argv)} failed (exit code {proc.returncode}); log {log}:\n{text[-3000:]}")
 
-    def dag(self, dag_id: str, dt: str, **extra_env: str) -> None:
-        name = f"{dag_id}-{dt}"
-        self.command(["airflow", "dags", "test", dag_id, dt], name, **extra_env)
+    def dag(self, dag_id: str, dt: str, name: str = "", **extra_env: str) -> None:
+        name = name or f"{dag_id}-{dt}"
+        self.command(["airflow", "dags", "test", dag_id, dt], name, dag_id, **extra_env)
         self.log(f"  {dag_id} {dt}: ok in {self.seconds[name]:.0f} s")
+
+    def timed(self, name: str, kind: str, fn: Callable[[], Any]) -> Any:
+        """Runs an in-process step (generate, simulate) and records its seconds beside the DAG runs'."""
+        self.kinds[name] = kind
+        started = time.perf_counter()
+        out = fn()
+        self.seconds[name] = time.perf_counter() - started
+        return out
 
 
 def champion_version(env: dict[str, str]) -> str | None:
@@ -229,6 +248,20 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def seconds_lines(seconds: dict[str, float], kinds: dict[str, str]) -> list[str]:
+    """Where the loop's time went: every step in the order it ran, then the total per kind of step (behavior_etl,
+    train_recommender, simulate, ...), largest first."""
+    lines = [f"  {name:<38}{s:>7.0f} s" for name, s in seconds.items()]
+    by_kind: dict[str, list[float]] = {}
+    for name, s in seconds.items():
+        by_kind.setdefault(kinds.get(name, name), []).append(s)
+    lines.append("per kind of step:")
+    for kind, values in sorted(by_kind.items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"  {kind:<24}{len(values):>3} x {sum(values) / len(values):>5.0f} s = {sum(values):>5.0f} s")
+    lines.append(f"  {'all steps':<38}{sum(seconds.values()):>7.0f} s")
+    return lines
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """Hit rate at 10 per arm and the treatment share, by day, as a PNG."""
     import matplotlib
@@ -257,20 +290,29 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def prepare(cfg: LoopConfig, runner: Runner, log: Callable[[str], None]) -> None:
-    """Fresh stores, the synthetic history through behavior_etl, the weak model (champion), the strong one."""
+    """The synthetic history through behavior_etl, the weak model (champion), the strong one (challenger)."""
     from datatools.generate import generate
 
-    runner.setup()
     first, last = cfg.history[0], cfg.history[-1]
     log(f"history: {cfg.history_days} days from {first}, {cfg.users} users, {cfg.items} items")
-    generate(cfg.data_root, first, cfg.history_days, cfg.users, cfg.items, cfg.events_per_day, seed=cfg.seed)
+    runner.timed(
+        "generate",
+        "generate",
+        lambda: generate(
+            cfg.data_root, first, cfg.history_days, cfg.users, cfg.items, cfg.events_per_day, seed=cfg.seed
+        ),
+    )
     runner.dag("behavior_etl", first)
-    log(f"weak model: {cfg.weak_epochs} epoch(s) on the features of {first} only")
-    runner.dag("train_recommender", first, ATTNREC_TRAIN_EPOCHS=str(cfg.weak_epochs))
+    log(f"weak model: {cfg.weak_epochs} epoch(s) on the features of {first}")
+    runner.dag(
+        "train_recommender", first, name=f"train_recommender-weak-{first}", ATTNREC_TRAIN_EPOCHS=str(cfg.weak_epochs)
+    )
     for dt in cfg.history[1:]:
         runner.dag("behavior_etl", dt)
     log(f"strong model: {cfg.strong_epochs} epochs on the features of {last}")
-    runner.dag("train_recommender", last, ATTNREC_TRAIN_EPOCHS=str(cfg.strong_epochs))
+    runner.dag(
+        "train_recommender", last, name=f"train_recommender-strong-{last}", ATTNREC_TRAIN_EPOCHS=str(cfg.strong_epochs)
+    )
 
 
 def turn(cfg: LoopConfig, runner: Runner, dt: str, decide: bool) -> dict[str, Any]:
@@ -278,13 +320,27 @@ def turn(cfg: LoopConfig, runner: Runner, dt: str, decide: bool) -> dict[str, An
     from datatools.simulate import simulate
 
     runner.dag("nightly_candidates", dt)
-    sim = simulate(cfg.data_root, dt, top_n=cfg.top_n)
-    runner.log(f"  simulate {dt}: {sim['visitors']} of {sim['served_users']} users came back, {sim['clicks']} clicks")
+    sim = runner.timed(f"simulate-{dt}", "simulate", lambda: simulate(cfg.data_root, dt, top_n=cfg.top_n))
+    runner.log(
+        f"  simulate {dt}: {sim['visitors']} of {sim['served_users']} users came back, {sim['clicks']} clicks "
+        f"in {runner.seconds[f'simulate-{dt}']:.0f} s"
+    )
     runner.dag("behavior_etl", sim["dt"])
     runner.dag("kpi_report", dt, ATTNREC_PROMOTION_RULE="online" if decide else "offline")
     row = day_row(cfg.data_root, dt, cfg.experiment_id)
     row["champion"] = champion_version(runner.env) or "-"
     return row
+
+
+def _tee(log: Callable[[str], None], path: Path) -> Callable[[str], None]:
+    """``log`` that also appends every message to ``path``."""
+
+    def both(msg: str) -> None:
+        log(msg)
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(msg + "\n")
+
+    return both
 
 
 def run(cfg: LoopConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -293,6 +349,9 @@ def run(cfg: LoopConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     check_config(cfg)
     started = time.perf_counter()
     runner = Runner(cfg, log)
+    runner.setup()
+    log = _tee(log, cfg.workdir / "loop.log")
+    runner.log = log
     prepare(cfg, runner, log)
     rows = []
     for k, dt in enumerate(cfg.serve_days):
@@ -306,6 +365,7 @@ def run(cfg: LoopConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
         "rows": rows,
         "seconds": {**runner.seconds, "total": time.perf_counter() - started},
     }
+    log("\n".join(["", "seconds per step:", *seconds_lines(runner.seconds, runner.kinds)]))
     (cfg.workdir / "loop.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     result["plot"] = str(plot(rows, cfg.workdir / "loop.png"))
     result["table"] = str(cfg.workdir / "loop.json")

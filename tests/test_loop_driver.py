@@ -9,7 +9,7 @@ import pytest
 
 from attnrec import lake
 from datatools import loop
-from datatools.loop import LoopConfig, check_config, day_row, plot, table_lines
+from datatools.loop import LoopConfig, check_config, day_row, plot, seconds_lines, small_config, table_lines
 
 DT = "2026-02-02"
 
@@ -26,14 +26,28 @@ def test_a_missing_kpi_report_dag_stops_the_loop_before_it_starts(tmp_path, monk
     assert not cfg.workdir.exists()  # nothing was started
     (dags / "kpi_report.py").write_text("")
     check_config(cfg)
-    with pytest.raises(ValueError, match="history_days=1 leaves no history"):
-        check_config(LoopConfig(workdir=tmp_path / "work", history_days=1))
+    with pytest.raises(ValueError, match="loop_days=0 must be >= 1"):
+        check_config(LoopConfig(workdir=tmp_path / "work", loop_days=0))
 
 
 def test_config_days():
     cfg = LoopConfig(workdir=Path("w"), start="2026-02-27", history_days=3, loop_days=2)
     assert cfg.history == ["2026-02-27", "2026-02-28", "2026-03-01"]
     assert cfg.serve_days == ["2026-03-01", "2026-03-02"]
+    small = small_config(Path("w"), seed=3)  # make test's loop: one history day (both models train on it), two served
+    assert (small.history, small.serve_days, small.seed) == (["2026-02-01"], ["2026-02-01", "2026-02-02"], 3)
+
+
+def test_seconds_lines_sum_each_kind_of_step():
+    etl1, weak, etl2 = "behavior_etl-2026-02-01", "train_recommender-weak-2026-02-01", "behavior_etl-2026-02-02"
+    seconds = {"generate": 1.0, etl1: 60.0, weak: 30.0, etl2: 40.0}
+    kinds = {"generate": "generate", etl1: "behavior_etl", weak: "train_recommender", etl2: "behavior_etl"}
+    lines = seconds_lines(seconds, kinds)
+    assert lines[0].split() == ["generate", "1", "s"]
+    assert lines[4] == "per kind of step:"
+    assert lines[5].split() == ["behavior_etl", "2", "x", "50", "s", "=", "100", "s"]  # largest total first
+    assert lines[6].split() == ["train_recommender", "1", "x", "30", "s", "=", "30", "s"]
+    assert lines[-1].split() == ["all", "steps", "131", "s"]
 
 
 def _write_partition(root: Path, dataset: str, table) -> None:
@@ -90,3 +104,12 @@ def test_candidates_without_arms_name_the_missing_merge(tmp_path):
     _write_partition(tmp_path, lake.CANDIDATES, pa.table({"user_id": ["u1"], "model_version": ["1"]}))
     with pytest.raises(ValueError, match="no 'arm' column: nightly_candidates predates issue 12"):
         day_row(str(tmp_path), DT, "x")
+
+
+def test_the_loop_log_keeps_every_printed_message(tmp_path):
+    printed = []
+    log = loop._tee(printed.append, tmp_path / "loop.log")
+    log("history: 1 days")
+    log("seconds per step:\n  generate 1 s")
+    assert printed == ["history: 1 days", "seconds per step:\n  generate 1 s"]
+    assert (tmp_path / "loop.log").read_text() == "history: 1 days\nseconds per step:\n  generate 1 s\n"
