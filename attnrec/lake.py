@@ -23,12 +23,13 @@ QUARANTINE_ITEMS = "quarantine/items"  # catalogue lines featurize could not use
 FEATURE_SEQUENCES = "features/sequences"
 FEATURE_ITEMS = "features/items"
 CANDIDATES = "candidates"
+IDENTITY_USERS = "identity/users"  # (pseudonym, user_id) of each day's clean users: only nightly_candidates reads it
 KPIS = "kpis"  # kpi_report: what the lists served on D did over the next ATTNREC_KPI_HORIZON_DAYS days
 EXPERIMENTS = "experiments"  # experiments/dt=D/allocation.json: the treatment share from D on (bandit)
 ALLOCATION_FILE = "allocation.json"
 
 #: The datasets each publish task of behavior_etl moves into place as one unit, in this order.
-CLEAN_OUTPUTS = (QUARANTINE_EVENTS, CLEAN_EVENTS)
+CLEAN_OUTPUTS = (IDENTITY_USERS, QUARANTINE_EVENTS, CLEAN_EVENTS)  # identity first: no clean pseudonym unmapped
 FEATURE_OUTPUTS = (FEATURE_ITEMS, FEATURE_SEQUENCES)
 
 STAGING = "_staging"
