@@ -42,6 +42,11 @@ PUBLISH_TOKEN = "_PUBLISH_TOKEN"
 _PARTITION_NAME = re.compile(r"dt=\d{4}-\d{2}-\d{2}")
 
 
+def is_partition_name(name: str) -> bool:
+    """``dt=YYYY-MM-DD`` exactly (not a ``dt=D.replaced-*`` leftover of a publish)."""
+    return bool(_PARTITION_NAME.fullmatch(name))
+
+
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
 
