@@ -26,8 +26,8 @@ from typing import Any
 
 from attnrec import experiments, lake
 from attnrec.contracts import ARMS, CANDIDATE_COLUMNS, CONTROL, check_dt
+from attnrec.identity import load_identity, raw_user_ids
 from attnrec.settings import Settings, get_settings
-from models.identity import load_identity, raw_user_ids
 from models.serving_plan import check_plan, describe_plan, manifest_fields, resolve_plan
 
 log = logging.getLogger(__name__)

@@ -267,7 +267,7 @@ def test_candidates_map_pseudonyms_back_to_raw_ids_and_refuse_unknown_ones(tmp_p
     import pyarrow.parquet as pq
 
     from attnrec import lake
-    from models.identity import load_identity, raw_user_ids
+    from attnrec.identity import load_identity, raw_user_ids
 
     root = str(tmp_path)
     for dt, rows in {

@@ -1,7 +1,8 @@
 """Serving's way back from pseudonyms to raw user ids: the published ``identity/users`` partitions.
 
 Every dataset after clean carries the pseudonym in ``user_id``; candidates carry the raw id, because the serving
-layer looks lists up by it (DESIGN.md "Privacy"). Only candidate generation reads the identity table.
+layer looks lists up by it (DESIGN.md "Privacy"). Only nightly_candidates (generation and its gate) reads the
+identity table.
 """
 
 from __future__ import annotations
