@@ -262,7 +262,7 @@ class TrainingSet:
             s_, last = s[ok], last_engaged[e[ok] - 1]  # an input that may carry a target, an engagement after it
             has_target[np.flatnonzero(ok) + u0] = (last >= s_ + 1) & (next_input[s_] < last)
         self.starts, self.stops = starts[has_target], stops[has_target]  # (X,) flat event positions
-        self.content = _window_hashes(seqs, self.starts, self.stops, chunk_events)  # (X,) uint64
+        self.content = window_hashes(seqs, self.starts, self.stops, chunk_events)  # (X,) uint64
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -318,7 +318,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def _window_hashes(seqs: EncodedSequences, starts: np.ndarray, stops: np.ndarray, chunk_events: int) -> np.ndarray:
+def window_hashes(seqs: EncodedSequences, starts: np.ndarray, stops: np.ndarray, chunk_events: int) -> np.ndarray:
     """(X,) a hash of each window's events (item, type, dwell and gap buckets, and their positions in the window),
     the same wherever the window sits in the flat arrays: sum over the window of h(event) * (position + 1), from two
     running sums (mod 2**64). Scratch memory is bounded by ``chunk_events``."""

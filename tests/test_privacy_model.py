@@ -1,5 +1,6 @@
 """Pseudonyms do not change the model: the same features under raw ids and under pseudonyms (rows in the order the
-pseudonyms sort, as featurize writes them) train the same model to the same metrics."""
+pseudonyms sort, as featurize writes them) train the same attention model and the same ALS baseline to the same
+metrics."""
 
 from __future__ import annotations
 
@@ -57,7 +58,11 @@ def train_and_evaluate(root: str) -> tuple[list[float], dict[str, float]]:
     rec = Recommender(build_model(vocab, tcfg), vocab, version, positive_counts(split.train, vocab))
     history = fit(rec, TrainingSet(split.train, 32), split.valid, tcfg, device=torch.device("cpu"))
     losses = [{k: v for k, v in epoch.items() if "seconds" not in k and "time" not in k} for epoch in history]
-    return losses, evaluate_recommender(rec, split.test)
+    from models.baselines import ImplicitALS, evaluate_mf
+
+    counts = positive_counts(split.train, vocab)
+    mf = evaluate_mf(ImplicitALS.fit(split.train, vocab, counts, factors=8, iterations=3, seed=7), split.test)
+    return losses, {**evaluate_recommender(rec, split.test), **{f"mf_{k}": v for k, v in mf.items()}}
 
 
 def test_raw_ids_and_pseudonyms_train_the_same_model(tmp_path):
