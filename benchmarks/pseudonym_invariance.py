@@ -60,6 +60,8 @@ def main() -> int:
     parser.add_argument("--dt", required=True)
     parser.add_argument("--epochs", default="3")
     args, rest = parser.parse_known_args()
+    if "--max-minutes" not in rest:  # a wall-clock stop would make the epoch count depend on the machine's load
+        rest += ["--max-minutes", "600"]
     work = Path(tempfile.mkdtemp(prefix="pseudonym-invariance-"))
     try:
         blocks = {}

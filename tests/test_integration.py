@@ -141,12 +141,14 @@ def test_full_chain_writes_candidates_per_contract(env):
     from tests.privacy_scan import scan
 
     base = Path(env["AIRFLOW_HOME"]).parent
-    raw_ids = {f"u{u}" for u in range(80)}  # every user datatools.generate made
+    raw_ids = {f"u{u}" for u in range(200)}  # every user datatools.generate made (u1..u80), and more
     assert set(cands["user_id"]) <= raw_ids and len(pseudonym) > 40
     allowed = ("raw/", "quarantine/", "candidates/", "identity/users/", "_secrets/")
     assert scan(Path(root), raw_ids, skip=allowed) == {}
-    assert scan(Path(env["AIRFLOW_HOME"]) / "logs", raw_ids) == {}
     pseudonyms = {hmac.new(key, u.encode(), hashlib.sha256).hexdigest()[:32] for u in raw_ids}
+    # the scan finds what is there: raw ids in candidates, pseudonyms in clean events
+    assert scan(Path(root) / lake.CANDIDATES, raw_ids) and scan(Path(root) / lake.CLEAN_EVENTS, pseudonyms)
+    assert scan(Path(env["AIRFLOW_HOME"]) / "logs", raw_ids) == {}
     assert scan(base / "mlartifacts", raw_ids | pseudonyms) == {}
     assert scan(base, raw_ids | pseudonyms, skip=("data/", "airflow/")) == {}  # mlflow.db: params, tags, metrics
 
