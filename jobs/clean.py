@@ -3,6 +3,9 @@
     raw/events/dt=D/*.jsonl[.gz]  ──▶  _staging/clean/events/dt=D       (parquet, contract columns)
                                    ──▶  _staging/quarantine/events/dt=D  (raw_line, reason, source_file)
                                    ──▶  _staging/clean/events/dt=D/_reconciliation.json
+                                   ──▶  _staging/identity/users/dt=D     (pseudonym, user_id of the day's users)
+
+Clean events carry the keyed pseudonym in ``user_id`` (jobs/identity.py, docs/privacy.md), never the raw id.
 
 Every raw line ends in exactly one place: clean, quarantine (with the first rule it breaks), or counted
 as an identical duplicate of a clean event, so ``raw_lines == clean + quarantined + duplicates``.
