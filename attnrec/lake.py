@@ -24,12 +24,13 @@ FEATURE_SEQUENCES = "features/sequences"
 FEATURE_ITEMS = "features/items"
 FEATURE_ITEM_TEXT = "features/item_text"  # title embeddings (pretrained sentence encoder), by item
 CANDIDATES = "candidates"
+IDENTITY_USERS = "identity/users"  # (pseudonym, user_id) of each day's clean users: only nightly_candidates reads it
 KPIS = "kpis"  # kpi_report: what the lists served on D did over the next ATTNREC_KPI_HORIZON_DAYS days
 EXPERIMENTS = "experiments"  # experiments/dt=D/allocation.json: the treatment share from D on (bandit)
 ALLOCATION_FILE = "allocation.json"
 
 #: The datasets each publish task of behavior_etl moves into place as one unit, in this order.
-CLEAN_OUTPUTS = (QUARANTINE_EVENTS, CLEAN_EVENTS)
+CLEAN_OUTPUTS = (IDENTITY_USERS, QUARANTINE_EVENTS, CLEAN_EVENTS)  # identity first: no clean pseudonym unmapped
 FEATURE_OUTPUTS = (FEATURE_ITEMS, FEATURE_SEQUENCES)
 
 STAGING = "_staging"
@@ -40,6 +41,11 @@ SUCCESS_MARKER = "_SUCCESS"
 #: Written into a staged partition when a publish starts and kept on publish: which publish put it in place.
 PUBLISH_TOKEN = "_PUBLISH_TOKEN"
 _PARTITION_NAME = re.compile(r"dt=\d{4}-\d{2}-\d{2}")
+
+
+def is_partition_name(name: str) -> bool:
+    """``dt=YYYY-MM-DD`` exactly (not a ``dt=D.replaced-*`` leftover of a publish)."""
+    return bool(_PARTITION_NAME.fullmatch(name))
 
 
 def join(root: str, *parts: str) -> str:

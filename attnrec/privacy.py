@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pydantic import SecretBytes
 
+from attnrec import lake
 from attnrec.settings import NEW_PSEUDONYM_KEY, Settings, pseudonym_key_problem
 
 #: Hex characters of a pseudonym (128 bits of the HMAC).
@@ -36,6 +37,9 @@ PSEUDONYM_CHARS = 32
 #: Where the embedded default keeps its generated key, relative to the lake root.
 KEY_FILE = Path("_secrets") / "pseudonym.key"
 _SETTING = "ATTNREC_PSEUDONYM_KEY"
+#: Beside the identity table: the fingerprint of the key the lake's pseudonyms were made with (never the key).
+FINGERPRINT_FILE = "identity/_key_fingerprint.json"
+_FINGERPRINT_MESSAGE = b"attnrec pseudonym key fingerprint v1"
 
 
 def _secret(key: SecretBytes | bytes) -> bytes:
@@ -145,5 +149,35 @@ def _read_key_file(path: Path) -> str:
             f"the pseudonym key file {path} does not hold a usable key: it {problem}. Restore the file from a "
             f"backup, or set {_SETTING}; delete it only if no pseudonymous data exists yet (a new key changes "
             "every pseudonym)"
+        )
+    return key
+
+
+def key_fingerprint(key: SecretBytes | bytes) -> str:
+    """16 hex characters that tell keys apart without revealing them: HMAC-SHA256(key, a fixed message), which
+    no user id can equal (it is not a pseudonym of anything a user could be called)."""
+    return hmac.new(_secret(key), _FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
+def lake_key(settings: Settings) -> SecretBytes:
+    """The key for a job that reads or writes the lake's pseudonyms, checked against the fingerprint the lake
+    recorded when its first pseudonym was written (``identity/_key_fingerprint.json``; recorded now when absent).
+
+    Raises ValueError, before anything is written, when the key differs from the recorded one (a wrong
+    ``ATTNREC_PSEUDONYM_KEY``, a replaced key file) or is missing (a lake with pseudonyms never gets a new key
+    file made up for it): the message names the setting, the file and the fix, never the key.
+    """
+    uri = lake.join(settings.data_root, FINGERPRINT_FILE)
+    recorded = lake.read_json(uri).get("fingerprint") if lake.exists(uri) else None
+    key = pseudonym_key(settings, create=recorded is None)
+    found = key_fingerprint(key)
+    if recorded is None:
+        lake.write_json(uri, {"fingerprint": found, "pseudonym": "hmac-sha256, first 32 hex characters"})
+    elif found != recorded:
+        raise ValueError(
+            f"the pseudonym key ({_SETTING} or the lake's key file) is not the key the pseudonyms under "
+            f"{settings.data_root} were made with (its fingerprint differs from {uri}); set {_SETTING} to the "
+            "key the pipeline's services use, or rotate the key as docs/privacy.md#rotating-the-key says. "
+            "Nothing was written"
         )
     return key

@@ -151,6 +151,18 @@ class Settings(BaseSettings):
         validation_alias="ATTNREC_DEDUPE_LOOKBACK_DAYS",
         description="earlier clean days checked for re-sent event_ids",
     )
+    raw_retention_days: int = Field(
+        0,
+        ge=0,
+        validation_alias="ATTNREC_RAW_RETENTION_DAYS",
+        description="raw/events partitions older than this many days before the run's day are deleted; 0: kept forever",
+    )
+    quarantine_retention_days: int = Field(
+        0,
+        ge=0,
+        validation_alias="ATTNREC_QUARANTINE_RETENTION_DAYS",
+        description="quarantine/ partitions older than this many days before the run's day are deleted; 0: kept",
+    )
     max_seq_len: int = Field(200, validation_alias="ATTNREC_MAX_SEQ_LEN", description="events kept per user sequence")
     lookback_days: int = Field(
         365,

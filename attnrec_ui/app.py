@@ -102,7 +102,7 @@ def user_page(settings: Settings, dt: str, user_id: str, offset: int, limit: int
     served = _found(lakeview.served, settings, dt, user_id)
     return {
         "dt": dt,
-        "user": {"user_id": user_id, "pseudonym": None},
+        "user": {"user_id": user_id, "pseudonym": _found(lakeview.pseudonym, root, user_id)},
         "served": served,
         "history": _found(lakeview.history, root, dt, user_id, offset, limit),
     }

@@ -76,6 +76,19 @@ def _user_is(user_id: str):
     return ds.field("user_id") == user_id
 
 
+def pseudonym(root: str, user_id: str) -> str:
+    """The pseudonym under which features and clean events hold the (raw) ``user_id`` the page is asked for: its
+    row in the published ``identity/users`` partitions. Raises NotFound when no published day has the user."""
+    for day in sorted(lake.list_partitions(root, lake.IDENTITY_USERS), reverse=True):
+        found = _read(lake.partition(root, lake.IDENTITY_USERS, day), ["pseudonym"], _user_is(user_id))
+        if found.num_rows:
+            return found.column("pseudonym")[0].as_py()
+    raise NotFound(
+        f"user {user_id!r} has no row in {lake.IDENTITY_USERS} (the pseudonyms of clean users); check the id, or "
+        "re-run behavior_etl for the days the user was active"
+    )
+
+
 @functools.lru_cache(maxsize=8)
 def _day_users(path: str, stamp: int) -> tuple[str, ...]:
     import pyarrow.compute as pc
@@ -131,8 +144,9 @@ def history(root: str, dt: str, user_id: str, offset: int = 0, limit: int = 50) 
     ``rating`` and ``attention_strength`` are arrays of later feature versions: None while the partition has none.
     """
     path = _require(root, lake.FEATURE_SEQUENCES, dt)
+    alias = pseudonym(root, user_id)  # features carry the pseudonym
     arrays = ["item_ids", "event_types", "event_times_ms", "dwell_ms", "ratings", "attention_strength", "interest"]
-    rows = _read(path, ["user_id", *arrays, "events_total", "seen_item_ids"], _user_is(user_id)).to_pylist()
+    rows = _read(path, ["user_id", *arrays, "events_total", "seen_item_ids"], _user_is(alias)).to_pylist()
     if not rows:
         raise NotFound(f"user {user_id!r} has no sequence in features/sequences/dt={dt}")
     row = rows[0]
@@ -180,6 +194,7 @@ def outcome(settings: Settings, dt: str, user_id: str) -> dict[str, Any]:
         return {"measured": False, "days": [], "items": []}
     first = dt_.date.fromisoformat(dt)
     window = [str(first + dt_.timedelta(days=d)) for d in range(1, settings.kpi_horizon_days + 1)]
+    alias = pseudonym(root, user_id)  # clean events carry the pseudonym
     engaged: set[str] = set()
     read = []
     for day in window:
@@ -187,7 +202,7 @@ def outcome(settings: Settings, dt: str, user_id: str) -> dict[str, Any]:
         if path is None:
             continue
         read.append(day)
-        where = _user_is(user_id) & ds.field("event_type").isin(list(positive_event_types(settings)))
+        where = _user_is(alias) & ds.field("event_type").isin(list(positive_event_types(settings)))
         engaged.update(_read(path, ["item_id"], where).column("item_id").to_pylist())
     return {"measured": True, "days": read, "items": sorted(engaged)}
 

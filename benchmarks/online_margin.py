@@ -78,8 +78,11 @@ def main() -> None:
         print(f"{label:<40}{group['user_id'].nunique():>7}{fav:>11.3f}  {' '.join(f'{r:.3f}' for r in rates)}")
     inverse = np.empty(world.n_items, dtype=np.int64)
     inverse[world.public_id - 1] = np.arange(world.n_items)
-    seq = pq.read_table(lake.partition(args.data_root, lake.FEATURE_SEQUENCES, args.dt)).to_pandas()
-    seq = seq.sort_values("user_id")
+    from attnrec.identity import load_identity, raw_user_ids
+
+    seq = pq.read_table(lake.partition(args.data_root, lake.FEATURE_SEQUENCES, args.dt))
+    raw = raw_user_ids(seq["user_id"].combine_chunks(), load_identity(args.data_root), args.dt)  # features: pseudonyms
+    seq = seq.set_column(seq.schema.get_field_index("user_id"), "user_id", raw).to_pandas().sort_values("user_id")
     users, ranks, items = heuristic(world, seq, inverse)
     fav, rates = _score(world, users, ranks, items, args.seeds)
     label = "heuristic: most clicked cluster"

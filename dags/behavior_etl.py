@@ -3,6 +3,7 @@
     check_raw -> clean (Spark, then its GX gate) -> publish_clean
               -> featurize (Spark, then its GX gate) -> item_text (title vectors, then its GX gate)
               -> publish_features (Asset)
+    expire_old_partitions (retention of raw/events and quarantine/, beside the chain; attnrec/retention.py)
 
 Each Spark task stages its output and then validates it in the same Spark application (``--validate``: the
 gates of ``jobs/validate.py``, on the staged files), so a day starts two Spark applications instead of four.
@@ -79,6 +80,14 @@ def behavior_etl():
         paths = lake.publish_all(get_settings().data_root, lake.FEATURE_OUTPUTS, ds, optional=optional)
         yield Metadata(FEATURES_ASSET, extra={"dt": ds, "paths": paths})
 
+    @task
+    def expire_old_partitions(ds: str | None = None) -> dict:
+        from attnrec.retention import expire
+        from attnrec.settings import get_settings
+
+        return expire(get_settings(), ds)
+
+    expire_old_partitions()  # retention of raw/events and quarantine/ (ATTNREC_*_RETENTION_DAYS); 0 = keep
     clean = spark_job("clean", "clean", extra_args=["--validate"])
     featurize = spark_job("featurize", "featurize", extra_args=["--validate"])
 

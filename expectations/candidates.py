@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from attnrec import lake
 from attnrec.contracts import check_dt
+from attnrec.identity import load_identity, raw_user_ids
 from expectations.runner import GateFailed, validate_pandas
 
 if TYPE_CHECKING:
@@ -184,9 +185,11 @@ def check_candidates(candidates, dt: str, settings: Settings | None = None, mani
 
     seqs = _features_table(settings.data_root, lake.FEATURE_SEQUENCES, dt, ["user_id", "seen_item_ids"])
     seen = seqs.column("seen_item_ids").combine_chunks()
+    # features carry pseudonyms, candidates raw ids: the features' users mapped back as candidates maps them
+    users = raw_user_ids(seqs.column("user_id").combine_chunks(), load_identity(settings.data_root), dt)
     pairs = pa.table(
         {
-            "user_id": pc.take(seqs.column("user_id"), pc.list_parent_indices(seen)),
+            "user_id": pc.take(users, pc.list_parent_indices(seen)),
             "item_id": pc.list_flatten(seen),
         }
     )

@@ -3,6 +3,9 @@
     raw/events/dt=D/*.jsonl[.gz]  ──▶  _staging/clean/events/dt=D       (parquet, contract columns)
                                    ──▶  _staging/quarantine/events/dt=D  (raw_line, reason, source_file)
                                    ──▶  _staging/clean/events/dt=D/_reconciliation.json
+                                   ──▶  _staging/identity/users/dt=D     (pseudonym, user_id of the day's users)
+
+Clean events carry the keyed pseudonym in ``user_id`` (jobs/identity.py, docs/privacy.md), never the raw id.
 
 Every raw line ends in exactly one place: clean, quarantine (with the first rule it breaks), or counted
 as an identical duplicate of a clean event, so ``raw_lines == clean + quarantined + duplicates``.
@@ -19,6 +22,8 @@ from __future__ import annotations
 import datetime as dt_
 from dataclasses import dataclass
 
+from pydantic import SecretBytes
+
 from attnrec import lake
 from attnrec.args import DataRoot, Dt, Validate, spark_submit_main
 from attnrec.contracts import (
@@ -28,6 +33,7 @@ from attnrec.contracts import (
     RATING_MIN,
     REQUIRED_EVENT_FIELDS,
 )
+from jobs.identity import identity_table, with_pseudonyms
 
 RAW_FIELDS = REQUIRED_EVENT_FIELDS + OPTIONAL_EVENT_FIELDS
 CLEAN_COLUMNS = (
@@ -230,13 +236,10 @@ def rule_reason(params: CleanParams):
 
 
 def lines(raw, params: CleanParams):
-    """Every raw line with the first rule it breaks (``reason``), its contract columns, and for valid lines
-    the ``content`` hash that dedupe compares. One row per raw line; the only pass over the raw text."""
-    from pyspark.sql import functions as F
-
+    """Every raw line with the first rule it breaks (``reason``) and its contract columns. One row per raw line;
+    the only pass over the raw text."""
     reason, columns = rule_reason(params)
-    classified = parse(raw).select("raw_line", "source_file", reason.alias("reason"), *columns)
-    return classified.withColumn("content", F.when(F.col("reason").isNull(), content_hash()))
+    return parse(raw).select("raw_line", "source_file", reason.alias("reason"), *columns)
 
 
 def classify(raw, params: CleanParams, earlier=None):
@@ -263,8 +266,9 @@ def decide(classified, params: CleanParams, earlier=None):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    invalid = classified.where(F.col("reason").isNotNull()).drop("content")
-    valid = classified.where(F.col("reason").isNull())
+    invalid = classified.where(F.col("reason").isNotNull())
+    # the hash dedupe compares, over the columns as published (in run(): with the pseudonym, like earlier days)
+    valid = classified.where(F.col("reason").isNull()).withColumn("content", content_hash())
 
     # ids that need a look at their payload: repeated within the day, or already published earlier
     repeated = valid.groupBy("event_id").agg(F.count(F.lit(1)).alias("copies")).where("copies > 1").select("event_id")
@@ -365,14 +369,23 @@ def load(clean, quarantine, root: str, dt: str) -> tuple[str, str]:
     return clean_dir, quarantine_dir
 
 
-def run(spark, root: str, params: CleanParams) -> dict:
+def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -> dict:
     """extract -> classify -> load, then count from the written files and write the reconciliation.
+
+    Clean events carry the pseudonym of the user id (``key``; default: the lake's, :func:`attnrec.privacy.lake_key`,
+    checked against the lake's key fingerprint before anything is written), computed once per distinct id of the
+    day; the day's ``identity/users`` (pseudonym, user_id) is staged beside them. Quarantine keeps the raw line.
 
     Two work copies under ``_staging/clean_work/dt=D`` (deleted at the end) keep it to one pass over the raw
     text: the parsed lines, and their outcome; both outputs and the counts are then read column-wise from parquet.
     """
     import time
 
+    if key is None:
+        from attnrec.privacy import lake_key
+        from attnrec.settings import get_settings
+
+        key = lake_key(get_settings(data_root=root))
     raw_dir = lake.join(root, lake.RAW_EVENTS, f"dt={params.dt}")
     work = lake.join(root, lake.STAGING, "clean_work", f"dt={params.dt}")
     started = time.monotonic()
@@ -390,9 +403,16 @@ def run(spark, root: str, params: CleanParams) -> dict:
         raw = raw.repartition(cores)
     lines(raw, params).write.mode("overwrite").parquet(lake.join(work, "lines"))
     progress("parsed and checked every raw line")
+    parsed = spark.read.parquet(lake.join(work, "lines"))
+    identity_dir = lake.staging(root, lake.IDENTITY_USERS, params.dt)
+    valid = parsed.where(parsed["reason"].isNull())
+    identity_table(valid, key).coalesce(1).write.mode("overwrite").parquet(identity_dir)
+    identity = spark.read.parquet(identity_dir)
+    progress(f"pseudonymised {identity.count()} distinct user ids")
+    pseudonymous = with_pseudonyms(parsed, identity, keep=parsed["reason"].isNull())
     earlier = extract_earlier(spark, root, params)
     outcome_dir = lake.join(work, "outcome")
-    decide(spark.read.parquet(lake.join(work, "lines")), params, earlier).write.mode("overwrite").parquet(outcome_dir)
+    decide(pseudonymous, params, earlier).write.mode("overwrite").parquet(outcome_dir)
     progress("deduplicated and labelled bots")
     outcome = spark.read.parquet(outcome_dir)
     clean, quarantine, _ = split(outcome)
@@ -418,6 +438,7 @@ def run(spark, root: str, params: CleanParams) -> dict:
 def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
     """Clean one landing day of raw behaviour events into staging: clean events, quarantine, reconciliation;
     with ``--validate``, then the clean_events gate on them in the same session (exit 1 when it fails)."""
+    from attnrec.privacy import lake_key
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
 
@@ -429,9 +450,10 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
         bot_events_per_day=settings.bot_events_per_day,
         dedupe_lookback_days=settings.dedupe_lookback_days,
     )
+    key = lake_key(settings)  # before Spark starts: a wrong or missing key fails at once, having written nothing
     spark = get_spark(f"attnrec-clean-{dt}")
     try:
-        summary = run(spark, settings.data_root, params)
+        summary = run(spark, settings.data_root, params, key)
         print(
             f"clean dt={summary['dt']}: raw_lines={summary['raw_lines']} clean={summary['clean']} "
             f"quarantined={summary['quarantined']} duplicates={summary['duplicates']} "

@@ -91,11 +91,21 @@ def require_inputs(root: str, params: KpiParams) -> None:
         )
 
 
-def extract(spark, root: str, params: KpiParams):
-    """(served lists, outcome events, item table) of day D; FileNotFoundError naming what is not published."""
+def extract(spark, root: str, params: KpiParams, key=None):
+    """(served lists, outcome events, item table) of day D; FileNotFoundError naming what is not published.
+
+    The served lists carry raw user ids (the candidates contract), the clean events pseudonyms: the served ids are
+    pseudonymised here (``key``; default the lake's, checked against its fingerprint), once per distinct user."""
     from pyspark.sql import functions as F
 
+    from jobs.identity import identity_table, with_pseudonyms
+
     require_inputs(root, params)
+    if key is None:
+        from attnrec.privacy import lake_key
+        from attnrec.settings import get_settings
+
+        key = lake_key(get_settings(data_root=root))
     candidates = spark.read.parquet(lake.partition(root, lake.CANDIDATES, params.dt))
     served = candidates.select(
         "user_id",
@@ -107,6 +117,7 @@ def extract(spark, root: str, params: KpiParams):
             "experiment_id"
         ),
     )
+    served = with_pseudonyms(served, identity_table(served, key))
     events = spark.read.parquet(*(lake.partition(root, lake.CLEAN_EVENTS, d) for d in params.outcome_days)).select(
         "user_id", "item_id", "event_type"
     )
@@ -127,8 +138,7 @@ def aggregate(served, events, items, params: KpiParams):
     kinds = FeatureParams(dt=params.dt, exposure_types=params.exposure_types, negative_types=params.negative_types)
     positive = F.expr(interest(kinds, "event_type")) == 1
 
-    # candidates carry the raw user_id; clean events carry it too until pseudonymisation (DESIGN.md "Privacy")
-    # lands, when this join has to pseudonymise the served user_id first
+    # both sides carry the pseudonym: extract() pseudonymised the served lists' raw ids (DESIGN.md "Privacy")
     users = served.select("user_id", *GROUP).distinct()
     active = events.select("user_id").distinct().withColumn("active", F.lit(1))
     on_list = events.join(served.select("user_id", "item_id", "rank"), ["user_id", "item_id"])

@@ -244,13 +244,21 @@ class ImplicitALS:
         """Factorise ``train``'s positive (user, item) counts; the initial factors come from ``seed``."""
         from implicit.cpu.als import AlternatingLeastSquares
 
+        from models.dataset import window_hashes
+
         positive = positive_type_index(positive_types)
+        # each user's row of the matrix (and so its random initial factors) follows the order of the users'
+        # contents (length, then a hash of their events), not the order they were read in: the factors do not
+        # depend on the user ids, which decide the row order of features/sequences
+        starts, stops = train.offsets[:-1], train.offsets[1:]
+        row_of = np.empty(len(train), dtype=np.int32)
+        row_of[np.lexsort((window_hashes(train, starts, stops, chunk_events), stops - starts))] = np.arange(len(train))
         rows, cols = [], []
         for u0, u1 in user_chunks(train.offsets, chunk_events):
             lo, hi = int(train.offsets[u0]), int(train.offsets[u1])
             keep = engaged_events(train.event_types[lo:hi], train.attention[lo:hi], positive)  # (e,)
             cols.append(train.items[lo:hi][keep].astype(np.int32))  # (p,)
-            rows.append(np.repeat(np.arange(u0, u1, dtype=np.int32), np.diff(train.offsets[u0 : u1 + 1]))[keep])
+            rows.append(np.repeat(row_of[u0:u1], np.diff(train.offsets[u0 : u1 + 1]))[keep])
         user_items = _count_matrix(rows, cols, len(train), vocab.n_items + 1)  # (U, N+1)
         with threadpool_limits(1, "blas"):
             als = AlternatingLeastSquares(

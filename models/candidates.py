@@ -26,6 +26,7 @@ from typing import Any
 
 from attnrec import experiments, lake
 from attnrec.contracts import ARMS, CANDIDATE_COLUMNS, CONTROL, check_dt
+from attnrec.identity import load_identity, raw_user_ids
 from attnrec.settings import Settings, get_settings
 from models.serving_plan import check_plan, describe_plan, manifest_fields, resolve_plan
 
@@ -196,6 +197,7 @@ def run(
     n_users = count_rows(paths["sequences"])
     catalogue = servable_items(read_table(paths["items"]))
     scorers = load_scorers(settings, plan, catalogue, device, dt)
+    identity = load_identity(settings.data_root)  # features carry pseudonyms; candidates the raw ids
     log.info("candidates dt=%s: %d users, serving %s", dt, n_users, describe_plan(plan))
 
     out_uri = lake.staging(settings.data_root, lake.CANDIDATES, dt)
@@ -215,9 +217,9 @@ def run(
                         SEEN_COLUMN,
                         dt,
                     )
-                labels = experiments.arms(
-                    plan["experiment_id"], batch.column("user_id").to_pylist(), plan["treatment_share"]
-                )
+                users = raw_user_ids(batch.column("user_id"), identity, dt)
+                batch = batch.set_column(batch.schema.get_field_index("user_id"), "user_id", users)
+                labels = experiments.arms(plan["experiment_id"], users.to_pylist(), plan["treatment_share"])
                 for arm, scorer in scorers.items():
                     members = [i for i, label in enumerate(labels) if label == arm]
                     if not members:

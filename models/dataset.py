@@ -275,6 +275,7 @@ class TrainingSet:
             s_, last = s[ok], last_engaged[e[ok] - 1]  # an input that may carry a target, an engagement after it
             has_target[np.flatnonzero(ok) + u0] = (last >= s_ + 1) & (next_input[s_] < last)
         self.starts, self.stops = starts[has_target], stops[has_target]  # (X,) flat event positions
+        self.content = window_hashes(seqs, self.starts, self.stops, chunk_events)  # (X,) uint64
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -308,9 +309,16 @@ class TrainingSet:
     def batches(self, batch_size: int, rng: random.Random) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """Shuffled batches of (inputs, targets). Batches group sequences of similar length (sorted with random
         tie-breaks, then the batch order is shuffled), so little compute goes to padding; padding does not
-        change any output anyway. Every random choice comes from ``rng``."""
+        change any output anyway. Every random choice comes from ``rng``.
+
+        The random tie-breaks are dealt in the order of the examples' contents (length, then a hash of the window's
+        events), not in the order the users were read: the batches, and so the trained model, do not depend on
+        the user ids (which decide the row order of features/sequences) nor on how the rows are split in files."""
         g = np.random.default_rng(rng.getrandbits(64))
-        order = np.lexsort((g.random(len(self)), self.stops - self.starts))
+        lengths = self.stops - self.starts
+        tie = np.empty(len(self))
+        tie[np.lexsort((self.content, lengths))] = g.random(len(self))
+        order = np.lexsort((tie, lengths))
         starts = np.arange(0, len(order), batch_size)
         g.shuffle(starts)
         for s in starts:
@@ -324,6 +332,40 @@ class TrainingSet:
             targets = self._targets(starts, stops, int((stops - starts - 1).max()))
             counts += np.bincount(targets[targets > 0], minlength=n_items + 1)
         return torch.from_numpy(counts)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 (wrapping arithmetic): a well-spread hash of each value."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def window_hashes(seqs: EncodedSequences, starts: np.ndarray, stops: np.ndarray, chunk_events: int) -> np.ndarray:
+    """(X,) a hash of each window's events (item, type, dwell and gap buckets, and their positions in the window),
+    the same wherever the window sits in the flat arrays: sum over the window of h(event) * (position + 1), from two
+    running sums (mod 2**64). Scratch memory is bounded by ``chunk_events``."""
+    out = np.zeros(len(starts), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for u0, u1 in user_chunks(seqs.offsets, chunk_events):
+            e0, e1 = int(seqs.offsets[u0]), int(seqs.offsets[u1])
+            mine = np.flatnonzero((starts >= e0) & (stops <= e1))
+            if not len(mine):
+                continue
+            code = (
+                (seqs.items[e0:e1].astype(np.uint64) << np.uint64(24))
+                | (seqs.event_types[e0:e1].astype(np.uint8).astype(np.uint64) << np.uint64(16))
+                | (seqs.dwell[e0:e1].astype(np.uint8).astype(np.uint64) << np.uint64(8))
+                | seqs.gap[e0:e1].astype(np.uint8).astype(np.uint64)
+            )
+            h = _mix64(code)
+            at = np.arange(e1 - e0, dtype=np.uint64)
+            s1 = np.concatenate([np.zeros(1, np.uint64), np.cumsum(h, dtype=np.uint64)])
+            s2 = np.concatenate([np.zeros(1, np.uint64), np.cumsum(h * at, dtype=np.uint64)])
+            a, b = (starts[mine] - e0).astype(np.int64), (stops[mine] - e0).astype(np.int64)
+            # sum_{e in [a, b)} h_e * (e - a + 1) = (s2[b] - s2[a]) - (a - 1) * (s1[b] - s1[a])   (mod 2**64)
+            out[mine] = (s2[b] - s2[a]) - (a.astype(np.uint64) - np.uint64(1)) * (s1[b] - s1[a])
+    return out
 
 
 def positive_counts(

@@ -103,18 +103,19 @@ def signature():
 
 
 def input_example(holdout: list["Holdout"]) -> Any:
-    """A small real input (the first users' histories); dwell_ms is left out when it has nulls."""
+    """A small real input (the first users' histories) under made-up user ids (``example-user-1``, ...): the
+    model store holds no raw id and no pseudonym (DESIGN.md "Privacy"); dwell_ms is left out when it has nulls."""
     import pandas as pd
 
     rows = [
         {
-            "user_id": h.history.user_id,
+            "user_id": f"example-user-{n}",
             "item_ids": h.history.item_ids[-5:],
             "event_types": h.history.event_types[-5:],
             "event_times_ms": h.history.times_ms[-5:],
             "dwell_ms": h.history.dwell_ms[-5:],
         }
-        for h in holdout
+        for n, h in enumerate(holdout, start=1)
     ]
     frame = pd.DataFrame(rows)
     if any(d is None for r in rows for d in r["dwell_ms"]):

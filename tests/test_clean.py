@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import hmac
 import json
 
 import pytest
@@ -184,7 +186,13 @@ def test_run_reads_plain_and_gzip_and_writes_staged_outputs(spark, tmp_path):
     assert summary["raw_lines"] == 4 and summary["clean"] == 2 and summary["duplicates"] == 1
     assert summary["quarantined_by_reason"] == {"malformed_json": 1}
     clean = spark.read.parquet(lake.staging(root, lake.CLEAN_EVENTS, DT))
-    assert sorted(r["user_id"] for r in clean.collect()) == ["u1", "ü-ß"]
+    key = (tmp_path / "_secrets" / "pseudonym.key").read_text().strip().encode()  # the lake's generated key
+    expected = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest()[:32] for u in ("u1", "ü-ß")}
+    assert sorted(r["user_id"] for r in clean.collect()) == sorted(expected.values())  # pseudonyms, never raw ids
+    identity = spark.read.parquet(lake.staging(root, lake.IDENTITY_USERS, DT))
+    assert sorted((r["pseudonym"], r["user_id"]) for r in identity.collect()) == sorted(
+        (p, u) for u, p in expected.items()
+    )
     assert lake.read_json(lake.join(lake.staging(root, lake.CLEAN_EVENTS, DT), lake.RECONCILIATION_FILE)) == summary
     assert lake.is_complete(lake.staging(root, lake.QUARANTINE_EVENTS, DT))
     assert not lake.exists(lake.partition(root, lake.CLEAN_EVENTS, DT))  # nothing published before the gate
@@ -290,3 +298,28 @@ def test_a_rerun_gives_the_same_rows(spark, tmp_path):
     assert first["quarantined"] > 0 and first["clean"] > 0
     assert run(spark, root, params) == first
     assert snapshot() == rows
+
+
+def test_a_wrong_or_missing_key_fails_before_anything_is_written(spark, tmp_path, monkeypatch):
+    from attnrec import lake
+    from attnrec.privacy import FINGERPRINT_FILE
+    from jobs.clean import main
+
+    root = tmp_path / "lake"
+    day = root / "raw" / "events" / f"dt={DT}"
+    day.mkdir(parents=True)
+    (day / "a.jsonl").write_text(ev(event_id="e1", user_id="alice") + "\n")
+    monkeypatch.setenv("ATTNREC_PSEUDONYM_KEY", "k" * 40)
+    run(spark, str(root), PARAMS)  # the first pseudonymous write records the key's fingerprint
+    assert "k" * 40 not in (root / FINGERPRINT_FILE).read_text()
+    lake.remove_dir(str(root / lake.STAGING))
+    for problem in ("wrong", "missing"):
+        if problem == "wrong":
+            monkeypatch.setenv("ATTNREC_PSEUDONYM_KEY", "w" * 40)
+        else:
+            monkeypatch.delenv("ATTNREC_PSEUDONYM_KEY")
+        match = "not the key the pseudonyms" if problem == "wrong" else "ATTNREC_PSEUDONYM_KEY is not set"
+        with pytest.raises(ValueError, match=match) as err:
+            main(dt=DT, data_root=str(root))
+        assert "w" * 40 not in str(err.value) and "k" * 40 not in str(err.value)  # the key is never shown
+        assert not (root / lake.STAGING).exists() and not (root / "_secrets").exists()  # nothing written

@@ -75,7 +75,16 @@ def test_dag_files_do_not_import_heavy_libraries(dagbag):
 def test_behavior_etl_chain_goes_through_spark_submit_and_gates(dagbag):
     etl = dagbag["dags"]["behavior_etl"]
     tasks = etl["tasks"]
-    assert set(tasks) == {"check_raw", "clean", "publish_clean", "featurize", "item_text", "publish_features"}
+    assert set(tasks) == {
+        "check_raw",
+        "clean",
+        "publish_clean",
+        "featurize",
+        "item_text",
+        "publish_features",
+        "expire_old_partitions",
+    }
+    assert tasks["expire_old_partitions"]["upstream"] == []  # retention runs beside the chain, never blocks it
     for spark_task in ("clean", "featurize"):
         assert tasks[spark_task]["type"] == "SparkSubmitOperator"
         # each job runs its dataset's gate on what it staged, in the same Spark application, before any publish

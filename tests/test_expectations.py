@@ -666,14 +666,16 @@ def test_validate_job_refuses_an_incomplete_staged_partition(tmp_path):
 
 
 def _publish_features(root: str, seen: dict[str, list[str]], available: dict[str, bool]) -> None:
-    """Published features/sequences (user_id, seen_item_ids) and features/items (item_id, available) for DT."""
+    """Published features/sequences (user_id, seen_item_ids) and features/items (item_id, available) for DT; the
+    sequences carry pseudonyms (``p-`` + the raw id), mapped back by a published identity/users."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tables = {
         lake.FEATURE_SEQUENCES: pa.table(
-            {"user_id": list(seen), "seen_item_ids": pa.array(list(seen.values()), pa.list_(pa.string()))}
+            {"user_id": [f"p-{u}" for u in seen], "seen_item_ids": pa.array(list(seen.values()), pa.list_(pa.string()))}
         ),
+        lake.IDENTITY_USERS: pa.table({"pseudonym": [f"p-{u}" for u in seen], "user_id": list(seen)}),
         lake.FEATURE_ITEMS: pa.table({"item_id": list(available), "available": list(available.values())}),
     }
     for dataset, table in tables.items():

@@ -8,6 +8,8 @@ Spark jobs go through spark-submit.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
@@ -84,6 +86,10 @@ def test_missing_raw_partition_fails_naming_the_path(env):
     assert f"{env['ATTNREC_DATA_ROOT']}/raw/events/dt=2026-03-05" in proc.stdout + proc.stderr
 
 
+def _raw(pseudonym: dict[str, str], alias: str) -> str:
+    return next(u for u, p in pseudonym.items() if p == alias)
+
+
 def test_full_chain_writes_candidates_per_contract(env):
     import pyarrow.parquet as pq
     from mlflow import MlflowClient
@@ -121,12 +127,17 @@ def test_full_chain_writes_candidates_per_contract(env):
     ]  # fmt: skip
     assert str(cands["rank"].dtype) == "int32" and str(cands["score"].dtype) == "float32"
     seqs = pq.read_table(lake.partition(root, lake.FEATURE_SEQUENCES, DT)).to_pandas()
-    assert set(cands["user_id"]) == set(seqs["user_id"])  # every user
+    # features carry pseudonyms (the lake's generated key), candidates the raw ids: every user, mapped back
+    key = (Path(root) / "_secrets" / "pseudonym.key").read_text().strip().encode()
+    pseudonym = {u: hmac.new(key, u.encode(), hashlib.sha256).hexdigest()[:32] for u in cands["user_id"]}
+    assert set(pseudonym.values()) == set(seqs["user_id"])
     # seen: every item of a non-impression event in the look-back (only shown is still servable), which covers
     # every such item of the sequence
-    seen = {row.user_id: set(row.seen_item_ids) for row in seqs.itertuples()}
+    seen = {raw: set(row.seen_item_ids) for row in seqs.itertuples() for raw in [_raw(pseudonym, row.user_id)]}
     for row in seqs.itertuples():
-        assert {i for i, t in zip(row.item_ids, row.event_types) if t != "impression"} <= seen[row.user_id]
+        assert {i for i, t in zip(row.item_ids, row.event_types) if t != "impression"} <= seen[
+            _raw(pseudonym, row.user_id)
+        ]
     for user, group in cands.sort_values(["user_id", "rank"]).groupby("user_id"):
         assert list(group["rank"]) == list(range(1, TOP_K + 1))
         assert group["score"].is_monotonic_decreasing
@@ -134,6 +145,22 @@ def test_full_chain_writes_candidates_per_contract(env):
         assert group["item_id"].is_unique
     assert set(cands["model_name"]) == {"attention-recommender"} and set(cands["model_version"]) == {"1"}
     assert set(cands["arm"]) == {"control"} and set(cands["experiment_id"]) == {""}  # no experiment runs
+
+    # Where raw ids may live: raw/, quarantine/ (the raw line), candidates/ and identity/users; nowhere else in the
+    # lake, the task logs or the model store, which holds no pseudonym either (DESIGN.md "Privacy", issue 14)
+    from tests.privacy_scan import scan
+
+    base = Path(env["AIRFLOW_HOME"]).parent
+    raw_ids = {f"u{u}" for u in range(200)}  # every user datatools.generate made (u1..u80), and more
+    assert set(cands["user_id"]) <= raw_ids and len(pseudonym) > 40
+    allowed = ("raw/", "quarantine/", "candidates/", "identity/users/", "_secrets/")
+    assert scan(Path(root), raw_ids, skip=allowed) == {}
+    pseudonyms = {hmac.new(key, u.encode(), hashlib.sha256).hexdigest()[:32] for u in raw_ids}
+    # the scan finds what is there: raw ids in candidates, pseudonyms in clean events
+    assert scan(Path(root) / lake.CANDIDATES, raw_ids) and scan(Path(root) / lake.CLEAN_EVENTS, pseudonyms)
+    assert scan(Path(env["AIRFLOW_HOME"]) / "logs", raw_ids) == {}
+    assert scan(base / "mlartifacts", raw_ids | pseudonyms) == {}
+    assert scan(base, raw_ids | pseudonyms, skip=("data/", "airflow/")) == {}  # mlflow.db: params, tags, metrics
 
 
 def test_a_rerun_re_serves_the_recorded_version_until_told_to_re_resolve(env):

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from attnrec import lake
-from tests.test_kpis import D1, EVENTS_D1, EXPECTED, D, assert_row, build_lake, events, write
+from tests.test_kpis import D1, EVENTS_D1, EXPECTED, TEST_KEY, D, assert_row, build_lake, events, write
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -36,6 +36,7 @@ def env(tmp_path_factory) -> dict[str, str]:
         ATTNREC_AB_EXPERIMENT_ID="exp1",
         ATTNREC_AB_TREATMENT_SHARE="0.5",
         ATTNREC_AB_ALLOCATION="thompson",
+        ATTNREC_PSEUDONYM_KEY=TEST_KEY,
     )
     (base / "airflow").mkdir()
     (base / "airflow" / "dags").symlink_to(REPO / "dags")

@@ -83,11 +83,26 @@ def candidates(with_arms: bool = True) -> pa.Table:
     return pa.table(columns)
 
 
+#: The lake's pseudonym key in these tests (never a real one): clean events carry pseudonyms, candidates raw ids.
+TEST_KEY = "0123456789abcdef0123456789abcdef-kpis-test-key"
+
+
+@pytest.fixture(autouse=True)
+def pseudonym_key(monkeypatch):
+    monkeypatch.setenv("ATTNREC_PSEUDONYM_KEY", TEST_KEY)
+
+
 def events(day: str, rows: list[tuple[str, str, str]]) -> pa.Table:
+    import hashlib
+    import hmac
+
+    def pseudonym(user: str) -> str:  # the contract, computed here rather than by the code under test
+        return hmac.new(TEST_KEY.encode(), user.encode(), hashlib.sha256).hexdigest()[:32]
+
     return pa.table(
         {
             "event_id": [f"{day}-{n}" for n in range(len(rows))],
-            "user_id": [r[0] for r in rows],
+            "user_id": [pseudonym(r[0]) for r in rows],
             "item_id": [r[1] for r in rows],
             "event_type": [r[2] for r in rows],
             "event_time_ms": pa.array([1_778_500_000_000 + n for n in range(len(rows))], pa.int64()),

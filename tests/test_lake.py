@@ -98,7 +98,7 @@ FEATURE_TASK_OUTPUTS = (lake.FEATURE_ITEMS, lake.FEATURE_SEQUENCES, lake.QUARANT
 @pytest.mark.parametrize(
     "task_id, datasets, blocked",
     [
-        ("publish_clean", (lake.QUARANTINE_EVENTS, lake.CLEAN_EVENTS), lake.CLEAN_EVENTS),
+        ("publish_clean", lake.CLEAN_OUTPUTS, lake.CLEAN_EVENTS),
         ("publish_features", FEATURE_TASK_OUTPUTS, lake.FEATURE_SEQUENCES),
         ("publish_features", FEATURE_TASK_OUTPUTS, lake.QUARANTINE_ITEMS),
     ],
@@ -134,7 +134,9 @@ def test_publish_retry_refuses_a_partition_this_publish_did_not_stage(tmp_path):
         stage(root, dataset, DT, "first run")
     lake.publish_all(root, lake.CLEAN_OUTPUTS, DT)
     stage(root, lake.CLEAN_EVENTS, DT, "re-run")  # the re-run staged clean events, and no quarantine
-    with pytest.raises(FileNotFoundError, match=f"cannot finish publishing {lake.QUARANTINE_EVENTS}, .*re-run the"):
+    with pytest.raises(
+        FileNotFoundError, match=f"cannot finish publishing {', '.join(lake.CLEAN_OUTPUTS)} .*re-run the"
+    ):
         lake.publish_all(root, lake.CLEAN_OUTPUTS, DT)
     assert (tmp_path / lake.CLEAN_EVENTS / f"dt={DT}" / "part-0.parquet").read_text() == "first run"  # nothing moved
     assert lake.is_complete(lake.staging(root, lake.CLEAN_EVENTS, DT))

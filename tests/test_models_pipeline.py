@@ -73,6 +73,11 @@ def write_features(root: str, dt: str = DT) -> None:
     for dataset, table in [
         (lake.FEATURE_SEQUENCES, pa.Table.from_pylist(rows, seq_schema)),
         (lake.FEATURE_ITEMS, items_table),
+        # the features' ids stand for pseudonyms; the identity table maps them to themselves as the raw ids
+        (
+            lake.IDENTITY_USERS,
+            pa.table({"pseudonym": [r["user_id"] for r in rows], "user_id": [r["user_id"] for r in rows]}),
+        ),
     ]:
         path = Path(lake.partition(root, dataset, dt))
         path.mkdir(parents=True, exist_ok=True)

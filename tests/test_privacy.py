@@ -260,3 +260,39 @@ def test_compose_requires_the_key_from_env_with_no_default():
         line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines() if line[:1] not in ("#", "")
     )
     assert example["ATTNREC_PSEUDONYM_KEY"] == ""
+
+
+def test_candidates_map_pseudonyms_back_to_raw_ids_and_refuse_unknown_ones(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from attnrec import lake
+    from attnrec.identity import load_identity, raw_user_ids
+
+    root = str(tmp_path)
+    for dt, rows in {
+        "2026-01-01": [("p1", "alice"), ("p2", "bob")],
+        "2026-01-02": [("p2", "bob"), ("p3", "carol")],
+    }.items():
+        path = Path(lake.partition(root, lake.IDENTITY_USERS, dt))
+        path.mkdir(parents=True)
+        pq.write_table(
+            pa.table({"pseudonym": [p for p, _ in rows], "user_id": [u for _, u in rows]}), path / "a.parquet"
+        )
+        (path / lake.SUCCESS_MARKER).touch()
+    staged = Path(lake.staging(root, lake.IDENTITY_USERS, "2026-01-03"))  # not published: not read
+    staged.mkdir(parents=True)
+    pq.write_table(pa.table({"pseudonym": ["p4"], "user_id": ["dave"]}), staged / "a.parquet")
+    identity = load_identity(root)
+    assert identity.num_rows == 3
+    assert raw_user_ids(pa.array(["p3", "p1", "p2", "p1"]), identity, "2026-01-02").to_pylist() == [
+        "carol",
+        "alice",
+        "bob",
+        "alice",
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"1 users in features/sequences/dt=2026-01-02 have no row in identity/users \(e.g. pseudonym p4\)",
+    ):
+        raw_user_ids(pa.array(["p1", "p4"]), identity, "2026-01-02")

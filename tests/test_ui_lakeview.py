@@ -46,7 +46,7 @@ def settings(tmp_path, monkeypatch):
         DAY,
         [
             {
-                "user_id": "alice",
+                "user_id": "p-alice",  # features carry the pseudonym; identity/users maps it back
                 "item_ids": [f"i{n}" for n in range(events)],
                 "event_types": ["view"] * events,
                 "event_times_ms": [1_700_000_000_000 + n * 60_000 for n in range(events)],
@@ -54,6 +54,7 @@ def settings(tmp_path, monkeypatch):
             }
         ],
     )
+    write(root, lake.IDENTITY_USERS, DAY, [{"pseudonym": f"p-{u}", "user_id": u} for u in ("alice", "albert", "bob")])
     # candidates as nightly_candidates wrote them before experiments: no arm, no experiment_id, manifest of one version
     cand = write(
         root,
