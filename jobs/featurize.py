@@ -211,8 +211,10 @@ def transform_sequences(events, params: FeatureParams):
             "all_ev"
         ),
         F.array_sort(F.collect_set(F.when(seen, F.col("item_id")))).alias("seen_item_ids"),
-        F.count(F.lit(1)).alias("events_total"),
-        F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms")))).alias("active_days"),
+        # nullif(.., 0) changes no value (a user has at least one event and one day) and keeps both columns
+        # nullable, as the window-based version wrote them: the partitions' schema stays the same
+        F.nullif(F.count(F.lit(1)), F.lit(0)).alias("events_total"),
+        F.nullif(F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms")))), F.lit(0)).alias("active_days"),
         F.min("event_time_ms").alias("first_event_ms"),
         F.max("event_time_ms").alias("last_event_ms"),
     )
