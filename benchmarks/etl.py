@@ -2,7 +2,8 @@
 
 Each stage runs the way the DAG runs it, one process per job (``python jobs/<job>.py --dt D --validate``: the job,
 then its gate in the same Spark application) with ATTNREC_DATA_ROOT pointing at a temporary lake, and publishes
-through :mod:`attnrec.lake`. For every stage it prints wall seconds (a job's gate apart, from the line the gate
+through :mod:`attnrec.lake`. For every stage it prints the job's steps and gates as they finished
+(seconds since its process started), wall seconds (a job's gate apart, from the line the gate
 prints first), events per second and the peak resident memory of the whole process tree (Python driver plus its
 JVM), sampled with psutil every 0.5 s.
 
@@ -252,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         default=8,
         help="gzip files per landing day (default 8; gzip is not splittable, so one file is one task)",
     )
+    parser.add_argument(
+        "--bad-fraction",
+        type=float,
+        default=0.0,
+        help="share of bad lines mixed in (default 0: none; each bad line has one defect the clean job quarantines)",
+    )
     parser.add_argument("--keep", help="lake directory to write to and keep (default: a temporary one, deleted)")
     parser.add_argument("--driver-memory", default="4g", help="ATTNREC_SPARK_DRIVER_MEMORY for the jobs (default 4g)")
     parser.add_argument(
@@ -294,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seconds, rss = measure_in_process(
             lambda: generate(str(root), start_dt=args.start, days=args.days, users=users, items=args.items,
-                             events_per_day=per_day, seed=42, files_per_day=args.files_per_day)
+                             events_per_day=per_day, seed=42, files_per_day=args.files_per_day,
+                             bad_fraction=args.bad_fraction)
         )  # fmt: skip
         rows.append(("generate", seconds, per_day * args.days, rss))
         start = dt_.date.fromisoformat(args.start)
@@ -314,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                     lines: list = []
                     seconds, rss = run_stage(cmd, env, lines)
                     parts = split_at_gate(name, seconds, lines)
+                    for at, line in lines:  # the job's steps and each gate, at their offset from the process start
+                        if " dt=" in line:
+                            print(f"      at {at:6.1f} s: {line.strip()[:160]}", flush=True)
                 for part, part_seconds in parts:
                     rows.append((part + suffix, part_seconds, per_day, rss))
                     floor_stage[part + suffix] = floor_name
@@ -329,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     total_events = per_day * args.days
     print(
         f"\nbehavior_etl benchmark: {total_events:,} events, {args.days} day(s), {users:,} users, "
-        f"{args.items:,} items, {args.files_per_day} gzip file(s) per day, gates "
+        f"{args.items:,} items, {args.files_per_day} gzip file(s) per day, {args.bad_fraction:.0%} bad lines, gates "
         f"{'as separate Spark applications' if args.separate_gates else 'inside the jobs (--validate)'}, "
         f"driver JVM options {env.get('ATTNREC_SPARK_DRIVER_JAVA_OPTIONS', 'attnrec default')!r}"
     )

@@ -96,7 +96,8 @@ def lookback_days(dt: str, days: int) -> list[str]:
 
 
 def extract_earlier(spark, root: str, params: CleanParams):
-    """``event_id, content`` of every event in the published clean partitions of the look-back window.
+    """``event_id`` and the contract columns of every event in the published clean partitions of the look-back
+    window (:func:`decide` hashes the ``content`` of only those whose event_id comes again today).
 
     ``None`` when the window is empty (0 days) or none of its days is published. Only complete published
     partitions count (``lake.list_partitions``), never day ``dt`` itself, which this run replaces.
@@ -106,8 +107,7 @@ def extract_earlier(spark, root: str, params: CleanParams):
     if not days:
         return None
     paths = [lake.partition(root, lake.CLEAN_EVENTS, d) for d in days]
-    earlier = spark.read.parquet(*paths).select(*CLEAN_COLUMNS)
-    return earlier.select("event_id", content_hash().alias("content"))
+    return spark.read.parquet(*paths).select(*CLEAN_COLUMNS)
 
 
 #: Marks, in the outcome of :func:`classify`, an identical re-send that is only counted (not a quarantine reason).
@@ -129,33 +129,37 @@ ID_FIELDS = ("event_id", "user_id", "item_id")
 
 
 def parse(raw):
-    """Each raw line parsed once as JSON (Spark's VARIANT): per field its exact JSON type and its text.
+    """Each raw line parsed as JSON: per field its exact JSON type and its text.
 
     Columns: raw_line, source_file, ``is_object`` (the line is one JSON object; false for text that is not
     JSON, has duplicate keys, or is an array/scalar), and per raw field ``t_<field>`` (``STRING``, ``BIGINT``,
     ``DECIMAL(3,1)``, ``OBJECT<...>``, ``VOID`` for JSON null; null when absent) and ``s_<field>`` (its text).
     Nothing is coerced here: the JSON type decides, so ``"user_id": 42`` is told apart from ``"42"``.
+
+    The types come from Spark's VARIANT parse of the line; the texts from one ``json_tuple`` pass over it (a
+    streaming parse of all fields at once, several times cheaper than a VARIANT-to-string cast per field). The
+    texts agree with the VARIANT's wherever a rule reads them: a string's unescaped value, and the literal of a
+    number, whose value (all the rules use) is the same; ``json_tuple`` regenerates other types' JSON, which no
+    rule reads because their type is already wrong.
     """
     from pyspark.sql import functions as F
 
     v = F.col("v")
-    fields = []
-    for name in RAW_FIELDS:
-        value = F.try_variant_get(v, f"$.{name}", "variant")
-        fields += [
-            F.schema_of_variant(value).alias(f"t_{name}"),
-            F.try_variant_get(v, f"$.{name}", "string").alias(f"s_{name}"),
-        ]
+    texts = [f"s_{name}" for name in RAW_FIELDS]
+    types = [
+        F.schema_of_variant(F.try_variant_get(v, f"$.{name}", "variant")).alias(f"t_{name}") for name in RAW_FIELDS
+    ]
     # Parsed inside "[...]": a JSON parser stops after the first complete value, so '{"a":1} junk' or two
     # objects on one line would pass as the first object; as array elements they are a syntax error or a 2nd item.
     wrapped = F.try_parse_json(F.concat(F.lit("["), F.col("raw_line"), F.lit("]")))
     first = F.try_variant_get(wrapped, "$[0]", "variant")
     only_one = F.try_variant_get(wrapped, "$[1]", "variant").isNull()
-    return raw.select("raw_line", "source_file", first.alias("v"), only_one.alias("only_one")).select(
+    with_texts = raw.select("raw_line", "source_file", F.json_tuple("raw_line", *RAW_FIELDS).alias(*texts))
+    return with_texts.select("raw_line", "source_file", *texts, first.alias("v"), only_one.alias("only_one")).select(
         "raw_line",
         "source_file",
         F.coalesce(F.schema_of_variant(v).startswith("OBJECT<") & F.col("only_one"), F.lit(False)).alias("is_object"),
-        *fields,
+        *(c for t_col, s_col in zip(types, texts) for c in (t_col, s_col)),  # t_<field>, s_<field> per field
     )
 
 
@@ -237,7 +241,8 @@ def rule_reason(params: CleanParams):
 
 def lines(raw, params: CleanParams):
     """Every raw line with the first rule it breaks (``reason``) and its contract columns. One row per raw line;
-    the only pass over the raw text."""
+    the only pass over the raw text. (The ``content`` hash dedupe compares is computed in :func:`decide`, for
+    the few lines whose event_id comes more than once.)"""
     reason, columns = rule_reason(params)
     return parse(raw).select("raw_line", "source_file", reason.alias("reason"), *columns)
 
@@ -255,8 +260,9 @@ def decide(classified, params: CleanParams, earlier=None):
 
     Dedupe: among the valid lines of one ``event_id`` the earliest version is kept (ties: content, then the
     raw text); copies with the same content are duplicates, other versions ``conflicting_duplicate_event_id``.
-    ``earlier`` (optional, from :func:`extract_earlier`) is ``event_id, content`` of events already published on
-    earlier days: a valid line whose event_id is there is a duplicate when its content is the same and a
+    ``earlier`` (optional, from :func:`extract_earlier`) is the events already published on earlier days
+    (``event_id`` and either their contract columns or their ``content`` hash): a valid line whose event_id
+    is there is a duplicate when its content is the same and a
     conflict when it differs; it is never clean again. Of the remaining new events, those of a user with more
     than ``params.bot_events_per_day`` of them are quarantined as ``bot_user``.
 
@@ -277,14 +283,13 @@ def decide(classified, params: CleanParams, earlier=None):
         repeated = repeated.unionByName(late_ids).distinct()
     flagged = valid.join(repeated.withColumn("needs_look", F.lit(True)), "event_id", "left")
     single = flagged.where(F.col("needs_look").isNull()).drop("needs_look")
-    multi = flagged.where(F.col("needs_look")).drop("needs_look")
+    multi = flagged.where(F.col("needs_look")).drop("needs_look").withColumn("content", content_hash())
 
     if earlier is not None:  # late re-sends of events published on earlier days
-        known = (
-            earlier.join(repeated, "event_id", "left_semi")
-            .groupBy("event_id")
-            .agg(F.collect_set("content").alias("earlier_contents"))
-        )
+        known = earlier.join(repeated, "event_id", "left_semi")
+        if "content" not in known.columns:  # hashed after the join: only the events whose id comes again
+            known = known.select("event_id", content_hash().alias("content"))
+        known = known.groupBy("event_id").agg(F.collect_set("content").alias("earlier_contents"))
         multi = multi.join(known, "event_id", "left")
         seen_before = F.col("earlier_contents").isNotNull()
         same_before = F.coalesce(F.array_contains("earlier_contents", F.col("content")), F.lit(False))
@@ -303,7 +308,7 @@ def decide(classified, params: CleanParams, earlier=None):
         .otherwise(F.lit("conflicting_duplicate_event_id"))
     )
     decided = single.unionByName(
-        multi.withColumn("reason", multi_reason).drop("earlier_contents", "pos", "kept_content"),
+        multi.withColumn("reason", multi_reason).drop("earlier_contents", "pos", "kept_content", "content"),
         allowMissingColumns=False,
     )
 
@@ -452,6 +457,10 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
     )
     key = lake_key(settings)  # before Spark starts: a wrong or missing key fails at once, having written nothing
     spark = get_spark(f"attnrec-clean-{dt}")
+    if validate:  # GX's import overlaps the Spark work (pyspark is imported by now) instead of following it
+        from jobs.validate import preload_gx
+
+        preload_gx()
     try:
         summary = run(spark, settings.data_root, params, key)
         print(

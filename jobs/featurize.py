@@ -231,44 +231,36 @@ def attention(params: FeatureParams, e: str = "e") -> str:
 def transform_sequences(events, params: FeatureParams):
     """One row per user: their last ``max_seq_len`` events as time-ordered parallel arrays, activity, and the
     sorted distinct ``seen_item_ids`` of the whole look-back."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    newest_first = Window.partitionBy("user_id").orderBy(F.col("event_time_ms").desc(), F.col("event_id").desc())
-    by_user = Window.partitionBy("user_id")
     if "rating" not in events.columns:  # clean events always have it; small test frames may not
         events = events.withColumn("rating", F.lit(None).cast("double"))
     if "session_id" not in events.columns:
         events = events.withColumn("session_id", F.lit(None).cast("string"))
-    ranked = events.select(
-        "user_id",
+    event = F.struct(
+        "event_time_ms",
         "event_id",
         "item_id",
         "event_type",
-        "event_time_ms",
         "dwell_ms",
         F.col("rating").cast("double").alias("rating"),
         "session_id",
-        F.row_number().over(newest_first).alias("_n"),
-        F.count(F.lit(1)).over(by_user).alias("events_total"),
-        F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms"))).over(by_user)).alias("active_days"),
-        F.min("event_time_ms").over(by_user).alias("first_event_ms"),
-        F.max("event_time_ms").over(by_user).alias("last_event_ms"),
     )
-    in_sequence = F.col("_n") <= params.max_seq_len
+    # One aggregation per user (one shuffle, no window): all the user's events sorted oldest -> newest, of which
+    # the last max_seq_len are the sequence, and the activity over the whole look-back beside them.
     seen = F.col("event_type").isin(list(params.seen_types)) if params.seen_types else F.lit(False)
-    grouped = ranked.groupBy("user_id").agg(  # collect_list / collect_set skip the nulls `when` leaves
-        F.sort_array(
-            F.collect_list(
-                F.when(
-                    in_sequence,
-                    F.struct("event_time_ms", "event_id", "item_id", "event_type", "dwell_ms", "rating", "session_id"),
-                )
-            )
-        ).alias("ev"),
+    grouped = events.groupBy("user_id").agg(  # collect_set skips the nulls `when` leaves
+        F.sort_array(F.collect_list(event)).alias("all_ev"),
         F.array_sort(F.collect_set(F.when(seen, F.col("item_id")))).alias("seen_item_ids"),
-        *(F.first(c).alias(c) for c in ("events_total", "active_days", "first_event_ms", "last_event_ms")),
+        # nullif(.., 0) changes no value (a user has at least one event and one day) and keeps both columns
+        # nullable, as the window-based version wrote them: the partitions' schema stays the same
+        F.nullif(F.count(F.lit(1)), F.lit(0)).alias("events_total"),
+        F.nullif(F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms")))), F.lit(0)).alias("active_days"),
+        F.min("event_time_ms").alias("first_event_ms"),
+        F.max("event_time_ms").alias("last_event_ms"),
     )
+    newest = F.greatest(F.size("all_ev") - F.lit(params.max_seq_len) + 1, F.lit(1))
+    grouped = grouped.withColumn("ev", F.slice("all_ev", newest, F.lit(params.max_seq_len))).drop("all_ev")
     saturation = F.lit(params.dwell_saturation_s)
     return grouped.select(
         "user_id",
@@ -420,6 +412,9 @@ def write_manifest(seq_dir: str, params: FeatureParams, inputs: dict) -> None:
 def run(spark, root: str, params: FeatureParams) -> dict:
     """extract -> transform -> load for day ``params.dt`` (and the manifest of what it read); returns counts and
     the staged paths."""
+    import time
+
+    started = time.monotonic()
     inputs = lookback_inputs(root, params)
     events, lines, vocab = extract(spark, root, params, inputs)
     catalogue = rejected = None
@@ -433,6 +428,7 @@ def run(spark, root: str, params: FeatureParams) -> dict:
         rejected,
     )
     write_manifest(seq_dir, params, inputs)
+    print(f"featurize dt={params.dt}: wrote sequences and items ({time.monotonic() - started:.0f} s)", flush=True)
     summary = {
         "users": spark.read.parquet(seq_dir).count(),
         "items": spark.read.parquet(items_dir).count(),
@@ -471,6 +467,10 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
         bounce_dwell_s=settings.bounce_dwell_s,
     )
     spark = get_spark(f"attnrec-featurize-{dt}")
+    if validate:  # GX's import overlaps the Spark work (pyspark is imported by now) instead of following it
+        from jobs.validate import preload_gx
+
+        preload_gx()
     try:
         summary = run(spark, settings.data_root, params)
         print(

@@ -30,6 +30,26 @@ from attnrec.args import DataRoot, Dataset, Dt, spark_submit_main
 RAW_SAMPLE_LINES = 100_000  # the raw sample gate looks at about this many lines of the day
 
 
+def preload_gx():
+    """Import Great Expectations in a background thread and return the thread.
+
+    A job run with ``--validate`` calls this before its Spark work: GX's import (seconds of pure Python, paid once
+    per application) then overlaps the JVM start and the job's Spark stages, during which the driver's Python
+    thread only waits. :func:`gate`'s own import finds the module loaded, or waits on its import lock until it is.
+    """
+    import threading
+
+    def load() -> None:
+        from expectations.runner import _quiet_gx
+
+        _quiet_gx()
+        import great_expectations  # noqa: F401
+
+    thread = threading.Thread(target=load, name="preload-great-expectations", daemon=True)
+    thread.start()
+    return thread
+
+
 def staged_inputs(dataset: str, dt: str, root: str) -> list[tuple[str, str]]:
     """``(suite, staged path)`` pairs the gate of ``dataset`` validates."""
     from attnrec import lake
