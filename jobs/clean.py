@@ -273,8 +273,7 @@ def decide(classified, params: CleanParams, earlier=None):
     from pyspark.sql import functions as F
 
     invalid = classified.where(F.col("reason").isNotNull())
-    # the hash dedupe compares, over the columns as published (in run(): with the pseudonym, like earlier days)
-    valid = classified.where(F.col("reason").isNull()).withColumn("content", content_hash())
+    valid = classified.where(F.col("reason").isNull())
 
     # ids that need a look at their payload: repeated within the day, or already published earlier
     repeated = valid.groupBy("event_id").agg(F.count(F.lit(1)).alias("copies")).where("copies > 1").select("event_id")
@@ -283,6 +282,7 @@ def decide(classified, params: CleanParams, earlier=None):
         repeated = repeated.unionByName(late_ids).distinct()
     flagged = valid.join(repeated.withColumn("needs_look", F.lit(True)), "event_id", "left")
     single = flagged.where(F.col("needs_look").isNull()).drop("needs_look")
+    # the hash dedupe compares, over the columns as published (in run(): with the pseudonym, like earlier days)
     multi = flagged.where(F.col("needs_look")).drop("needs_look").withColumn("content", content_hash())
 
     if earlier is not None:  # late re-sends of events published on earlier days
