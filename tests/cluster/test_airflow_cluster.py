@@ -43,7 +43,7 @@ UI_DAY = "2026-03-05"
 MISSING_DAYS = ["2026-03-07", "2026-03-08", "2026-03-09"]  # no raw partition: check_raw fails at once
 DAG = "behavior_etl"
 PUBLISHED = (lake.CLEAN_EVENTS, lake.QUARANTINE_EVENTS, lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS)
-TASKS = {"check_raw", "clean", "publish_clean", "featurize", "publish_features"}
+TASKS = {"check_raw", "clean", "publish_clean", "featurize", "item_text", "publish_features", "expire_old_partitions"}
 ARTIFACTS = Path(os.environ.get("ATTNREC_TEST_ARTIFACTS") or REPO / "test-artifacts") / "airflow-cluster"
 TRAIN_QUEUE = "gpu"  # the queue compose's trainer serves
 #: small training, so the run is dominated by process start-up (the model and its checks run in tests/test_model*.py);

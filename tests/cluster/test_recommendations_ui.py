@@ -124,6 +124,11 @@ def _kpi_row(arm: str, version: str, hit: float) -> dict:
     return row
 
 
+def pseudo(user_id: str) -> str:
+    """A stand-in pseudonym: the page must show this for the user, and look the user up through identity/users."""
+    return f"p-{user_id}"
+
+
 def build_lake(root: Path) -> None:
     items = [
         {"item_idx": i + 1, "item_id": k, "title": t, "categories": c} for i, (k, (t, c)) in enumerate(ITEMS.items())
@@ -134,10 +139,12 @@ def build_lake(root: Path) -> None:
         lake.FEATURE_SEQUENCES,
         DAY,
         [
-            {"user_id": u, **s, "length": len(s["item_ids"]), "events_total": len(s["item_ids"]) + 5}
+            {"user_id": pseudo(u), **s, "length": len(s["item_ids"]), "events_total": len(s["item_ids"]) + 5}
             for u, s in SEQUENCES.items()
         ],
     )
+    # features and clean carry pseudonyms; identity/users maps them back to the raw ids the UI is asked for
+    _write(root, lake.IDENTITY_USERS, DAY, [{"pseudonym": pseudo(u), "user_id": u} for u in SEQUENCES])
     cand = _write(root, lake.CANDIDATES, DAY, _candidates(SERVED))
     lake.write_json(
         str(cand / lake.CANDIDATES_MANIFEST),
@@ -153,12 +160,14 @@ def build_lake(root: Path) -> None:
             "users_by_arm": {"control": 2, "treatment": 1},
         },
     )
-    clean = _write(root, lake.CLEAN_EVENTS, DAY, [{"user_id": "u-1001", "item_id": "m1", "event_type": "view"}])
+    clean = _write(root, lake.CLEAN_EVENTS, DAY, [{"user_id": pseudo("u-1001"), "item_id": "m1", "event_type": "view"}])
     lake.write_json(
         str(clean / lake.RECONCILIATION_FILE),
         {"dt": DAY, "raw_lines": 65, "clean": 63, "quarantined": 1, "duplicates": 1, "quarantined_by_reason": {}},
     )
-    _write(root, lake.CLEAN_EVENTS, NEXT, [{"user_id": u, "item_id": i, "event_type": t} for u, i, t in OUTCOME])
+    _write(
+        root, lake.CLEAN_EVENTS, NEXT, [{"user_id": pseudo(u), "item_id": i, "event_type": t} for u, i, t in OUTCOME]
+    )
     _write(root, lake.KPIS, PREV, [_kpi_row("control", "1", 0.20), _kpi_row("treatment", "2", 0.22)])
     _write(root, lake.KPIS, DAY, [_kpi_row("control", "1", 0.21), _kpi_row("treatment", "2", 0.26)])
     # never shown: a staged partition and one without _SUCCESS

@@ -189,6 +189,8 @@ def test_standalone_cluster_matches_local_mode(cluster, spark, tmp_path):
     for job in ("clean.py", "featurize.py"):
         submit(master, job, on_cluster, tmp)
     cluster_s = time.monotonic() - t0
+    # the same pseudonym key (the cluster's clean made the lake's key file): the same ids get the same pseudonyms
+    shutil.copytree(on_cluster / "_secrets", on_local / "_secrets")
     run_locally(spark, on_local)
 
     # both applications really ran on the standalone cluster, with executors on its worker
