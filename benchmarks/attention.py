@@ -74,7 +74,11 @@ def publish_features(spark, root: str, rows, held_out: dict[str, str]) -> None:
     (catalogue / "items.jsonl").write_text("\n".join(lines) + "\n")
     settings = get_settings(data_root=root)
     run(spark, root, FeatureParams(DT, low_rating_max=settings.low_rating_max, bounce_dwell_s=settings.bounce_dwell_s))
-    for dataset in (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS):
+    # the planted ids stand in for pseudonyms (clean's job); identity/users maps them back for the candidates
+    users = sorted({r[1] for r in rows})
+    identity = spark.createDataFrame([(u, u) for u in users], "pseudonym string, user_id string")
+    identity.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.IDENTITY_USERS, DT))
+    for dataset in (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS, lake.IDENTITY_USERS):
         lake.publish(root, dataset, DT)
 
 
@@ -112,7 +116,7 @@ def both_variants(spark, signal: str, base: Path, epochs: int, **sizes) -> tuple
     root = str(base / "lake")
     publish_features(spark, root, rows, held_out)
     blind_root = str(base / "lake-blind")  # the same features, a lake and registry of its own
-    for dataset in (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS):
+    for dataset in (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS, lake.IDENTITY_USERS):
         shutil.copytree(lake.partition(root, dataset, DT), lake.partition(blind_root, dataset, DT))
     aware = hit_rate(root, base / "aware", held_out, attention=True, epochs=epochs)
     blind = hit_rate(blind_root, base / "blind", held_out, attention=False, epochs=epochs)
