@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from attnrec.contracts import check_dt
@@ -178,6 +180,24 @@ def replace_dir(src_uri: str, dst_uri: str) -> str:
         if info.base_name.startswith(f"{name}.replaced-") and info.type == pafs.FileType.Directory:
             fs_.delete_dir(info.path)
     return dst_uri
+
+
+@contextmanager
+def written_dir(dst_uri: str) -> Iterator[tuple[Any, str, str]]:
+    """Build a directory aside and move it to ``dst_uri`` whole: yields ``(filesystem, path, uri)`` of a fresh
+    temporary directory beside ``dst_uri``; when the block ends without an error it gets the success marker and replaces
+    ``dst_uri`` (:func:`replace_dir`), on an error it is deleted and ``dst_uri`` is left as it was."""
+    tmp_uri = f"{dst_uri}.tmp-{uuid.uuid4().hex[:8]}"
+    filesystem, tmp = filesystem_for(tmp_uri)
+    filesystem.create_dir(tmp, recursive=True)
+    try:
+        yield filesystem, tmp, tmp_uri
+        with filesystem.open_output_stream(f"{tmp}/{SUCCESS_MARKER}"):
+            pass
+        replace_dir(tmp_uri, dst_uri)
+    except BaseException:
+        remove_dir(tmp_uri)
+        raise
 
 
 def remove_dir(uri: str) -> None:

@@ -26,7 +26,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from typing import Any, Sequence
 
 from attnrec import lake
@@ -161,21 +160,10 @@ def transform(rows: list[dict[str, Any]], cache: dict[str, list[float]], batch_s
 def load(table, root: str, dt: str) -> str:
     """Write ``table`` to the staging partition of D whole (a temporary directory, then one rename)."""
     import pyarrow.parquet as pq
-    from pyarrow import fs
 
     out_uri = lake.staging(root, lake.FEATURE_ITEM_TEXT, dt)
-    tmp_uri = f"{out_uri}.tmp-{uuid.uuid4().hex[:8]}"
-    filesystem, tmp = lake.filesystem_for(tmp_uri)
-    filesystem.create_dir(tmp, recursive=True)
-    try:
+    with lake.written_dir(out_uri) as (filesystem, tmp, _):
         pq.write_table(table, f"{tmp}/part-00000.parquet", filesystem=filesystem)
-        with filesystem.open_output_stream(f"{tmp}/{lake.SUCCESS_MARKER}"):
-            pass
-        lake.replace_dir(tmp_uri, out_uri)
-    except BaseException:
-        if filesystem.get_file_info(tmp).type != fs.FileType.NotFound:
-            filesystem.delete_dir(tmp)
-        raise
     return out_uri
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,12 +200,9 @@ def run(
     log.info("candidates dt=%s: %d users, serving %s", dt, n_users, describe_plan(plan))
 
     out_uri = lake.staging(settings.data_root, lake.CANDIDATES, dt)
-    tmp_uri = f"{out_uri}.tmp-{uuid.uuid4().hex[:8]}"
-    filesystem, tmp = lake.filesystem_for(tmp_uri)
-    filesystem.create_dir(tmp, recursive=True)
     rows, done, start = 0, 0, time.monotonic()
     users_by_arm = dict.fromkeys(scorers, 0)
-    try:
+    with lake.written_dir(out_uri) as (filesystem, tmp, tmp_uri):
         with pq.ParquetWriter(f"{tmp}/part-00000.parquet", candidates_schema(), filesystem=filesystem) as writer:
             for batch in sequence_batches(paths["sequences"], USER_BATCH, extra_columns=(SEEN_COLUMN,)):
                 if done == 0 and SEEN_COLUMN not in batch.schema.names:
@@ -235,15 +231,6 @@ def run(
         manifest = {"dt": dt, "model_name": settings.model_name, **manifest_fields(plan)}
         manifest.update(rows=rows, users=done, users_by_arm=users_by_arm)
         lake.write_json(lake.join(tmp_uri, MANIFEST_FILE), manifest)
-        with filesystem.open_output_stream(f"{tmp}/{lake.SUCCESS_MARKER}"):
-            pass
-        lake.replace_dir(tmp_uri, out_uri)
-    except BaseException:
-        from pyarrow import fs
-
-        if filesystem.get_file_info(tmp).type != fs.FileType.NotFound:
-            filesystem.delete_dir(tmp)
-        raise
     log.info(
         "candidates: wrote %d rows for %d users %s to %s, %s", rows, done, users_by_arm, out_uri, describe_plan(plan)
     )

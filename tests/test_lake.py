@@ -48,6 +48,22 @@ def test_publish_refuses_an_incomplete_partition_and_keeps_the_old_one(tmp_path)
     assert (tmp_path / "candidates" / f"dt={DT}" / "part-0.parquet").read_text() == "good"
 
 
+def test_written_dir_replaces_whole_on_success_and_leaves_the_old_copy_on_an_error(tmp_path):
+    dst = lake.staging(str(tmp_path), lake.CANDIDATES, DT)
+    with lake.written_dir(dst) as (filesystem, tmp, _):
+        with filesystem.open_output_stream(f"{tmp}/part-0.parquet") as out:
+            out.write(b"first")
+    assert lake.is_complete(dst)
+    with pytest.raises(RuntimeError, match="killed"):
+        with lake.written_dir(dst) as (filesystem, tmp, _):
+            with filesystem.open_output_stream(f"{tmp}/part-0.parquet") as out:
+                out.write(b"half")
+            raise RuntimeError("killed mid-write")
+    parent = tmp_path / "_staging" / "candidates"
+    assert (parent / f"dt={DT}" / "part-0.parquet").read_text() == "first"
+    assert sorted(p.name for p in parent.iterdir()) == [f"dt={DT}"]  # the half-written copy is gone
+
+
 def test_list_partitions_skips_incomplete(tmp_path):
     (tmp_path / "clean" / "events" / "dt=2026-01-01").mkdir(parents=True)
     done = tmp_path / "clean" / "events" / "dt=2026-01-02"
