@@ -344,6 +344,14 @@ def test_erasing_again_is_a_no_op_and_a_wrong_or_missing_key_writes_nothing(stac
     changed = {p for p, h in _tree(Path(root)).items() if tree.get(p) != h}
     assert changed == {f"{er.LOG_DIR}/again.json"}
 
+    # the same through a request file, picked up by a run without conf and deleted once done
+    request = Path(root, er.REQUESTS_DIR, "ticket-77.txt")
+    request.parent.mkdir(parents=True)
+    request.write_text(_erased_user(root) + "\n")
+    entry = er.erase(get_settings(), None, "from-file", spark=spark)
+    assert (entry["source"], entry["request_files"], entry["users"], entry["rows_removed"]) == ("files", 1, 1, {})
+    assert not request.exists() and not any(request.parent.iterdir())
+
 
 def _erased_user(root: str) -> str:
     """The erased user, found by their tag in the erased-users list among the generated ids."""
@@ -370,3 +378,20 @@ def test_a_late_event_of_an_erased_user_is_quarantined_as_erased_user(stack):
     assert (row["raw_line"], row["reason"]) == (lines[0], clean.ERASED_USER)
     identity = pq.read_table(lake.staging(root, lake.IDENTITY_USERS, D3)).to_pylist()
     assert identity == [{"pseudonym": pseudonym("u-new", KEY.encode()), "user_id": "u-new"}]
+
+
+def test_the_retrain_the_asset_queued_learns_without_them_and_logs_no_id(stack):
+    """What train_recommender does with the erasure's Asset event ({"dt": D2}), run here in-process: a new
+    version trained on the erased features; the MLflow store still holds neither id nor pseudonym."""
+    from models import registry, train
+    from tests.privacy_scan import scan
+
+    root, base = stack["root"], stack["base"]
+    user = _erased_user(root)
+    alias = pseudonym(user, KEY.encode())
+    entry = json.loads(next(Path(root, er.LOG_DIR).glob("erasure-*.json")).read_text())
+    result = train.run(entry["retrain_features_dt"], stack["settings"])
+    assert result["model_version"] == "2"
+    version = registry.client(stack["settings"]).get_model_version("attention-recommender", "2")
+    assert registry.TRAINED_BEFORE_ERASURE not in version.tags
+    assert scan(base, {user, alias}, skip=("data/", "airflow/")) == {}
