@@ -256,7 +256,7 @@ def _write_items(df, uri: str) -> None:  # jobs/featurize.py load()
     df.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(uri)
 
 
-def _write_one_file(df, uri: str) -> None:  # quarantine and identity: jobs/clean.py
+def _write_one_file(df, uri: str) -> None:  # identity: jobs/clean.py
     df.coalesce(1).write.mode("overwrite").parquet(uri)
 
 
