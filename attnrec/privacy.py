@@ -164,20 +164,87 @@ def lake_key(settings: Settings) -> SecretBytes:
     recorded when its first pseudonym was written (``identity/_key_fingerprint.json``; recorded now when absent).
 
     Raises ValueError, before anything is written, when the key differs from the recorded one (a wrong
-    ``ATTNREC_PSEUDONYM_KEY``, a replaced key file) or is missing (a lake with pseudonyms never gets a new key
-    file made up for it): the message names the setting, the file and the fix, never the key.
+    ``ATTNREC_PSEUDONYM_KEY``, a replaced key file) or from the one the erased-users list was made under, or is
+    missing (a lake with pseudonyms never gets a new key file made up for it): the message names the setting, the
+    file and the fix, never the key.
     """
     uri = lake.join(settings.data_root, FINGERPRINT_FILE)
     recorded = lake.read_json(uri).get("fingerprint") if lake.exists(uri) else None
-    key = pseudonym_key(settings, create=recorded is None)
+    listed = erased_list_fingerprint(settings.data_root)
+    # a lake with pseudonyms, or with erased users, never gets a new key file made up for it
+    key = pseudonym_key(settings, create=recorded is None and listed is None)
     found = key_fingerprint(key)
-    if recorded is None:
-        lake.write_json(uri, {"fingerprint": found, "pseudonym": "hmac-sha256, first 32 hex characters"})
-    elif found != recorded:
+    if recorded is not None and found != recorded:
         raise ValueError(
             f"the pseudonym key ({_SETTING} or the lake's key file) is not the key the pseudonyms under "
             f"{settings.data_root} were made with (its fingerprint differs from {uri}); set {_SETTING} to the "
             "key the pipeline's services use, or rotate the key as docs/privacy.md#rotating-the-key says. "
             "Nothing was written"
         )
+    if listed is not None and found != listed:
+        raise ValueError(
+            f"the pseudonym key ({_SETTING} or the lake's key file) is not the key the erased-users list "
+            f"{lake.join(settings.data_root, ERASED_USERS_FILE)} was made with, and that list cannot be rebuilt "
+            "under a new key (the erased users' ids are gone), so later events of erased users could no longer be "
+            "quarantined; set the key the list was made with, or, to rotate anyway, follow "
+            "docs/privacy.md#rotating-the-key-after-erasures. Nothing was written"
+        )
+    if recorded is None:
+        lake.write_json(uri, {"fingerprint": found, "pseudonym": "hmac-sha256, first 32 hex characters"})
     return key
+
+
+#: The erased-users list: one SHA-256 of each erased user's pseudonym (never the pseudonym, never the id), so clean
+#: can quarantine a later event of an erased user as ``erased_user``; the key fingerprint rides in its metadata.
+ERASED_USERS_FILE = "erasure/erased_users.parquet"
+ERASED_COLUMN = "pseudonym_sha256"
+_ERASED_KEY_META = b"attnrec.key_fingerprint"
+
+
+def erased_tag(pseudonym_: str) -> str:
+    """What the erased-users list holds for a pseudonym: its SHA-256 in hex (Spark: ``sha2(pseudonym, 256)``)."""
+    return hashlib.sha256(pseudonym_.encode("utf-8")).hexdigest()
+
+
+def erased_list_fingerprint(root: str) -> str | None:
+    """The fingerprint of the key the erased-users list was made under; None when nobody was erased yet."""
+    import pyarrow.parquet as pq
+
+    uri = lake.join(root, ERASED_USERS_FILE)
+    if not lake.exists(uri):
+        return None
+    filesystem, path = lake.filesystem_for(uri)
+    metadata = pq.read_schema(path, filesystem=filesystem).metadata or {}
+    return metadata.get(_ERASED_KEY_META, b"").decode() or None
+
+
+def read_erased(root: str) -> set[str]:
+    """The tags (:func:`erased_tag`) of every erased user; empty when nobody was erased."""
+    import pyarrow.parquet as pq
+
+    uri = lake.join(root, ERASED_USERS_FILE)
+    if not lake.exists(uri):
+        return set()
+    filesystem, path = lake.filesystem_for(uri)
+    return set(pq.read_table(path, columns=[ERASED_COLUMN], filesystem=filesystem).column(0).to_pylist())
+
+
+def add_erased(root: str, tags: set[str], fingerprint: str) -> int:
+    """Add ``tags`` to the erased-users list (written aside, then renamed over the old list); returns how many
+    were new. The list records ``fingerprint``: :func:`lake_key` refuses another key while the list exists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    known = read_erased(root)
+    new = set(tags) - known
+    if not new:
+        return 0
+    table = pa.table({ERASED_COLUMN: pa.array(sorted(known | new), pa.string())})
+    table = table.replace_schema_metadata({_ERASED_KEY_META: fingerprint.encode()})
+    uri = lake.join(root, ERASED_USERS_FILE)
+    filesystem, path = lake.filesystem_for(uri)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    tmp = f"{path.rsplit('/', 1)[0]}/.erased_users.{secrets.token_hex(4)}.parquet"
+    pq.write_table(table, tmp, filesystem=filesystem)
+    filesystem.move(tmp, path)
+    return len(new)

@@ -11,7 +11,8 @@ Every raw line ends in exactly one place: clean, quarantine (with the first rule
 as an identical duplicate of a clean event, so ``raw_lines == clean + quarantined + duplicates``.
 Duplicates are found within the day and against the published clean partitions of the previous
 ``dedupe_lookback_days`` days (late re-sends); users with more than ``bot_events_per_day`` clean events
-in the day are labelled bots and their events quarantined as ``bot_user``.
+in the day are labelled bots and their events quarantined as ``bot_user``; an otherwise clean event of a user on
+the erased-users list (``erasure/erased_users.parquet``, jobs/erase.py) is quarantined as ``erased_user``.
 The gate then validates the staged output and ``publish`` moves it into place.
 
 Run: ``spark-submit jobs/clean.py --dt 2026-01-31`` (or ``python jobs/clean.py --dt ...``).
@@ -33,6 +34,7 @@ from attnrec.contracts import (
     RATING_MIN,
     REQUIRED_EVENT_FIELDS,
 )
+from attnrec.privacy import read_erased
 from jobs.identity import identity_table, with_pseudonyms
 
 RAW_FIELDS = REQUIRED_EVENT_FIELDS + OPTIONAL_EVENT_FIELDS
@@ -325,6 +327,27 @@ def decide(classified, params: CleanParams, earlier=None):
     return invalid.unionByName(decided.select(*invalid.columns))
 
 
+#: The quarantine reason of an otherwise clean event of a user on the erased-users list (jobs/erase.py).
+ERASED_USER = "erased_user"
+
+
+def mark_erased(parsed, identity, erased: set[str]):
+    """``(parsed, identity)`` without the erased users: their valid lines get reason ``erased_user`` and their
+    identity rows go. ``erased``: the tags of the erased-users list (SHA-256 of the pseudonym,
+    :func:`attnrec.privacy.erased_tag`), so the list holds neither id nor pseudonym."""
+    from pyspark.sql import functions as F
+
+    tags = parsed.sparkSession.createDataFrame([(t,) for t in sorted(erased)], "tag string")
+    tagged = identity.withColumn("tag", F.sha2(F.col("pseudonym"), 256))
+    hit = tagged.join(F.broadcast(tags), "tag", "left_semi").select("user_id", F.lit(True).alias("_erased"))
+    kept = tagged.join(F.broadcast(tags), "tag", "left_anti").select(*identity.columns)
+    marked = parsed.join(F.broadcast(hit), "user_id", "left").withColumn(
+        "reason",
+        F.when(F.col("reason").isNull() & F.col("_erased"), F.lit(ERASED_USER)).otherwise(F.col("reason")),
+    )
+    return marked.select(*parsed.columns), kept
+
+
 def transform(raw, params: CleanParams, earlier=None):
     """:func:`classify` split into ``(clean, quarantine, duplicates)`` DataFrames.
 
@@ -411,7 +434,14 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
     parsed = spark.read.parquet(lake.join(work, "lines"))
     identity_dir = lake.staging(root, lake.IDENTITY_USERS, params.dt)
     valid = parsed.where(parsed["reason"].isNull())
-    identity_table(valid, key).coalesce(1).write.mode("overwrite").parquet(identity_dir)
+    erased = read_erased(root)
+    if erased:  # events of erased users are quarantined (erased_user) and never get an identity row again
+        identity_table(valid, key).write.mode("overwrite").parquet(lake.join(work, "identity"))
+        parsed, users = mark_erased(parsed, spark.read.parquet(lake.join(work, "identity")), erased)
+        users.coalesce(1).write.mode("overwrite").parquet(identity_dir)
+        progress(f"checked the day's users against {len(erased)} erased users")
+    else:
+        identity_table(valid, key).coalesce(1).write.mode("overwrite").parquet(identity_dir)
     identity = spark.read.parquet(identity_dir)
     progress(f"pseudonymised {identity.count()} distinct user ids")
     pseudonymous = with_pseudonyms(parsed, identity, keep=parsed["reason"].isNull())

@@ -161,6 +161,21 @@ def register(settings: Settings, model_uri: str, run_id: str, tags: dict[str, st
     return str(mv.version)
 
 
+#: Tag set on every version that existed when an erasure ran (value: the newest such erasure's request id): the
+#: version learned from data that is gone; the retrain the erasure triggers replaces it (docs/privacy.md#erasure).
+TRAINED_BEFORE_ERASURE = "trained_before_erasure"
+
+
+def tag_trained_before_erasure(settings: Settings, request_id: str) -> list[str]:
+    """Tag every registered version of the model ``trained_before_erasure=<request_id>``; returns the versions
+    (none when no model is registered yet)."""
+    c = client(settings)
+    versions = c.search_model_versions(f"name='{settings.model_name}'")  # [] when no model is registered
+    for mv in versions:
+        c.set_model_version_tag(settings.model_name, mv.version, TRAINED_BEFORE_ERASURE, request_id)
+    return sorted((str(mv.version) for mv in versions), key=int)
+
+
 def is_missing(err: BaseException) -> bool:
     """Whether an MLflow error means "does not exist" (RESOURCE_DOES_NOT_EXIST: no such model or version).
     Anything else - 401/403, a 5xx, a timeout, a URI that is not an MLflow server - is not an absence."""

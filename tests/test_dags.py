@@ -60,12 +60,31 @@ def dagbag(tmp_path_factory) -> dict:
 
 def test_no_import_errors_and_contract_dag_ids(dagbag):
     assert dagbag["errors"] == {}
-    assert set(dagbag["dags"]) == {"behavior_etl", "train_recommender", "nightly_candidates", "kpi_report"}
+    assert set(dagbag["dags"]) == {
+        "behavior_etl",
+        "train_recommender",
+        "nightly_candidates",
+        "kpi_report",
+        "erase_users",
+    }
 
 
 def test_only_dag_files_are_parsed(dagbag):
     """dags/.airflowignore keeps the package's __init__ and the shared wiring module out of DAG parsing."""
-    assert dagbag["files"] == ["behavior_etl.py", "kpi_report.py", "nightly_candidates.py", "train_recommender.py"]
+    assert dagbag["files"] == [
+        "behavior_etl.py", "erase_users.py", "kpi_report.py", "nightly_candidates.py", "train_recommender.py"
+    ]  # fmt: skip
+
+
+def test_erase_users_runs_on_request_then_tags_and_publishes_the_features_asset(dagbag):
+    dag = dagbag["dags"]["erase_users"]
+    assert dag["timetable"] == "NullTimetable" and dag["max_active_runs"] == 1
+    tasks = dag["tasks"]
+    assert {t: v["upstream"] for t, v in tasks.items()} == {
+        "erase": [],
+        "tag_models": ["erase"],
+        "publish_features": ["erase"],
+    }
 
 
 def test_dag_files_do_not_import_heavy_libraries(dagbag):
@@ -206,7 +225,7 @@ def test_an_executor_airflow_does_not_run_fails_the_dag_naming_the_setting(tmp_p
         "([core] executor = 'LocalExecutor')"
     ) in error
     assert f"AIRFLOW__CORE__EXECUTOR='LocalExecutor,{EDGE}'" in error
-    assert set(bag["dags"]) == {"behavior_etl", "nightly_candidates", "kpi_report"}
+    assert set(bag["dags"]) == {"behavior_etl", "nightly_candidates", "kpi_report", "erase_users"}
 
 
 @pytest.mark.parametrize(

@@ -234,7 +234,7 @@ def test_03_ui_login_dag_list_and_trigger_a_day(stack):
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(f"{stack.url}/dags")
 
-            for dag_id in ("behavior_etl", "train_recommender", "nightly_candidates"):
+            for dag_id in ("behavior_etl", "train_recommender", "nightly_candidates", "erase_users"):
                 expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible()
             dag_files = [p for p in (REPO / "dags").glob("*.py") if p.stem not in ("__init__", "wiring")]
             expect(page.get_by_text(f"{len(dag_files)} Dags")).to_be_visible()  # one DAG per file
