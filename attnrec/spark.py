@@ -8,6 +8,7 @@ the job uses ``ATTNREC_SPARK_MASTER`` (default ``local[*]``), ``ATTNREC_SPARK_DR
 
 from __future__ import annotations
 
+import logging
 import os
 
 #: Session settings every attnrec job relies on: UTC times, no surprises from ANSI casts we guard ourselves.
@@ -40,6 +41,9 @@ def get_spark(app_name: str, master: str | None = None):
             builder = builder.config("spark.driver.extraJavaOptions", settings.spark_driver_java_options)
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
+    # py4j logs each connection it closes at INFO, also from finalizers at interpreter exit, when a test runner or
+    # a task has already closed the log stream ("--- Logging error ---" with a traceback): only its warnings
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
