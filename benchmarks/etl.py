@@ -278,7 +278,9 @@ def parse_args(argv: list[str] | None):
         help="share of bad lines mixed in (default 0: none; each bad line has one defect the clean job quarantines)",
     )
     parser.add_argument(
-        "--keep", help="lake directory to write to and keep (default: a temporary one, deleted); one size only"
+        "--keep",
+        help="lake directory to write to and keep (default: a temporary one, deleted); with several sizes, one lake "
+        "per size in DIR/events=N",
     )
     parser.add_argument("--driver-memory", default="4g", help="ATTNREC_SPARK_DRIVER_MEMORY for the jobs (default 4g)")
     parser.add_argument(
@@ -305,8 +307,6 @@ def parse_args(argv: list[str] | None):
     for events in args.events:
         if events < args.days or args.days < 1:
             raise ValueError(f"--events={events} --days={args.days}: need at least one event per day and one day")
-    if args.keep and len(args.events) > 1:
-        raise ValueError(f"--keep {args.keep} with {len(args.events)} sizes: keep one size's lake at a time")
     return args
 
 
@@ -322,7 +322,10 @@ def run_size(args, events: int) -> dict:
 
     per_day = events // args.days
     users = args.users or max(100, per_day // 100)
-    root = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="attnrec-bench-"))
+    if args.keep:
+        root = Path(args.keep).resolve() / (f"events={events}" if len(args.events) > 1 else "")
+    else:
+        root = Path(tempfile.mkdtemp(prefix="attnrec-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNREC_")}
     env.update(ATTNREC_DATA_ROOT=str(root), ATTNREC_SPARK_DRIVER_MEMORY=args.driver_memory)
     if args.driver_java_options is not None:

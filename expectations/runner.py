@@ -195,6 +195,7 @@ def _run_checkpoint(
     result = checkpoint.run(batch_parameters=batch_parameters, expectation_parameters=params, run_id=run_id)
     if not result.success:  # again with the details the message and the Data Docs page show
         checkpoint.result_format = _RESULT_FORMAT
+        checkpoint.save()  # GX runs only a checkpoint whose stored copy is current
         result = checkpoint.run(batch_parameters=batch_parameters, expectation_parameters=params, run_id=run_id)
 
     [(identifier, suite_result)] = result.run_results.items()
