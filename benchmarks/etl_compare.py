@@ -60,8 +60,9 @@ def read_sorted(root: Path, dataset: str, dt: str, mapping: dict[str, str]):
         ids = pa.array([mapping.get(p, f"<unmapped {p}>") for p in table["user_id"].to_pylist()], pa.string())
         table = table.set_column(table.column_names.index("user_id"), table.schema.field("user_id"), ids)
     if "source_file" in table.column_names:
-        prefix = f"file:{root.resolve()}/"
-        relative = pc.replace_substring(table["source_file"], prefix, "")
+        relative = table["source_file"]
+        for prefix in (f"file://{root.resolve()}/", f"file:{root.resolve()}/"):  # Spark writes either form
+            relative = pc.replace_substring(relative, prefix, "")
         table = table.set_column(table.column_names.index("source_file"), "source_file", relative)
     keys = [
         (name, "ascending")
