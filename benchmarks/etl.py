@@ -1,11 +1,12 @@
 """Benchmark the behaviour ETL: generate N synthetic events, then run the Spark jobs of behavior_etl on them.
 
 Each stage runs the way the DAG runs it, one process per job (``python jobs/<job>.py --dt D --validate``: the job,
-then its gate in the same Spark application) with ATTNREC_DATA_ROOT pointing at a temporary lake, and publishes
-through :mod:`attnrec.lake`. For every stage it prints the job's steps and gates as they finished
-(seconds since its process started), wall seconds (a job's gate apart, from the line the gate
-prints first), events per second and the peak resident memory of the whole process tree (Python driver plus its
-JVM), sampled with psutil every 0.5 s.
+then its gate in the same Spark application; clean's application then builds and gates the day's features, which
+the featurize process adopts) with ATTNREC_DATA_ROOT pointing at a temporary lake, and publishes through
+:mod:`attnrec.lake`. For every stage it prints the job's steps and gates as they finished (seconds since its process
+started), wall seconds per part (split at the lines that begin a gate or the features: :data:`PART_MARKS`), events
+per second and the peak resident memory of the whole process tree (Python driver plus its JVM), sampled with psutil
+every 0.5 s.
 
 Beside it, on the same files in the same run, the bare PySpark floor (benchmarks/etl_floor.py) and behavior_etl's
 efficiency against it (floor seconds / ETL seconds) overall and per stage. ``--separate-gates`` runs each gate as
@@ -13,7 +14,8 @@ its own Spark application (``jobs/validate.py``), as the DAG did before; ``--pro
 (interpreter, JVM and session, first Spark jobs, Python worker start, GX import and set-up); ``--dags-test`` adds
 ``airflow dags test behavior_etl`` on the same lake, per task, and Airflow's own share.
 
-Run: ``python benchmarks/etl.py --events 100000 [--days 1] [--users N] [--keep DIR] [--profile] [--dags-test]``
+Run: ``python benchmarks/etl.py --events 100000 [2000000 ...] [--days 1] [--users N] [--keep DIR] [--profile]
+[--dags-test]`` (several sizes: one after another in one run, then a table of all of them)
 """
 
 from __future__ import annotations
@@ -189,18 +191,32 @@ def measure_dags_test(root: Path, dt: str, env: dict[str, str]) -> tuple[float, 
 
 
 GATE_MARK = "gate dt="  # jobs/validate.py's first line: where a job's gate begins
+#: Lines a --validate job prints where one of its parts begins: (text in the line, part, floor stage compared with).
+#: jobs/clean.py --validate builds the day's features too, after its gate (jobs/featurize.py prebuild).
+PART_MARKS = (
+    ("clean_events gate dt=", "clean gate", "clean"),
+    ("building the features in this application", "featurize (in clean's application)", "featurize"),
+    ("features gate dt=", "featurize gate", "featurize"),
+)
 
 
-def split_at_gate(name: str, seconds: float, lines: list) -> list[tuple[str, float]]:
-    """A ``--validate`` job's wall time as ``[(name, job seconds), (name gate, gate seconds)]``: the gate begins at
-    the first line jobs/validate.py prints; its share includes stopping the session. A gate run on its own gives
+def split_parts(name: str, floor_name: str, seconds: float, lines: list) -> list[tuple[str, float, str]]:
+    """A job's wall time as ``[(part, seconds, floor stage)]``: the job itself, then each part that begins at the
+    first line of :data:`PART_MARKS` it prints (its gate, and in clean's application the features and their gate);
+    the last part includes stopping the session. A gate run on its own (``--separate-gates``) gives
     ``[(name start-up, seconds to its first line), (name, the rest)]``."""
-    at = next((t for t, line in lines if GATE_MARK in line), None)
-    if at is None:
-        return [(name, seconds)]
     if name.endswith("gate"):  # a gate of its own (--separate-gates): its Spark start-up, then the gate
-        return [(f"{name} start-up", at), (name, seconds - at)]
-    return [(name, at), (f"{name} gate", seconds - at)]
+        at = next((t for t, line in lines if GATE_MARK in line), None)
+        if at is None:
+            return [(name, seconds, floor_name)]
+        return [(f"{name} start-up", at, floor_name), (name, seconds - at, floor_name)]
+    starts = [(name, 0.0, floor_name)]
+    for mark, part, part_floor in PART_MARKS:
+        at = next((t for t, line in lines if mark in line), None)
+        if at is not None:
+            starts.append((part, at, part_floor))
+    ends = [at for _, at, _ in starts[1:]] + [seconds]
+    return [(part, end - at, part_floor) for (part, at, part_floor), end in zip(starts, ends)]
 
 
 def run_floor(root: Path, dt: str, env: dict[str, str]) -> dict[str, float]:
@@ -235,13 +251,15 @@ def etl_stages(dt: str, py: str, separate_gates: bool) -> list[tuple[str, str, l
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    from attnrec import lake
-    from datatools.generate import generate
-
+def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--events", type=int, required=True, help="synthetic events in all (split evenly over the days)"
+        "--events",
+        type=int,
+        nargs="+",
+        required=True,
+        help="synthetic events in all (split evenly over the days); several sizes run one after another in one run "
+        "(e.g. --events 2000000 10000000), each on its own lake, and a summary table follows",
     )
     parser.add_argument("--days", type=int, default=1, help="landing days (default 1)")
     parser.add_argument("--users", type=int, default=0, help="users (default: events / 100 per day, at least 100)")
@@ -259,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="share of bad lines mixed in (default 0: none; each bad line has one defect the clean job quarantines)",
     )
-    parser.add_argument("--keep", help="lake directory to write to and keep (default: a temporary one, deleted)")
+    parser.add_argument(
+        "--keep",
+        help="lake directory to write to and keep (default: a temporary one, deleted); with several sizes, one lake "
+        "per size in DIR/events=N",
+    )
     parser.add_argument("--driver-memory", default="4g", help="ATTNREC_SPARK_DRIVER_MEMORY for the jobs (default 4g)")
     parser.add_argument(
         "--driver-java-options",
@@ -282,12 +304,28 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure the fixed costs: JVM + session start-up, Python worker start, GX context and suites",
     )
     args = parser.parse_args(argv)
-    if args.events < args.days or args.days < 1:
-        raise ValueError(f"--events={args.events} --days={args.days}: need at least one event per day and one day")
+    for events in args.events:
+        if events < args.days or args.days < 1:
+            raise ValueError(f"--events={events} --days={args.days}: need at least one event per day and one day")
+    return args
 
-    per_day = args.events // args.days
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` prints them (a shared machine distorts every figure)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_size(args, events: int) -> dict:
+    """Generate ``events`` events, run the floor and behavior_etl's stages on them; return what was measured."""
+    from attnrec import lake
+    from datatools.generate import generate
+
+    per_day = events // args.days
     users = args.users or max(100, per_day // 100)
-    root = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="attnrec-bench-"))
+    if args.keep:
+        root = Path(args.keep).resolve() / (f"events={events}" if len(args.events) > 1 else "")
+    else:
+        root = Path(tempfile.mkdtemp(prefix="attnrec-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATTNREC_")}
     env.update(ATTNREC_DATA_ROOT=str(root), ATTNREC_SPARK_DRIVER_MEMORY=args.driver_memory)
     if args.driver_java_options is not None:
@@ -297,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, float, int, int]] = []  # stage, seconds, events, peak rss
     floor_stage: dict[str, str] = {}  # ETL stage -> the floor stage it is compared with
     floors: list[dict[str, float]] = []
+    load_before = load_average()
+    print(f"{events:,} events: load average {load_before} at the start", flush=True)
 
     try:
         seconds, rss = measure_in_process(
@@ -317,32 +357,60 @@ def main(argv: list[str] | None = None) -> int:
                     datasets = lake.CLEAN_OUTPUTS if name == "publish clean" else lake.FEATURE_OUTPUTS
                     optional = () if name == "publish clean" else (lake.QUARANTINE_ITEMS,)
                     seconds, rss = measure_in_process(lambda: lake.publish_all(str(root), datasets, dt, optional))
-                    parts = [(name, seconds)]
+                    parts = [(name, seconds, floor_name)]
                 else:
                     lines: list = []
                     seconds, rss = run_stage(cmd, env, lines)
-                    parts = split_at_gate(name, seconds, lines)
+                    parts = split_parts(name, floor_name, seconds, lines)
                     for at, line in lines:  # the job's steps and each gate, at their offset from the process start
                         if " dt=" in line:
                             print(f"      at {at:6.1f} s: {line.strip()[:160]}", flush=True)
-                for part, part_seconds in parts:
+                for part, part_seconds, part_floor in parts:
                     rows.append((part + suffix, part_seconds, per_day, rss))
-                    floor_stage[part + suffix] = floor_name
+                    floor_stage[part + suffix] = part_floor
                     print(f"  {rows[-1][0]}: {part_seconds:.1f} s", flush=True)
         profile = measure_fixed_costs(env) if args.profile else None
         dags_test = measure_dags_test(root, args.start, env) if args.dags_test else None
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    return {
+        "events": per_day * args.days,
+        "users": users,
+        "rows": rows,
+        "floor_stage": floor_stage,
+        "floors": floors,
+        "profile": profile,
+        "dags_test": dags_test,
+        "env": env,
+        "load": (load_before, load_average()),
+    }
 
+
+def efficiency_rows(result: dict) -> list[tuple[str, float, float]]:
+    """``(stage, floor seconds, ETL seconds)`` for clean, featurize and the total (empty without a floor)."""
+    if not result["floors"]:
+        return []
+    etl = [r for r in result["rows"] if r[0] != "generate"]
+    out = []
+    for stage in ("clean", "featurize"):
+        floor_s = sum(f[stage] for f in result["floors"])
+        etl_s = sum(r[1] for r in etl if result["floor_stage"].get(r[0]) == stage)
+        out.append((stage, floor_s, etl_s))
+    out.append(("total", sum(f["total"] for f in result["floors"]), sum(r[1] for r in etl)))
+    return out
+
+
+def print_result(args, result: dict) -> None:
+    rows, env, total_events = result["rows"], result["env"], result["events"]
     etl = [r for r in rows if r[0] != "generate"]
     etl_seconds = sum(r[1] for r in etl)
-    total_events = per_day * args.days
     print(
-        f"\nbehavior_etl benchmark: {total_events:,} events, {args.days} day(s), {users:,} users, "
+        f"\nbehavior_etl benchmark: {total_events:,} events, {args.days} day(s), {result['users']:,} users, "
         f"{args.items:,} items, {args.files_per_day} gzip file(s) per day, {args.bad_fraction:.0%} bad lines, gates "
         f"{'as separate Spark applications' if args.separate_gates else 'inside the jobs (--validate)'}, "
-        f"driver JVM options {env.get('ATTNREC_SPARK_DRIVER_JAVA_OPTIONS', 'attnrec default')!r}"
+        f"driver JVM options {env.get('ATTNREC_SPARK_DRIVER_JAVA_OPTIONS', 'attnrec default')!r}; "
+        f"load average {result['load'][0]} at the start, {result['load'][1]} at the end"
     )
     print("| stage | seconds | events/s | peak RSS (MiB) |")
     print("|---|---|---|---|")
@@ -352,24 +420,23 @@ def main(argv: list[str] | None = None) -> int:
         f"| **ETL total** (clean to publish features) | {etl_seconds:.1f} | {total_events / etl_seconds:,.0f} | "
         f"{max(r[3] for r in etl) / 2**20:,.0f} |"
     )
-    if floors:
+    effs = efficiency_rows(result)
+    if effs:
         print("\nfloor (benchmarks/etl_floor.py: the bare PySpark job on the same files) against behavior_etl:")
         print("| stage | floor s | ETL s | efficiency (floor / ETL) |")
         print("|---|---|---|---|")
-        for stage in ("clean", "featurize"):
-            floor_s = sum(f[stage] for f in floors)
-            etl_s = sum(r[1] for r in etl if floor_stage.get(r[0]) == stage)
+        for stage, floor_s, etl_s in effs[:-1]:
             print(f"| {stage} (with its gate and publish) | {floor_s:.1f} | {etl_s:.1f} | {floor_s / etl_s:.2f} |")
-        floor_s = sum(f["total"] for f in floors)
-        print(f"| **total** | {floor_s:.1f} | {etl_seconds:.1f} | {floor_s / etl_seconds:.2f} |")
-    if profile:
+        _, floor_s, etl_s = effs[-1]
+        print(f"| **total** | {floor_s:.1f} | {etl_s:.1f} | {floor_s / etl_s:.2f} |")
+    if result["profile"]:
         print("\nfixed costs (each measured on its own, on this machine now):")
         print("| what | seconds |")
         print("|---|---|")
-        for what, seconds in profile.items():
+        for what, seconds in result["profile"].items():
             print(f"| {what} | {seconds:.1f} |")
-    if dags_test:
-        seconds, tasks = dags_test
+    if result["dags_test"]:
+        seconds, tasks = result["dags_test"]
         print(f"\nairflow dags test behavior_etl {args.start} (same lake, fresh Airflow home; db migrate not counted):")
         print("| task | seconds |")
         print("|---|---|")
@@ -378,6 +445,31 @@ def main(argv: list[str] | None = None) -> int:
         in_tasks = sum(t for _, t in tasks)
         print(f"| Airflow outside the tasks (dags test start, DAG parse, between tasks) | {seconds - in_tasks:.1f} |")
         print(f"| **dags test total** | {seconds:.1f} |")
+
+
+def print_summary(results: list[dict]) -> None:
+    """One row per size: floor, ETL and efficiency per stage, and the load around each size's run."""
+    print("\nall sizes (floor s / ETL s / efficiency = floor / ETL):")
+    print("| events | clean | featurize | **total** | ETL events/s | load average at start / end |")
+    print("|---|---|---|---|---|---|")
+    for result in results:
+        effs = efficiency_rows(result)
+        cells = [f"{f:.1f} / {e:.1f} / **{f / e:.2f}**" for _, f, e in effs] if effs else ["no floor"] * 3
+        etl_s = sum(r[1] for r in result["rows"] if r[0] != "generate")
+        print(
+            f"| {result['events']:,} | {' | '.join(cells)} | {result['events'] / etl_s:,.0f} | "
+            f"{result['load'][0]} / {result['load'][1]} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = []
+    for events in args.events:
+        results.append(run_size(args, events))
+        print_result(args, results[-1])
+    if len(results) > 1:
+        print_summary(results)
     return 0
 
 

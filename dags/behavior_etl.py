@@ -6,7 +6,12 @@
     expire_old_partitions (retention of raw/events and quarantine/, beside the chain; attnrec/retention.py)
 
 Each Spark task stages its output and then validates it in the same Spark application (``--validate``: the
-gates of ``jobs/validate.py``, on the staged files), so a day starts two Spark applications instead of four.
+gates of ``jobs/validate.py``, on the staged files). When the clean gate passes, the clean task's application goes on
+to build the day's features from the staged clean partition and runs the features gate on them (a day then starts
+one Spark application); the featurize task adopts those staged features when its inputs are exactly the ones they
+were built from (same look-back partitions, vocabulary, catalogue files and settings), and builds them itself
+otherwise (``jobs/featurize.py``: ``prebuild``, ``adopt_prebuilt``). Nothing is published before its task: clean
+after publish_clean, features after publish_features.
 
 Every task works on partition dt = the run's logical date and replaces it whole, so retries, re-runs and
 backfills are safe; each publish task moves its datasets as one unit that a retry finishes (``lake.publish_all``).

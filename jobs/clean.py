@@ -128,6 +128,8 @@ ACCEPTED_TYPES = {
     "device": ("STRING",),
 }
 ID_FIELDS = ("event_id", "user_id", "item_id")
+#: The whitespace JSON allows around a value (RFC 8259), the only characters the VARIANT parser skips.
+JSON_WHITESPACE = " \t\r\n"
 
 
 def parse(raw):
@@ -156,11 +158,16 @@ def parse(raw):
     wrapped = F.try_parse_json(F.concat(F.lit("["), F.col("raw_line"), F.lit("]")))
     first = F.try_variant_get(wrapped, "$[0]", "variant")
     only_one = F.try_variant_get(wrapped, "$[1]", "variant").isNull()
+    # The one value parsed is an object exactly when its first character is "{" after JSON's whitespace (space,
+    # tab, CR, LF: all the parser skips): a character test instead of the whole object's schema_of_variant.
+    opens_object = F.ltrim(F.col("raw_line"), F.lit(JSON_WHITESPACE)).startswith("{")
     with_texts = raw.select("raw_line", "source_file", F.json_tuple("raw_line", *RAW_FIELDS).alias(*texts))
-    return with_texts.select("raw_line", "source_file", *texts, first.alias("v"), only_one.alias("only_one")).select(
+    return with_texts.select(
+        "raw_line", "source_file", *texts, first.alias("v"), (only_one & opens_object).alias("one_object")
+    ).select(
         "raw_line",
         "source_file",
-        F.coalesce(F.schema_of_variant(v).startswith("OBJECT<") & F.col("only_one"), F.lit(False)).alias("is_object"),
+        F.coalesce(v.isNotNull() & F.col("one_object"), F.lit(False)).alias("is_object"),
         *(c for t_col, s_col in zip(types, texts) for c in (t_col, s_col)),  # t_<field>, s_<field> per field
     )
 
@@ -179,8 +186,10 @@ def rule_reason(params: CleanParams):
         return jtype(name).isNotNull() & (jtype(name) != "VOID")
 
     def wrong_type(name: str):
-        base = F.regexp_replace(jtype(name), r"\(.*$", "")  # DECIMAL(3,1) -> DECIMAL
-        return present(name) & ~base.isin(*ACCEPTED_TYPES[name])
+        ok = jtype(name).isin(*ACCEPTED_TYPES[name])
+        if "DECIMAL" in ACCEPTED_TYPES[name]:  # DECIMAL(3,1): any precision and scale (a string test, no regex)
+            ok = ok | jtype(name).startswith("DECIMAL(")
+        return present(name) & ~ok
 
     line = F.trim(F.col("raw_line"))
     event_time_raw = trimmed("event_time")
@@ -472,7 +481,8 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
 
 def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
     """Clean one landing day of raw behaviour events into staging: clean events, quarantine, reconciliation;
-    with ``--validate``, then the clean_events gate on them in the same session (exit 1 when it fails)."""
+    with ``--validate``, then the clean_events gate on them in the same session (exit 1 when it fails) and, when it
+    passes, the day's features and their gate in the same session too, for the featurize task to adopt."""
     from attnrec.privacy import lake_key
     from attnrec.settings import get_settings
     from attnrec.spark import get_spark
@@ -503,7 +513,14 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
             return 0
         from jobs.validate import gate
 
-        return gate(spark, "clean_events", dt, settings)
+        if gate(spark, "clean_events", dt, settings) != 0:
+            return 1
+        # the day's features too, in this application, from the staged clean partition; the featurize task adopts
+        # them when its inputs are still the same (jobs/featurize.py), else builds them itself
+        from jobs import featurize
+
+        featurize.prebuild(spark, settings, featurize.params_from(settings, dt))
+        return 0
     finally:
         spark.stop()
 

@@ -28,6 +28,10 @@ after its gate, so in the DAG it is always published by the time this runs). ``_
 sequences lists the clean days read and the vocabulary carried over; the features gate fails when a day of the
 look-back window has raw events but was not among them.
 
+``jobs/clean.py --validate`` calls :func:`prebuild` after its gate passes: the features and their gate in the clean
+job's Spark application (one JVM a day instead of two). ``featurize --validate`` then adopts those staged features
+(:func:`adopt_prebuilt`) when today's inputs have the fingerprint they were built from, and builds them otherwise.
+
 Run: ``spark-submit jobs/featurize.py --dt 2026-01-31``.
 """
 
@@ -409,12 +413,113 @@ def write_manifest(seq_dir: str, params: FeatureParams, inputs: dict) -> None:
     lake.write_json(lake.join(seq_dir, lake.FEATURES_MANIFEST), manifest)
 
 
+def prebuilt_record(root: str, dt: str) -> str:
+    """Where :func:`prebuild` records features it built and gated ahead, for :func:`adopt_prebuilt` to check."""
+    return lake.join(root, lake.STAGING, "features_prebuilt", f"dt={dt}.json")
+
+
+def input_fingerprint(root: str, params: FeatureParams) -> dict:
+    """Everything day D's features are built from, as data: the parameters, the clean days of the look-back (D's
+    with its reconciliation), the vocabulary carried over and the catalogue files (name, size, modification time).
+    Two equal fingerprints mean featurize would read the same inputs; D's clean partition counts as the same whether
+    it is staged or published (publishing moves it unchanged)."""
+    import dataclasses
+    import json
+
+    from pyarrow import fs as pafs
+
+    def files(uri: str, with_mtime: bool) -> list:
+        """The data files under ``uri``: name, size (and modification time); a rewrite gets new part names."""
+        filesystem, base = lake.filesystem_for(uri)
+        found = []
+        for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True)):
+            if info.type == pafs.FileType.File and not info.base_name.startswith(("_", ".")):
+                found.append([info.path.removeprefix(base), info.size, *([info.mtime_ns] if with_mtime else [])])
+        return sorted(found)
+
+    inputs = lookback_inputs(root, params)
+    day = inputs["clean"][-1]  # D: the newest day of the window, staged or published
+    recon_path = lake.join(day, lake.RECONCILIATION_FILE)
+    items_dir = lake.raw_items(root)
+    fingerprint = {
+        "params": dataclasses.asdict(params),
+        "clean_days": {path.rsplit("dt=", 1)[1]: files(path, with_mtime=False) for path in inputs["clean"]},
+        "reconciliation": lake.read_json(recon_path) if lake.exists(recon_path) else None,
+        "items_from": [inputs["items_from"], files(inputs["items_from"], with_mtime=False)]
+        if inputs["items_from"]
+        else None,
+        "catalogue": files(items_dir, with_mtime=True) if lake.exists(items_dir) else [],
+    }
+    return json.loads(json.dumps(fingerprint))  # tuples as lists: comparable with a record read back
+
+
+def prebuild(spark, settings, params: FeatureParams) -> bool:
+    """Build day D's features and run their gate in the caller's Spark application (the clean job's, right after
+    its own gate passed: one application a day instead of two), from the staged clean partition of D.
+
+    Records the inputs (:func:`input_fingerprint`) beside staging when the gate passes; the featurize task then
+    adopts the staged features instead of building them again (:func:`adopt_prebuilt`). Returns whether it did.
+    Never fails its caller: when the build or the gate fails nothing is recorded, and the featurize task builds
+    the features itself and reports the failure there, where it belongs.
+    """
+    from jobs.validate import gate
+
+    root = settings.data_root
+    record = prebuilt_record(root, params.dt)
+    print(f"featurize dt={params.dt}: building the features in this application (adopted by the featurize task)")
+    try:
+        inputs = input_fingerprint(root, params)
+        run(spark, root, params)
+        passed = gate(spark, "features", params.dt, settings) == 0
+    except Exception as err:  # noqa: BLE001 - reported, and the featurize task does the work again
+        print(f"featurize dt={params.dt}: building ahead failed ({type(err).__name__}: {err}); the featurize task "
+              "builds the features itself")  # fmt: skip
+        return False
+    if not passed:
+        print(f"featurize dt={params.dt}: the features gate failed here; the featurize task builds them again and "
+              "reports the failure")  # fmt: skip
+        return False
+    lake.write_json(record, {"dt": params.dt, "inputs": inputs})
+    return True
+
+
+def discard_record(record: str) -> None:
+    """Delete a :func:`prebuilt_record` (nothing when there is none)."""
+    if lake.exists(record):
+        filesystem, path = lake.filesystem_for(record)
+        filesystem.delete_file(path)
+
+
+def adopt_prebuilt(root: str, params: FeatureParams) -> bool:
+    """Take the features :func:`prebuild` staged and gated for day D when they were built from exactly today's
+    inputs (the same fingerprint) and are still staged complete: rewrite their manifest with the look-back as it is
+    now (D's clean partition published) and return True. The record is used once; anything else returns False
+    and featurize builds the features itself."""
+    record_uri = prebuilt_record(root, params.dt)
+    if not lake.exists(record_uri):
+        return False
+    record = lake.read_json(record_uri)
+    discard_record(record_uri)
+    seq_dir = lake.staging(root, lake.FEATURE_SEQUENCES, params.dt)
+    items_dir = lake.staging(root, lake.FEATURE_ITEMS, params.dt)
+    if not (lake.is_complete(seq_dir) and lake.is_complete(items_dir)):
+        print(f"featurize dt={params.dt}: the features built ahead are no longer staged; building them")
+        return False
+    if record.get("inputs") != input_fingerprint(root, params):
+        print(f"featurize dt={params.dt}: the inputs changed since the features were built ahead; building them")
+        return False
+    write_manifest(seq_dir, params, lookback_inputs(root, params))
+    print(f"featurize dt={params.dt}: adopted the features built and gated in the clean job's application")
+    return True
+
+
 def run(spark, root: str, params: FeatureParams) -> dict:
     """extract -> transform -> load for day ``params.dt`` (and the manifest of what it read); returns counts and
     the staged paths."""
     import time
 
     started = time.monotonic()
+    discard_record(prebuilt_record(root, params.dt))  # features built ahead are replaced now
     inputs = lookback_inputs(root, params)
     events, lines, vocab = extract(spark, root, params, inputs)
     catalogue = rejected = None
@@ -449,14 +554,9 @@ def run(spark, root: str, params: FeatureParams) -> dict:
     return summary
 
 
-def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
-    """Build day D's features (user sequences, item table) into staging from the clean events up to D; with
-    ``--validate``, then the features gate on them in the same session (exit 1 when it fails)."""
-    from attnrec.settings import get_settings
-    from attnrec.spark import get_spark
-
-    settings = get_settings(data_root=data_root)
-    params = FeatureParams(
+def params_from(settings, dt: str) -> FeatureParams:
+    """Day ``dt``'s parameters from the settings."""
+    return FeatureParams(
         dt=dt,
         max_seq_len=settings.max_seq_len,
         lookback_days=settings.lookback_days,
@@ -466,6 +566,18 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
         low_rating_max=settings.low_rating_max,
         bounce_dwell_s=settings.bounce_dwell_s,
     )
+
+
+def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
+    """Build day D's features (user sequences, item table) into staging from the clean events up to D; with
+    ``--validate``, then the features gate on them in the same session (exit 1 when it fails)."""
+    from attnrec.settings import get_settings
+    from attnrec.spark import get_spark
+
+    settings = get_settings(data_root=data_root)
+    params = params_from(settings, dt)
+    if validate and adopt_prebuilt(settings.data_root, params):  # built and gated in clean's application
+        return 0
     spark = get_spark(f"attnrec-featurize-{dt}")
     if validate:  # GX's import overlaps the Spark work (pyspark is imported by now) instead of following it
         from jobs.validate import preload_gx

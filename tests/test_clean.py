@@ -139,6 +139,15 @@ def test_tolerance_edge_is_inclusive(spark):
     assert quarantine == [] and len(clean) == 1
 
 
+def test_json_whitespace_around_an_object_keeps_it_an_object_and_other_leading_text_does_not(spark):
+    # JSON allows space, tab, CR and LF around a value: the object test looks past exactly those
+    padded = [" \t" + ev(event_id="e1"), "\r\n " + ev(event_id="e2") + " \t\r"]
+    others = ["\u00a0" + ev(event_id="e3"), "\f" + ev(event_id="e4"), " [" + ev(event_id="e5") + "]", " 7"]
+    clean, quarantine, _ = classify(spark, padded + others)
+    assert [r["event_id"] for r in clean] == ["e1", "e2"]
+    assert quarantine == ["malformed_json"] * 4
+
+
 def test_identical_duplicates_are_counted_and_conflicts_quarantined(spark):
     same = ev(event_id="e1")
     other = ev(event_id="e1", item_id="i2", event_time="2026-01-02T11:00:00+02:00")

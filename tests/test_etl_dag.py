@@ -187,3 +187,44 @@ def test_behavior_etl_runs_one_day_at_a_time_in_date_order():
     # queued runs start oldest first (by run_after); one at a time, D+1 starts after D has published or failed
     assert dag.max_active_runs == 1
     assert not any(task.depends_on_past for task in dag.tasks)  # backfill create keeps --reprocess-behavior none
+
+
+def test_features_built_in_clean_s_application_are_adopted_only_for_the_same_inputs(spark, tmp_path):
+    """jobs/clean.py --validate builds and gates the day's features in its own application (featurize.prebuild);
+    the featurize task adopts them (featurize.adopt_prebuilt) only when its inputs are still those they were built
+    from, and then they are the rows a fresh featurize writes, with the manifest of the published look-back."""
+    import pyarrow.parquet as pq
+
+    from attnrec.settings import get_settings
+    from datatools.generate import generate
+    from jobs import clean, featurize, validate
+
+    root = str(tmp_path / "data")
+    dt = "2026-04-12"
+    generate(root, start_dt=dt, days=1, users=30, items=80, events_per_day=300, seed=11)
+    settings = get_settings(data_root=root)
+    params = featurize.FeatureParams(dt=dt, lookback_days=30)
+    clean.run(spark, root, clean.CleanParams(dt=dt))
+    assert validate.run_gates(spark, *validate.check_inputs("clean_events", dt, root), dt, settings) == []
+    assert featurize.prebuild(spark, settings, params) is True
+    lake.publish_all(root, lake.CLEAN_OUTPUTS, dt)
+
+    staged = {d: lake.staging(root, d, dt) for d in (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS)}
+    assert featurize.adopt_prebuilt(root, params) is True
+    adopted = {
+        d: pq.read_table(path).sort_by("item_idx" if d == lake.FEATURE_ITEMS else "user_id")
+        for d, path in staged.items()
+    }
+    manifest = lake.read_json(lake.join(staged[lake.FEATURE_SEQUENCES], lake.FEATURES_MANIFEST))
+    assert [d["path"] for d in manifest["clean_days"]] == [lake.partition(root, lake.CLEAN_EVENTS, dt)]
+    assert featurize.adopt_prebuilt(root, params) is False  # a record is used once
+
+    featurize.run(spark, root, params)  # a fresh build from the published clean partition: the same rows
+    for dataset, path in staged.items():
+        fresh = pq.read_table(path).sort_by("item_idx" if dataset == lake.FEATURE_ITEMS else "user_id")
+        assert fresh.equals(adopted[dataset]), dataset
+    assert lake.read_json(lake.join(staged[lake.FEATURE_SEQUENCES], lake.FEATURES_MANIFEST)) == manifest
+
+    assert featurize.prebuild(spark, settings, params) is True
+    (Path(root) / "raw" / "items" / "late.jsonl").write_text('{"item_id": "i-late", "title": "Late"}\n')
+    assert featurize.adopt_prebuilt(root, params) is False  # the catalogue changed since: featurize builds again
