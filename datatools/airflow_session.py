@@ -115,6 +115,15 @@ def serve(session_log: str) -> None:
     for line in sys.stdin:
         rc = _run_one(parser, json.loads(line), session_log)
         answers.write(json.dumps({"rc": rc}) + "\n")
+    # every command has finished and answered; after DAG runs the interpreter's own teardown (the exit handlers of
+    # what the runs imported; only a daemon thread is left) took another 10-12 s in the tests, so flush the logs and
+    # leave now
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
