@@ -2,7 +2,9 @@
 
 ``run(LoopConfig(workdir=...))`` (``attnrec loop``, ``make demo-loop``) works in a fresh Airflow home, lake and
 MLflow store under ``workdir`` and drives every stage through ``airflow dags test <dag_id> <date>`` with environment
-variables only (the DAG ids and ATTNREC_* settings are the contract), as an operator would:
+variables only (the DAG ids and ATTNREC_* settings are the contract), as an operator would; the commands run one
+after another in one Airflow process (:mod:`datatools.airflow_session`: Airflow's own ``dags test`` command, its
+start-up paid once instead of once per DAG run), each with its own settings and its own log under ``workdir/logs``:
 
 1. ``attnrec generate``: ``history_days`` of synthetic history (the hidden world recorded for the simulator);
    ``behavior_etl`` for each day;
@@ -39,6 +41,7 @@ from typing import Any
 from attnrec import lake
 from attnrec.contracts import CONTROL, TREATMENT
 from attnrec.settings import MODEL_NAME, PROJECT_ROOT
+from datatools.airflow_session import AirflowSession
 
 DAGS = PROJECT_ROOT / "dags"
 #: The DAG ids the loop drives (DESIGN.md): a missing one fails the loop before it starts.
@@ -136,13 +139,15 @@ def base_env(cfg: LoopConfig) -> dict[str, str]:
 
 
 class Runner:
-    """Runs ``airflow dags test`` in the loop's Airflow home, one log file per run, and fails loudly."""
+    """Runs ``airflow dags test`` in the loop's Airflow home (in one :class:`AirflowSession`), one log file per run,
+    and fails loudly; :meth:`close` ends the session."""
 
     def __init__(self, cfg: LoopConfig, log: Callable[[str], None]):
         self.cfg, self.log, self.env = cfg, log, base_env(cfg)
         self.logs = cfg.workdir / "logs"
         self.seconds: dict[str, float] = {}  # step (e.g. behavior_etl-2026-02-01) -> its wall seconds
         self.kinds: dict[str, str] = {}  # step -> its kind (behavior_etl, simulate, ...)
+        self.session: AirflowSession | None = None
 
     def setup(self) -> None:
         home = Path(self.env["AIRFLOW_HOME"])
@@ -154,8 +159,10 @@ class Runner:
         self.logs.mkdir()
         (home / "dags").symlink_to(DAGS)  # Airflow's default dags folder, $AIRFLOW_HOME/dags
         self.command(["airflow", "db", "migrate"], "airflow-db-migrate")
+        self.start_session()
 
     def command(self, argv: list[str], name: str, kind: str = "", **extra_env: str) -> None:
+        """``python -m <argv>`` as a process of its own (``airflow db migrate``, before the session starts)."""
         self.kinds[name] = kind or name
         log = self.logs / f"{name}.log"
         started = time.perf_counter()
@@ -168,13 +175,43 @@ class Runner:
                 cwd=self.env["AIRFLOW_HOME"],
             )
         self.seconds[name] = time.perf_counter() - started
+        self._check(argv, proc.returncode, log)
+
+    def _check(self, argv: list[str], code: int, log: Path) -> None:
         text = log.read_text(encoding="utf-8", errors="replace")
-        if proc.returncode != 0 or any(mark in text[-20000:] for mark in _FAILED):
-            raise RuntimeError(f"{' '.join(argv)} failed (exit code {proc.returncode}); log {log}:\n{text[-3000:]}")
+        if code != 0 or any(mark in text[-20000:] for mark in _FAILED):
+            raise RuntimeError(f"{' '.join(argv)} failed (exit code {code}); log {log}:\n{text[-3000:]}")
+
+    def start_session(self) -> None:
+        """One Airflow process for every DAG run of the loop (:mod:`datatools.airflow_session`): Airflow's start-up
+        is paid once, not once per ``airflow dags test``."""
+        self.kinds["airflow-session"] = "airflow-session"
+        started = time.perf_counter()
+        # this checkout's code in the session (the DAG folder is this checkout's dags/, whatever the editable
+        # install of the venv points at)
+        path = os.pathsep.join(p for p in (str(PROJECT_ROOT), self.env.get("PYTHONPATH", "")) if p)
+        self.session = AirflowSession(
+            {**self.env, "PYTHONPATH": path}, Path(self.env["AIRFLOW_HOME"]), self.logs / "airflow-session.log"
+        )
+        self.seconds["airflow-session"] = time.perf_counter() - started
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
     def dag(self, dag_id: str, dt: str, name: str = "", **extra_env: str) -> None:
+        """``airflow dags test dag_id dt`` in the session, with ``extra_env`` added for this run only."""
         name = name or f"{dag_id}-{dt}"
-        self.command(["airflow", "dags", "test", dag_id, dt], name, dag_id, **extra_env)
+        if self.session is None:
+            raise RuntimeError("the Airflow session is not started: call start_session() first")
+        self.kinds[name] = dag_id
+        argv = ["dags", "test", dag_id, dt]
+        log = self.logs / f"{name}.log"
+        started = time.perf_counter()
+        code = self.session.run(argv, log, extra_env)
+        self.seconds[name] = time.perf_counter() - started
+        self._check(["airflow", *argv], code, log)
         self.log(f"  {dag_id} {dt}: ok in {self.seconds[name]:.0f} s")
 
     def timed(self, name: str, kind: str, fn: Callable[[], Any]) -> Any:
@@ -349,15 +386,18 @@ def run(cfg: LoopConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     check_config(cfg)
     started = time.perf_counter()
     runner = Runner(cfg, log)
-    runner.setup()
-    log = _tee(log, cfg.workdir / "loop.log")
-    runner.log = log
-    prepare(cfg, runner, log)
-    rows = []
-    for k, dt in enumerate(cfg.serve_days):
-        log(f"loop day {k + 1}/{cfg.loop_days}: {dt}")
-        rows.append(turn(cfg, runner, dt, decide=k == cfg.loop_days - 1))
-        log(table_lines(rows)[-1])
+    try:
+        runner.setup()
+        log = _tee(log, cfg.workdir / "loop.log")
+        runner.log = log
+        prepare(cfg, runner, log)
+        rows = []
+        for k, dt in enumerate(cfg.serve_days):
+            log(f"loop day {k + 1}/{cfg.loop_days}: {dt}")
+            rows.append(turn(cfg, runner, dt, decide=k == cfg.loop_days - 1))
+            log(table_lines(rows)[-1])
+    finally:
+        runner.close()
     lines = table_lines(rows)
     log("\n".join(["", f"experiment {cfg.experiment_id}: control = champion, treatment = challenger", *lines]))
     result = {

@@ -3,6 +3,9 @@
 Each DAG runs with ``airflow dags test`` (which calls ``dag.test()``) in a fresh Airflow home after
 ``airflow db migrate``, with only AIRFLOW_HOME, ATTNREC_DATA_ROOT and MLFLOW_TRACKING_URI pointing somewhere
 new (plus small training/candidate sizes so the test stays quick; epochs, never the wall clock, bound training).
+The module's ``airflow dags test`` commands run one after another in one Airflow process
+(tests/airflow_runs.py, datatools/airflow_session.py, as the loop runs them: Airflow's own command, its start-up
+paid once), each with its own log (in the Airflow home, outside the task logs the id scan reads) and exit code.
 Spark jobs go through spark-submit.
 """
 
@@ -13,9 +16,12 @@ import hmac
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.airflow_runs import DagTests, Run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
@@ -25,7 +31,7 @@ TOP_K = 20
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
+def env(tmp_path_factory) -> Iterator[dict[str, str]]:
     base = tmp_path_factory.mktemp("chain")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ATTNREC_", "MLFLOW_"))}
     env.update(
@@ -55,35 +61,35 @@ def env(tmp_path_factory) -> dict[str, str]:
         seed=7,
         bad_fraction=0.01,
     )
-    return env
+    runs = DagTests(env)
+    _RUNS[env["AIRFLOW_HOME"]] = runs
+    yield env
+    runs.close()
 
 
-def dags_test(env: dict[str, str], dag_id: str, dt: str = DT, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", dag_id, dt, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=env["AIRFLOW_HOME"],
-    )
+_RUNS: dict[str, DagTests] = {}  # AIRFLOW_HOME -> the module's Airflow session (one home per module)
 
 
-def assert_ok(proc: subprocess.CompletedProcess, dag_id: str) -> None:
-    tail = (proc.stdout + proc.stderr)[-6000:]
+def dags_test(env: dict[str, str], dag_id: str, dt: str = DT, *args: str) -> Run:
+    """``airflow dags test dag_id dt *args`` in the module's Airflow session, with the ATTNREC_* settings of ``env``."""
+    return _RUNS[env["AIRFLOW_HOME"]](env, dag_id, dt, *args)
+
+
+def assert_ok(proc: Run, dag_id: str) -> None:
+    tail = proc.output[-6000:]
     assert proc.returncode == 0 and "DagRun failed" not in tail, f"{dag_id} failed:\n{tail}"
 
 
 def test_candidates_before_any_training_fail_with_a_clear_message(env):
     proc = dags_test(env, "nightly_candidates")
     assert proc.returncode != 0
-    assert "run the train_recommender DAG first" in proc.stdout + proc.stderr
+    assert "run the train_recommender DAG first" in proc.output
 
 
 def test_missing_raw_partition_fails_naming_the_path(env):
     proc = dags_test(env, "behavior_etl", "2026-03-05")
     assert proc.returncode != 0
-    assert f"{env['ATTNREC_DATA_ROOT']}/raw/events/dt=2026-03-05" in proc.stdout + proc.stderr
+    assert f"{env['ATTNREC_DATA_ROOT']}/raw/events/dt=2026-03-05" in proc.output
 
 
 def _raw(pseudonym: dict[str, str], alias: str) -> str:
@@ -186,7 +192,7 @@ def test_a_rerun_re_serves_the_recorded_version_until_told_to_re_resolve(env):
     for conf, served in ((None, "1"), ('{"re_resolve": true}', "2")):
         proc = dags_test(env, "nightly_candidates", DT, *(["--conf", conf] if conf else []))
         assert_ok(proc, f"nightly_candidates conf={conf}")
-        assert f"serving model version {served}: " in proc.stdout + proc.stderr  # the task log says which
+        assert f"serving model version {served}: " in proc.output  # the task log says which
         assert set(pq.read_table(published).column("model_version").to_pylist()) == {served}
         manifest = lake.read_json(lake.join(published, MANIFEST_FILE))
         assert (manifest["dt"], manifest["model_version"], manifest["model_versions"]) == (
@@ -212,7 +218,7 @@ def test_an_experiment_serves_the_challenger_to_its_treatment_arm_and_a_rerun_ke
     assert_ok(proc, "nightly_candidates with an experiment")
     assert (
         "serving model version 2 to control and 1 to treatment (experiment chain-ab, treatment share 0.5): "
-        in proc.stdout + proc.stderr
+        in proc.output
     )
     plan = {"model_versions": {"control": "2", "treatment": "1"}, "experiment_id": "chain-ab", "treatment_share": 0.5}
     manifest = lake.read_json(lake.join(published, MANIFEST_FILE))
@@ -225,6 +231,6 @@ def test_an_experiment_serves_the_challenger_to_its_treatment_arm_and_a_rerun_ke
 
     proc = dags_test(env, "nightly_candidates", DT)  # no experiment in the settings now: the recorded plan stays
     assert_ok(proc, "nightly_candidates re-run")
-    assert "re-serving the plan recorded in the published candidates" in proc.stdout + proc.stderr
+    assert "re-serving the plan recorded in the published candidates" in proc.output
     assert {k: lake.read_json(lake.join(published, MANIFEST_FILE))[k] for k in plan} == plan
     assert pq.read_table(published).to_pandas().equals(cands)

@@ -1,18 +1,20 @@
-"""kpi_report through Airflow (``airflow dags test``, one fresh Airflow home) on the hand-built day of test_kpis.py:
-a missing outcome day waits, then fails naming it; once the day lands, the run publishes kpis/dt=D, logs the day
-to MLflow and writes the bandit allocation."""
+"""kpi_report through Airflow (``airflow dags test``, one fresh Airflow home, both runs in one Airflow process:
+tests/airflow_runs.py) on the hand-built day of test_kpis.py: a missing outcome day waits, then fails naming it;
+once the day lands, the run publishes kpis/dt=D, logs the day to MLflow and writes the bandit allocation."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from attnrec import lake
+from tests.airflow_runs import DagTests, Run
 from tests.test_kpis import D1, EVENTS_D1, EXPECTED, TEST_KEY, D, assert_row, build_lake, events, write
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -21,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
+def env(tmp_path_factory) -> Iterator[dict[str, str]]:
     base = tmp_path_factory.mktemp("kpi_report")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ATTNREC_", "MLFLOW_"))}
     env.update(
@@ -43,18 +45,18 @@ def env(tmp_path_factory) -> dict[str, str]:
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
     )
-    return env
+    runs = DagTests(env)
+    _RUNS[env["AIRFLOW_HOME"]] = runs
+    yield env
+    runs.close()
 
 
-def dags_test(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", "kpi_report", D],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=env["AIRFLOW_HOME"],
-    )
+_RUNS: dict[str, DagTests] = {}  # AIRFLOW_HOME -> the module's Airflow session
+
+
+def dags_test(env: dict[str, str]) -> Run:
+    """``airflow dags test kpi_report D`` in the module's Airflow session (tests/airflow_runs.py)."""
+    return _RUNS[env["AIRFLOW_HOME"]](env, "kpi_report", D)
 
 
 def test_a_missing_outcome_day_waits_then_fails_naming_it_and_the_complete_day_publishes(env):
@@ -63,7 +65,7 @@ def test_a_missing_outcome_day_waits_then_fails_naming_it_and_the_complete_day_p
     root = env["ATTNREC_DATA_ROOT"]
     build_lake(root, outcome_days=())  # candidates and features of D; nothing has landed on D+1 yet
     proc = dags_test(env)
-    output = proc.stdout + proc.stderr
+    output = proc.output
     assert proc.returncode != 0 or "DagRun failed" in output, output[-4000:]
     missing = lake.partition(root, lake.CLEAN_EVENTS, D1)
     assert f"kpis dt={D}: waiting for {missing}" in output, output[-4000:]  # it poked and waited
@@ -73,7 +75,7 @@ def test_a_missing_outcome_day_waits_then_fails_naming_it_and_the_complete_day_p
 
     write(root, lake.CLEAN_EVENTS, D1, events(D1, EVENTS_D1))  # D+1 lands
     proc = dags_test(env)
-    output = proc.stdout + proc.stderr
+    output = proc.output
     assert proc.returncode == 0 and "DagRun failed" not in output, output[-6000:]
     control, treatment = pq.read_table(lake.partition(root, lake.KPIS, D)).to_pylist()
     assert_row(control, EXPECTED["control"])
