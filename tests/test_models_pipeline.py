@@ -381,6 +381,16 @@ def test_train_run_then_candidates(env):
     markdown = mlflow.artifacts.load_text(f"runs:/{result['run_id']}/ablation/input_ablation.md").splitlines()
     assert markdown[0].startswith("| signal | carries | ndcg_at_10 with | ndcg_at_10 without | ndcg_at_10 delta |")
     assert len(markdown) == 2 + len(signals)
+    # the command that writes the table for a registered version: the same holdout gives the same figures
+    from benchmarks.ablation import run as ablation_run
+
+    _, full, again = ablation_run(DT)
+    assert full["ndcg_at_10"] == pytest.approx(run.data.metrics["test_ndcg_at_10"])
+    expected = {s: run.data.metrics[f"ablation_{s}_test_ndcg_at_10"] for s in signals}
+    assert {s: m["ndcg_at_10"] for s, m in again.items()} == pytest.approx(expected)
+    (ablation_run_info,) = client.search_runs([run.info.experiment_id], "tags.kind = 'input_ablation'")
+    assert ablation_run_info.data.tags["model_version"] == "1" and ablation_run_info.info.run_name == f"ablation-{DT}"
+    assert client.list_artifacts(ablation_run_info.info.run_id, "ablation")
 
     # the registered pyfunc serves ranked unseen items for features/sequences-shaped input
     model = mlflow.pyfunc.load_model("models:/attention-recommender@champion")
