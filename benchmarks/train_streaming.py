@@ -3,7 +3,7 @@
 A synthetic partition of ``--users`` users (default 1,000,000; sequence lengths log-normal around
 ``--mean-len``, items walking a hidden cycle with random jumps) is written to parquet by a child process,
 so its memory is not counted. Then, in this process, exactly as ``models.train.run`` does:
-``models.dataset.read_split`` streams it (training events encoded to eight bytes each, kept in files and
+``models.dataset.read_split`` streams it (training events encoded to twelve bytes each, kept in files and
 memory-mapped; the holdout capped at ``--holdout-max-users``), ``TrainingSet`` indexes the examples, and
 ``models.fit.train_step`` runs ``--steps`` optimizer steps (the settings' training config), then the capped
 validation holdout is ranked once. Printed: read rate, resident memory (RSS, from /proc) after each stage

@@ -8,7 +8,10 @@ as parallel arrays: item ids, event types, epoch-ms times, dwell, the time gap t
 strength in [0, 1] (log-scaled, 1.0 at ``dwell_saturation_s``) and the interest the event type shows (1 positive,
 0 exposure such as impressions and skips, -1 negative such as dislikes), the rating (``ratings``, null when none)
 and the event's ``attention`` strength in [-1, 1] (:func:`attention`: from event type, rating and dwell), the
-UTC hour and weekday (0 = Monday) of each event and whether it opens a session (null without a session id); and the
+UTC hour and weekday (0 = Monday) of each event and whether it opens a session (null without a session id), the signals
+as of each event's own time (:func:`as_of_signals`; only strictly earlier events count, no look-ahead): the item's heat
+(``item_heats``) and positive interactions in the 7 days before (``item_counts_7d``), the user's events in the 7 days
+before (``user_events_7d``), and the event's ``devices`` (null when none); and the
 user's activity over the whole look-back (events, active days, first and last event), and ``seen_item_ids``: every
 distinct item the user had an event of a "seen" type with (``seen_types``, default every type but impression) over
 the whole look-back, not only the last ``max_seq_len`` events (candidates never serve them to the user).
@@ -38,6 +41,7 @@ Run: ``spark-submit jobs/featurize.py --dt 2026-01-31``.
 from __future__ import annotations
 
 import datetime as dt_
+import math
 from dataclasses import dataclass
 
 from attnrec import lake
@@ -80,6 +84,7 @@ class FeatureParams:
     low_rating_max: float = 2.0  # a rating at or below this is negative, like a dislike
     bounce_dwell_s: float = 2.0  # a dwell below this is a bounce: seen, no interest
     rating_max: float = 5.0  # the top of the rating scale (raw schema: 0.5 to 5)
+    as_of_window_days: int = 7  # the window of item_counts_7d and user_events_7d (the column names say 7)
 
     @property
     def day_end_ms(self) -> int:
@@ -232,6 +237,89 @@ def attention(params: FeatureParams, e: str = "e") -> str:
     )
 
 
+DAY_MS = 86_400_000
+
+
+def _running_before(rows, key: str, window_ms: int, adds, weight=None):
+    """``rows`` with ``_count``: per ``key``, how many earlier rows (event_time_ms strictly before the row's own) with
+    ``adds`` true lie in the ``window_ms`` before it, and ``_weight_sum``, the sum of ``weight`` over every earlier
+    row with ``adds`` true (no window). One sort by (key, time), linear: each counted row adds 1 at its own time and
+    a marker row takes it back ``window_ms`` later, so a running sum over strictly earlier times is the window's count
+    (no sliding frame, whose cost grows with the events per window)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rows = rows.withColumn("_delta", F.when(adds, 1).otherwise(0)).withColumn("_marker", F.lit(False))
+    if weight is not None:
+        rows = rows.withColumn("_w", F.when(adds, weight).otherwise(0.0))
+    markers = rows.where(F.col("_delta") == 1).select(
+        key,
+        (F.col("event_time_ms") + F.lit(window_ms)).alias("event_time_ms"),
+        F.lit(-1).alias("_delta"),
+        F.lit(True).alias("_marker"),
+        *([F.lit(0.0).alias("_w")] if weight is not None else []),
+    )
+    before = Window.partitionBy(key).orderBy("event_time_ms").rangeBetween(Window.unboundedPreceding, -1)
+    out = rows.unionByName(markers, allowMissingColumns=True).withColumn(
+        "_count", F.coalesce(F.sum("_delta").over(before), F.lit(0)).cast("int")
+    )
+    if weight is not None:
+        out = out.withColumn("_weight_sum", F.coalesce(F.sum("_w").over(before), F.lit(0.0)))
+    return out.where(~F.col("_marker")).drop("_delta", "_marker", *(["_w"] if weight is not None else []))
+
+
+def as_of_signals(events, params: FeatureParams):
+    """``events`` with the signals as of each event's own time, from strictly earlier events only (no look-ahead;
+    an event at the same millisecond does not count), over the whole look-back:
+
+    * ``item_heat``: the item's positive interactions (interest 1, as the item table's ``heat``) decayed with a
+      ``heat_half_life_days`` half-life to the event's time, rounded to 4 decimals;
+    * ``item_count_7d``: the item's positive interactions in the ``as_of_window_days`` before the event;
+    * ``user_events_7d``: the user's events (any type) in the ``as_of_window_days`` before the event.
+
+    Two window passes (one partitioned by item, one by user; the user one leaves the rows partitioned as the
+    sequences' per-user aggregation wants them, so that needs no further shuffle). The decayed sum is
+    exp(-r (t - t0)) * sum of exp(r (t_j - t0)) over earlier t_j, t0 the start of the look-back, exact in doubles
+    while the look-back spans at most 1,000 half-lives. For the decay (not for which events are earlier, nor for the
+    7-day counts) a time before the look-back counts as its start and one past the end of D plus a day as that
+    end: a late event older than the look-back is a year of half-lives old anyway."""
+    from pyspark.sql import functions as F
+
+    half_lives = (params.lookback_days + 2) / params.heat_half_life_days
+    if half_lives > 1000:
+        raise ValueError(
+            f"a look-back of {params.lookback_days} days is {half_lives:.0f} heat half-lives of "
+            f"{params.heat_half_life_days} days; the as-of heat overflows beyond 1000: shorten ATTNREC_LOOKBACK_DAYS "
+            "or lengthen the half-life"
+        )
+    window_ms = params.as_of_window_days * DAY_MS
+    origin = params.day_end_ms - (params.lookback_days + 1) * DAY_MS
+    rate = math.log(2) / (params.heat_half_life_days * DAY_MS)  # per ms
+    span_ms = (params.lookback_days + 2) * DAY_MS
+    since = F.least(F.greatest(F.col("event_time_ms") - F.lit(origin), F.lit(0)), F.lit(span_ms))
+    positive = F.expr(interest(params, "event_type")) == 1
+    by_item = _running_before(events, "item_id", window_ms, positive, F.exp(since * rate))
+    by_item = by_item.select(
+        *events.columns,
+        F.col("_count").alias("item_count_7d"),
+        F.round(F.exp(-since * rate) * F.col("_weight_sum"), 4).cast("float").alias("item_heat"),
+    )
+    by_user = _running_before(by_item, "user_id", window_ms, F.lit(True))
+    return by_user.withColumnRenamed("_count", "user_events_7d")
+
+
+def signal_columns():
+    """The sequences' columns of :func:`as_of_signals` and the device, from the sorted events ``ev``."""
+    from pyspark.sql import functions as F
+
+    return [
+        F.transform("ev", lambda e: e["item_heat"]).alias("item_heats"),
+        F.transform("ev", lambda e: e["item_count_7d"]).alias("item_counts_7d"),
+        F.transform("ev", lambda e: e["user_events_7d"]).alias("user_events_7d"),
+        F.transform("ev", lambda e: e["device"]).alias("devices"),
+    ]
+
+
 def transform_sequences(events, params: FeatureParams):
     """One row per user: their last ``max_seq_len`` events as time-ordered parallel arrays, activity, and the
     sorted distinct ``seen_item_ids`` of the whole look-back."""
@@ -241,6 +329,9 @@ def transform_sequences(events, params: FeatureParams):
         events = events.withColumn("rating", F.lit(None).cast("double"))
     if "session_id" not in events.columns:
         events = events.withColumn("session_id", F.lit(None).cast("string"))
+    if "device" not in events.columns:
+        events = events.withColumn("device", F.lit(None).cast("string"))
+    events = as_of_signals(events, params)
     event = F.struct(
         "event_time_ms",
         "event_id",
@@ -249,9 +340,14 @@ def transform_sequences(events, params: FeatureParams):
         "dwell_ms",
         F.col("rating").cast("double").alias("rating"),
         "session_id",
+        "item_heat",
+        "item_count_7d",
+        "user_events_7d",
+        "device",
     )
-    # One aggregation per user (one shuffle, no window): all the user's events sorted oldest -> newest, of which
-    # the last max_seq_len are the sequence, and the activity over the whole look-back beside them.
+    # One aggregation per user (no shuffle of its own: as_of_signals' last window left the rows partitioned by user):
+    # all the user's events sorted oldest -> newest, of which the last max_seq_len are the sequence, and the activity
+    # over the whole look-back beside them.
     seen = F.col("event_type").isin(list(params.seen_types)) if params.seen_types else F.lit(False)
     grouped = events.groupBy("user_id").agg(  # collect_set skips the nulls `when` leaves
         F.sort_array(F.collect_list(event)).alias("all_ev"),
@@ -293,6 +389,7 @@ def transform_sequences(events, params: FeatureParams):
             "transform(ev, (e, i) -> IF(e.session_id IS NULL, CAST(NULL AS BOOLEAN), "
             "i = 0 OR ev[i - 1].session_id IS NULL OR e.session_id != ev[i - 1].session_id))"
         ).alias("session_starts"),
+        *signal_columns(),
         F.size("ev").cast("int").alias("length"),
         F.col("events_total").cast("long").alias("events_total"),
         F.col("active_days").cast("int").alias("active_days"),

@@ -124,7 +124,7 @@ def build_model(
         id_only=id_only,
         n_attention_buckets=N_ATTENTION_BUCKETS,
         attention_blind=not tcfg.attention,
-        **{f"n_{name}_buckets": n for _, name, n in CONTEXT_COLUMNS},
+        **{f"n_{name}_buckets": n for _, name, n, _ in CONTEXT_COLUMNS},
         text_dim=0 if item_text is None or id_only else int(item_text.shape[1]),
     )
     model = AttentionRecommender(cfg)

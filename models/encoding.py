@@ -3,7 +3,7 @@
 The holdout (validation and test) keeps raw strings (item ids, event types, :class:`Events`), so a model with a
 different item vocabulary (the current champion) can be evaluated on exactly the same holdout; each model
 encodes the raw events with its own vocabulary (:func:`encode_sequences`), skipping items it does not know.
-Training events are encoded once, with the new model's vocabulary, into flat arrays of eight bytes per event
+Training events are encoded once, with the new model's vocabulary, into flat arrays of twelve bytes per event
 (:class:`EncodedSequences`); models.dataset builds them while it streams the parquet partition.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import sys
+import zlib
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -57,20 +58,46 @@ ATTENTION_ZERO = 12  # the bucket of strength 0: at or below it an event is neve
 
 
 #: Context inputs featurize publishes per event: (features/sequences column, model column, buckets counting
-#: 0 = padding and 1 = unknown); a value v (an hour 0..23, a weekday 0..6, a session start false/true) is bucket
-#: 2 + v.
-CONTEXT_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("hours", "hour", 26),
-    ("weekdays", "weekday", 9),
-    ("session_starts", "session", 4),
+#: 0 = padding and 1 = unknown, scale). Scales (:func:`context_buckets`): ``value``: a value v (an hour 0..23, a
+#: weekday 0..6, a session start false/true) is bucket 2 + v; ``log2``: a count or decayed count v >= 0 (the item's
+#: heat and 7-day interactions, the user's events in the 7 days, all as of the event) is bucket
+#: 2 + floor(2 log2(1 + v)), half steps (0 -> 2, 1 -> 4, 3 -> 6, 7 -> 8), the top bucket holding every larger value;
+#: ``hash``: a string (the device) is bucket 2 + crc32(its UTF-8) mod (buckets - 2), no vocabulary to carry.
+CONTEXT_COLUMNS: tuple[tuple[str, str, int, str], ...] = (
+    ("hours", "hour", 26, "value"),
+    ("weekdays", "weekday", 9, "value"),
+    ("session_starts", "session", 4, "value"),
+    ("item_heats", "heat", 26, "log2"),
+    ("item_counts_7d", "item_week", 26, "log2"),
+    ("user_events_7d", "activity", 26, "log2"),
+    ("devices", "device", 34, "hash"),
 )
 
 
-def context_buckets(values: np.ndarray, known: np.ndarray, n_buckets: int) -> np.ndarray:
-    """(E,) int values and known mask -> (E,) int8 buckets 2 + v (1 where unknown or out of range)."""
+def context_buckets(values: np.ndarray, known: np.ndarray, n_buckets: int, scale: str = "value") -> np.ndarray:
+    """(E,) values and known mask -> (E,) int8 buckets of ``scale`` (see :data:`CONTEXT_COLUMNS`; 1 where unknown or,
+    on the ``value`` scale, out of range). ``hash`` takes the values' :func:`string_codes`."""
+    if scale == "log2":
+        v = np.nan_to_num(np.asarray(values, dtype=np.float64))
+        b = 2 + np.minimum(np.floor(2.0 * np.log2(1.0 + np.maximum(v, 0.0))), n_buckets - 3)
+        return np.where(known, b, 1).astype(np.int8)
     v = np.asarray(values, dtype=np.int64)
+    if scale == "hash":
+        return np.where(known, 2 + v % (n_buckets - 2), 1).astype(np.int8)
+    if scale != "value":
+        raise ValueError(f"context scale {scale!r} is not one of value, log2, hash")
     ok = known & (v >= 0) & (v < n_buckets - 2)
     return np.where(ok, 2 + v, 1).astype(np.int8)
+
+
+def string_codes(values: Sequence[str | None]) -> np.ndarray:
+    """(E,) int64 crc32 of each string's UTF-8 (0 for None): stable across processes, unlike ``hash``."""
+    return np.array([0 if v is None else zlib.crc32(str(v).encode("utf-8")) for v in values], dtype=np.int64)
+
+
+def _context_value(scale: str, v: Any) -> Any:
+    """A features/sequences context value as Python: an int, a float (``log2``) or a string (``hash``)."""
+    return float(v) if scale == "log2" else str(v) if scale == "hash" else int(v)
 
 
 def attention_buckets(values: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -168,10 +195,10 @@ class Events:
         else:
             attention = None
         context = {}
-        for column, _, _ in CONTEXT_COLUMNS:
+        for column, _, _, scale in CONTEXT_COLUMNS:
             values = row.get(column)
             if values is not None and not isinstance(values, float):
-                context[column] = [None if v is None else int(v) for v in values]
+                context[column] = [None if v is None else _context_value(scale, v) for v in values]
         # ids and types are interned: users who share an item share its string (a holdout of many users stays small)
         return cls(
             str(row["user_id"]),
@@ -196,9 +223,13 @@ class Encoded:
     hour: list[int]
     weekday: list[int]
     session: list[int]
+    heat: list[int]
+    item_week: list[int]
+    activity: list[int]
+    device: list[int]
 
 
-#: The per-event columns of :class:`EncodedSequences` and their dtypes (eight bytes per event).
+#: The per-event columns of :class:`EncodedSequences` and their dtypes (twelve bytes per event).
 ENCODED_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("items", np.int32),
     ("event_types", np.int8),
@@ -208,6 +239,10 @@ ENCODED_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("hour", np.int8),
     ("weekday", np.int8),
     ("session", np.int8),
+    ("heat", np.int8),
+    ("item_week", np.int8),
+    ("activity", np.int8),
+    ("device", np.int8),
 )
 
 
@@ -225,6 +260,10 @@ class EncodedSequences:
     hour: np.ndarray  # (E,) int8, context_buckets of CONTEXT_COLUMNS
     weekday: np.ndarray
     session: np.ndarray
+    heat: np.ndarray
+    item_week: np.ndarray
+    activity: np.ndarray
+    device: np.ndarray
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -303,6 +342,10 @@ class RawBatch:
     hour: np.ndarray  # (E,) int8 buckets of CONTEXT_COLUMNS
     weekday: np.ndarray
     session: np.ndarray
+    heat: np.ndarray
+    item_week: np.ndarray
+    activity: np.ndarray
+    device: np.ndarray
 
     @property
     def offsets(self) -> np.ndarray:
@@ -347,8 +390,8 @@ def _raw(
             np.zeros(len(items), dtype=bool) if attention_known is None else attention_known,
         ),
         *(
-            context_buckets(*(context or {}).get(column, (np.zeros(len(items)), np.zeros(len(items), bool))), n)
-            for column, _, n in CONTEXT_COLUMNS
+            context_buckets(*(context or {}).get(column, (np.zeros(len(items)), np.zeros(len(items), bool))), n, scale)
+            for column, _, n, scale in CONTEXT_COLUMNS
         ),
     )
 
@@ -372,17 +415,19 @@ def raw_from_events(users: Sequence[Events], vocab: ItemVocab) -> RawBatch:
             raise ValueError(f"user {ev.user_id!r} has {len(ev)} item_ids but {len(a)} attention values")
     attention = [x for ev, a in zip(users, strength) for x in (a if a is not None else [None] * len(ev))]
     context = {}
-    for column, _, _ in CONTEXT_COLUMNS:
+    for column, _, _, scale in CONTEXT_COLUMNS:
         flat = []
         for ev in users:
             values = (ev.context or {}).get(column)
             if values is not None and len(values) != len(ev):
                 raise ValueError(f"user {ev.user_id!r} has {len(ev)} item_ids but {len(values)} {column}")
             flat += values if values is not None else [None] * len(ev)
-        context[column] = (
-            np.array([0 if x is None else int(x) for x in flat], dtype=np.int64),
-            np.array([x is not None for x in flat], dtype=bool),
-        )
+        if scale == "hash":
+            values = string_codes(flat)
+        else:
+            kind = np.float64 if scale == "log2" else np.int64
+            values = np.array([0 if x is None else x for x in flat], dtype=kind)
+        context[column] = (values, np.array([x is not None for x in flat], dtype=bool))
     return _raw(
         np.array([len(ev) for ev in users], dtype=np.int64),
         np.array([vocab.index.get(i, 0) for ev in users for i in ev.item_ids], dtype=np.int64),
@@ -464,7 +509,7 @@ def raw_from_arrow(batch: Any, vocab: ItemVocab) -> RawBatch:
         strength[where] = np.asarray(pc.fill_null(pc.cast(flat, pa.float64()), 0.0), dtype=np.float64)
         strength_known[where] = np.asarray(flat.is_valid())
     context = {}
-    for name, _, _ in CONTEXT_COLUMNS:
+    for name, _, _, scale in CONTEXT_COLUMNS:
         if name not in batch.schema.names:
             continue
         column = batch.column(name)
@@ -478,8 +523,15 @@ def raw_from_arrow(batch: Any, vocab: ItemVocab) -> RawBatch:
             )
         flat = column.flatten()
         where = np.repeat(has_list, lengths)
-        values, valid = np.zeros(len(items), dtype=np.int64), np.zeros(len(items), dtype=bool)
-        values[where] = np.asarray(pc.fill_null(pc.cast(flat, pa.int64()), 0), dtype=np.int64)
+        kind = np.float64 if scale == "log2" else np.int64
+        values, valid = np.zeros(len(items), dtype=kind), np.zeros(len(items), dtype=bool)
+        if scale == "hash":  # a few distinct strings: hash each once
+            encoded = pc.dictionary_encode(flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat)
+            codes = string_codes(encoded.dictionary.to_pylist())
+            values[where] = codes[np.asarray(pc.fill_null(encoded.indices, 0), dtype=np.int64)] if len(codes) else 0
+        else:
+            arrow_kind = pa.float64() if scale == "log2" else pa.int64()
+            values[where] = np.asarray(pc.fill_null(pc.cast(flat, arrow_kind), 0), dtype=kind)
         valid[where] = np.asarray(flat.is_valid())
         context[name] = (values, valid)
     return _raw(

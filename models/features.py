@@ -62,9 +62,23 @@ SEQUENCE_COLUMNS = (
     "hours",
     "weekdays",
     "session_starts",
+    "item_heats",
+    "item_counts_7d",
+    "user_events_7d",
+    "devices",
 )
 #: Sequence columns a partition may lack (written before they existed): the model reads them as unknown.
-OPTIONAL_SEQUENCE_COLUMNS = ("dwell_ms", "attention", "hours", "weekdays", "session_starts")
+OPTIONAL_SEQUENCE_COLUMNS = (
+    "dwell_ms",
+    "attention",
+    "hours",
+    "weekdays",
+    "session_starts",
+    "item_heats",
+    "item_counts_7d",
+    "user_events_7d",
+    "devices",
+)
 
 
 def sequence_batches(uri: str, batch_rows: int = 10_000, extra_columns: Sequence[str] = ()) -> Iterator[Any]:

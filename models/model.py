@@ -56,6 +56,10 @@ class ModelConfig:
     n_hour_buckets: int = 0
     n_weekday_buckets: int = 0
     n_session_buckets: int = 0
+    n_heat_buckets: int = 0  # the item's heat as of the event
+    n_item_week_buckets: int = 0  # the item's positive interactions in the 7 days before the event
+    n_activity_buckets: int = 0  # the user's events in the 7 days before the event
+    n_device_buckets: int = 0  # the event's device, hashed
     text_dim: int = 0  # width of the pretrained item text vectors (features/item_text); 0 = no text input
 
     def __post_init__(self) -> None:
@@ -161,6 +165,10 @@ class InputEmbedding(nn.Module):
                 ("hour", cfg.n_hour_buckets),
                 ("weekday", cfg.n_weekday_buckets),
                 ("session", cfg.n_session_buckets),
+                ("heat", cfg.n_heat_buckets),
+                ("item_week", cfg.n_item_week_buckets),
+                ("activity", cfg.n_activity_buckets),
+                ("device", cfg.n_device_buckets),
             )
             if n and not cfg.id_only
         ]

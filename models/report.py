@@ -95,6 +95,10 @@ def log_results(
             **slice_metrics(slices or {}),
         }
     )
+    if ablation and results.get(MODEL):
+        from models.ablation import log_table
+
+        log_table(results[MODEL], ablation)
     named = {name: results[prefix] for prefix, name in LABELS.items() if results.get(prefix) is not None}
     mlflow.log_figure(curve_figure(histories), "plots/training_curves.png")
     mlflow.log_figure(bar_figure(named), "plots/model_vs_baselines.png")

@@ -53,6 +53,10 @@ def random_batch(B: int, L: int, n_items: int, seed: int = 1) -> dict[str, torch
         "hour": torch.randint(1, 26, (B, L), generator=g),
         "weekday": torch.randint(1, 9, (B, L), generator=g),
         "session": torch.randint(1, 4, (B, L), generator=g),
+        "heat": torch.randint(1, 26, (B, L), generator=g),
+        "item_week": torch.randint(1, 26, (B, L), generator=g),
+        "activity": torch.randint(1, 26, (B, L), generator=g),
+        "device": torch.randint(1, 34, (B, L), generator=g),
     }
 
 

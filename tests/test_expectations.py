@@ -100,7 +100,8 @@ CASES = {
         "user_id string, item_ids array<string>, event_types array<string>, event_times_ms array<long>, "
         "dwell_ms array<long>, time_gaps_ms array<long>, dwell_strength array<float>, interest array<tinyint>, "
         "ratings array<float>, attention array<float>, hours array<tinyint>, weekdays array<tinyint>, "
-        "session_starts array<boolean>, "
+        "session_starts array<boolean>, item_heats array<float>, item_counts_7d array<int>, user_events_7d array<int>, "
+        "devices array<string>, "
         "length int, events_total long, active_days int, first_event_ms long, last_event_ms long, "
         "seen_item_ids array<string>",
         [
@@ -118,6 +119,10 @@ CASES = {
                 [0, 0],
                 [3, 3],
                 [True, False],
+                [0.0, 1.0],
+                [0, 1],
+                [0, 1],
+                ["phone", None],
                 2,
                 2,
                 1,
@@ -138,6 +143,10 @@ CASES = {
                 [0.8],
                 [0],
                 [3],
+                [None],
+                [2.5],
+                [3],
+                [6],
                 [None],
                 1,
                 7,
@@ -162,6 +171,10 @@ CASES = {
                 [0, 0],
                 [3, 3],
                 [True, False],
+                [0.0, 1.0],
+                [0, 1],
+                [0, 1],
+                ["phone", None],
                 2,
                 2,
                 1,
@@ -183,6 +196,10 @@ CASES = {
                 [0],
                 [3],
                 [None],
+                [0.0],
+                [0],
+                [0],
+                ["tv"],
                 1,
                 1,
                 1,
@@ -204,6 +221,10 @@ CASES = {
                 [1] * 4,
                 [3] * 4,
                 [None] * 4,
+                None,
+                [0, 0, 1, 1],
+                [0, 1, 2, 3],
+                [None] * 4,
                 4,
                 3,
                 0,
@@ -215,6 +236,7 @@ CASES = {
         [
             "expect_column_values_to_not_be_null column=seen_item_ids: 1 unexpected (33.33% of non-null), e.g. [None]",
             "expect_column_values_to_not_be_null column=attention: 1 unexpected (33.33% of non-null), e.g. [None]",
+            "expect_column_values_to_not_be_null column=item_heats: 1 unexpected (33.33% of non-null), e.g. [None]",
             "expect_column_values_to_be_unique column=user_id: 2 unexpected (66.67% of non-null), e.g. ['u1', 'u1']",
             "expect_column_values_to_be_between column=length (min_value=1, max_value=3): "
             "1 unexpected (33.33% of non-null), e.g. [4]",
@@ -516,6 +538,7 @@ def _write_staged(root: Path, dataset: str, suite: str, rows: list[tuple]) -> Pa
         "timestamp": pa.timestamp("us", tz="UTC"),
         "array<string>": pa.list_(pa.string()),
         "array<long>": pa.list_(pa.int64()),
+        "array<int>": pa.list_(pa.int32()),
         "array<float>": pa.list_(pa.float32()),
         "array<tinyint>": pa.list_(pa.int8()),
         "array<boolean>": pa.list_(pa.bool_()),
@@ -601,7 +624,7 @@ def test_validate_job_passes_staged_features_via_spark_submit(job_runs):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if f"dt={DT}" in line]
     assert lines[0] == f"features gate dt={DT}: Spark master local[1]"  # spark-submit's --master, not the env
-    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 19/19 expectations; Data Docs: {root}/validation/")
+    assert lines[1].startswith(f"user_sequences dt={DT}: PASSED 22/22 expectations; Data Docs: {root}/validation/")
     assert lines[2].startswith(f"item_table dt={DT}: PASSED 14/14 expectations; Data Docs: {root}/validation/")
     assert lines[3] == f"look-back dt={DT}: PASSED 1 clean days read"
     assert lines[4] == f"features gate dt={DT}: all checks passed"

@@ -45,6 +45,10 @@ def test_sequences_are_time_ordered_truncated_and_tie_broken(spark):
         "hours": [0, 0, 0],  # 1970-01-01 00:00 UTC, a Thursday
         "weekdays": [3, 3, 3],
         "session_starts": [None, None, None],  # no session ids
+        "item_heats": [0.0, 0.0, 0.0],  # every item once: nothing earlier
+        "item_counts_7d": [0, 0, 0],
+        "user_events_7d": [1, 1, 3],  # a and b were 100 ms before; x at the same ms as b does not count for b
+        "devices": [None, None, None],
         "length": 3,
         "events_total": 4,  # activity covers the whole look-back, not only the last 3
         "active_days": 1,
@@ -112,6 +116,52 @@ def test_hour_weekday_and_session_starts_in_utc(spark):
     assert row["hours"] == [23, 23, 0, 23]
     assert row["weekdays"] == [0, 0, 1, 6]
     assert row["session_starts"] == [True, False, True, None]
+
+
+def test_item_heat_interactions_and_user_activity_are_as_of_each_event_with_no_look_ahead(spark):
+    day, t0 = 86_400_000, PARAMS.day_end_ms - 20 * 86_400_000
+    rows = [
+        ("e1", "u1", "a", "click", t0, None, "phone"),
+        ("e2", "u2", "a", "impression", t0 + day, None, None),  # exposure: seen, not an interaction
+        ("e3", "u2", "a", "view", t0 + 7 * day, None, "tv"),  # e1 exactly 7 days before: in the window
+        ("e4", "u1", "a", "purchase", t0 + 7 * day, None, "phone"),  # the same ms as e3: e3 does not count
+        ("e5", "u1", "b", "view", t0 + 7 * day + 1, None, "tablet"),  # e1 is 7 days and 1 ms before: out
+        ("e6", "u3", "a", "click", t0 + 8 * day + 1, None, None),  # e1 out of the 7 days, e3 and e4 in
+        ("e7", "u3", "a", "dislike", t0 + 8 * day + 2, None, None),  # negative: never an interaction
+        ("e8", "u3", "a", "click", t0 + 9 * day, None, None),
+    ]
+    ddl = EVENTS_DDL + ", device string"
+    out = {r["user_id"]: r for r in transform_sequences(spark.createDataFrame(rows, ddl), PARAMS).collect()}
+
+    def decayed(*ages_ms):  # positive interactions, halved every 7 days
+        return pytest.approx(sum(0.5 ** (age / (7 * day)) for age in ages_ms), abs=1e-4)
+
+    assert out["u1"]["item_heats"] == [0.0, decayed(7 * day), 0.0]
+    assert out["u1"]["item_counts_7d"] == [0, 1, 0]
+    assert out["u1"]["user_events_7d"] == [0, 1, 1]  # e4 sees e1 (exactly 7 days); e5 sees e4 only
+    assert out["u1"]["devices"] == ["phone", "phone", "tablet"]
+    assert out["u2"]["item_heats"] == [decayed(day), decayed(7 * day)]  # the impression adds no heat
+    assert out["u2"]["item_counts_7d"] == [1, 1]
+    assert out["u2"]["user_events_7d"] == [0, 1]
+    assert out["u2"]["devices"] == [None, "tv"]
+    assert out["u3"]["item_heats"] == [
+        decayed(8 * day + 1, day + 1, day + 1),
+        decayed(8 * day + 2, day + 2, day + 2, 1),
+        decayed(9 * day, 2 * day, 2 * day, day - 1),  # the dislike adds nothing
+    ]
+    assert out["u3"]["item_counts_7d"] == [2, 3, 3]
+    assert out["u3"]["user_events_7d"] == [0, 1, 2]
+    # a later event changes nothing before it, and the row order of the input does not matter
+    later = rows + [("e9", "u4", "a", "click", t0 + 2 * day, None, None)]
+    again = {r["user_id"]: r for r in transform_sequences(spark.createDataFrame(later[::-1], ddl), PARAMS).collect()}
+    assert again["u1"]["item_heats"][0] == 0.0 and again["u2"]["item_heats"][0] == out["u2"]["item_heats"][0]
+    assert again["u2"]["item_counts_7d"] == [1, 2] and again["u1"]["item_counts_7d"] == [0, 2, 0]
+
+
+def test_as_of_heat_refuses_a_look_back_of_too_many_half_lives(spark):
+    events = events_df(spark, [("e1", "u1", "a", "click", 0, None)])
+    with pytest.raises(ValueError, match="shorten ATTNREC_LOOKBACK_DAYS or lengthen the half-life"):
+        transform_sequences(events, FeatureParams("2026-01-02", lookback_days=3650, heat_half_life_days=1.0))
 
 
 def test_items_join_catalogue_count_popularity_and_index_new_items(spark):

@@ -107,7 +107,7 @@ def test_id_only_model_has_no_content_or_context_and_ignores_them():
 
     assert embeddings(plain) == {"id_emb", "pos_emb"}
     context = {"type_emb", "dwell_emb", "gap_emb"}
-    context |= {"hour_emb", "weekday_emb", "session_emb"}
+    context |= {"hour_emb", "weekday_emb", "session_emb", "heat_emb", "item_week_emb", "activity_emb", "device_emb"}
     assert embeddings(full) == {"id_emb", "pos_emb", "cat_emb", "year_emb", "attn_emb"} | context
     blind = build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16, attention=False)).eval()
     assert embeddings(blind) == {"id_emb", "pos_emb", "cat_emb", "year_emb"} | context
@@ -167,6 +167,59 @@ def test_an_ablated_input_is_read_as_unknown_only_inside_the_block():
             assert torch.equal(rec.model.encode(batch), rec.model.encode(as_unknown))
             assert not torch.allclose(rec.model.encode(batch), full, atol=1e-4)
         assert torch.equal(rec.model.encode(batch), full)
-    with pytest.raises(ValueError, match="unknown signal 'heat'; use one of attention, dwell, gap"):
-        with unknown(rec, "heat"):
+    with pytest.raises(ValueError, match="unknown signal 'colour'; use one of attention, dwell, gap"):
+        with unknown(rec, "colour"):
             pass
+
+
+@pytest.mark.parametrize("signal", ["heat", "item_week", "activity", "device"])
+def test_each_as_of_signal_and_the_device_is_an_input_the_ablation_can_mask(signal):
+    from models.ablation import SIGNALS, unknown
+
+    vocab = ItemVocab.from_items(item_rows(12))
+    torch.manual_seed(0)
+    rec = Recommender(build_model(vocab, config(d_model=16, dropout=0.0, max_seq_len=16)).eval(), vocab, {}, None)
+    column = SIGNALS[signal][0]
+    assert rec.model.embed.reads(column)
+    batch = random_batch(2, 6, 12)
+    changed = {**batch, column: batch[column] % 20 + 2}  # other known buckets
+    with torch.no_grad():
+        full = rec.model.encode(batch)
+        assert not torch.allclose(rec.model.encode(changed), full, atol=1e-4)  # the model reads it
+        with unknown(rec, signal):
+            assert torch.equal(rec.model.encode(batch), rec.model.encode(changed))  # masked: both read as unknown
+        assert torch.equal(rec.model.encode(batch), full)
+
+
+def test_ablation_table_has_with_without_and_delta_per_signal_largest_delta_first():
+    from models.ablation import ablation_rows, format_table
+
+    full = {"ndcg_at_10": 0.12, "hr_at_10": 0.2, "mrr_at_10": 0.09, "n_users": 10.0}
+    ablated = {
+        "device": {"ndcg_at_10": 0.12, "hr_at_10": 0.2, "mrr_at_10": 0.09},
+        "heat": {"ndcg_at_10": 0.1, "hr_at_10": 0.21, "mrr_at_10": 0.08},
+    }
+    rows = ablation_rows(full, ablated)
+    assert rows[1] == {
+        "signal": "heat",
+        "carries": "item heat as of the event",
+        "ndcg_at_10_with": 0.12,
+        "ndcg_at_10_without": 0.1,
+        "ndcg_at_10_delta": 0.02,
+        "hr_at_10_with": 0.2,
+        "hr_at_10_without": 0.21,
+        "hr_at_10_delta": -0.01,
+        "mrr_at_10_with": 0.09,
+        "mrr_at_10_without": 0.08,
+        "mrr_at_10_delta": 0.01,
+    }
+    lines = format_table(rows).splitlines()
+    assert lines[0] == (
+        "| signal | carries | ndcg_at_10 with | ndcg_at_10 without | ndcg_at_10 delta | hr_at_10 with | "
+        "hr_at_10 without | hr_at_10 delta | mrr_at_10 with | mrr_at_10 without | mrr_at_10 delta |"
+    )
+    assert lines[2] == (
+        "| heat | item heat as of the event | 0.1200 | 0.1000 | +0.0200 | 0.2000 | 0.2100 | -0.0100 | 0.0900 | "
+        "0.0800 | +0.0100 |"
+    )
+    assert lines[3].startswith("| device | device (hashed) | 0.1200 | 0.1200 | +0.0000 |")

@@ -368,10 +368,29 @@ def test_train_run_then_candidates(env):
     # the input ablation: the model evaluated once per signal read as unknown; these features have no attention
     # column, so attention is unknown already and masking it changes nothing
     ablated = {k for k in run.data.metrics if k.startswith("ablation_") and k.endswith("_test_ndcg_at_10")}
-    signals = ("attention", "dwell", "gap", "hour", "weekday", "session")
+    signals = ("attention", "dwell", "gap", "hour", "weekday", "session", "heat", "item_week", "activity", "device")
     assert ablated == {f"ablation_{s}_test_ndcg_at_10" for s in signals}
     assert run.data.metrics["ablation_attention_test_ndcg_at_10"] == run.data.metrics["test_ndcg_at_10"]
     assert table[-1].startswith("Input ablation (attention recommender, test NDCG@10 ")
+    # and as a table in the run's artifacts: one row per signal, with = the model's test metric, delta = with - without
+    rows = mlflow.artifacts.load_dict(f"runs:/{result['run_id']}/ablation/input_ablation.json")["rows"]
+    assert [r["signal"] for r in rows] == list(signals)
+    for r in rows:
+        assert r["ndcg_at_10_with"] == round(run.data.metrics["test_ndcg_at_10"], 4)
+        assert r["ndcg_at_10_without"] == round(run.data.metrics[f"ablation_{r['signal']}_test_ndcg_at_10"], 4)
+    markdown = mlflow.artifacts.load_text(f"runs:/{result['run_id']}/ablation/input_ablation.md").splitlines()
+    assert markdown[0].startswith("| signal | carries | ndcg_at_10 with | ndcg_at_10 without | ndcg_at_10 delta |")
+    assert len(markdown) == 2 + len(signals)
+    # the command that writes the table for a registered version: the same holdout gives the same figures
+    from benchmarks.ablation import run as ablation_run
+
+    _, full, again = ablation_run(DT)
+    assert full["ndcg_at_10"] == pytest.approx(run.data.metrics["test_ndcg_at_10"])
+    expected = {s: run.data.metrics[f"ablation_{s}_test_ndcg_at_10"] for s in signals}
+    assert {s: m["ndcg_at_10"] for s, m in again.items()} == pytest.approx(expected)
+    (ablation_run_info,) = client.search_runs([run.info.experiment_id], "tags.kind = 'input_ablation'")
+    assert ablation_run_info.data.tags["model_version"] == "1" and ablation_run_info.info.run_name == f"ablation-{DT}"
+    assert client.list_artifacts(ablation_run_info.info.run_id, "ablation")
 
     # the registered pyfunc serves ranked unseen items for features/sequences-shaped input
     model = mlflow.pyfunc.load_model("models:/attention-recommender@champion")
