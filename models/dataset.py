@@ -207,7 +207,7 @@ def read_split(
     spill_dir: str | None = None,
 ) -> Split:
     """:func:`leave_one_out` over a features/sequences partition, streamed ``batch_rows`` users at a time:
-    the training events are encoded with ``vocab`` as each batch arrives (twelve bytes per event, kept in
+    the training events are encoded with ``vocab`` as each batch arrives (fifteen bytes per event, kept in
     files under ``spill_dir`` and memory-mapped when given), and the holdout keeps at most
     ``max_holdout_users`` users (a fixed hash sample; all when None). Memory held: one Arrow batch, eight
     bytes per user, and the sampled holdout users' raw events."""

@@ -3,7 +3,7 @@
 The holdout (validation and test) keeps raw strings (item ids, event types, :class:`Events`), so a model with a
 different item vocabulary (the current champion) can be evaluated on exactly the same holdout; each model
 encodes the raw events with its own vocabulary (:func:`encode_sequences`), skipping items it does not know.
-Training events are encoded once, with the new model's vocabulary, into flat arrays of twelve bytes per event
+Training events are encoded once, with the new model's vocabulary, into flat arrays of fifteen bytes per event
 (:class:`EncodedSequences`); models.dataset builds them while it streams the parquet partition.
 """
 
@@ -229,7 +229,7 @@ class Encoded:
     device: list[int]
 
 
-#: The per-event columns of :class:`EncodedSequences` and their dtypes (twelve bytes per event).
+#: The per-event columns of :class:`EncodedSequences` and their dtypes (fifteen bytes per event).
 ENCODED_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("items", np.int32),
     ("event_types", np.int8),
