@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+
+# py4j logs each connection it closes at INFO, also from finalizers after pytest has closed its capture streams
+# ("--- Logging error ---" under the summary): only its warnings, as attnrec.spark does for the jobs
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 #: Small-data settings: on tiny DataFrames, code generation and adaptive planning cost more than they save.
 FAST_SPARK_CONF = {
