@@ -266,18 +266,9 @@ def recompute_items(spark, root: str, dt: str, settings: Settings):
     users); index, content and ``available`` as they were. The same code as featurize (``transform_items``)."""
     from pyspark.sql import functions as F
 
-    from jobs.featurize import ITEM_COLUMNS, FeatureParams, transform_items
+    from jobs.featurize import ITEM_COLUMNS, params_from, transform_items
 
-    params = FeatureParams(
-        dt=dt,
-        max_seq_len=settings.max_seq_len,
-        lookback_days=settings.lookback_days,
-        exposure_types=settings.exposure_event_types,
-        negative_types=settings.negative_event_types,
-        seen_types=settings.seen_event_types,
-        low_rating_max=settings.low_rating_max,
-        bounce_dwell_s=settings.bounce_dwell_s,
-    )
+    params = params_from(settings, dt)
     manifest = lake.read_json(lake.join(lake.partition(root, lake.FEATURE_SEQUENCES, dt), lake.FEATURES_MANIFEST))
     days = [d["dt"] for d in manifest["clean_days"]]
     old = spark.read.parquet(lake.partition(root, lake.FEATURE_ITEMS, dt))

@@ -51,22 +51,6 @@ def read_table(uri: str) -> list[dict[str, Any]]:
     return pq.read_table(path, filesystem=filesystem).to_pylist()
 
 
-#: The sequences columns the model reads; the other feature columns are never loaded.
-SEQUENCE_COLUMNS = (
-    "user_id",
-    "item_ids",
-    "event_types",
-    "event_times_ms",
-    "dwell_ms",
-    "attention",
-    "hours",
-    "weekdays",
-    "session_starts",
-    "item_heats",
-    "item_counts_7d",
-    "user_events_7d",
-    "devices",
-)
 #: Sequence columns a partition may lack (written before they existed): the model reads them as unknown.
 OPTIONAL_SEQUENCE_COLUMNS = (
     "dwell_ms",
@@ -79,6 +63,8 @@ OPTIONAL_SEQUENCE_COLUMNS = (
     "user_events_7d",
     "devices",
 )
+#: The sequences columns the model reads; the other feature columns are never loaded.
+SEQUENCE_COLUMNS = ("user_id", "item_ids", "event_types", "event_times_ms", *OPTIONAL_SEQUENCE_COLUMNS)
 
 
 def sequence_batches(uri: str, batch_rows: int = 10_000, extra_columns: Sequence[str] = ()) -> Iterator[Any]:
