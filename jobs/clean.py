@@ -263,7 +263,19 @@ def classify(raw, params: CleanParams, earlier=None):
     return decide(lines(raw, params), params, earlier)
 
 
-def decide(classified, params: CleanParams, earlier=None):
+def repeated_ids(valid, earlier=None):
+    """The ``event_id`` of the valid lines that need a look at their payload in :func:`decide`: ids that come more
+    than once in the day, or that ``earlier`` (:func:`extract_earlier`) already holds. One id-only aggregation."""
+    from pyspark.sql import functions as F
+
+    repeated = valid.groupBy("event_id").agg(F.count(F.lit(1)).alias("copies")).where("copies > 1").select("event_id")
+    if earlier is not None:
+        late_ids = valid.select("event_id").join(earlier.select("event_id"), "event_id", "left_semi")
+        repeated = repeated.unionByName(late_ids).distinct()
+    return repeated
+
+
+def decide(classified, params: CleanParams, earlier=None, repeated=None):
     """The outcome of every line of :func:`lines`: the contract columns plus ``reason``.
 
     ``reason`` is null for a clean event, :data:`DUPLICATE` for an identical re-send that is only counted,
@@ -278,7 +290,9 @@ def decide(classified, params: CleanParams, earlier=None):
     than ``params.bot_events_per_day`` of them are quarantined as ``bot_user``.
 
     Only lines of event_ids that occur more than once (or on earlier days) are shuffled with their payload;
-    the rest is decided by small id-only aggregates. Pure: no I/O, deterministic for the same input.
+    the rest is decided by small id-only aggregates. ``repeated``: those ids (:func:`repeated_ids`), when the caller
+    has them already (:func:`run` materialises them and broadcasts them when few, so the day's lines are joined
+    with them where they lie instead of being shuffled). Pure: no I/O, deterministic for the same input.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -286,11 +300,8 @@ def decide(classified, params: CleanParams, earlier=None):
     invalid = classified.where(F.col("reason").isNotNull())
     valid = classified.where(F.col("reason").isNull())
 
-    # ids that need a look at their payload: repeated within the day, or already published earlier
-    repeated = valid.groupBy("event_id").agg(F.count(F.lit(1)).alias("copies")).where("copies > 1").select("event_id")
-    if earlier is not None:
-        late_ids = valid.select("event_id").join(earlier.select("event_id"), "event_id", "left_semi")
-        repeated = repeated.unionByName(late_ids).distinct()
+    if repeated is None:
+        repeated = repeated_ids(valid, earlier)
     flagged = valid.join(repeated.withColumn("needs_look", F.lit(True)), "event_id", "left")
     single = flagged.where(F.col("needs_look").isNull()).drop("needs_look")
     # the hash dedupe compares, over the columns as published (in run(): with the pseudonym, like earlier days)
@@ -335,6 +346,9 @@ def decide(classified, params: CleanParams, earlier=None):
     )
     return invalid.unionByName(decided.select(*invalid.columns))
 
+
+#: At most this many repeated event ids (:func:`repeated_ids`) are broadcast to every task; more are joined by shuffle.
+BROADCAST_REPEATED_IDS = 500_000
 
 #: The quarantine reason of an otherwise clean event of a user on the erased-users list (jobs/erase.py).
 ERASED_USER = "erased_user"
@@ -418,6 +432,8 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
     """
     import time
 
+    from pyspark.sql import functions as F
+
     if key is None:
         from attnrec.privacy import lake_key
         from attnrec.settings import get_settings
@@ -455,8 +471,14 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
     progress(f"pseudonymised {identity.count()} distinct user ids")
     pseudonymous = with_pseudonyms(parsed, identity, keep=parsed["reason"].isNull())
     earlier = extract_earlier(spark, root, params)
+    repeated_ids(parsed.where(parsed["reason"].isNull()), earlier).write.mode("overwrite").parquet(
+        lake.join(work, "repeated")
+    )
+    repeated = spark.read.parquet(lake.join(work, "repeated"))
+    if repeated.count() <= BROADCAST_REPEATED_IDS:
+        repeated = F.broadcast(repeated)
     outcome_dir = lake.join(work, "outcome")
-    decide(pseudonymous, params, earlier).write.mode("overwrite").parquet(outcome_dir)
+    decide(pseudonymous, params, earlier, repeated).write.mode("overwrite").parquet(outcome_dir)
     progress("deduplicated and labelled bots")
     outcome = spark.read.parquet(outcome_dir)
     clean, quarantine, _ = split(outcome)

@@ -308,15 +308,50 @@ def as_of_signals(events, params: FeatureParams):
     return by_user.withColumnRenamed("_count", "user_events_7d")
 
 
-def signal_columns():
-    """The sequences' columns of :func:`as_of_signals` and the device, from the sorted events ``ev``."""
+#: Per-event values computed as plain columns before the per-user aggregation and carried in its sorted structs, so
+#: each sequence array is one ``ev.<field>`` extraction (code-generated) instead of a per-element lambda.
+SEQUENCE_FIELDS = (
+    ("item_ids", "item_id"),
+    ("event_types", "event_type"),
+    ("event_times_ms", "event_time_ms"),
+    ("dwell_ms", "dwell_ms"),
+    ("time_gaps_ms", None),
+    ("dwell_strength", "_dwell_strength"),
+    ("interest", "_interest"),
+    ("ratings", "_rating"),
+    ("attention", "_attention"),
+    ("hours", "_hour"),
+    ("weekdays", "_weekday"),
+    ("session_starts", None),
+    ("item_heats", "item_heat"),
+    ("item_counts_7d", "item_count_7d"),
+    ("user_events_7d", "user_events_7d"),
+    ("devices", "device"),
+)
+
+
+def event_values(params: FeatureParams):
+    """The per-event columns of the sequences that need no neighbour, over the events aliased ``e``."""
     from pyspark.sql import functions as F
 
+    dwell = F.col("e.dwell_ms")
     return [
-        F.transform("ev", lambda e: e["item_heat"]).alias("item_heats"),
-        F.transform("ev", lambda e: e["item_count_7d"]).alias("item_counts_7d"),
-        F.transform("ev", lambda e: e["user_events_7d"]).alias("user_events_7d"),
-        F.transform("ev", lambda e: e["device"]).alias("devices"),
+        # greatest/least skip nulls: keep a missing dwell missing
+        F.when(
+            dwell.isNotNull(),
+            F.least(
+                F.lit(1.0), F.log1p(F.greatest(dwell, F.lit(0)) / 1000.0) / F.log1p(F.lit(params.dwell_saturation_s))
+            ),
+        )
+        .cast("float")
+        .alias("_dwell_strength"),
+        F.expr(f"CAST({interest(params)} AS TINYINT)").alias("_interest"),
+        F.col("e.rating").cast("float").alias("_rating"),
+        F.expr(attention(params)).alias("_attention"),
+        # UTC by arithmetic on epoch ms, whatever the session time zone: hour 0..23, weekday 0 = Monday (1970-01-01
+        # was a Thursday)
+        F.expr("CAST(FLOOR(PMOD(e.event_time_ms, 86400000) / 3600000) AS TINYINT)").alias("_hour"),
+        F.expr("CAST(PMOD(FLOOR(e.event_time_ms / 86400000) + 3, 7) AS TINYINT)").alias("_weekday"),
     ]
 
 
@@ -332,6 +367,9 @@ def transform_sequences(events, params: FeatureParams):
     if "device" not in events.columns:
         events = events.withColumn("device", F.lit(None).cast("string"))
     events = as_of_signals(events, params)
+    events = events.alias("e").select("*", *event_values(params))
+    # the sort key first (time, then the event's own columns for ties), the derived values after it: they follow
+    # from the columns before them, so they never decide an order
     event = F.struct(
         "event_time_ms",
         "event_id",
@@ -344,6 +382,7 @@ def transform_sequences(events, params: FeatureParams):
         "item_count_7d",
         "user_events_7d",
         "device",
+        *(name for _, name in SEQUENCE_FIELDS if name and name.startswith("_")),
     )
     # One aggregation per user (no shuffle of its own: as_of_signals' last window left the rows partitioned by user):
     # all the user's events sorted oldest -> newest, of which the last max_seq_len are the sequence, and the activity
@@ -361,35 +400,24 @@ def transform_sequences(events, params: FeatureParams):
     )
     newest = F.greatest(F.size("all_ev") - F.lit(params.max_seq_len) + 1, F.lit(1))
     grouped = grouped.withColumn("ev", F.slice("all_ev", newest, F.lit(params.max_seq_len))).drop("all_ev")
-    saturation = F.lit(params.dwell_saturation_s)
+
+    def previous(field: str):
+        """``ev.<field>`` shifted one place right: the previous event's value, null for the first event."""
+        values = F.col(f"ev.{field}")
+        return F.concat(
+            F.array(F.lit(None).cast(events.schema[field].dataType)), F.slice(values, 1, F.size(values) - 1)
+        )
+
+    gaps = F.zip_with("ev.event_time_ms", previous("event_time_ms"), lambda t, before: t - before)
+    # the event opens a session: the first in the window, or another session than the event before
+    starts = F.expr(
+        "zip_with(ev.session_id, concat(array(CAST(NULL AS STRING)), slice(ev.session_id, 1, size(ev) - 1)), "
+        "(s, before) -> IF(s IS NULL, CAST(NULL AS BOOLEAN), before IS NULL OR s != before))"
+    )
+    fields = {"time_gaps_ms": gaps, "session_starts": starts}
     return grouped.select(
         "user_id",
-        F.transform("ev", lambda e: e["item_id"]).alias("item_ids"),
-        F.transform("ev", lambda e: e["event_type"]).alias("event_types"),
-        F.transform("ev", lambda e: e["event_time_ms"]).alias("event_times_ms"),
-        F.transform("ev", lambda e: e["dwell_ms"]).alias("dwell_ms"),
-        F.expr(
-            "transform(ev, (e, i) -> IF(i = 0, CAST(NULL AS BIGINT), e.event_time_ms - ev[i - 1].event_time_ms))"
-        ).alias("time_gaps_ms"),
-        F.transform(
-            "ev",
-            lambda e: F.when(  # greatest/least skip nulls: keep a missing dwell missing
-                e["dwell_ms"].isNotNull(),
-                F.least(F.lit(1.0), F.log1p(F.greatest(e["dwell_ms"], F.lit(0)) / 1000.0) / F.log1p(saturation)),
-            ).cast("float"),
-        ).alias("dwell_strength"),
-        F.expr(f"transform(ev, e -> CAST({interest(params)} AS TINYINT))").alias("interest"),
-        F.transform("ev", lambda e: e["rating"].cast("float")).alias("ratings"),
-        F.expr(f"transform(ev, e -> {attention(params)})").alias("attention"),
-        # UTC by arithmetic on epoch ms, whatever the session time zone: hour 0..23, weekday 0 = Monday (1970-01-01
-        # was a Thursday)
-        F.expr("transform(ev, e -> CAST(FLOOR(PMOD(e.event_time_ms, 86400000) / 3600000) AS TINYINT))").alias("hours"),
-        F.expr("transform(ev, e -> CAST(PMOD(FLOOR(e.event_time_ms / 86400000) + 3, 7) AS TINYINT))").alias("weekdays"),
-        F.expr(  # the event opens a session: the first in the window, or another session than the event before
-            "transform(ev, (e, i) -> IF(e.session_id IS NULL, CAST(NULL AS BOOLEAN), "
-            "i = 0 OR ev[i - 1].session_id IS NULL OR e.session_id != ev[i - 1].session_id))"
-        ).alias("session_starts"),
-        *signal_columns(),
+        *(fields.get(name, F.col(f"ev.{field}")).alias(name) for name, field in SEQUENCE_FIELDS),
         F.size("ev").cast("int").alias("length"),
         F.col("events_total").cast("long").alias("events_total"),
         F.col("active_days").cast("int").alias("active_days"),
