@@ -275,7 +275,7 @@ def repeated_ids(valid, earlier=None):
     return repeated
 
 
-def decide(classified, params: CleanParams, earlier=None, repeated=None):
+def decide(classified, params: CleanParams, earlier=None, repeated=None, bots_possible: bool = True):
     """The outcome of every line of :func:`lines`: the contract columns plus ``reason``.
 
     ``reason`` is null for a clean event, :data:`DUPLICATE` for an identical re-send that is only counted,
@@ -292,7 +292,9 @@ def decide(classified, params: CleanParams, earlier=None, repeated=None):
     Only lines of event_ids that occur more than once (or on earlier days) are shuffled with their payload;
     the rest is decided by small id-only aggregates. ``repeated``: those ids (:func:`repeated_ids`), when the caller
     has them already (:func:`run` materialises them and broadcasts them when few, so the day's lines are joined
-    with them where they lie instead of being shuffled). Pure: no I/O, deterministic for the same input.
+    with them where they lie instead of being shuffled). ``bots_possible=False``: the caller knows no user has more
+    than ``params.bot_events_per_day`` valid lines (:func:`possible_bots`), so none can have that many new events and
+    the bot count is skipped. Pure: no I/O, deterministic for the same input.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -334,6 +336,8 @@ def decide(classified, params: CleanParams, earlier=None, repeated=None):
         allowMissingColumns=False,
     )
 
+    if not bots_possible:
+        return invalid.unionByName(decided.select(*invalid.columns))
     kept = decided.where(F.col("reason").isNull())
     bots = (
         kept.groupBy("user_id")
@@ -345,6 +349,15 @@ def decide(classified, params: CleanParams, earlier=None, repeated=None):
         "reason", F.when(F.col("reason").isNull() & F.col("is_bot"), F.lit("bot_user")).otherwise(F.col("reason"))
     )
     return invalid.unionByName(decided.select(*invalid.columns))
+
+
+def possible_bots(valid, params: CleanParams) -> int:
+    """How many users have more than ``params.bot_events_per_day`` valid lines: an upper bound of the bots
+    :func:`decide` labels (their new events are a subset of their valid lines). One id-only aggregation."""
+    from pyspark.sql import functions as F
+
+    per_user = valid.groupBy("user_id").agg(F.count(F.lit(1)).alias("lines"))
+    return per_user.where(F.col("lines") > params.bot_events_per_day).count()
 
 
 #: At most this many repeated event ids (:func:`repeated_ids`) are broadcast to every task; more are joined by shuffle.
@@ -478,7 +491,8 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
     if repeated.count() <= BROADCAST_REPEATED_IDS:
         repeated = F.broadcast(repeated)
     outcome_dir = lake.join(work, "outcome")
-    decide(pseudonymous, params, earlier, repeated).write.mode("overwrite").parquet(outcome_dir)
+    bots_possible = possible_bots(parsed.where(parsed["reason"].isNull()), params) > 0
+    decide(pseudonymous, params, earlier, repeated, bots_possible).write.mode("overwrite").parquet(outcome_dir)
     progress("deduplicated and labelled bots")
     outcome = spark.read.parquet(outcome_dir)
     clean, quarantine, _ = split(outcome)
@@ -490,7 +504,7 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
     }
     summary = reconcile(
         params.dt,
-        raw_lines=spark.read.option("lineSep", "\n").text(raw_dir).count(),  # counted afresh from the input
+        raw_lines=spark.read.parquet(lake.join(work, "lines")).count(),  # one row per raw line (parquet metadata)
         clean=spark.read.parquet(clean_dir).count(),
         quarantined_by_reason=by_reason,
         duplicates=outcome.where(outcome["reason"] == DUPLICATE).count(),
