@@ -131,6 +131,17 @@ def filesystem_for(uri: str):
     return fs.FileSystem.from_uri(uri)
 
 
+def tree_bytes(uri: str) -> int:
+    """The bytes of every file under ``uri`` (0 when there is none)."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = filesystem_for(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+        return 0
+    infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sum(info.size or 0 for info in infos if info.type == pafs.FileType.File)
+
+
 def exists(uri: str) -> bool:
     from pyarrow import fs as pafs
 

@@ -116,6 +116,19 @@ class Settings(BaseSettings):
         description="JVM options of every job's driver (spark.driver.extraJavaOptions): by default a quick-starting "
         "JIT and GC for short batch jobs; empty to leave the JVM's defaults",
     )
+    spark_large_day_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=0,
+        validation_alias="ATTNREC_SPARK_LARGE_DAY_BYTES",
+        description="a clean job whose raw day holds at least this many bytes (as landed, gzip or not) starts its "
+        "driver with ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS instead; 0: never",
+    )
+    spark_large_day_java_options: str = Field(
+        "-XX:+UseParallelGC",
+        validation_alias="ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS",
+        description="JVM options of the clean job's driver on a large day (ATTNREC_SPARK_LARGE_DAY_BYTES): the full "
+        "JIT and a throughput GC, which pay for their slower start within seconds of work on millions of events",
+    )
 
     # -- personal data
     pseudonym_key: SecretStr | None = Field(

@@ -26,8 +26,19 @@ def launched_by_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def get_spark(app_name: str, master: str | None = None):
-    """Build (or reuse) the session. ``master`` applies only outside spark-submit."""
+def driver_java_options(settings, input_bytes: int | None = None) -> str:
+    """The driver JVM's options for a job reading ``input_bytes`` of raw events (None: not sized): a large day
+    (``ATTNREC_SPARK_LARGE_DAY_BYTES`` or more) gets ``ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS`` (full JIT, throughput
+    GC), anything else ``ATTNREC_SPARK_DRIVER_JAVA_OPTIONS`` (quick start). Measured in docs/benchmarks.md#etl."""
+    threshold = settings.spark_large_day_bytes
+    if input_bytes is not None and threshold and input_bytes >= threshold:
+        return settings.spark_large_day_java_options
+    return settings.spark_driver_java_options
+
+
+def get_spark(app_name: str, master: str | None = None, input_bytes: int | None = None):
+    """Build (or reuse) the session. ``master`` and the driver's JVM options (:func:`driver_java_options` for
+    ``input_bytes``) apply only outside spark-submit, which starts the JVM itself (dags/wiring.py sets them there)."""
     from pyspark.sql import SparkSession
 
     from attnrec.settings import get_settings
@@ -37,8 +48,9 @@ def get_spark(app_name: str, master: str | None = None):
         settings = get_settings()
         builder = builder.master(master or settings.spark_master)
         builder = builder.config("spark.driver.memory", settings.spark_driver_memory)
-        if settings.spark_driver_java_options:  # under spark-submit its --conf sets them (dags/wiring.py)
-            builder = builder.config("spark.driver.extraJavaOptions", settings.spark_driver_java_options)
+        java_options = driver_java_options(settings, input_bytes)
+        if java_options:  # under spark-submit its --conf sets them (dags/wiring.py)
+            builder = builder.config("spark.driver.extraJavaOptions", java_options)
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     # py4j logs each connection it closes at INFO, also from finalizers at interpreter exit, when a test runner or

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable, Metadata, dag, task
 
-from dags.wiring import FEATURES_ASSET, START_DATE, default_args, spark_job
+from dags.wiring import FEATURES_ASSET, SPARK_MACROS, START_DATE, default_args, spark_job
 
 
 @dag(
@@ -45,6 +45,7 @@ from dags.wiring import FEATURES_ASSET, START_DATE, default_args, spark_job
     # refuses backfills that skip finished days, and a day whose look-back misses a day fails its features gate.
     max_active_runs=1,
     default_args=default_args(),
+    user_defined_macros=SPARK_MACROS,  # the clean job's JVM options follow the day's raw size
     tags=["attnrec", "etl"],
     doc_md=__doc__,
 )
@@ -93,7 +94,7 @@ def behavior_etl():
         return expire(get_settings(), ds)
 
     expire_old_partitions()  # retention of raw/events and quarantine/ (ATTNREC_*_RETENTION_DAYS); 0 = keep
-    clean = spark_job("clean", "clean", extra_args=["--validate"])
+    clean = spark_job("clean", "clean", extra_args=["--validate"], sized_by_raw_day=True)
     featurize = spark_job("featurize", "featurize", extra_args=["--validate"])
 
     check_raw() >> clean >> publish_clean() >> featurize >> item_text() >> publish_features()

@@ -144,12 +144,38 @@ def _submit_conf(settings) -> dict[str, str]:
     return conf
 
 
-def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args: list[str] | None = None):
-    """A SparkSubmitOperator for ``jobs/<job>.py --dt <logical date>`` on the attnrec Spark connection."""
+def raw_day_java_options(dt: str) -> str:
+    """The driver JVM options for a job on day ``dt``'s raw events, by their size (:func:`attnrec.spark.
+    driver_java_options`); a DAG macro (``user_defined_macros``) that :func:`spark_job`'s ``sized_by_raw_day`` uses."""
+    from attnrec import lake
+    from attnrec.spark import driver_java_options
+
+    settings = get_settings()
+    raw_bytes = lake.tree_bytes(lake.join(settings.data_root, lake.RAW_EVENTS, f"dt={dt}"))
+    return driver_java_options(settings, raw_bytes)
+
+
+#: The DAG macros a DAG with a ``sized_by_raw_day`` job passes as ``user_defined_macros``.
+SPARK_MACROS = {"raw_day_java_options": raw_day_java_options}
+
+
+def spark_job(
+    task_id: str,
+    job: str,
+    dt_template: str = "{{ ds }}",
+    extra_args: list[str] | None = None,
+    sized_by_raw_day: bool = False,
+):
+    """A SparkSubmitOperator for ``jobs/<job>.py --dt <logical date>`` on the attnrec Spark connection.
+    ``sized_by_raw_day``: the driver's JVM options follow the size of the logical day's raw events
+    (:func:`raw_day_java_options`, rendered when the task runs; the DAG passes :data:`SPARK_MACROS`)."""
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
     settings = get_settings()
     env = {"ATTNREC_DATA_ROOT": settings.data_root, **_spark_submit_env()}
+    conf = _submit_conf(settings)
+    if sized_by_raw_day:
+        conf["spark.driver.extraJavaOptions"] = "{{ raw_day_java_options(ds) }}"
     return SparkSubmitOperator(
         task_id=task_id,
         application=str(PROJECT_ROOT / "jobs" / f"{job}.py"),
@@ -157,7 +183,7 @@ def spark_job(task_id: str, job: str, dt_template: str = "{{ ds }}", extra_args:
         conn_id=ensure_default_spark_connection(),
         name=f"attnrec-{job}",
         driver_memory=settings.spark_driver_memory,
-        conf=_submit_conf(settings),
+        conf=conf,
         env_vars=env,
         verbose=False,
     )

@@ -532,7 +532,8 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
         dedupe_lookback_days=settings.dedupe_lookback_days,
     )
     key = lake_key(settings)  # before Spark starts: a wrong or missing key fails at once, having written nothing
-    spark = get_spark(f"attnrec-clean-{dt}")
+    raw_bytes = lake.tree_bytes(lake.join(settings.data_root, lake.RAW_EVENTS, f"dt={dt}"))
+    spark = get_spark(f"attnrec-clean-{dt}", input_bytes=raw_bytes)  # a large day: the full JIT (attnrec/spark.py)
     if validate:  # GX's import overlaps the Spark work (pyspark is imported by now) instead of following it
         from jobs.validate import preload_gx
 

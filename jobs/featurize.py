@@ -156,7 +156,7 @@ def classify_catalogue(lines):
     with raw_line, reason, source_file: ``empty_line``, ``malformed_json`` (not one JSON object, or a field of
     the wrong type), ``missing_item_id``, and ``conflicting_duplicate_item_id`` for other versions of an item
     listed more than once (the version in the last file by name wins, so a newer catalogue file updates an item).
-    Identical repeats are only counted (third value: a one-row DataFrame ``duplicates``).
+    Identical repeats are only counted (third value: a one-row DataFrame of ``duplicates`` and ``accepted``).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -196,8 +196,11 @@ def classify_catalogue(lines):
             )
         )
     )
-    duplicates = repeats.where(F.col("content") == F.col("kept_content")).agg(F.count(F.lit(1)).alias("duplicates"))
-    return accepted, rejected, duplicates
+    same = (F.col("pos") > 1) & (F.col("content") == F.col("kept_content"))
+    counts = ranked.agg(  # one job for both counts the summary prints
+        F.count(F.when(same, 1)).alias("duplicates"), F.count(F.when(F.col("pos") == 1, 1)).alias("accepted")
+    )
+    return accepted, rejected, counts
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
@@ -668,10 +671,11 @@ def run(spark, root: str, params: FeatureParams) -> dict:
     if lines is not None:
         rejected_dir = lake.staging(root, lake.QUARANTINE_ITEMS, params.dt)
         by_reason = spark.read.parquet(rejected_dir).groupBy("reason").count().collect()  # a few rows
+        counts = duplicates.first()
         summary["catalogue"] = {
             "lines": lines.count(),
-            "accepted": catalogue.count(),
-            "identical_repeats": duplicates.first()["duplicates"],
+            "accepted": counts["accepted"],
+            "identical_repeats": counts["duplicates"],
             "rejected_by_reason": {r["reason"]: r["count"] for r in by_reason},
         }
         print(f"featurize dt={params.dt}: catalogue {summary['catalogue']} (rejected lines in {rejected_dir})")

@@ -229,6 +229,25 @@ def test_users_above_the_bot_rate_are_quarantined_not_dropped(spark):
     assert [r["raw_line"] for r in duplicates.collect()] == [resent]
 
 
+def test_run_labels_bots_by_their_new_events_not_their_lines(spark, tmp_path):
+    """run() counts bots only when some user has more valid lines than the threshold (an upper bound); a user over
+    it only through re-sends stays clean, one over it by new events is quarantined."""
+    from attnrec import lake
+
+    root = str(tmp_path)
+    day = tmp_path / "raw" / "events" / f"dt={DT}"
+    day.mkdir(parents=True)
+    bot = [ev(event_id=f"b{i}", user_id="bot") for i in range(3)]
+    resender = [ev(event_id=f"r{i}", user_id="resender") for i in range(2)] + [ev(event_id="r0", user_id="resender")]
+    (day / "a.jsonl").write_text("\n".join([*bot, *resender]) + "\n")
+    params = CleanParams(dt=DT, max_dwell_ms=3_600_000, bot_events_per_day=2)
+    summary = run(spark, root, params)
+    assert summary["quarantined_by_reason"] == {"bot_user": 3} and summary["clean"] == 2
+    assert summary["duplicates"] == 1 and summary["raw_lines"] == 6
+    clean = spark.read.parquet(lake.staging(root, lake.CLEAN_EVENTS, DT))
+    assert sorted(r["event_id"] for r in clean.collect()) == ["r0", "r1"]
+
+
 def earlier_events(spark, lines: list[str]):
     """``event_id, content`` as extract_earlier gives them, from lines that were clean on an earlier day."""
     from jobs.clean import content_hash

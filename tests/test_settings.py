@@ -12,7 +12,8 @@ from attnrec.settings import Settings, get_settings
 VARIABLES = {
     "ATTNREC_DATA_ROOT", "MLFLOW_TRACKING_URI", "ATTNREC_MLFLOW_ARTIFACTS", "ATTNREC_EXPERIMENT",
     "ATTNREC_CHECKPOINT_DIR", "ATTNREC_SPARK_MASTER", "ATTNREC_SPARK_CONN_ID", "ATTNREC_SPARK_PYTHON",
-    "ATTNREC_SPARK_DRIVER_MEMORY", "ATTNREC_SPARK_DRIVER_JAVA_OPTIONS",
+    "ATTNREC_SPARK_DRIVER_MEMORY", "ATTNREC_SPARK_DRIVER_JAVA_OPTIONS", "ATTNREC_SPARK_LARGE_DAY_BYTES",
+    "ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS",
     "ATTNREC_CLOCK_SKEW_HOURS", "ATTNREC_MAX_DWELL_MS", "ATTNREC_MAX_QUARANTINE_SHARE",
     "ATTNREC_BOT_EVENTS_PER_DAY", "ATTNREC_DEDUPE_LOOKBACK_DAYS", "ATTNREC_MAX_SEQ_LEN", "ATTNREC_LOOKBACK_DAYS",
     "ATTNREC_EXPOSURE_EVENT_TYPES", "ATTNREC_NEGATIVE_EVENT_TYPES", "ATTNREC_SEEN_EVENT_TYPES", "ATTNREC_SEED",
@@ -157,3 +158,25 @@ def test_an_experiment_needs_a_name_and_a_share_within_0_and_1(monkeypatch):
     monkeypatch.setenv("ATTNREC_AB_EXPERIMENT_ID", "a b")
     with pytest.raises(ValueError, match="ATTNREC_AB_EXPERIMENT_ID='a b' must be letters"):
         get_settings()
+
+
+def test_a_large_raw_day_gets_the_large_day_jvm_options(monkeypatch, tmp_path):
+    from attnrec.spark import driver_java_options
+    from dags.wiring import raw_day_java_options
+
+    monkeypatch.setenv("ATTNREC_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("ATTNREC_SPARK_LARGE_DAY_BYTES", "1000")
+    settings = get_settings()
+    quick, large = settings.spark_driver_java_options, settings.spark_large_day_java_options
+    assert quick != large
+    assert driver_java_options(settings, None) == quick  # not sized: the quick-start options
+    assert driver_java_options(settings, 999) == quick and driver_java_options(settings, 1000) == large
+    day = tmp_path / "raw" / "events" / "dt=2026-01-01"
+    assert raw_day_java_options("2026-01-01") == quick  # no raw partition: 0 bytes
+    day.mkdir(parents=True)
+    (day / "a.jsonl.gz").write_bytes(b"x" * 600)
+    assert raw_day_java_options("2026-01-01") == quick
+    (day / "b.jsonl.gz").write_bytes(b"x" * 600)  # 1,200 bytes over both files
+    assert raw_day_java_options("2026-01-01") == large
+    monkeypatch.setenv("ATTNREC_SPARK_LARGE_DAY_BYTES", "0")
+    assert driver_java_options(get_settings(), 10**12) == quick  # 0: never
