@@ -142,6 +142,11 @@ def tree_bytes(uri: str) -> int:
     return sum(info.size or 0 for info in infos if info.type == pafs.FileType.File)
 
 
+def raw_day_bytes(root: str, dt: str) -> int:
+    """The bytes of day ``dt``'s raw event files as landed (0 when there is no such partition)."""
+    return tree_bytes(join(root, RAW_EVENTS, f"dt={dt}"))
+
+
 def exists(uri: str) -> bool:
     from pyarrow import fs as pafs
 

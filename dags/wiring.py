@@ -151,8 +151,7 @@ def raw_day_java_options(dt: str) -> str:
     from attnrec.spark import driver_java_options
 
     settings = get_settings()
-    raw_bytes = lake.tree_bytes(lake.join(settings.data_root, lake.RAW_EVENTS, f"dt={dt}"))
-    return driver_java_options(settings, raw_bytes)
+    return driver_java_options(settings, lake.raw_day_bytes(settings.data_root, dt))
 
 
 #: The DAG macros a DAG with a ``sized_by_raw_day`` job passes as ``user_defined_macros``.

@@ -484,14 +484,13 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
     progress(f"pseudonymised {identity.count()} distinct user ids")
     pseudonymous = with_pseudonyms(parsed, identity, keep=parsed["reason"].isNull())
     earlier = extract_earlier(spark, root, params)
-    repeated_ids(parsed.where(parsed["reason"].isNull()), earlier).write.mode("overwrite").parquet(
-        lake.join(work, "repeated")
-    )
+    still_valid = parsed.where(parsed["reason"].isNull())  # after the erased users' lines were marked
+    repeated_ids(still_valid, earlier).write.mode("overwrite").parquet(lake.join(work, "repeated"))
     repeated = spark.read.parquet(lake.join(work, "repeated"))
     if repeated.count() <= BROADCAST_REPEATED_IDS:
         repeated = F.broadcast(repeated)
     outcome_dir = lake.join(work, "outcome")
-    bots_possible = possible_bots(parsed.where(parsed["reason"].isNull()), params) > 0
+    bots_possible = possible_bots(still_valid, params) > 0
     decide(pseudonymous, params, earlier, repeated, bots_possible).write.mode("overwrite").parquet(outcome_dir)
     progress("deduplicated and labelled bots")
     outcome = spark.read.parquet(outcome_dir)
@@ -532,8 +531,9 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
         dedupe_lookback_days=settings.dedupe_lookback_days,
     )
     key = lake_key(settings)  # before Spark starts: a wrong or missing key fails at once, having written nothing
-    raw_bytes = lake.tree_bytes(lake.join(settings.data_root, lake.RAW_EVENTS, f"dt={dt}"))
-    spark = get_spark(f"attnrec-clean-{dt}", input_bytes=raw_bytes)  # a large day: the full JIT (attnrec/spark.py)
+    spark = get_spark(
+        f"attnrec-clean-{dt}", input_bytes=lake.raw_day_bytes(settings.data_root, dt)
+    )  # a large day: the full JIT (attnrec/spark.py)
     if validate:  # GX's import overlaps the Spark work (pyspark is imported by now) instead of following it
         from jobs.validate import preload_gx
 
