@@ -2,8 +2,8 @@
 
 Under ``spark-submit`` the master and resources come from the submit command (the Airflow Spark
 connection), so this only fills in the attnrec session defaults. Run as plain ``python jobs/x.py``,
-the job uses ``ATTNREC_SPARK_MASTER`` (default ``local[*]``), ``ATTNREC_SPARK_DRIVER_MEMORY`` and
-``ATTNREC_SPARK_DRIVER_JAVA_OPTIONS``.
+the job uses ``ATTNREC_SPARK_MASTER`` (default ``local[*]``), ``ATTNREC_SPARK_DRIVER_MEMORY``,
+``ATTNREC_SPARK_DRIVER_JAVA_OPTIONS`` and ``ATTNREC_SPARK_PYTHON`` (the Python workers' interpreter).
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ def get_spark(app_name: str, master: str | None = None, input_bytes: int | None 
         settings = get_settings()
         builder = builder.master(master or settings.spark_master)
         builder = builder.config("spark.driver.memory", settings.spark_driver_memory)
+        # the Python workers run this job's interpreter (ATTNREC_SPARK_PYTHON), not whichever `python3` is first on
+        # PATH: `.venv/bin/python jobs/clean.py` without an activated venv would start workers without pandas. pyspark
+        # reads only its environment variable here (the spark.pyspark.python conf is spark-submit's); where the
+        # variable is set already, it stays in charge
+        os.environ.setdefault("PYSPARK_PYTHON", settings.spark_python)
         java_options = driver_java_options(settings, input_bytes)
         if java_options:  # under spark-submit its --conf sets them (dags/wiring.py)
             builder = builder.config("spark.driver.extraJavaOptions", java_options)

@@ -189,6 +189,29 @@ def test_behavior_etl_runs_one_day_at_a_time_in_date_order():
     assert not any(task.depends_on_past for task in dag.tasks)  # backfill create keeps --reprocess-behavior none
 
 
+def test_a_job_run_with_the_venv_s_python_but_not_its_path_runs_its_python_workers_with_that_python(tmp_path):
+    """``.venv/bin/python jobs/clean.py`` without an activated venv: clean's pseudonyms run in Python workers, which
+    must start this interpreter (with pandas), not the first ``python3`` on PATH."""
+    from datatools.generate import generate
+
+    dt = "2026-04-05"
+    env = job_env(tmp_path)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != str(Path(sys.executable).parent))
+    env.pop("PYSPARK_PYTHON", None)
+    env.pop("VIRTUAL_ENV", None)
+    root = env["ATTNREC_DATA_ROOT"]
+    generate(root, start_dt=dt, days=1, users=10, items=20, events_per_day=50, seed=4)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "clean.py"), "--dt", dt],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert parquet_rows(lake.staging(root, lake.CLEAN_EVENTS, dt)) == 50
+
+
 def test_features_built_in_clean_s_application_are_adopted_only_for_the_same_inputs(spark, tmp_path):
     """jobs/clean.py --validate builds and gates the day's features in its own application (featurize.prebuild);
     the featurize task adopts them (featurize.adopt_prebuilt) only when its inputs are still those they were built
