@@ -246,29 +246,21 @@ DAY_MS = 86_400_000
 def _running_before(rows, key: str, window_ms: int, adds, weight=None):
     """``rows`` with ``_count``: per ``key``, how many earlier rows (event_time_ms strictly before the row's own) with
     ``adds`` true lie in the ``window_ms`` before it, and ``_weight_sum``, the sum of ``weight`` over every earlier
-    row with ``adds`` true (no window). One sort by (key, time), linear: each counted row adds 1 at its own time and
-    a marker row takes it back ``window_ms`` later, so a running sum over strictly earlier times is the window's count
-    (no sliding frame, whose cost grows with the events per window)."""
+    row with ``adds`` true (no window). One sort by (key, time) and running sums over frames that all begin at the
+    key's first row, which Spark evaluates incrementally (linear, whatever the events per window; a sliding frame
+    re-adds its whole window for every row): the window's count is the running count of rows before the row's time
+    less the running count of rows before the window's start."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    rows = rows.withColumn("_delta", F.when(adds, 1).otherwise(0)).withColumn("_marker", F.lit(False))
+    ordered = Window.partitionBy(key).orderBy("event_time_ms")
+    before = ordered.rangeBetween(Window.unboundedPreceding, -1)
+    before_window = ordered.rangeBetween(Window.unboundedPreceding, -window_ms - 1)  # t_j < t - window_ms
+    counted = F.count(F.when(adds, F.lit(1)))
+    rows = rows.withColumn("_count", (counted.over(before) - counted.over(before_window)).cast("int"))
     if weight is not None:
-        rows = rows.withColumn("_w", F.when(adds, weight).otherwise(0.0))
-    markers = rows.where(F.col("_delta") == 1).select(
-        key,
-        (F.col("event_time_ms") + F.lit(window_ms)).alias("event_time_ms"),
-        F.lit(-1).alias("_delta"),
-        F.lit(True).alias("_marker"),
-        *([F.lit(0.0).alias("_w")] if weight is not None else []),
-    )
-    before = Window.partitionBy(key).orderBy("event_time_ms").rangeBetween(Window.unboundedPreceding, -1)
-    out = rows.unionByName(markers, allowMissingColumns=True).withColumn(
-        "_count", F.coalesce(F.sum("_delta").over(before), F.lit(0)).cast("int")
-    )
-    if weight is not None:
-        out = out.withColumn("_weight_sum", F.coalesce(F.sum("_w").over(before), F.lit(0.0)))
-    return out.where(~F.col("_marker")).drop("_delta", "_marker", *(["_w"] if weight is not None else []))
+        rows = rows.withColumn("_weight_sum", F.coalesce(F.sum(F.when(adds, weight)).over(before), F.lit(0.0)))
+    return rows
 
 
 def as_of_signals(events, params: FeatureParams):
