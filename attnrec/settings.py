@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         "-XX:+UseSerialGC -XX:TieredStopAtLevel=1",
         validation_alias="ATTNREC_SPARK_DRIVER_JAVA_OPTIONS",
         description="JVM options of every job's driver (spark.driver.extraJavaOptions): by default a quick-starting "
-        "JIT and GC for short batch jobs; empty to leave the JVM's defaults",
+        "JIT and GC for short batch jobs; none: the JVM's defaults",
     )
     spark_large_day_bytes: int = Field(
         8 * 1024 * 1024,
@@ -124,10 +124,19 @@ class Settings(BaseSettings):
         "driver with ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS instead; 0: never",
     )
     spark_large_day_java_options: str = Field(
-        "-XX:+UseParallelGC",
+        "-XX:+UseParallelGC -XX:-DontCompileHugeMethods",
         validation_alias="ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS",
         description="JVM options of the clean job's driver on a large day (ATTNREC_SPARK_LARGE_DAY_BYTES): the full "
-        "JIT and a throughput GC, which pay for their slower start within seconds of work on millions of events",
+        "JIT and a throughput GC, which pay for their slower start within seconds of work on millions of events, "
+        "and JIT compilation of Spark's large generated methods (HotSpot leaves methods over 8,000 bytes of bytecode "
+        "interpreted; clean's rule chain is one)",
+    )
+    spark_executor_java_options: str = Field(
+        "-XX:-DontCompileHugeMethods",
+        validation_alias="ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS",
+        description="JVM options of the executors on a cluster (spark.executor.extraJavaOptions; in local mode the "
+        "driver's options apply): by default JIT compilation of Spark's large generated methods; none: the JVM's "
+        "defaults",
     )
 
     # -- personal data
@@ -397,6 +406,16 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return value.strip()
+
+    @field_validator(
+        "spark_driver_java_options", "spark_large_day_java_options", "spark_executor_java_options", mode="before"
+    )
+    @classmethod
+    def _java_options(cls, value: Any) -> Any:
+        """JVM options; "none": none at all, the JVM's defaults (blank, as for every variable, is attnrec's default)."""
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return ""
+        return value
 
     @field_validator("exposure_event_types", "negative_event_types", "seen_event_types", mode="before")
     @classmethod

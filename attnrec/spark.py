@@ -56,6 +56,8 @@ def get_spark(app_name: str, master: str | None = None, input_bytes: int | None 
         java_options = driver_java_options(settings, input_bytes)
         if java_options:  # under spark-submit its --conf sets them (dags/wiring.py)
             builder = builder.config("spark.driver.extraJavaOptions", java_options)
+        if settings.spark_executor_java_options:  # a cluster's executors (ATTNREC_SPARK_MASTER not local)
+            builder = builder.config("spark.executor.extraJavaOptions", settings.spark_executor_java_options)
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     # py4j logs each connection it closes at INFO, also from finalizers at interpreter exit, when a test runner or

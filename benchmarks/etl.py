@@ -285,7 +285,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--driver-memory", default="4g", help="ATTNREC_SPARK_DRIVER_MEMORY for the jobs (default 4g)")
     parser.add_argument(
         "--driver-java-options",
-        help="ATTNREC_SPARK_DRIVER_JAVA_OPTIONS for the jobs and the floor (default: attnrec's; '' for the JVM's)",
+        help="ATTNREC_SPARK_DRIVER_JAVA_OPTIONS for the jobs and the floor (default: attnrec's; 'none' for the JVM's); "
+        "a raw day of ATTNREC_SPARK_LARGE_DAY_BYTES or more gets ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS in clean and the "
+        "floor",
     )
     parser.add_argument(
         "--separate-gates",

@@ -135,12 +135,15 @@ def _spark_submit_env() -> dict[str, str]:
 
 
 def _submit_conf(settings) -> dict[str, str]:
-    """spark-submit ``--conf`` of every job: the Python to run, the log level and the driver's JVM options
-    (ATTNREC_SPARK_DRIVER_JAVA_OPTIONS; the driver JVM starts before the job's code, so only here can they apply)."""
+    """spark-submit ``--conf`` of every job: the Python to run, the log level, the driver's JVM options
+    (ATTNREC_SPARK_DRIVER_JAVA_OPTIONS; the driver JVM starts before the job's code, so only here can they apply) and
+    the executors' (ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS)."""
     python = settings.spark_python
     conf = {"spark.pyspark.python": python, "spark.pyspark.driver.python": python, "spark.log.level": "WARN"}
     if settings.spark_driver_java_options:
         conf["spark.driver.extraJavaOptions"] = settings.spark_driver_java_options
+    if settings.spark_executor_java_options:
+        conf["spark.executor.extraJavaOptions"] = settings.spark_executor_java_options
     return conf
 
 

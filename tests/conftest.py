@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import pytest
 
@@ -29,6 +31,9 @@ def spark():
 
     from attnrec.spark import SESSION_CONF
 
+    # the Python workers run this interpreter, as attnrec.spark.get_spark arranges for the jobs (a pytest started as
+    # .venv/bin/python -m pytest, venv not on PATH, would otherwise start the PATH's python3, without pandas)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master("local[2]").appName("attnrec-tests")
     for key, value in {**SESSION_CONF, **FAST_SPARK_CONF}.items():
         builder = builder.config(key, value)

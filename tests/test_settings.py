@@ -13,7 +13,7 @@ VARIABLES = {
     "ATTNREC_DATA_ROOT", "MLFLOW_TRACKING_URI", "ATTNREC_MLFLOW_ARTIFACTS", "ATTNREC_EXPERIMENT",
     "ATTNREC_CHECKPOINT_DIR", "ATTNREC_SPARK_MASTER", "ATTNREC_SPARK_CONN_ID", "ATTNREC_SPARK_PYTHON",
     "ATTNREC_SPARK_DRIVER_MEMORY", "ATTNREC_SPARK_DRIVER_JAVA_OPTIONS", "ATTNREC_SPARK_LARGE_DAY_BYTES",
-    "ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS",
+    "ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS", "ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS",
     "ATTNREC_CLOCK_SKEW_HOURS", "ATTNREC_MAX_DWELL_MS", "ATTNREC_MAX_QUARANTINE_SHARE",
     "ATTNREC_BOT_EVENTS_PER_DAY", "ATTNREC_DEDUPE_LOOKBACK_DAYS", "ATTNREC_MAX_SEQ_LEN", "ATTNREC_LOOKBACK_DAYS",
     "ATTNREC_EXPOSURE_EVENT_TYPES", "ATTNREC_NEGATIVE_EVENT_TYPES", "ATTNREC_SEEN_EVENT_TYPES", "ATTNREC_SEED",
@@ -180,3 +180,21 @@ def test_a_large_raw_day_gets_the_large_day_jvm_options(monkeypatch, tmp_path):
     assert raw_day_java_options("2026-01-01") == large
     monkeypatch.setenv("ATTNREC_SPARK_LARGE_DAY_BYTES", "0")
     assert driver_java_options(get_settings(), 10**12) == quick  # 0: never
+
+
+def test_spark_submit_passes_the_executors_jvm_options_and_large_days_compile_huge_generated_methods(monkeypatch):
+    from dags.wiring import _submit_conf
+
+    settings = get_settings()
+    assert "-XX:-DontCompileHugeMethods" in settings.spark_large_day_java_options.split()
+    conf = _submit_conf(settings)
+    assert conf["spark.executor.extraJavaOptions"] == "-XX:-DontCompileHugeMethods"
+    assert conf["spark.pyspark.python"] == sys.executable
+    monkeypatch.setenv("ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS", "")  # blank: the default, as for every variable
+    assert _submit_conf(get_settings())["spark.executor.extraJavaOptions"] == "-XX:-DontCompileHugeMethods"
+    monkeypatch.setenv("ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS", "-Xss4m")
+    assert _submit_conf(get_settings())["spark.executor.extraJavaOptions"] == "-Xss4m"
+    monkeypatch.setenv("ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS", "None")
+    monkeypatch.setenv("ATTNREC_SPARK_DRIVER_JAVA_OPTIONS", "none")
+    conf = _submit_conf(get_settings())  # none: the JVM's defaults, no option passed
+    assert "spark.executor.extraJavaOptions" not in conf and "spark.driver.extraJavaOptions" not in conf
