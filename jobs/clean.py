@@ -259,8 +259,14 @@ def lines(raw, params: CleanParams):
 
 
 def classify(raw, params: CleanParams, earlier=None):
-    """Every raw line with its outcome: the contract columns plus ``reason`` (``decide(lines(raw))``)."""
-    return decide(lines(raw, params), params, earlier)
+    """Every raw line with its outcome: the contract columns plus ``reason`` (``decide(lines(raw))``).
+
+    Like :func:`run`'s two work copies, the parsed lines and the outcome are each materialised once (Spark's local
+    checkpoint, in memory): :func:`decide` reads its input several times, and without this every read, and every
+    later query on the outcome (a ``split`` into three frames, or an ``earlier`` built by another ``classify``),
+    would carry the whole parse and rule chain again in its plan (a test of four lines took 90 s to plan and run)."""
+    parsed = lines(raw, params).localCheckpoint()
+    return decide(parsed, params, earlier).localCheckpoint()
 
 
 def repeated_ids(valid, earlier=None):
