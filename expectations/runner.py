@@ -45,6 +45,10 @@ SUITE_NAMES: tuple[str, ...] = (
 )
 
 _SITE_NAME = "attnrec_lake"
+#: The Data Docs index lists the newest this many validation runs (about 16 days of behavior_etl's six suites a day;
+#: every run's own page stays). GX rebuilds the index after every run by reading each run it lists: uncapped, a year
+#: of daily runs (~2,200) would add seconds to every suite of a backfill's later days (docs/contracts.md).
+DATA_DOCS_INDEX_RESULTS = 100
 #: A failed run's result: observed values and a few unexpected ones per failed expectation, for the message.
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
 #: Every run first: pass or fail per expectation from the aggregate metrics alone. SUMMARY adds, for every
@@ -154,7 +158,10 @@ def _context(settings: Settings):
                     "class_name": "TupleFilesystemStoreBackend",
                     "base_directory": lake.data_docs_dir(root),
                 },
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "site_index_builder": {
+                    "class_name": "DefaultSiteIndexBuilder",
+                    "validation_results_limit": DATA_DOCS_INDEX_RESULTS,
+                },
             }
         }
         site_name = _SITE_NAME

@@ -452,6 +452,18 @@ def test_data_docs_page_per_run_under_the_lake_and_nothing_in_cwd(settings, tmp_
     assert list(cwd.iterdir()) == []  # GX wrote nothing where it was run from
 
 
+def test_the_data_docs_index_lists_the_newest_runs_and_keeps_every_page(settings, monkeypatch):
+    from expectations import runner
+
+    monkeypatch.setattr(runner, "DATA_DOCS_INDEX_RESULTS", 2)
+    days = ["2026-01-03", "2026-01-04", "2026-01-05"]
+    pages = [validate_pandas("candidates", _pandas("candidates", CASES["candidates"][1]), d, settings) for d in days]
+    index = (_docs_root(settings) / "index.html").read_text()
+    assert f"candidates-{days[0]}-" not in index  # the oldest run left the index ...
+    assert all(f"candidates-{d}-" in index for d in days[1:])  # ... the two newest are listed
+    assert all(Path(p["data_docs"]).is_file() for p in pages)  # and every run keeps its page
+
+
 def test_uri_lake_skips_data_docs(settings, caplog):
     remote = settings.model_copy(update={"data_root": "s3a://attnrec-lake/prod"})
     summary = validate_pandas("candidates", _pandas("candidates", CASES["candidates"][1]), DT, remote)
