@@ -45,6 +45,8 @@ SUITE_NAMES: tuple[str, ...] = (
 )
 
 _SITE_NAME = "attnrec_lake"
+#: GX's page views with jinja's bytecode cache: the templates are compiled once, not in every build (docs_views.py).
+_VIEWS = "expectations.docs_views"
 #: The Data Docs index lists the newest this many validation runs (about 16 days of behavior_etl's six suites a day;
 #: every run's own page stays). GX rebuilds the index after every run by reading each run it lists: uncapped, a year
 #: of daily runs (~2,200) would add seconds to every suite of a backfill's later days (docs/contracts.md).
@@ -161,6 +163,13 @@ def _context(settings: Settings):
                 "site_index_builder": {
                     "class_name": "DefaultSiteIndexBuilder",
                     "validation_results_limit": DATA_DOCS_INDEX_RESULTS,
+                    "view": {"module_name": _VIEWS, "class_name": "CachedJinjaIndexPageView"},
+                },
+                "site_section_builders": {
+                    "expectations": {"view": {"module_name": _VIEWS, "class_name": "CachedJinjaPageView"}},
+                    "validations": {"view": {"module_name": _VIEWS, "class_name": "CachedJinjaPageView"}},
+                    # no gate writes profiling runs; the section would list every stored result for none
+                    "profiling": "None",
                 },
             }
         }

@@ -250,12 +250,17 @@ def rule_reason(params: CleanParams):
     return reason, columns
 
 
-def lines(raw, params: CleanParams):
+#: Columns of :func:`parse` the raw sample gate checks (suite ``raw_events_sample``): :func:`run` keeps them in its
+#: parsed-lines work copy, so the gate in clean's own application samples the lines clean parsed (``jobs/validate.py``).
+RAW_SAMPLE_COLUMNS = ("is_object", *(f"t_{name}" for name in REQUIRED_EVENT_FIELDS))
+
+
+def lines(raw, params: CleanParams, keep: tuple[str, ...] = ()):
     """Every raw line with the first rule it breaks (``reason``) and its contract columns. One row per raw line;
     the only pass over the raw text. (The ``content`` hash dedupe compares is computed in :func:`decide`, for
-    the few lines whose event_id comes more than once.)"""
+    the few lines whose event_id comes more than once.) ``keep``: columns of :func:`parse` to keep beside them."""
     reason, columns = rule_reason(params)
-    return parse(raw).select("raw_line", "source_file", reason.alias("reason"), *columns)
+    return parse(raw).select("raw_line", "source_file", *keep, reason.alias("reason"), *columns)
 
 
 def classify(raw, params: CleanParams, earlier=None):
@@ -439,7 +444,19 @@ def load(clean, quarantine, root: str, dt: str) -> tuple[str, str]:
     return clean_dir, quarantine_dir
 
 
-def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -> dict:
+def work_dir(root: str, dt: str) -> str:
+    """Where :func:`run` keeps its work copies of day ``dt`` (under the lake's staging area)."""
+    return lake.join(root, lake.STAGING, "clean_work", f"dt={dt}")
+
+
+def parsed_lines_dir(root: str, dt: str) -> str:
+    """The work copy of every raw line of day ``dt`` as parsed, checked (:func:`lines`) and with the raw sample
+    gate's columns (:data:`RAW_SAMPLE_COLUMNS`); there after ``run(..., keep_parsed=True)`` until
+    ``lake.remove_dir(work_dir(root, dt))``."""
+    return lake.join(work_dir(root, dt), "lines")
+
+
+def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, keep_parsed: bool = False) -> dict:
     """extract -> classify -> load, then count from the written files and write the reconciliation.
 
     Clean events carry the pseudonym of the user id (``key``; default: the lake's, :func:`attnrec.privacy.lake_key`,
@@ -448,6 +465,8 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
 
     Two work copies under ``_staging/clean_work/dt=D`` (deleted at the end) keep it to one pass over the raw
     text: the parsed lines, and their outcome; both outputs and the counts are then read column-wise from parquet.
+    ``keep_parsed``: leave the parsed lines (:func:`parsed_lines_dir`) for the raw sample gate; the caller deletes
+    the work directory (:func:`work_dir`) after it.
     """
     import time
 
@@ -459,7 +478,7 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
 
         key = lake_key(get_settings(data_root=root))
     raw_dir = lake.join(root, lake.RAW_EVENTS, f"dt={params.dt}")
-    work = lake.join(root, lake.STAGING, "clean_work", f"dt={params.dt}")
+    work = work_dir(root, params.dt)
     started = time.monotonic()
 
     def progress(step: str) -> None:
@@ -473,9 +492,9 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
             f"{len(gzipped)} gzip file(s) for {cores} cores: repartitioning the lines (land more files to avoid this)"
         )
         raw = raw.repartition(cores)
-    lines(raw, params).write.mode("overwrite").parquet(lake.join(work, "lines"))
+    lines(raw, params, keep=RAW_SAMPLE_COLUMNS).write.mode("overwrite").parquet(parsed_lines_dir(root, params.dt))
     progress("parsed and checked every raw line")
-    parsed = spark.read.parquet(lake.join(work, "lines"))
+    parsed = spark.read.parquet(parsed_lines_dir(root, params.dt)).drop(*RAW_SAMPLE_COLUMNS)
     identity_dir = lake.staging(root, lake.IDENTITY_USERS, params.dt)
     valid = parsed.where(parsed["reason"].isNull())
     erased = read_erased(root)
@@ -509,13 +528,16 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None) -
     }
     summary = reconcile(
         params.dt,
-        raw_lines=spark.read.parquet(lake.join(work, "lines")).count(),  # one row per raw line (parquet metadata)
+        raw_lines=spark.read.parquet(parsed_lines_dir(root, params.dt)).count(),  # one row per line (parquet metadata)
         clean=spark.read.parquet(clean_dir).count(),
         quarantined_by_reason=by_reason,
         duplicates=outcome.where(outcome["reason"] == DUPLICATE).count(),
     )
     lake.write_json(lake.join(clean_dir, lake.RECONCILIATION_FILE), summary)
-    lake.remove_dir(work)
+    for name in ("identity", "repeated", "outcome"):
+        lake.remove_dir(lake.join(work, name))
+    if not keep_parsed:
+        lake.remove_dir(work)
     progress("reconciled")
     return summary
 
@@ -545,7 +567,7 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
 
         preload_gx()
     try:
-        summary = run(spark, settings.data_root, params, key)
+        summary = run(spark, settings.data_root, params, key, keep_parsed=validate)
         print(
             f"clean dt={summary['dt']}: raw_lines={summary['raw_lines']} clean={summary['clean']} "
             f"quarantined={summary['quarantined']} duplicates={summary['duplicates']} "
@@ -556,7 +578,11 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
             return 0
         from jobs.validate import gate
 
-        if gate(spark, "clean_events", dt, settings) != 0:
+        try:  # the raw sample gate samples the lines this job parsed instead of parsing raw text again
+            code = gate(spark, "clean_events", dt, settings, parsed_lines=parsed_lines_dir(settings.data_root, dt))
+        finally:
+            lake.remove_dir(work_dir(settings.data_root, dt))
+        if code != 0:
             return 1
         # the day's features too, in this application, from the staged clean partition; the featurize task adopts
         # them when its inputs are still the same (jobs/featurize.py), else builds them itself

@@ -4,7 +4,8 @@
     python jobs/validate.py --dataset features --dt 2026-01-31
 
 ``clean_events`` checks a seeded sample of up to ``RAW_SAMPLE_LINES`` raw lines of the day (suite
-``raw_events_sample``: lines are JSON objects whose fields have the contract's JSON types, mostly), the staged
+``raw_events_sample``: lines are JSON objects whose fields have the contract's JSON types, mostly; inside the clean
+job's application the sample comes from the job's own parse of every line, here the raw text is parsed), the staged
 clean events (suite ``clean_events``), the staged quarantine
 (suite ``quarantine_events``) and the clean job's ``_reconciliation.json`` (counts add up, quarantine
 share under ``ATTNREC_MAX_QUARANTINE_SHARE``). ``features`` checks the staged user sequences
@@ -110,19 +111,30 @@ def check_inputs(dataset: str, dt: str, root: str) -> tuple[list[tuple[str, str]
     return inputs, recon_path
 
 
-def raw_sample(spark, raw_dir: str, raw_lines: int | None, seed: int):
-    """About ``RAW_SAMPLE_LINES`` raw lines (seeded), parsed the way the clean job parses them (exact JSON types)."""
-    from jobs.clean import extract, parse
+def raw_sample(spark, raw_dir: str, raw_lines: int | None, seed: int, parsed_lines: str | None = None):
+    """About ``RAW_SAMPLE_LINES`` raw lines (seeded), parsed the way the clean job parses them (exact JSON types).
 
-    lines = extract(spark, raw_dir)
+    ``parsed_lines``: the clean job's work copy of the day's lines as it parsed them (``jobs.clean.parsed_lines_dir``,
+    with ``RAW_SAMPLE_COLUMNS``), when the gate runs in clean's own application: the sample is then taken from it
+    instead of reading and parsing the raw text a second time.
+    """
+    from jobs.clean import RAW_SAMPLE_COLUMNS, extract, parse
+
+    if parsed_lines is not None:
+        lines = spark.read.parquet(parsed_lines).select("raw_line", *RAW_SAMPLE_COLUMNS)
+    else:
+        lines = extract(spark, raw_dir)
     if raw_lines is None or raw_lines > RAW_SAMPLE_LINES:
         fraction = RAW_SAMPLE_LINES / raw_lines if raw_lines else 1.0
         lines = lines.sample(fraction=min(1.0, fraction), seed=seed)
-    return parse(lines)
+    return lines if parsed_lines is not None else parse(lines)
 
 
-def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: str, settings) -> list[str]:
-    """Validate every staged input; print a line per gate; return the failure messages."""
+def run_gates(
+    spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: str, settings, parsed_lines: str | None = None
+) -> list[str]:
+    """Validate every staged input; print a line per gate; return the failure messages. ``parsed_lines``: see
+    :func:`raw_sample`."""
     from attnrec import lake
     from expectations.checks import check_lookback, check_reconciliation
     from expectations.runner import GateFailed, validate_spark
@@ -142,7 +154,7 @@ def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: 
             failures.append(str(exc))
     for suite, path in inputs:
         if suite == "raw_events_sample":
-            df = raw_sample(spark, path, (recon or {}).get("raw_lines"), settings.seed)
+            df = raw_sample(spark, path, (recon or {}).get("raw_lines"), settings.seed, parsed_lines)
         else:
             df = spark.read.parquet(path)
         try:
@@ -167,14 +179,15 @@ def run_gates(spark, inputs: list[tuple[str, str]], recon_path: str | None, dt: 
     return failures
 
 
-def gate(spark, dataset: str, dt: str, settings, inputs=None, recon_path=None) -> int:
+def gate(spark, dataset: str, dt: str, settings, inputs=None, recon_path=None, parsed_lines=None) -> int:
     """Every gate of ``dataset`` on the staged partitions of ``dt`` in ``spark``: 0 when all pass, 1 (failures on
     stderr) when one fails. The jobs that write a dataset call this in their own session (``--validate``), so a day
-    needs no Spark application per gate; ``inputs``/``recon_path`` come from :func:`check_inputs` when it ran."""
+    needs no Spark application per gate; ``inputs``/``recon_path`` come from :func:`check_inputs` when it ran;
+    ``parsed_lines``: the clean job's parsed lines, for the raw sample (:func:`raw_sample`)."""
     if inputs is None:
         inputs, recon_path = check_inputs(dataset, dt, settings.data_root)
     print(f"{dataset} gate dt={dt}: Spark master {spark.sparkContext.master}", flush=True)
-    failures = run_gates(spark, inputs, recon_path, dt, settings)
+    failures = run_gates(spark, inputs, recon_path, dt, settings, parsed_lines)
     if failures:
         print("\n\n".join(failures), file=sys.stderr)
         return 1

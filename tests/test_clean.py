@@ -208,6 +208,43 @@ def test_run_reads_plain_and_gzip_and_writes_staged_outputs(spark, tmp_path):
     assert not lake.exists(lake.join(root, lake.STAGING, "clean_work", f"dt={DT}"))  # work copies removed
 
 
+def test_the_raw_sample_gate_in_clean_s_application_samples_the_lines_clean_parsed(spark, tmp_path, monkeypatch):
+    """jobs/clean.py --validate keeps its parsed lines for the raw sample gate: the sample holds exactly the rows a
+    parse of the raw text gives (all of a small day; a seeded fraction of a large one), so the gate reads no raw text
+    again; the work directory goes after the gate."""
+    from attnrec import lake
+    from attnrec.settings import get_settings
+    from jobs import clean, validate
+
+    root = str(tmp_path)
+    day = tmp_path / "raw" / "events" / f"dt={DT}"
+    day.mkdir(parents=True)
+    bad = ["garbage", "[1]", '{"a": 1} {"b": 2}', ev(event_id="e7", user_id=42), ev(event_id="e8", event_time=1.5)]
+    (day / "a.jsonl").write_text("\n".join([ev(event_id=f"e{k}") for k in range(200)] + bad) + "\n")
+    summary = run(spark, root, PARAMS, keep_parsed=True)
+    parsed = clean.parsed_lines_dir(root, DT)
+    columns = ["raw_line", *clean.RAW_SAMPLE_COLUMNS]
+
+    def rows(df):
+        return sorted((tuple(r) for r in df.select(*columns).collect()), key=repr)
+
+    from_text = rows(validate.raw_sample(spark, str(day), summary["raw_lines"], seed=7))
+    assert len(from_text) == 205 and ("[1]", False, None, None, None, None, None) in from_text
+    assert ('{"a": 1} {"b": 2}', False, None, None, None, None, None) in from_text  # two values: not one object
+    assert rows(validate.raw_sample(spark, str(day), summary["raw_lines"], 7, parsed_lines=parsed)) == from_text
+
+    monkeypatch.setattr(validate, "RAW_SAMPLE_LINES", 9)  # a large day: a seeded sample of about 9 lines
+    sample = rows(validate.raw_sample(spark, str(day), summary["raw_lines"], 7, parsed_lines=parsed))
+    assert 0 < len(sample) < 50 and set(sample) <= set(from_text)
+    assert rows(validate.raw_sample(spark, str(day), summary["raw_lines"], 7, parsed_lines=parsed)) == sample
+
+    monkeypatch.undo()
+    inputs, recon = validate.check_inputs("clean_events", DT, root)
+    assert validate.run_gates(spark, inputs, recon, DT, get_settings(data_root=root), parsed_lines=parsed) == []
+    lake.remove_dir(clean.work_dir(root, DT))
+    assert not lake.exists(clean.work_dir(root, DT))
+
+
 def test_missing_raw_partition_names_the_path(spark, tmp_path):
     with pytest.raises(FileNotFoundError, match=f"raw/events/dt={DT}"):
         extract(spark, str(tmp_path / "raw" / "events" / f"dt={DT}"))
