@@ -1,12 +1,12 @@
 """Data Docs page views that keep GX's compiled page templates between builds.
 
 GX renders every Data Docs page through a new jinja Environment, so each build compiled the same few dozen templates
-again: about 0.4 s of the 0.6 s a small suite's Data Docs build took (a suite runs one build; behavior_etl runs six a
-day, and every gate's build is on the task's critical path). These views are GX's own, with jinja's bytecode cache
-set: a template is compiled once per machine (jinja's per-user cache directory, keyed by the template's source
-checksum and the Python version) and loaded from there afterwards; where that directory cannot be used, once per
-process. The pages are the ones GX's own views render. ``expectations.runner._context`` names these
-classes in the site's config; GX imports this module only when it builds Data Docs.
+again, most of a small suite's Data Docs time (docs/contracts.md, "Gates and Data Docs"); every gate's build is on
+its task's critical path. These views are GX's own with jinja's bytecode cache set: a template is compiled once per
+machine (jinja's per-user cache directory, keyed by the template's source checksum and the Python version) and
+loaded from there afterwards; where that directory cannot be used, once per process. The pages are the ones GX's
+own views render. ``expectations.runner._context`` names these classes in the site's config; GX imports this module
+only when it builds Data Docs.
 """
 
 from __future__ import annotations

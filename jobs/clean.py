@@ -172,82 +172,91 @@ def parse(raw):
     )
 
 
+#: An ISO-8601 date-time text with its UTC offset (``Z`` or ``+hh[:mm]``): a time without one is unparseable.
+ISO_WITH_OFFSET = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def _sql_strings(values) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
 def rule_reason(params: CleanParams):
-    """``(reason, normalised columns)`` over the output of :func:`parse`: the first rule a line breaks, or null."""
+    """``(reason, normalised columns)`` over the output of :func:`parse`: the first rule a line breaks, or null.
+
+    Written as Spark SQL text, one expression per output column: built from Column objects, the rule chain took
+    thousands of calls from Python into the JVM (over a second per plan, paid by every clean run and every test)."""
     from pyspark.sql import functions as F
 
-    def jtype(name: str):
-        return F.col(f"t_{name}")
+    def jtype(name: str) -> str:
+        return f"t_{name}"
 
-    def trimmed(name: str):
-        return F.trim(F.col(f"s_{name}"))
+    def trimmed(name: str) -> str:
+        return f"trim(s_{name})"
 
-    def present(name: str):  # there and not JSON null
-        return jtype(name).isNotNull() & (jtype(name) != "VOID")
+    def present(name: str) -> str:  # there and not JSON null
+        return f"({jtype(name)} IS NOT NULL AND {jtype(name)} != 'VOID')"
 
-    def wrong_type(name: str):
-        ok = jtype(name).isin(*ACCEPTED_TYPES[name])
+    def wrong_type(name: str) -> str:
+        ok = f"{jtype(name)} IN ({_sql_strings(ACCEPTED_TYPES[name])})"
         if "DECIMAL" in ACCEPTED_TYPES[name]:  # DECIMAL(3,1): any precision and scale (a string test, no regex)
-            ok = ok | jtype(name).startswith("DECIMAL(")
-        return present(name) & ~ok
+            ok = f"{ok} OR startswith({jtype(name)}, 'DECIMAL(')"
+        return f"({present(name)} AND NOT ({ok}))"
 
-    line = F.trim(F.col("raw_line"))
     event_time_raw = trimmed("event_time")
-    is_epoch = jtype("event_time").isin(*INTEGER_TYPES)
-    has_offset = event_time_raw.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$")
-    iso_ts = F.try_to_timestamp(event_time_raw)
+    iso_ts = f"try_to_timestamp({event_time_raw})"
     event_time_ms = (
-        F.when(is_epoch, event_time_raw.try_cast("bigint"))
-        .when(has_offset & iso_ts.isNotNull(), F.unix_micros(iso_ts) / 1000)
-        .cast("bigint")
+        f"CAST(CASE WHEN {jtype('event_time')} IN ({_sql_strings(INTEGER_TYPES)}) "
+        f"THEN try_cast({event_time_raw} AS BIGINT) "
+        f"WHEN {event_time_raw} RLIKE '{ISO_WITH_OFFSET}' AND {iso_ts} IS NOT NULL THEN unix_micros({iso_ts}) / 1000 "
+        "END AS BIGINT)"
     )
-    dwell_ms = F.when(present("dwell_ms"), trimmed("dwell_ms").try_cast("bigint"))
-    rating = F.when(present("rating"), trimmed("rating").try_cast("double"))
-    event_type = F.lower(trimmed("event_type"))
+    dwell_ms = f"CASE WHEN {present('dwell_ms')} THEN try_cast({trimmed('dwell_ms')} AS BIGINT) END"
+    rating = f"CASE WHEN {present('rating')} THEN try_cast({trimmed('rating')} AS DOUBLE) END"
+    event_type = f"lower({trimmed('event_type')})"
 
     missing = [
-        (~present(n) | (jtype(n) == "STRING") & (trimmed(n) == ""), f"missing_{n}") for n in REQUIRED_EVENT_FIELDS
+        (f"NOT {present(n)} OR ({jtype(n)} = 'STRING' AND {trimmed(n)} = '')", f"missing_{n}")
+        for n in REQUIRED_EVENT_FIELDS
     ]
     rules = [
-        (line == "", "empty_line"),
-        (~F.col("is_object"), "malformed_json"),
+        ("trim(raw_line) = ''", "empty_line"),
+        ("NOT is_object", "malformed_json"),
         *missing,
-        (wrong_type("event_id") | wrong_type("user_id") | wrong_type("item_id"), "wrong_type_id"),
+        (f"{wrong_type('event_id')} OR {wrong_type('user_id')} OR {wrong_type('item_id')}", "wrong_type_id"),
         (wrong_type("event_type"), "wrong_type_event_type"),
-        (~event_type.isin(*EVENT_TYPES), "unknown_event_type"),
+        (f"NOT ({event_type} IN ({_sql_strings(EVENT_TYPES)}))", "unknown_event_type"),
         (wrong_type("event_time"), "wrong_type_event_time"),
-        (event_time_ms.isNull(), "unparseable_event_time"),
-        (event_time_ms < MIN_EVENT_TIME_MS, "event_time_too_old"),
-        (event_time_ms > params.max_event_time_ms, "event_time_after_landing_day"),
+        (f"{event_time_ms} IS NULL", "unparseable_event_time"),
+        (f"{event_time_ms} < {MIN_EVENT_TIME_MS}", "event_time_too_old"),
+        (f"{event_time_ms} > {params.max_event_time_ms}", "event_time_after_landing_day"),
         (wrong_type("dwell_ms"), "wrong_type_dwell_ms"),
-        (dwell_ms < 0, "negative_dwell_ms"),
-        (dwell_ms > params.max_dwell_ms, "absurd_dwell_ms"),
+        (f"{dwell_ms} < 0", "negative_dwell_ms"),
+        (f"{dwell_ms} > {params.max_dwell_ms}", "absurd_dwell_ms"),
         (wrong_type("rating"), "wrong_type_rating"),
-        ((event_type == "rate") & rating.isNull(), "missing_rating_on_rate"),
-        ((event_type != "rate") & rating.isNotNull(), "rating_on_non_rate_event"),
-        ((rating < RATING_MIN) | (rating > RATING_MAX), "rating_out_of_range"),
-        (wrong_type("session_id") | wrong_type("device"), "wrong_type_optional_field"),
+        (f"{event_type} = 'rate' AND {rating} IS NULL", "missing_rating_on_rate"),
+        (f"{event_type} != 'rate' AND {rating} IS NOT NULL", "rating_on_non_rate_event"),
+        (f"{rating} < {RATING_MIN!r}D OR {rating} > {RATING_MAX!r}D", "rating_out_of_range"),
+        (f"{wrong_type('session_id')} OR {wrong_type('device')}", "wrong_type_optional_field"),
     ]
-    reason = F.lit(None).cast("string")
-    for condition, name in reversed(rules):  # the first rule broken wins
-        reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
+    # the first rule broken wins; a rule whose test is unknown (null) is not broken
+    reason = "CASE " + " ".join(f"WHEN ({condition}) THEN '{name}'" for condition, name in rules) + " END"
 
-    def optional_text(name: str):
-        return F.when(present(name) & (trimmed(name) != ""), trimmed(name))
+    def optional_text(name: str) -> str:
+        return f"CASE WHEN {present(name)} AND {trimmed(name)} != '' THEN {trimmed(name)} END"
 
-    columns = [
-        trimmed("event_id").alias("event_id"),
-        trimmed("user_id").alias("user_id"),
-        trimmed("item_id").alias("item_id"),
-        event_type.alias("event_type"),
-        F.timestamp_millis(event_time_ms).alias("event_time"),
-        event_time_ms.alias("event_time_ms"),
-        dwell_ms.alias("dwell_ms"),
-        rating.alias("rating"),
-        optional_text("session_id").alias("session_id"),
-        optional_text("device").alias("device"),
-    ]
-    return reason, columns
+    columns = {
+        "event_id": trimmed("event_id"),
+        "user_id": trimmed("user_id"),
+        "item_id": trimmed("item_id"),
+        "event_type": event_type,
+        "event_time": f"timestamp_millis({event_time_ms})",
+        "event_time_ms": event_time_ms,
+        "dwell_ms": dwell_ms,
+        "rating": rating,
+        "session_id": optional_text("session_id"),
+        "device": optional_text("device"),
+    }
+    return F.expr(reason), [F.expr(sql).alias(name) for name, sql in columns.items()]
 
 
 #: Columns of :func:`parse` the raw sample gate checks (suite ``raw_events_sample``): :func:`run` keeps them in its

@@ -149,7 +149,8 @@ def extract(spark, root: str, params: FeatureParams, inputs: dict | None = None)
 
 
 def classify_catalogue(lines):
-    """Raw catalogue lines -> ``(accepted rows, rejected lines, identical duplicate count column)``.
+    """Raw catalogue lines -> ``(accepted rows, rejected lines, identical duplicate count column)``:
+    ``catalogue_outputs(rank_catalogue(lines))``.
 
     Accepted: item_id (trimmed), title, categories, release_year, published_at, available (null when the line
     has none), one row per item_id. Rejected,
@@ -158,6 +159,14 @@ def classify_catalogue(lines):
     listed more than once (the version in the last file by name wins, so a newer catalogue file updates an item).
     Identical repeats are only counted (third value: a one-row DataFrame of ``duplicates`` and ``accepted``).
     """
+    return catalogue_outputs(rank_catalogue(lines))
+
+
+def rank_catalogue(lines):
+    """Every catalogue line once, with its ``reason`` (null when it is a valid line) and, for a valid line, its
+    fields, ``content`` and its place among the lines of its item_id (``pos``, 1 = the version kept, and
+    ``kept_content``). :func:`catalogue_outputs` derives all three outputs from it: :func:`run` caches it, so the
+    catalogue is parsed and ranked once for the items, the rejected lines and the counts."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -175,7 +184,7 @@ def classify_catalogue(lines):
         .when(item_id.isNull() | (item_id == ""), "missing_item_id")
     )
     classified = parsed.withColumn("reason", reason)
-    fields = ("title", "categories", "release_year", "published_at", "available")
+    fields = CATALOGUE_FIELDS
     ok = (
         classified.where(F.col("reason").isNull())
         .select(item_id.alias("item_id"), *(F.col(f"j.{f}").alias(f) for f in fields), "raw_line", "source_file")
@@ -185,19 +194,31 @@ def classify_catalogue(lines):
     ranked = ok.withColumn("pos", F.row_number().over(newest_first)).withColumn(
         "kept_content", F.first("content").over(newest_first)
     )
-    accepted = ranked.where(F.col("pos") == 1).select("item_id", *fields)
-    repeats = ranked.where(F.col("pos") > 1)
+    invalid = classified.where(F.col("reason").isNotNull()).select("raw_line", "reason", "source_file")
+    return ranked.withColumn("reason", F.lit(None).cast("string")).unionByName(invalid, allowMissingColumns=True)
+
+
+#: The catalogue fields an accepted line keeps (:func:`rank_catalogue`).
+CATALOGUE_FIELDS = ("title", "categories", "release_year", "published_at", "available")
+
+
+def catalogue_outputs(ranked):
+    """``(accepted rows, rejected lines, identical duplicate count column)`` from :func:`rank_catalogue`'s lines."""
+    from pyspark.sql import functions as F
+
+    valid = ranked.where(F.col("reason").isNull())
+    accepted = valid.where(F.col("pos") == 1).select("item_id", *CATALOGUE_FIELDS)
     rejected = (
-        classified.where(F.col("reason").isNotNull())
+        ranked.where(F.col("reason").isNotNull())
         .select("raw_line", "reason", "source_file")
         .unionByName(
-            repeats.where(F.col("content") != F.col("kept_content")).select(
+            valid.where((F.col("pos") > 1) & (F.col("content") != F.col("kept_content"))).select(
                 "raw_line", F.lit("conflicting_duplicate_item_id").alias("reason"), "source_file"
             )
         )
     )
     same = (F.col("pos") > 1) & (F.col("content") == F.col("kept_content"))
-    counts = ranked.agg(  # one job for both counts the summary prints
+    counts = valid.agg(  # one job for both counts the summary prints
         F.count(F.when(same, 1)).alias("duplicates"), F.count(F.when(F.col("pos") == 1, 1)).alias("accepted")
     )
     return accepted, rejected, counts
@@ -642,9 +663,10 @@ def run(spark, root: str, params: FeatureParams) -> dict:
     discard_record(prebuilt_record(root, params.dt))  # features built ahead are replaced now
     inputs = lookback_inputs(root, params)
     events, lines, vocab = extract(spark, root, params, inputs)
-    catalogue = rejected = None
-    if lines is not None:
-        catalogue, rejected, duplicates = classify_catalogue(lines.cache())
+    catalogue = rejected = ranked = None
+    if lines is not None:  # parsed and ranked once (cached) for the items, the rejected lines and the counts
+        ranked = rank_catalogue(lines).cache()
+        catalogue, rejected, duplicates = catalogue_outputs(ranked)
     seq_dir, items_dir = load(
         transform_sequences(events, params),
         transform_items(events, catalogue, vocab, params),
@@ -665,13 +687,13 @@ def run(spark, root: str, params: FeatureParams) -> dict:
         by_reason = spark.read.parquet(rejected_dir).groupBy("reason").count().collect()  # a few rows
         counts = duplicates.first()
         summary["catalogue"] = {
-            "lines": lines.count(),
+            "lines": ranked.count(),  # one row per catalogue line
             "accepted": counts["accepted"],
             "identical_repeats": counts["duplicates"],
             "rejected_by_reason": {r["reason"]: r["count"] for r in by_reason},
         }
         print(f"featurize dt={params.dt}: catalogue {summary['catalogue']} (rejected lines in {rejected_dir})")
-        lines.unpersist()
+        ranked.unpersist()
     return summary
 
 
