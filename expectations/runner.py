@@ -326,8 +326,11 @@ def _describe_failure(r) -> str:
 def validate_spark(suite_name: str, df, dt: str, settings: Settings | None = None) -> dict:
     """Validate a pyspark DataFrame with ``suite_name`` on Spark; return the summary or raise GateFailed.
 
-    The DataFrame is never collected: GX's Spark engine computes the metrics as Spark jobs. GX persists
-    the frame while it validates; it is unpersisted afterwards unless the caller had cached it.
+    The DataFrame is never collected: GX's Spark engine computes the metrics as Spark jobs. GX's Spark data source
+    would persist the frame first (every column, in memory, in the first metric job); it does not here
+    (``persist=False``): the gates validate parquet reads, which each metric job reads again with only its columns,
+    at about half the cost of building the cache on a large partition (docs/benchmarks.md). A caller whose frame is
+    expensive to compute caches it before.
     """
     from attnrec.settings import get_settings
 
@@ -338,13 +341,8 @@ def validate_spark(suite_name: str, df, dt: str, settings: Settings | None = Non
     if _uses_parameter(suite_name, "row_count"):
         params["row_count"] = df.count()
     context, site_name = _context(settings)
-    data_source = context.data_sources.add_spark(name="attnrec_spark")
-    was_cached = df.is_cached
-    try:
-        return _run_checkpoint(context, site_name, suite_name, dt, data_source, {"dataframe": df}, params)
-    finally:
-        if not was_cached and df.is_cached:
-            df.unpersist()
+    data_source = context.data_sources.add_spark(name="attnrec_spark", persist=False)
+    return _run_checkpoint(context, site_name, suite_name, dt, data_source, {"dataframe": df}, params)
 
 
 def validate_pandas(suite_name: str, df, dt: str, settings: Settings | None = None) -> dict:

@@ -488,7 +488,7 @@ def test_suite_on_spark_passes_valid_and_names_failures(suite, spark, settings):
     with pytest.raises(GateFailed) as failed:
         validate_spark(suite, broken_df, DT, settings)
     assert sorted(failed.value.summary["failed"]) == sorted(expected)
-    assert not broken_df.is_cached  # GX's persist is undone
+    assert not broken_df.is_cached  # GX does not persist the frame (persist=False: re-reads are cheaper)
 
 
 # ---------------------------------------------------------------------------------------- reconciliation
