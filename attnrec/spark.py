@@ -21,6 +21,12 @@ SESSION_CONF: dict[str, str] = {
 }
 
 
+def sql_strings(values) -> str:
+    """``'a', 'b'``: string literals for a Spark SQL ``IN (...)`` list, quotes escaped; ``NULL`` for no values (an
+    ``IN (NULL)`` matches nothing)."""
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
+
+
 def launched_by_spark_submit() -> bool:
     """pyspark sets PYSPARK_GATEWAY_PORT in the Python driver that spark-submit launches (it joins that JVM)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -329,7 +329,7 @@ def validate_spark(suite_name: str, df, dt: str, settings: Settings | None = Non
     The DataFrame is never collected: GX's Spark engine computes the metrics as Spark jobs. GX's Spark data source
     would persist the frame first (every column, in memory, in the first metric job); it does not here
     (``persist=False``): the gates validate parquet reads, which each metric job reads again with only its columns,
-    at about half the cost of building the cache on a large partition (docs/benchmarks.md). A caller whose frame is
+    cheaper on a large partition than caching every column (docs/benchmarks.md#etl). A caller whose frame is
     expensive to compute caches it before.
     """
     from attnrec.settings import get_settings

@@ -35,6 +35,7 @@ from attnrec.contracts import (
     REQUIRED_EVENT_FIELDS,
 )
 from attnrec.privacy import read_erased
+from attnrec.spark import sql_strings
 from jobs.identity import identity_table, with_pseudonyms
 
 RAW_FIELDS = REQUIRED_EVENT_FIELDS + OPTIONAL_EVENT_FIELDS
@@ -176,15 +177,11 @@ def parse(raw):
 ISO_WITH_OFFSET = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
 
-def _sql_strings(values) -> str:
-    return ", ".join(f"'{v}'" for v in values)
-
-
 def rule_reason(params: CleanParams):
     """``(reason, normalised columns)`` over the output of :func:`parse`: the first rule a line breaks, or null.
 
     Written as Spark SQL text, one expression per output column: built from Column objects, the rule chain took
-    thousands of calls from Python into the JVM (over a second per plan, paid by every clean run and every test)."""
+    thousands of calls from Python into the JVM, paid by every clean run and every test (docs/benchmarks.md#etl)."""
     from pyspark.sql import functions as F
 
     def jtype(name: str) -> str:
@@ -197,7 +194,7 @@ def rule_reason(params: CleanParams):
         return f"({jtype(name)} IS NOT NULL AND {jtype(name)} != 'VOID')"
 
     def wrong_type(name: str) -> str:
-        ok = f"{jtype(name)} IN ({_sql_strings(ACCEPTED_TYPES[name])})"
+        ok = f"{jtype(name)} IN ({sql_strings(ACCEPTED_TYPES[name])})"
         if "DECIMAL" in ACCEPTED_TYPES[name]:  # DECIMAL(3,1): any precision and scale (a string test, no regex)
             ok = f"{ok} OR startswith({jtype(name)}, 'DECIMAL(')"
         return f"({present(name)} AND NOT ({ok}))"
@@ -205,7 +202,7 @@ def rule_reason(params: CleanParams):
     event_time_raw = trimmed("event_time")
     iso_ts = f"try_to_timestamp({event_time_raw})"
     event_time_ms = (
-        f"CAST(CASE WHEN {jtype('event_time')} IN ({_sql_strings(INTEGER_TYPES)}) "
+        f"CAST(CASE WHEN {jtype('event_time')} IN ({sql_strings(INTEGER_TYPES)}) "
         f"THEN try_cast({event_time_raw} AS BIGINT) "
         f"WHEN {event_time_raw} RLIKE '{ISO_WITH_OFFSET}' AND {iso_ts} IS NOT NULL THEN unix_micros({iso_ts}) / 1000 "
         "END AS BIGINT)"
@@ -224,7 +221,7 @@ def rule_reason(params: CleanParams):
         *missing,
         (f"{wrong_type('event_id')} OR {wrong_type('user_id')} OR {wrong_type('item_id')}", "wrong_type_id"),
         (wrong_type("event_type"), "wrong_type_event_type"),
-        (f"NOT ({event_type} IN ({_sql_strings(EVENT_TYPES)}))", "unknown_event_type"),
+        (f"NOT ({event_type} IN ({sql_strings(EVENT_TYPES)}))", "unknown_event_type"),
         (wrong_type("event_time"), "wrong_type_event_time"),
         (f"{event_time_ms} IS NULL", "unparseable_event_time"),
         (f"{event_time_ms} < {MIN_EVENT_TIME_MS}", "event_time_too_old"),

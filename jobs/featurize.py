@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from attnrec import lake
 from attnrec.args import DataRoot, Dt, Validate, spark_submit_main
 from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, SEEN_EVENT_TYPES
+from attnrec.spark import sql_strings
 
 ITEM_SCHEMA_DDL = (
     "item_id STRING, title STRING, categories ARRAY<STRING>, release_year STRING, published_at STRING, "
@@ -148,6 +149,10 @@ def extract(spark, root: str, params: FeatureParams, inputs: dict | None = None)
     return events, catalogue, vocab
 
 
+#: The catalogue fields an accepted line keeps (:func:`rank_catalogue`).
+CATALOGUE_FIELDS = ("title", "categories", "release_year", "published_at", "available")
+
+
 def classify_catalogue(lines):
     """Raw catalogue lines -> ``(accepted rows, rejected lines, identical duplicate count column)``:
     ``catalogue_outputs(rank_catalogue(lines))``.
@@ -184,11 +189,12 @@ def rank_catalogue(lines):
         .when(item_id.isNull() | (item_id == ""), "missing_item_id")
     )
     classified = parsed.withColumn("reason", reason)
-    fields = CATALOGUE_FIELDS
     ok = (
         classified.where(F.col("reason").isNull())
-        .select(item_id.alias("item_id"), *(F.col(f"j.{f}").alias(f) for f in fields), "raw_line", "source_file")
-        .withColumn("content", F.to_json(F.struct(*fields)))
+        .select(
+            item_id.alias("item_id"), *(F.col(f"j.{f}").alias(f) for f in CATALOGUE_FIELDS), "raw_line", "source_file"
+        )
+        .withColumn("content", F.to_json(F.struct(*CATALOGUE_FIELDS)))
     )
     newest_first = Window.partitionBy("item_id").orderBy(F.col("source_file").desc(), F.col("raw_line"))
     ranked = ok.withColumn("pos", F.row_number().over(newest_first)).withColumn(
@@ -196,10 +202,6 @@ def rank_catalogue(lines):
     )
     invalid = classified.where(F.col("reason").isNotNull()).select("raw_line", "reason", "source_file")
     return ranked.withColumn("reason", F.lit(None).cast("string")).unionByName(invalid, allowMissingColumns=True)
-
-
-#: The catalogue fields an accepted line keeps (:func:`rank_catalogue`).
-CATALOGUE_FIELDS = ("title", "categories", "release_year", "published_at", "available")
 
 
 def catalogue_outputs(ranked):
@@ -224,15 +226,11 @@ def catalogue_outputs(ranked):
     return accepted, rejected, counts
 
 
-def _sql_list(values: tuple[str, ...]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
-
-
 def interest(params: FeatureParams, event_type: str = "e.event_type") -> str:
     """SQL for the interest an event type shows: -1 negative, 0 exposure, 1 positive."""
     return (
-        f"CASE WHEN {event_type} IN ({_sql_list(params.negative_types)}) THEN -1 "
-        f"WHEN {event_type} IN ({_sql_list(params.exposure_types)}) THEN 0 ELSE 1 END"
+        f"CASE WHEN {event_type} IN ({sql_strings(params.negative_types)}) THEN -1 "
+        f"WHEN {event_type} IN ({sql_strings(params.exposure_types)}) THEN 0 ELSE 1 END"
     )
 
 
@@ -251,8 +249,8 @@ def attention(params: FeatureParams, e: str = "e") -> str:
         f"LEAST(1.0D, LN(1.0D + GREATEST({e}.dwell_ms, 0) / 1000.0D) / LN(1.0D + {params.dwell_saturation_s}D))"
     )
     return (
-        f"CAST(ROUND(CASE WHEN {e}.event_type IN ({_sql_list(params.negative_types)}) THEN -1.0D "
-        f"WHEN {e}.event_type IN ({_sql_list(params.exposure_types)}) THEN 0.0D "
+        f"CAST(ROUND(CASE WHEN {e}.event_type IN ({sql_strings(params.negative_types)}) THEN -1.0D "
+        f"WHEN {e}.event_type IN ({sql_strings(params.exposure_types)}) THEN 0.0D "
         f"WHEN {e}.rating IS NOT NULL AND {e}.rating <= {params.low_rating_max}D THEN -1.0D "
         f"WHEN {e}.rating IS NOT NULL THEN LEAST(1.0D, {e}.rating / {params.rating_max}D) "
         f"WHEN {e}.dwell_ms IS NOT NULL AND {e}.dwell_ms < {params.bounce_dwell_s * 1000.0}D THEN 0.0D "
