@@ -1,6 +1,6 @@
 """Do pseudonyms change the model? Train on a published features partition as it is (raw ids) and on a copy whose
-``user_id`` is replaced by keyed pseudonyms (a random key; rows re-ordered by pseudonym across 4 files, as featurize
-writes them), with ``benchmarks/train.py`` and the same arguments, and compare the figures each run prints
+``user_id`` is replaced by keyed pseudonyms (a random key; rows re-ordered by pseudonym across 4 files, an order
+featurize never writes), with ``benchmarks/train.py`` and the same arguments, and compare the figures each run prints
 (validation and test metrics of the attention model, popularity, transition kNN and ALS; the speed figures differ).
 
 Run: ``python benchmarks/pseudonym_invariance.py --data-root data --dt 1998-04-23 [--epochs 3] [train.py args...]``
