@@ -522,7 +522,11 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
         repeated = F.broadcast(repeated)
     outcome_dir = lake.join(work, "outcome")
     bots_possible = possible_bots(still_valid, params) > 0
-    decide(pseudonymous, params, earlier, repeated, bots_possible).write.mode("overwrite").parquet(outcome_dir)
+    outcome = decide(pseudonymous, params, earlier, repeated, bots_possible)
+    # the raw text and its file only where an output reads them (quarantine, duplicates): a clean event has neither
+    for column in ("raw_line", "source_file"):
+        outcome = outcome.withColumn(column, F.when(F.col("reason").isNotNull(), F.col(column)))
+    outcome.write.mode("overwrite").parquet(outcome_dir)
     progress("deduplicated and labelled bots")
     outcome = spark.read.parquet(outcome_dir)
     clean, quarantine, _ = split(outcome)
