@@ -39,6 +39,7 @@ commands run one stage by hand, e.g. to debug a failed task or to backfill a day
   attnrec registry show                               versions and aliases of attention-recommender
   attnrec pseudonym USER_ID                           the pseudonym of a raw user id (support)
   attnrec summary --dt D                              where the day's results are
+  attnrec spark-archive                               the Spark driver's class archive (quicker job starts)
 
 The DAGs publish a staged partition only after its gate passes; by hand, publish through the DAG
 (airflow dags test behavior_etl D). Configuration comes from ATTNREC_* environment variables
@@ -447,6 +448,31 @@ def ablation_lines(metrics: dict[str, float]) -> list[str]:
     return [
         f"Input ablation (attention recommender, test NDCG@10 {full:.4f}; with one input unknown): " + ", ".join(cells)
     ]
+
+
+@app.command("spark-archive")
+def spark_archive(
+    output: Annotated[
+        str,
+        typer.Option(metavar="PATH", help="Where to write it; default: ATTNREC_SPARK_CLASS_ARCHIVE (this Python's)."),
+    ] = "",
+) -> None:
+    """Write the class archive every job's Spark driver maps at start (seconds less per job): records the classes
+    of clean, its gate and the features on a small synthetic day (about a minute or two). Run it again after
+    upgrading Java or pyspark; `make test` runs it when the lock changes."""
+    from attnrec.settings import get_settings
+    from datatools.spark_archive import build
+
+    target = output or get_settings().spark_class_archive
+    if not target:
+        print("attnrec spark-archive: ATTNREC_SPARK_CLASS_ARCHIVE is none; pass --output PATH", file=sys.stderr)
+        raise typer.Exit(2)
+    with stage_errors("spark-archive"):
+        try:
+            build(target, log=lambda msg: print(msg, flush=True))
+        except RuntimeError as err:
+            print(f"attnrec {err}", file=sys.stderr)
+            raise typer.Exit(1) from None
 
 
 @app.command()

@@ -138,6 +138,13 @@ class Settings(BaseSettings):
         "driver's options apply): by default JIT compilation of Spark's large generated methods; none: the JVM's "
         "defaults",
     )
+    spark_class_archive: str = Field(
+        default_factory=lambda: str(Path(sys.prefix) / "share" / "attnrec" / "spark-classes.jsa"),
+        validation_alias="ATTNREC_SPARK_CLASS_ARCHIVE",
+        description="a class data sharing archive of the Spark driver's classes (`attnrec spark-archive` writes it; "
+        "`make test` does): while the file exists every job's driver JVM maps it (-XX:SharedArchiveFile) and starts "
+        "seconds sooner; default: in this Python environment (the venv's share/attnrec/); none: never",
+    )
 
     # -- personal data
     pseudonym_key: SecretStr | None = Field(
@@ -416,6 +423,16 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.strip().lower() == "none":
             return ""
         return value
+
+    @field_validator("spark_class_archive", mode="before")
+    @classmethod
+    def _class_archive(cls, value: Any, info: ValidationInfo) -> Any:
+        """A path; blank: the default (this environment's); "none": no archive."""
+        if isinstance(value, str) and value.strip() == "":
+            return cls.model_fields[info.field_name].default_factory()
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return ""
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("exposure_event_types", "negative_event_types", "seen_event_types", mode="before")
     @classmethod

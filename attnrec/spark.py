@@ -38,8 +38,25 @@ def driver_java_options(settings, input_bytes: int | None = None) -> str:
     GC), anything else ``ATTNREC_SPARK_DRIVER_JAVA_OPTIONS`` (quick start). Measured in docs/benchmarks.md#etl."""
     threshold = settings.spark_large_day_bytes
     if input_bytes is not None and threshold and input_bytes >= threshold:
-        return settings.spark_large_day_java_options
-    return settings.spark_driver_java_options
+        return with_class_archive(settings.spark_large_day_java_options, settings)
+    return with_class_archive(settings.spark_driver_java_options, settings)
+
+
+def with_class_archive(java_options: str, settings) -> str:
+    """``java_options`` and, while ``ATTNREC_SPARK_CLASS_ARCHIVE`` is a file, ``-XX:SharedArchiveFile`` of it: the
+    driver JVM maps the classes Spark loads at start from that archive instead of reading and verifying them from the
+    jars (seconds less per job; `attnrec spark-archive` writes it, docs/benchmarks.md#etl). Options that name an
+    archive already are kept as they are. A JVM whose classpath or build differs from the archive's prints one
+    warning and starts without it; a missing file (a cluster node without it) is ignored."""
+    archive = settings.spark_class_archive
+    if not archive or "SharedArchiveFile" in java_options or "ArchiveClassesAtExit" in java_options:
+        return java_options
+    if not os.path.isfile(archive):
+        return java_options
+    option = f"-XX:SharedArchiveFile={archive}"
+    if any(c.isspace() for c in archive):  # spark splits extraJavaOptions like a shell: quoted, one option
+        option = f'"{option}"'
+    return f"{java_options} {option}".strip()
 
 
 def get_spark(app_name: str, master: str | None = None, input_bytes: int | None = None):

@@ -136,12 +136,15 @@ def _spark_submit_env() -> dict[str, str]:
 
 def _submit_conf(settings) -> dict[str, str]:
     """spark-submit ``--conf`` of every job: the Python to run, the log level, the driver's JVM options
-    (ATTNREC_SPARK_DRIVER_JAVA_OPTIONS; the driver JVM starts before the job's code, so only here can they apply) and
-    the executors' (ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS)."""
+    (ATTNREC_SPARK_DRIVER_JAVA_OPTIONS, with the class archive when there is one; the driver JVM starts before the job's
+    code, so only here can they apply) and the executors' (ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS)."""
+    from attnrec.spark import driver_java_options
+
     python = settings.spark_python
     conf = {"spark.pyspark.python": python, "spark.pyspark.driver.python": python, "spark.log.level": "WARN"}
-    if settings.spark_driver_java_options:
-        conf["spark.driver.extraJavaOptions"] = settings.spark_driver_java_options
+    java_options = driver_java_options(settings)
+    if java_options:
+        conf["spark.driver.extraJavaOptions"] = java_options
     if settings.spark_executor_java_options:
         conf["spark.executor.extraJavaOptions"] = settings.spark_executor_java_options
     return conf

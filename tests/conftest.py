@@ -29,13 +29,17 @@ FAST_SPARK_CONF = {
 def spark():
     from pyspark.sql import SparkSession
 
-    from attnrec.spark import SESSION_CONF
+    from attnrec.settings import get_settings
+    from attnrec.spark import SESSION_CONF, with_class_archive
 
     # the Python workers run this interpreter, as attnrec.spark.get_spark arranges for the jobs (a pytest started as
     # .venv/bin/python -m pytest, venv not on PATH, would otherwise start the PATH's python3, without pandas)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    conf = {**SESSION_CONF, **FAST_SPARK_CONF}
+    # the class archive `make test` writes, as every job's driver maps it (attnrec.spark.with_class_archive)
+    conf["spark.driver.extraJavaOptions"] = with_class_archive(conf["spark.driver.extraJavaOptions"], get_settings())
     builder = SparkSession.builder.master("local[2]").appName("attnrec-tests")
-    for key, value in {**SESSION_CONF, **FAST_SPARK_CONF}.items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ VARIABLES = {
     "ATTNREC_DATA_ROOT", "MLFLOW_TRACKING_URI", "ATTNREC_MLFLOW_ARTIFACTS", "ATTNREC_EXPERIMENT",
     "ATTNREC_CHECKPOINT_DIR", "ATTNREC_SPARK_MASTER", "ATTNREC_SPARK_CONN_ID", "ATTNREC_SPARK_PYTHON",
     "ATTNREC_SPARK_DRIVER_MEMORY", "ATTNREC_SPARK_DRIVER_JAVA_OPTIONS", "ATTNREC_SPARK_LARGE_DAY_BYTES",
-    "ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS", "ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS",
+    "ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS", "ATTNREC_SPARK_EXECUTOR_JAVA_OPTIONS", "ATTNREC_SPARK_CLASS_ARCHIVE",
     "ATTNREC_CLOCK_SKEW_HOURS", "ATTNREC_MAX_DWELL_MS", "ATTNREC_MAX_QUARANTINE_SHARE",
     "ATTNREC_BOT_EVENTS_PER_DAY", "ATTNREC_DEDUPE_LOOKBACK_DAYS", "ATTNREC_MAX_SEQ_LEN", "ATTNREC_LOOKBACK_DAYS",
     "ATTNREC_EXPOSURE_EVENT_TYPES", "ATTNREC_NEGATIVE_EVENT_TYPES", "ATTNREC_SEEN_EVENT_TYPES", "ATTNREC_SEED",
@@ -166,6 +167,7 @@ def test_a_large_raw_day_gets_the_large_day_jvm_options(monkeypatch, tmp_path):
 
     monkeypatch.setenv("ATTNREC_DATA_ROOT", str(tmp_path))
     monkeypatch.setenv("ATTNREC_SPARK_LARGE_DAY_BYTES", "1000")
+    monkeypatch.setenv("ATTNREC_SPARK_CLASS_ARCHIVE", "none")  # the options alone (the archive: the test below)
     settings = get_settings()
     quick, large = settings.spark_driver_java_options, settings.spark_large_day_java_options
     assert quick != large
@@ -185,6 +187,7 @@ def test_a_large_raw_day_gets_the_large_day_jvm_options(monkeypatch, tmp_path):
 def test_spark_submit_passes_the_executors_jvm_options_and_large_days_compile_huge_generated_methods(monkeypatch):
     from dags.wiring import _submit_conf
 
+    monkeypatch.setenv("ATTNREC_SPARK_CLASS_ARCHIVE", "none")
     settings = get_settings()
     assert "-XX:-DontCompileHugeMethods" in settings.spark_large_day_java_options.split()
     conf = _submit_conf(settings)
@@ -198,3 +201,29 @@ def test_spark_submit_passes_the_executors_jvm_options_and_large_days_compile_hu
     monkeypatch.setenv("ATTNREC_SPARK_DRIVER_JAVA_OPTIONS", "none")
     conf = _submit_conf(get_settings())  # none: the JVM's defaults, no option passed
     assert "spark.executor.extraJavaOptions" not in conf and "spark.driver.extraJavaOptions" not in conf
+
+
+def test_every_driver_maps_the_class_archive_while_the_file_exists(monkeypatch, tmp_path):
+    from attnrec.spark import driver_java_options
+    from dags.wiring import _submit_conf
+
+    monkeypatch.delenv("ATTNREC_SPARK_CLASS_ARCHIVE", raising=False)
+    default = Path(sys.prefix) / "share" / "attnrec" / "spark-classes.jsa"
+    assert get_settings().spark_class_archive == str(default)  # this environment's (make test writes it)
+    archive = tmp_path / "spark classes.jsa"  # a blank in the path: one quoted option for spark's splitting
+    monkeypatch.setenv("ATTNREC_SPARK_CLASS_ARCHIVE", str(archive))
+    monkeypatch.setenv("ATTNREC_SPARK_LARGE_DAY_BYTES", "1000")
+    settings = get_settings()
+    quick, large = settings.spark_driver_java_options, settings.spark_large_day_java_options
+    assert driver_java_options(settings) == quick  # no file (yet, or on this node): nothing to map
+    archive.write_bytes(b"")
+    option = f'"-XX:SharedArchiveFile={archive}"'
+    assert driver_java_options(settings) == f"{quick} {option}"
+    assert driver_java_options(settings, 1000) == f"{large} {option}"  # a large day's options too
+    assert _submit_conf(settings)["spark.driver.extraJavaOptions"] == f"{quick} {option}"  # the DAGs' spark-submit
+    monkeypatch.setenv("ATTNREC_SPARK_DRIVER_JAVA_OPTIONS", "-XX:SharedArchiveFile=/mine.jsa")
+    assert driver_java_options(get_settings()) == "-XX:SharedArchiveFile=/mine.jsa"  # an archive of one's own wins
+    monkeypatch.setenv("ATTNREC_SPARK_DRIVER_JAVA_OPTIONS", "none")
+    assert driver_java_options(get_settings()) == option  # no other option, still the archive
+    monkeypatch.setenv("ATTNREC_SPARK_CLASS_ARCHIVE", "None")
+    assert driver_java_options(get_settings()) == ""  # none: never
