@@ -403,6 +403,17 @@ def efficiency_rows(result: dict) -> list[tuple[str, float, float]]:
     return out
 
 
+def class_archive_note() -> str:
+    """Whether the jobs' and the floor's driver JVMs map a class archive (ATTNREC_SPARK_CLASS_ARCHIVE): both do or
+    neither, but it moves every start-up by seconds, so the figures say which."""
+    from attnrec.settings import get_settings
+
+    archive = get_settings().spark_class_archive
+    if archive and os.path.isfile(archive):
+        return f"class archive {archive} (mapped by every driver JVM, the floor's too)"
+    return "no class archive (attnrec spark-archive writes one)"
+
+
 def print_result(args, result: dict) -> None:
     rows, env, total_events = result["rows"], result["env"], result["events"]
     etl = [r for r in rows if r[0] != "generate"]
@@ -411,8 +422,8 @@ def print_result(args, result: dict) -> None:
         f"\nbehavior_etl benchmark: {total_events:,} events, {args.days} day(s), {result['users']:,} users, "
         f"{args.items:,} items, {args.files_per_day} gzip file(s) per day, {args.bad_fraction:.0%} bad lines, gates "
         f"{'as separate Spark applications' if args.separate_gates else 'inside the jobs (--validate)'}, "
-        f"driver JVM options {env.get('ATTNREC_SPARK_DRIVER_JAVA_OPTIONS', 'attnrec default')!r}; "
-        f"load average {result['load'][0]} at the start, {result['load'][1]} at the end"
+        f"driver JVM options {env.get('ATTNREC_SPARK_DRIVER_JAVA_OPTIONS', 'attnrec default')!r}, "
+        f"{class_archive_note()}; load average {result['load'][0]} at the start, {result['load'][1]} at the end"
     )
     print("| stage | seconds | events/s | peak RSS (MiB) |")
     print("|---|---|---|---|")
