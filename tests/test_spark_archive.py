@@ -74,3 +74,26 @@ def test_a_job_run_by_python_maps_the_archive_itself(archive, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert FROM_ARCHIVE in classes.read_text()
+
+
+def test_a_failed_recording_run_says_where_its_output_is_and_leaves_no_archive(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from attnrec.cli import app
+
+    target = tmp_path / "classes.jsa"
+    # the recording JVM cannot start (spark's launcher lets the JVM ignore unknown -XX options, not a bad stack size)
+    monkeypatch.setenv("ATTNREC_SPARK_DRIVER_JAVA_OPTIONS", "-Xss1k")
+    result = CliRunner().invoke(app, ["spark-archive", "--output", str(target)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("attnrec spark-archive: the recording run failed (exit 1); its output is in ")
+    assert f"{target}.log" in result.stderr and result.stderr.count("\n") == 1
+    assert "thread stack size specified is too small" in Path(f"{target}.log").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.jsa.log"]  # no archive, no partial one
+
+    monkeypatch.setenv("ATTNREC_SPARK_CLASS_ARCHIVE", "none")
+    result = CliRunner().invoke(app, ["spark-archive"])
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "attnrec spark-archive: ATTNREC_SPARK_CLASS_ARCHIVE is none; pass --output PATH\n",
+    )
