@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,8 +54,9 @@ def build(output: str, log=print) -> dict:
     with tempfile.TemporaryDirectory(prefix="attnrec-spark-archive-") as lake_dir:
         generate(lake_dir, DAY, days=1, users=200, items=100, events_per_day=EVENTS, bad_fraction=0.02)
         java_options = f"{settings.spark_driver_java_options} -XX:ArchiveClassesAtExit={partial}".strip()
+        submit = spark_submit()
         command = [
-            spark_submit(),
+            submit,
             "--master", "local[2]",
             "--conf", f"spark.driver.extraJavaOptions={java_options}",
             "--conf", f"spark.pyspark.python={settings.spark_python}",
@@ -65,7 +65,7 @@ def build(output: str, log=print) -> dict:
             "--dt", DAY, "--validate",
         ]  # fmt: skip
         env = {**os.environ, "ATTNREC_DATA_ROOT": lake_dir, "ATTNREC_SPARK_CLASS_ARCHIVE": "none"}
-        env.setdefault("SPARK_HOME", str(Path(spark_submit()).parent.parent))
+        env.setdefault("SPARK_HOME", str(Path(submit).parent.parent))
         env.pop("PYSPARK_GATEWAY_PORT", None)
         log(f"spark-archive: recording the classes of clean, its gate and the features on {EVENTS} synthetic events")
         with open(log_path, "w", encoding="utf-8") as out:
@@ -84,7 +84,3 @@ def build(output: str, log=print) -> dict:
         f"while ATTNREC_SPARK_CLASS_ARCHIVE names it (default: this environment's, {settings.spark_class_archive})"
     )
     return result
-
-
-if __name__ == "__main__":
-    build(sys.argv[1] if len(sys.argv) > 1 else "spark-classes.jsa")
