@@ -171,15 +171,21 @@ def rank_catalogue(lines):
     """Every catalogue line once, with its ``reason`` (null when it is a valid line) and, for a valid line, its
     fields, ``content`` and its place among the lines of its item_id (``pos``, 1 = the version kept, and
     ``kept_content``). :func:`catalogue_outputs` derives all three outputs from it: :func:`run` caches it, so the
-    catalogue is parsed and ranked once for the items, the rejected lines and the counts."""
+    catalogue is parsed and ranked once for the items, the rejected lines and the counts.
+
+    One scan and one parse of each line: the valid lines are ranked in the same window pass the rejected ones go
+    through (their item_id is null, so they form one group of their own, and their ``pos`` stays null). Splitting
+    the lines into two branches before ranking read and parsed the catalogue once per branch, and Spark pushed the
+    reason's filter below the parse, which parsed every line again for each field it tested."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    parsed = lines.withColumn(
-        "j",
+    parsed = lines.select(
+        "raw_line",
+        "source_file",
         F.from_json(
             "raw_line", ITEM_SCHEMA_DDL, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
-        ),
+        ).alias("j"),
     )
     line = F.trim("raw_line")
     item_id = F.trim("j.item_id")
@@ -188,20 +194,26 @@ def rank_catalogue(lines):
         .when(F.col("j._corrupt_record").isNotNull() | ~line.startswith("{") | ~line.endswith("}"), "malformed_json")
         .when(item_id.isNull() | (item_id == ""), "missing_item_id")
     )
-    classified = parsed.withColumn("reason", reason)
-    ok = (
-        classified.where(F.col("reason").isNull())
-        .select(
-            item_id.alias("item_id"), *(F.col(f"j.{f}").alias(f) for f in CATALOGUE_FIELDS), "raw_line", "source_file"
-        )
-        .withColumn("content", F.to_json(F.struct(*CATALOGUE_FIELDS)))
+    valid = F.col("reason").isNull()
+    classified = parsed.select("raw_line", "source_file", "j", reason.alias("reason")).select(
+        F.when(valid, F.trim("j.item_id")).alias("item_id"),
+        *(F.when(valid, F.col(f"j.{f}")).alias(f) for f in CATALOGUE_FIELDS),
+        "raw_line",
+        "source_file",
+        "reason",
     )
+    classified = classified.withColumn("content", F.when(valid, F.to_json(F.struct(*CATALOGUE_FIELDS))).cast("string"))
     newest_first = Window.partitionBy("item_id").orderBy(F.col("source_file").desc(), F.col("raw_line"))
-    ranked = ok.withColumn("pos", F.row_number().over(newest_first)).withColumn(
-        "kept_content", F.first("content").over(newest_first)
+    return classified.select(
+        "item_id",
+        *CATALOGUE_FIELDS,
+        "raw_line",
+        "source_file",
+        "content",
+        F.when(valid, F.row_number().over(newest_first)).alias("pos"),
+        F.when(valid, F.first("content").over(newest_first)).alias("kept_content"),
+        "reason",
     )
-    invalid = classified.where(F.col("reason").isNotNull()).select("raw_line", "reason", "source_file")
-    return ranked.withColumn("reason", F.lit(None).cast("string")).unionByName(invalid, allowMissingColumns=True)
 
 
 def catalogue_outputs(ranked):
@@ -488,31 +500,33 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
         content = events.sparkSession.createDataFrame(
             [], "item_id string, title string, categories array<string>, year int, listed_available boolean"
         )
-    if vocab is None:
-        vocab = events.sparkSession.createDataFrame([], "item_id string, item_idx int, available boolean")
-    elif "available" not in vocab.columns:
-        vocab = vocab.withColumn("available", F.lit(True))
-    # an item once indexed keeps its index, even on a day it is neither seen nor in the catalogue
-    items = (
-        content.join(stats, "item_id", "full_outer")
-        .join(vocab, "item_id", "full_outer")
-        .select(
-            "item_id",
-            "title",
-            F.coalesce("categories", F.array().cast("array<string>")).alias("categories"),
-            "year",
-            F.coalesce("popularity", F.lit(0)).cast("long").alias("popularity"),
-            *(F.coalesce(f"interactions_{d}d", F.lit(0)).cast("long").alias(f"interactions_{d}d") for d in (1, 7, 30)),
-            # rounded: a float sum depends on the order partitions are added in; 1e-6 keeps reruns row-identical
-            F.round(F.coalesce("heat", F.lit(0.0)), 6).cast("double").alias("heat"),
-            "first_seen_ms",
-            "last_seen_ms",
-            # the newest catalogue line decides; an item not listed today keeps its last known value
-            F.coalesce("listed_available", "available", F.lit(True)).alias("available"),
-            "item_idx",
+    items = content.join(stats, "item_id", "full_outer")
+    if vocab is None:  # the first day: nothing to carry over, every item is new (no join, no job for the offset)
+        items = items.withColumn("available", F.lit(None).cast("boolean")).withColumn(
+            "item_idx", F.lit(None).cast("int")
         )
+        offset = 0
+    else:
+        if "available" not in vocab.columns:
+            vocab = vocab.withColumn("available", F.lit(True))
+        # an item once indexed keeps its index, even on a day it is neither seen nor in the catalogue
+        items = items.join(vocab, "item_id", "full_outer")
+        offset = vocab.agg(F.coalesce(F.max("item_idx"), F.lit(0)).alias("m")).first()["m"]  # one number
+    items = items.select(
+        "item_id",
+        "title",
+        F.coalesce("categories", F.array().cast("array<string>")).alias("categories"),
+        "year",
+        F.coalesce("popularity", F.lit(0)).cast("long").alias("popularity"),
+        *(F.coalesce(f"interactions_{d}d", F.lit(0)).cast("long").alias(f"interactions_{d}d") for d in (1, 7, 30)),
+        # rounded: a float sum depends on the order partitions are added in; 1e-6 keeps reruns row-identical
+        F.round(F.coalesce("heat", F.lit(0.0)), 6).cast("double").alias("heat"),
+        "first_seen_ms",
+        "last_seen_ms",
+        # the newest catalogue line decides; an item not listed today keeps its last known value
+        F.coalesce("listed_available", "available", F.lit(True)).alias("available"),
+        "item_idx",
     )
-    offset = vocab.agg(F.coalesce(F.max("item_idx"), F.lit(0)).alias("m")).first()["m"]  # one number
     new_order = Window.orderBy(F.col("first_seen_ms").asc_nulls_last(), F.col("item_id"))
     new_items = items.where(F.col("item_idx").isNull()).withColumn(
         "item_idx", (F.row_number().over(new_order) + F.lit(offset)).cast("int")
