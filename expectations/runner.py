@@ -183,12 +183,10 @@ def _context(settings: Settings):
     return gx.get_context(mode="ephemeral", project_config=config), site_name
 
 
-def _run_checkpoint(
-    context, site_name, suite_name: str, dt: str, data_source, batch_parameters: dict, params: dict[str, Any]
-) -> dict:
-    """Run ``suite_name`` through a Checkpoint on the batch; return the summary or raise GateFailed."""
+def _run_checkpoint(context, suite_name: str, dt: str, data_source, batch_parameters: dict, params: dict[str, Any]):
+    """Run ``suite_name`` through a Checkpoint on the batch; return ``(result identifier, suite result)``. The result
+    is stored (the results store); its Data Docs page is built by :func:`_build_docs`."""
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
     asset = data_source.add_dataframe_asset(name=suite_name)
@@ -197,13 +195,9 @@ def _run_checkpoint(
     validation = context.validation_definitions.add(
         gx.ValidationDefinition(name=f"{suite_name}_{dt}", data=batch_definition, suite=suite)
     )
-    actions = [UpdateDataDocsAction(name="data_docs", site_names=[site_name])] if site_name else []
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
-            name=f"{suite_name}_gate",
-            validation_definitions=[validation],
-            actions=actions,
-            result_format=_FIRST_RESULT_FORMAT,
+            name=f"{suite_name}_gate", validation_definitions=[validation], result_format=_FIRST_RESULT_FORMAT
         )
     )
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -213,8 +207,26 @@ def _run_checkpoint(
         checkpoint.result_format = _RESULT_FORMAT
         checkpoint.save()  # GX runs only a checkpoint whose stored copy is current
         result = checkpoint.run(batch_parameters=batch_parameters, expectation_parameters=params, run_id=run_id)
-
     [(identifier, suite_result)] = result.run_results.items()
+    return identifier, suite_result
+
+
+def _build_docs(context, site_name, runs) -> None:
+    """One Data Docs build for ``runs`` (``(identifier, suite result)`` pairs of :func:`_run_checkpoint`): each run's
+    page, its suite's page and the index. GX's own action builds after every checkpoint, and an index build reads
+    every stored result it lists; a gate of several suites builds once (docs/benchmarks.md#etl)."""
+    if not site_name or not runs:
+        return
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
+
+    identifiers = []
+    for identifier, suite_result in runs:
+        identifiers += [identifier, ExpectationSuiteIdentifier(name=suite_result.suite_name)]
+    context.build_data_docs(site_names=[site_name], resource_identifiers=identifiers, dry_run=False, build_index=True)
+
+
+def _summary(context, site_name, suite_name: str, dt: str, identifier, suite_result) -> dict:
+    """A run's summary; a failed run's has ``message``, the text :class:`GateFailed` carries."""
     docs = _docs_page(context, site_name, identifier)
     failed = [_describe_failure(r) for r in suite_result.results if not r.success]
     summary = {
@@ -230,7 +242,8 @@ def _run_checkpoint(
         lines = [f"validation gate {suite_name} FAILED for dt={dt}: {len(failed)} of {total} expectations failed"]
         lines += [f"  - {f}" for f in failed]
         lines.append(f"  Data Docs: {docs}" if docs else "  Data Docs: not built (lake root is not a local path)")
-        raise GateFailed("\n".join(lines), summary)
+        summary["message"] = "\n".join(lines)
+        return summary
     log.info(
         "validation gate %s passed for dt=%s (%d expectations); Data Docs: %s",
         suite_name,
@@ -238,6 +251,23 @@ def _run_checkpoint(
         len(suite_result.results),
         docs,
     )
+    return summary
+
+
+def _validate(context, site_name, suite_runs, dt: str) -> list[dict]:
+    """Run each ``(suite name, data source, batch parameters, expectation parameters)``, build the Data Docs once,
+    and return the summaries in the same order."""
+    runs = [_run_checkpoint(context, name, dt, source, batch, params) for name, source, batch, params in suite_runs]
+    _build_docs(context, site_name, runs)
+    return [
+        _summary(context, site_name, name, dt, identifier, result)
+        for (name, *_), (identifier, result) in zip(suite_runs, runs)
+    ]
+
+
+def _raise_if_failed(summary: dict) -> dict:
+    if not summary["success"]:
+        raise GateFailed(summary["message"], summary)
     return summary
 
 
@@ -332,17 +362,29 @@ def validate_spark(suite_name: str, df, dt: str, settings: Settings | None = Non
     cheaper on a large partition than caching every column (docs/benchmarks.md#etl). A caller whose frame is
     expensive to compute caches it before.
     """
+    [summary] = validate_spark_suites([(suite_name, df)], dt, settings)
+    return _raise_if_failed(summary)
+
+
+def validate_spark_suites(frames, dt: str, settings: Settings | None = None) -> list[dict]:
+    """Validate each ``(suite name, pyspark DataFrame)`` of ``frames`` as :func:`validate_spark` does, in one GX
+    context with one Data Docs build after the last; return every summary (raises nothing for a failed suite: a
+    failed one has ``success`` False and ``message``, the text :class:`GateFailed` would carry), so one report lists
+    every problem of a gate."""
     from attnrec.settings import get_settings
 
     settings = settings or get_settings()
     check_dt(dt)
-    suite_path(suite_name)
-    params = expectation_parameters(settings)
-    if _uses_parameter(suite_name, "row_count"):
-        params["row_count"] = df.count()
+    suite_runs = []
     context, site_name = _context(settings)
     data_source = context.data_sources.add_spark(name="attnrec_spark", persist=False)
-    return _run_checkpoint(context, site_name, suite_name, dt, data_source, {"dataframe": df}, params)
+    for suite_name, df in frames:
+        suite_path(suite_name)
+        params = expectation_parameters(settings)
+        if _uses_parameter(suite_name, "row_count"):
+            params["row_count"] = df.count()
+        suite_runs.append((suite_name, data_source, {"dataframe": df}, params))
+    return _validate(context, site_name, suite_runs, dt)
 
 
 def validate_pandas(suite_name: str, df, dt: str, settings: Settings | None = None) -> dict:
@@ -357,7 +399,8 @@ def validate_pandas(suite_name: str, df, dt: str, settings: Settings | None = No
         params["row_count"] = len(df)
     context, site_name = _context(settings)
     data_source = context.data_sources.add_pandas(name="attnrec_pandas")
-    return _run_checkpoint(context, site_name, suite_name, dt, data_source, {"dataframe": df}, params)
+    [summary] = _validate(context, site_name, [(suite_name, data_source, {"dataframe": df}, params)], dt)
+    return _raise_if_failed(summary)
 
 
 def validate_kpis(kpis, dt: str, settings: Settings | None = None) -> dict:

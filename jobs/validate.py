@@ -137,7 +137,7 @@ def run_gates(
     :func:`raw_sample`."""
     from attnrec import lake
     from expectations.checks import check_lookback, check_reconciliation
-    from expectations.runner import GateFailed, validate_spark
+    from expectations.runner import GateFailed, validate_spark_suites
 
     failures: list[str] = []
     recon = None
@@ -152,21 +152,23 @@ def run_gates(
         except GateFailed as exc:
             print(f"reconciliation dt={dt}: FAILED", flush=True)
             failures.append(str(exc))
+    frames = []
     for suite, path in inputs:
         if suite == "raw_events_sample":
-            df = raw_sample(spark, path, (recon or {}).get("raw_lines"), settings.seed, parsed_lines)
+            frames.append((suite, raw_sample(spark, path, (recon or {}).get("raw_lines"), settings.seed, parsed_lines)))
         else:
-            df = spark.read.parquet(path)
-        try:
-            summary = validate_spark(suite, df, dt, settings)
+            frames.append((suite, spark.read.parquet(path)))
+    for summary in validate_spark_suites(frames, dt, settings):  # one GX context and Data Docs build for the gate
+        suite = summary["suite"]
+        if summary["success"]:
             print(
                 f"{suite} dt={dt}: PASSED {summary['evaluated']}/{summary['evaluated']} expectations; "
                 f"Data Docs: {summary['data_docs'] or 'not built (lake root is not a local path)'}",
                 flush=True,
             )
-        except GateFailed as exc:
+        else:
             print(f"{suite} dt={dt}: FAILED (details on stderr)", flush=True)
-            failures.append(str(exc))
+            failures.append(summary["message"])
     sequences = dict(inputs).get("user_sequences")
     if sequences is not None:  # the features gate: did featurize read every day it should have?
         manifest = lake.read_json(lake.join(sequences, lake.FEATURES_MANIFEST))
