@@ -1,10 +1,10 @@
 """Validation gates: run a versioned expectation suite on one partition and fail loudly.
 
 The suites are the JSON files in ``expectations/suites/`` (GX 1.x suite format, one per dataset,
-reviewed in git). Each run builds an *ephemeral* Great Expectations context, so GX writes nothing
-into the checkout: validation results and the HTML Data Docs go under the lake
-(``<data_root>/validation/results`` and :func:`attnrec.lake.data_docs_dir`), one Data Docs page per
-run. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay in memory and Data Docs
+reviewed in git). Each gate builds an *ephemeral* Great Expectations context (one for all the suites of a gate,
+:func:`validate_spark_suites`), so GX writes nothing into the checkout: validation results and the HTML Data Docs go
+under the lake (``<data_root>/validation/results`` and :func:`attnrec.lake.data_docs_dir`), one Data Docs page per
+run, built once after the gate's last suite. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay in memory and Data Docs
 are skipped (logged), because GX's filesystem site builder only writes local paths.
 
 Spark DataFrames are validated on Spark (GX Spark datasource, whole-DataFrame batch), never collected

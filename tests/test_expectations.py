@@ -29,6 +29,7 @@ from expectations.runner import (
     suite_path,
     validate_pandas,
     validate_spark,
+    validate_spark_suites,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -489,6 +490,30 @@ def test_suite_on_spark_passes_valid_and_names_failures(suite, spark, settings):
         validate_spark(suite, broken_df, DT, settings)
     assert sorted(failed.value.summary["failed"]) == sorted(expected)
     assert not broken_df.is_cached  # GX does not persist the frame (persist=False: re-reads are cheaper)
+
+
+def test_a_gate_s_suites_share_one_context_and_each_run_gets_its_page(spark, settings):
+    """validate_spark_suites (a gate's suites, one Data Docs build after the last): every suite is evaluated, a failed
+    one does not stop the next, each run has its own page with its status, and the index lists them all."""
+    frames = []
+    for suite, kind in (("clean_events", 2), ("quarantine_events", 1), ("item_table", 2)):  # broken, valid, broken
+        ddl, rows = CASES[suite][0], CASES[suite][kind]
+        frames.append((suite, spark.createDataFrame(rows, ddl)))
+    summaries = validate_spark_suites(frames, DT, settings)
+    assert [s["suite"] for s in summaries] == ["clean_events", "quarantine_events", "item_table"]
+    assert [s["success"] for s in summaries] == [False, True, False]
+    for summary in (summaries[0], summaries[2]):
+        assert sorted(summary["failed"]) == sorted(CASES[summary["suite"]][3])
+        assert summary["message"].startswith(f"validation gate {summary['suite']} FAILED for dt={DT}: ")
+        assert summary["message"].endswith(f"  Data Docs: {summary['data_docs']}")
+    assert "message" not in summaries[1]
+    status = re.compile(r"Status:(?:\s|<[^>]*>)*(\w+)")
+    index = (_docs_root(settings) / "index.html").read_text()
+    for summary, expected in zip(summaries, ("Failed", "Succeeded", "Failed")):
+        page = Path(summary["data_docs"])
+        assert page.is_file() and page.is_relative_to(_docs_root(settings) / "validations" / summary["suite"])
+        assert status.search(page.read_text()).group(1) == expected
+        assert f"{summary['suite']}-{DT}-" in index
 
 
 # ---------------------------------------------------------------------------------------- reconciliation
