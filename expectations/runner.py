@@ -4,8 +4,8 @@ The suites are the JSON files in ``expectations/suites/`` (GX 1.x suite format, 
 reviewed in git). Each gate builds an *ephemeral* Great Expectations context (one for all the suites of a gate,
 :func:`validate_spark_suites`), so GX writes nothing into the checkout: validation results and the HTML Data Docs go
 under the lake (``<data_root>/validation/results`` and :func:`attnrec.lake.data_docs_dir`), one Data Docs page per
-run, built once after the gate's last suite. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay in memory and Data Docs
-are skipped (logged), because GX's filesystem site builder only writes local paths.
+run, built once after the gate's last suite. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay
+in memory and Data Docs are skipped (logged), because GX's filesystem site builder only writes local paths.
 
 Spark DataFrames are validated on Spark (GX Spark datasource, whole-DataFrame batch), never collected
 to pandas; pandas DataFrames (candidates, kpis) on pandas. A failed suite raises :class:`GateFailed`
