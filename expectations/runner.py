@@ -123,6 +123,15 @@ def _uses_parameter(suite_name: str, name: str) -> bool:
     return json.dumps({"$PARAMETER": name}) in json.dumps(json.loads(suite_path(suite_name).read_text()))
 
 
+def _suite_parameters(suite_name: str, settings: Settings, row_count) -> dict[str, Any]:
+    """:func:`expectation_parameters` for ``suite_name`` (which must exist), with ``row_count()`` when it uses one."""
+    suite_path(suite_name)
+    params = expectation_parameters(settings)
+    if _uses_parameter(suite_name, "row_count"):
+        params["row_count"] = row_count()
+    return params
+
+
 # -------------------------------------------------------------------------------------------- context
 
 
@@ -379,10 +388,7 @@ def validate_spark_suites(frames, dt: str, settings: Settings | None = None) -> 
     context, site_name = _context(settings)
     data_source = context.data_sources.add_spark(name="attnrec_spark", persist=False)
     for suite_name, df in frames:
-        suite_path(suite_name)
-        params = expectation_parameters(settings)
-        if _uses_parameter(suite_name, "row_count"):
-            params["row_count"] = df.count()
+        params = _suite_parameters(suite_name, settings, df.count)
         suite_runs.append((suite_name, data_source, {"dataframe": df}, params))
     return _validate(context, site_name, suite_runs, dt)
 
@@ -393,10 +399,7 @@ def validate_pandas(suite_name: str, df, dt: str, settings: Settings | None = No
 
     settings = settings or get_settings()
     check_dt(dt)
-    suite_path(suite_name)
-    params = expectation_parameters(settings)
-    if _uses_parameter(suite_name, "row_count"):
-        params["row_count"] = len(df)
+    params = _suite_parameters(suite_name, settings, lambda: len(df))
     context, site_name = _context(settings)
     data_source = context.data_sources.add_pandas(name="attnrec_pandas")
     [summary] = _validate(context, site_name, [(suite_name, data_source, {"dataframe": df}, params)], dt)

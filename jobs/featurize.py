@@ -196,13 +196,13 @@ def rank_catalogue(lines):
     )
     valid = F.col("reason").isNull()
     classified = parsed.select("raw_line", "source_file", "j", reason.alias("reason")).select(
-        F.when(valid, F.trim("j.item_id")).alias("item_id"),
+        F.when(valid, item_id).alias("item_id"),
         *(F.when(valid, F.col(f"j.{f}")).alias(f) for f in CATALOGUE_FIELDS),
         "raw_line",
         "source_file",
         "reason",
     )
-    classified = classified.withColumn("content", F.when(valid, F.to_json(F.struct(*CATALOGUE_FIELDS))).cast("string"))
+    classified = classified.withColumn("content", F.when(valid, F.to_json(F.struct(*CATALOGUE_FIELDS))))
     newest_first = Window.partitionBy("item_id").orderBy(F.col("source_file").desc(), F.col("raw_line"))
     return classified.select(
         "item_id",
