@@ -504,13 +504,14 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
     identity_dir = lake.staging(root, lake.IDENTITY_USERS, params.dt)
     valid = parsed.where(parsed["reason"].isNull())
     erased = read_erased(root)
+    users = identity_table(valid, key, work_dir=lake.join(work, "ids"))  # on the driver when the day has few users
     if erased:  # events of erased users are quarantined (erased_user) and never get an identity row again
-        identity_table(valid, key).write.mode("overwrite").parquet(lake.join(work, "identity"))
+        users.write.mode("overwrite").parquet(lake.join(work, "identity"))
         parsed, users = mark_erased(parsed, spark.read.parquet(lake.join(work, "identity")), erased)
         users.coalesce(1).write.mode("overwrite").parquet(identity_dir)
         progress(f"checked the day's users against {len(erased)} erased users")
     else:
-        identity_table(valid, key).coalesce(1).write.mode("overwrite").parquet(identity_dir)
+        users.coalesce(1).write.mode("overwrite").parquet(identity_dir)
     identity = spark.read.parquet(identity_dir)
     progress(f"pseudonymised {identity.count()} distinct user ids")
     pseudonymous = with_pseudonyms(parsed, identity, keep=parsed["reason"].isNull())
@@ -544,7 +545,7 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
         duplicates=outcome.where(outcome["reason"] == DUPLICATE).count(),
     )
     lake.write_json(lake.join(clean_dir, lake.RECONCILIATION_FILE), summary)
-    for name in ("identity", "repeated", "outcome"):
+    for name in ("ids", "identity", "repeated", "outcome"):
         lake.remove_dir(lake.join(work, name))
     if not keep_parsed:
         lake.remove_dir(work)

@@ -1,9 +1,9 @@
 """Spark side of the pseudonyms: the day's identity table and the swap of raw user ids for pseudonyms.
 
-The HMAC runs once per distinct user id of the day (a pandas UDF over a table of a few hundred thousand rows at
-most), never per event row; the events get their pseudonym through a broadcast join with that table.
-PySpark has no keyed MAC (docs/privacy.md), and a key in a SQL literal would sit in the query plan, so the key
-travels only inside the UDF's closure.
+The HMAC runs once per distinct user id of the day, never per event row; the events get their pseudonym through a
+broadcast join with that table. PySpark has no keyed MAC (docs/privacy.md), and a key in a SQL literal would sit in
+the query plan, so the key stays in Python: on the driver, where a day has at most :data:`DRIVER_IDS_MAX` distinct
+ids and the caller gives a work directory, else inside a pandas UDF's closure on the executors.
 """
 
 from __future__ import annotations
@@ -13,23 +13,55 @@ from pydantic import SecretBytes
 
 #: The identity table's columns (lake.IDENTITY_USERS): only nightly_candidates reads it, to serve raw ids.
 IDENTITY_COLUMNS = ("pseudonym", "user_id")
+#: A day with at most this many distinct user ids (about 15 MB of ids and pseudonyms) is pseudonymised on the driver
+#: (:func:`identity_table` with a work directory): one collect and no Python worker, whose start cost seconds in every
+#: clean job (docs/benchmarks.md#etl). More ids go through the pandas UDF on the executors.
+DRIVER_IDS_MAX = 250_000
 
 
-def identity_table(user_ids, key: SecretBytes):
-    """``pseudonym, user_id`` of the distinct, non-null ``user_id`` values of ``user_ids`` (a DataFrame)."""
+def identity_table(user_ids, key: SecretBytes, work_dir: str | None = None, driver_ids_max: int = DRIVER_IDS_MAX):
+    """``pseudonym, user_id`` of the distinct, non-null ``user_id`` values of ``user_ids`` (a DataFrame).
+
+    With ``work_dir`` (a directory the caller removes afterwards) and at most ``driver_ids_max`` distinct ids, the ids
+    are collected, pseudonymised on the driver and handed back to Spark as one parquet file under ``work_dir`` (read
+    lazily, like the other path's result); otherwise a pandas UDF pseudonymises them where they lie. Same rows
+    either way."""
     from pyspark.sql import functions as F
 
     from attnrec.privacy import pseudonymizer
 
-    pseudonymizer(key)  # fails here, on the driver, when the key is empty
+    pseudonym_of = pseudonymizer(key)  # fails here, on the driver, when the key is empty
+    distinct = user_ids.select("user_id").where(F.col("user_id").isNotNull()).distinct()
+    if work_dir is not None:
+        ids = [row["user_id"] for row in distinct.limit(driver_ids_max + 1).collect()]
+        if len(ids) <= driver_ids_max:
+            path = _write_identity(ids, pseudonym_of, work_dir)
+            return user_ids.sparkSession.read.schema("pseudonym STRING, user_id STRING").parquet(path)
     secret = key.get_secret_value()  # bytes travel to the executors in the UDF's closure (an HMAC object cannot)
 
     @F.pandas_udf("string")
     def pseudonymize(ids: pd.Series) -> pd.Series:
         return ids.map(pseudonymizer(secret))
 
-    distinct = user_ids.select("user_id").where(F.col("user_id").isNotNull()).distinct()
     return distinct.select(pseudonymize("user_id").alias("pseudonym"), "user_id")
+
+
+def _write_identity(ids: list[str], pseudonym_of, work_dir: str) -> str:
+    """One parquet file of ``pseudonym, user_id`` for ``ids`` under ``work_dir`` (written with pyarrow: a task of
+    Spark's holding the rows would be megabytes); returns the file's path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from attnrec import lake
+
+    table = pa.table(
+        {"pseudonym": pa.array([pseudonym_of(i) for i in ids], pa.string()), "user_id": pa.array(ids, pa.string())}
+    )
+    path = lake.join(work_dir, "part-00000.parquet")
+    filesystem, local = lake.filesystem_for(path)
+    filesystem.create_dir(local.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, local, filesystem=filesystem)
+    return path
 
 
 def with_pseudonyms(df, identity, keep=None):

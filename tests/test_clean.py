@@ -208,6 +208,29 @@ def test_run_reads_plain_and_gzip_and_writes_staged_outputs(spark, tmp_path):
     assert not lake.exists(lake.join(root, lake.STAGING, "clean_work", f"dt={DT}"))  # work copies removed
 
 
+def test_the_identity_table_is_the_same_on_the_driver_and_in_the_udf(spark, tmp_path):
+    """A day with few users is pseudonymised on the driver (a file in the work directory, no Python worker), a day
+    with more than the limit by the pandas UDF: the same rows either way, nulls skipped, ids trimmed as HMAC'd."""
+    from pydantic import SecretBytes
+
+    from attnrec.privacy import pseudonym
+    from jobs.identity import identity_table
+
+    key = SecretBytes(b"k" * 32)
+    ids = ["u1", "u2", " u2 ", "ü-ß", None, "u1"]
+    events = spark.createDataFrame([(u,) for u in ids], "user_id string")
+    expected = sorted((pseudonym(u, key), u) for u in {"u1", "u2", " u2 ", "ü-ß"})
+
+    def rows(frame):
+        return sorted((r["pseudonym"], r["user_id"]) for r in frame.collect())
+
+    on_driver = identity_table(events, key, work_dir=str(tmp_path / "ids"), driver_ids_max=4)
+    assert list((tmp_path / "ids").iterdir()), "four distinct ids, a limit of four: computed on the driver"
+    by_udf = identity_table(events, key, work_dir=str(tmp_path / "more"), driver_ids_max=3)
+    assert not (tmp_path / "more").exists(), "over the limit: the pandas UDF, nothing written"
+    assert rows(on_driver) == rows(by_udf) == rows(identity_table(events, key)) == expected
+
+
 def test_the_raw_sample_gate_in_clean_s_application_samples_the_lines_clean_parsed(spark, tmp_path, monkeypatch):
     """jobs/clean.py --validate keeps its parsed lines for the raw sample gate: the sample holds exactly the rows a
     parse of the raw text gives (all of a small day; a seeded fraction of a large one), so the gate reads no raw text
