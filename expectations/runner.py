@@ -376,21 +376,41 @@ def validate_spark(suite_name: str, df, dt: str, settings: Settings | None = Non
 
 
 def validate_spark_suites(frames, dt: str, settings: Settings | None = None) -> list[dict]:
-    """Validate each ``(suite name, pyspark DataFrame)`` of ``frames`` as :func:`validate_spark` does, in one GX
-    context with one Data Docs build after the last; return every summary (raises nothing for a failed suite: a
-    failed one has ``success`` False and ``message``, the text :class:`GateFailed` would carry), so one report lists
-    every problem of a gate."""
+    """Validate each ``(suite name, pyspark DataFrame)`` of ``frames`` as :func:`validate_spark` does, side by side,
+    with one Data Docs build after the last; return every summary (raises nothing for a failed suite: a failed one
+    has ``success`` False and ``message``, the text :class:`GateFailed` would carry), so one report lists every
+    problem of a gate.
+
+    Each suite runs in its own thread and its own GX context: a suite's time is mostly small Spark jobs and the
+    driver's round trips to the JVM, which overlap (a gate of three suites about halves, docs/benchmarks.md#etl); a
+    context's Spark engine holds one active batch, so suites cannot share one. A suite that raises (a GX error, not a
+    failed expectation) raises here once the others have finished, and no Data Docs are built."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from attnrec.settings import get_settings
 
     settings = settings or get_settings()
     check_dt(dt)
-    suite_runs = []
-    context, site_name = _context(settings)
-    data_source = context.data_sources.add_spark(name="attnrec_spark", persist=False)
-    for suite_name, df in frames:
+
+    def run(suite_name: str, df):
+        context, site_name = _context(settings)
+        data_source = context.data_sources.add_spark(name="attnrec_spark", persist=False)
         params = _suite_parameters(suite_name, settings, df.count)
-        suite_runs.append((suite_name, data_source, {"dataframe": df}, params))
-    return _validate(context, site_name, suite_runs, dt)
+        return context, site_name, _run_checkpoint(context, suite_name, dt, data_source, {"dataframe": df}, params)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(frames)), thread_name_prefix="gate-suite") as pool:
+        done = [future.result() for future in [pool.submit(run, name, df) for name, df in frames]]
+    if not done:
+        return []
+    context, site_name, _ = done[0]  # the Data Docs are built from the first suite's context, holding every suite
+    for _, _, (_, suite_result) in done[1:]:
+        context.suites.add(load_suite(suite_result.suite_name))
+    runs = [suite_run for _, _, suite_run in done]
+    _build_docs(context, site_name, runs)
+    return [
+        _summary(context, site_name, name, dt, identifier, result)
+        for (name, _), (identifier, result) in zip(frames, runs)
+    ]
 
 
 def validate_pandas(suite_name: str, df, dt: str, settings: Settings | None = None) -> dict:

@@ -158,7 +158,7 @@ def run_gates(
             frames.append((suite, raw_sample(spark, path, (recon or {}).get("raw_lines"), settings.seed, parsed_lines)))
         else:
             frames.append((suite, spark.read.parquet(path)))
-    for summary in validate_spark_suites(frames, dt, settings):  # one GX context and Data Docs build for the gate
+    for summary in validate_spark_suites(frames, dt, settings):  # side by side, one Data Docs build for the gate
         suite = summary["suite"]
         if summary["success"]:
             print(

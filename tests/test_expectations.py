@@ -492,9 +492,10 @@ def test_suite_on_spark_passes_valid_and_names_failures(suite, spark, settings):
     assert not broken_df.is_cached  # GX does not persist the frame (persist=False: re-reads are cheaper)
 
 
-def test_a_gate_s_suites_share_one_context_and_each_run_gets_its_page(spark, settings):
-    """validate_spark_suites (a gate's suites, one Data Docs build after the last): every suite is evaluated, a failed
-    one does not stop the next, each run has its own page with its status, and the index lists them all."""
+def test_a_gate_s_suites_run_side_by_side_and_each_run_gets_its_page(spark, settings):
+    """validate_spark_suites (a gate's suites in threads, one Data Docs build after the last): every suite is evaluated
+    on its own frame, a failed one does not stop the others, each run and each suite has its own page with its status,
+    and the index lists them all."""
     frames = []
     for suite, kind in (("clean_events", 2), ("quarantine_events", 1), ("item_table", 2)):  # broken, valid, broken
         ddl, rows = CASES[suite][0], CASES[suite][kind]
@@ -514,6 +515,7 @@ def test_a_gate_s_suites_share_one_context_and_each_run_gets_its_page(spark, set
         assert page.is_file() and page.is_relative_to(_docs_root(settings) / "validations" / summary["suite"])
         assert status.search(page.read_text()).group(1) == expected
         assert f"{summary['suite']}-{DT}-" in index
+        assert (_docs_root(settings) / "expectations" / f"{summary['suite']}.html").is_file()
 
 
 # ---------------------------------------------------------------------------------------- reconciliation
