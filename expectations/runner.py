@@ -1,7 +1,7 @@
 """Validation gates: run a versioned expectation suite on one partition and fail loudly.
 
-The suites are the JSON files in ``expectations/suites/`` (GX 1.x suite format, one per dataset,
-reviewed in git). Each gate builds an *ephemeral* Great Expectations context (one for all the suites of a gate,
+The suites are the JSON files in ``expectations/suites/`` (GX 1.x suite format, one per dataset, reviewed in git).
+Each suite runs in an *ephemeral* Great Expectations context (a gate's suites side by side, one context each,
 :func:`validate_spark_suites`), so GX writes nothing into the checkout: validation results and the HTML Data Docs go
 under the lake (``<data_root>/validation/results`` and :func:`attnrec.lake.data_docs_dir`), one Data Docs page per
 run, built once after the gate's last suite. When the lake root is a URI (``s3a://``, ``hdfs://``) the results stay

@@ -23,7 +23,7 @@ def identity_table(user_ids, key: SecretBytes, work_dir: str | None = None, driv
     """``pseudonym, user_id`` of the distinct, non-null ``user_id`` values of ``user_ids`` (a DataFrame).
 
     With ``work_dir`` (a directory the caller removes afterwards) and at most ``driver_ids_max`` distinct ids, the ids
-    are collected, pseudonymised on the driver and handed back to Spark as one parquet file under ``work_dir`` (read
+    are collected, pseudonymised on the driver and handed back to Spark as one parquet file in ``work_dir`` (read
     lazily, like the other path's result); otherwise a pandas UDF pseudonymises them where they lie. Same rows
     either way."""
     from pyspark.sql import functions as F
@@ -47,8 +47,8 @@ def identity_table(user_ids, key: SecretBytes, work_dir: str | None = None, driv
 
 
 def _write_identity(ids: list[str], pseudonym_of, work_dir: str) -> str:
-    """One parquet file of ``pseudonym, user_id`` for ``ids`` under ``work_dir`` (written with pyarrow: a task of
-    Spark's holding the rows would be megabytes); returns the file's path."""
+    """``work_dir`` replaced whole (:func:`attnrec.lake.written_dir`) by one parquet file of ``pseudonym, user_id`` for
+    ``ids``, written with pyarrow (a Spark task holding the rows would be megabytes); returns ``work_dir``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -57,11 +57,9 @@ def _write_identity(ids: list[str], pseudonym_of, work_dir: str) -> str:
     table = pa.table(
         {"pseudonym": pa.array([pseudonym_of(i) for i in ids], pa.string()), "user_id": pa.array(ids, pa.string())}
     )
-    path = lake.join(work_dir, "part-00000.parquet")
-    filesystem, local = lake.filesystem_for(path)
-    filesystem.create_dir(local.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, local, filesystem=filesystem)
-    return path
+    with lake.written_dir(work_dir) as (filesystem, tmp, _):
+        pq.write_table(table, f"{tmp}/part-00000.parquet", filesystem=filesystem)
+    return work_dir
 
 
 def with_pseudonyms(df, identity, keep=None):
