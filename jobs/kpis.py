@@ -91,11 +91,18 @@ def require_inputs(root: str, params: KpiParams) -> None:
         )
 
 
-def extract(spark, root: str, params: KpiParams, key=None):
+def work_dir(root: str, dt: str) -> str:
+    """Where :func:`run` keeps the served users' identity table of day ``dt`` while it runs (removed at its end)."""
+    return lake.join(root, lake.STAGING, "kpis_work", f"dt={dt}")
+
+
+def extract(spark, root: str, params: KpiParams, key=None, work: str | None = None):
     """(served lists, outcome events, item table) of day D; FileNotFoundError naming what is not published.
 
     The served lists carry raw user ids (the candidates contract), the clean events pseudonyms: the served ids are
-    pseudonymised here (``key``; default the lake's, checked against its fingerprint), once per distinct user."""
+    pseudonymised here (``key``; default the lake's, checked against its fingerprint), once per distinct user; with
+    ``work`` (a directory the caller removes afterwards) on the driver for a day of up to ``DRIVER_IDS_MAX`` users,
+    as clean does (jobs/identity.py), so no Python worker starts."""
     from pyspark.sql import functions as F
 
     from jobs.identity import identity_table, with_pseudonyms
@@ -117,7 +124,7 @@ def extract(spark, root: str, params: KpiParams, key=None):
             "experiment_id"
         ),
     )
-    served = with_pseudonyms(served, identity_table(served, key))
+    served = with_pseudonyms(served, identity_table(served, key, work_dir=work))
     events = spark.read.parquet(*(lake.partition(root, lake.CLEAN_EVENTS, d) for d in params.outcome_days)).select(
         "user_id", "item_id", "event_type"
     )
@@ -277,9 +284,15 @@ KPI_SCHEMA_DDL = ", ".join(f"{name} {_SPARK_TYPES[kind]}" for name, kind in KPI_
 
 
 def transform(served, events, items, params: KpiParams):
-    """The kpis rows of day D as a DataFrame (KPI_COLUMNS): Spark for the counts, Python for the statistics."""
+    """The kpis rows of day D as a DataFrame (KPI_COLUMNS): Spark for the counts, Python for the statistics.
+
+    The rows go to Spark as an Arrow table: from a list of rows, Spark would start Python workers to unpickle them."""
+    import pyarrow as pa
+
     counts = [r.asDict() for r in aggregate(served, events, items, params).collect()]  # one row per arm
-    return served.sparkSession.createDataFrame(statistics(counts), KPI_SCHEMA_DDL)
+    arrow_types = {"string": pa.string(), "int64": pa.int64(), "double": pa.float64()}
+    schema = pa.schema([(name, arrow_types[kind]) for name, kind in KPI_COLUMNS])
+    return served.sparkSession.createDataFrame(pa.Table.from_pylist(statistics(counts), schema=schema), KPI_SCHEMA_DDL)
 
 
 def candidates_manifest(root: str, dt: str) -> dict[str, Any]:
@@ -309,8 +322,12 @@ def load(kpis, root: str, params: KpiParams) -> str:
 
 def run(spark, root: str, params: KpiParams) -> dict[str, Any]:
     """extract -> transform -> load for the lists served on ``params.dt``; returns the staged path and the rows."""
-    served, events, items = extract(spark, root, params)
-    path = load(transform(served, events, items, params), root, params)
+    work = work_dir(root, params.dt)
+    try:
+        served, events, items = extract(spark, root, params, work=work)
+        path = load(transform(served, events, items, params), root, params)
+    finally:
+        lake.remove_dir(work)
     rows = [r.asDict() for r in spark.read.parquet(path).orderBy(*GROUP).collect()]
     return {"dt": params.dt, "path": path, "outcome_days": params.outcome_days, "rows": rows}
 

@@ -210,6 +210,7 @@ def test_kpis_of_a_hand_built_day_and_a_rerun_gives_identical_rows(spark, tmp_pa
     assert pq.read_table(result["path"]).schema.names == [name for name, _ in KPI_COLUMNS]
     manifest = lake.read_json(lake.join(result["path"], kpis.MANIFEST_FILE))
     assert manifest["outcome_days"] == [D1] and manifest["candidates"]["model_versions"]["treatment"] == "2"
+    assert not lake.exists(kpis.work_dir(root, D))  # the served users' identity table, made on the driver, removed
 
     settings = get_settings(data_root=root)
     assert kpis.gate_and_publish(settings, D) == 0
