@@ -288,10 +288,12 @@ def _running_before(rows, key: str, window_ms: int, adds, weight=None):
     before = ordered.rangeBetween(Window.unboundedPreceding, -1)
     before_window = ordered.rangeBetween(Window.unboundedPreceding, -window_ms - 1)  # t_j < t - window_ms
     counted = F.count(F.when(adds, F.lit(1)))
-    rows = rows.withColumn("_count", (counted.over(before) - counted.over(before_window)).cast("int"))
+    # one select: Spark evaluates all the frames in one window operator over one buffer of the key's rows (added one
+    # withColumn at a time they became two operators, each buffering every row again)
+    columns = [(counted.over(before) - counted.over(before_window)).cast("int").alias("_count")]
     if weight is not None:
-        rows = rows.withColumn("_weight_sum", F.coalesce(F.sum(F.when(adds, weight)).over(before), F.lit(0.0)))
-    return rows
+        columns.append(F.coalesce(F.sum(F.when(adds, weight)).over(before), F.lit(0.0)).alias("_weight_sum"))
+    return rows.select("*", *columns)
 
 
 def as_of_signals(events, params: FeatureParams):
