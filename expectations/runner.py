@@ -383,8 +383,9 @@ def validate_spark_suites(frames, dt: str, settings: Settings | None = None) -> 
 
     Each suite runs in its own thread and its own GX context: a suite's time is mostly small Spark jobs and the
     driver's round trips to the JVM, which overlap (a gate of three suites about halves, docs/benchmarks.md#etl); a
-    context's Spark engine holds one active batch, so suites cannot share one. A suite that raises (a GX error, not a
-    failed expectation) raises here once the others have finished, and no Data Docs are built."""
+    context's Spark engine holds one active batch, so suites cannot share one. A suite that cannot run at all (its
+    frame cannot be read, a GX error; not a failed expectation) is a failed summary whose message names the suite,
+    the error and where it was raised; the other suites are validated and get their Data Docs all the same."""
     from concurrent.futures import ThreadPoolExecutor
 
     from attnrec.settings import get_settings
@@ -393,24 +394,68 @@ def validate_spark_suites(frames, dt: str, settings: Settings | None = None) -> 
     check_dt(dt)
 
     def run(suite_name: str, df):
-        context, site_name = _context(settings)
-        data_source = context.data_sources.add_spark(name="attnrec_spark", persist=False)
-        params = _suite_parameters(suite_name, settings, df.count)
-        return context, site_name, _run_checkpoint(context, suite_name, dt, data_source, {"dataframe": df}, params)
+        try:
+            context, site_name = _context(settings)
+            data_source = context.data_sources.add_spark(name="attnrec_spark", persist=False)
+            params = _suite_parameters(suite_name, settings, df.count)
+            return context, site_name, _run_checkpoint(context, suite_name, dt, data_source, {"dataframe": df}, params)
+        except Exception as err:  # noqa: BLE001 - this suite's failure, reported with the others' results
+            return err
 
     with ThreadPoolExecutor(max_workers=max(1, len(frames)), thread_name_prefix="gate-suite") as pool:
         done = [future.result() for future in [pool.submit(run, name, df) for name, df in frames]]
-    if not done:
-        return []
-    context, site_name, _ = done[0]  # the Data Docs are built from the first suite's context, holding every suite
-    for _, _, (_, suite_result) in done[1:]:
-        context.suites.add(load_suite(suite_result.suite_name))
-    runs = [suite_run for _, _, suite_run in done]
-    _build_docs(context, site_name, runs)
+    ran = [outcome for outcome in done if not isinstance(outcome, Exception)]
+    if ran:  # the Data Docs are built from the first suite's context, holding every suite that ran
+        context, site_name, _ = ran[0]
+        for _, _, (_, suite_result) in ran[1:]:
+            context.suites.add(load_suite(suite_result.suite_name))
+        _build_docs(context, site_name, [suite_run for _, _, suite_run in ran])
     return [
-        _summary(context, site_name, name, dt, identifier, result)
-        for (name, _), (identifier, result) in zip(frames, runs)
+        _error_summary(name, dt, outcome)
+        if isinstance(outcome, Exception)
+        else _summary(context, site_name, name, dt, *outcome[2])
+        for (name, _), outcome in zip(frames, done)
     ]
+
+
+def _root_cause(err: Exception) -> str:
+    """What went wrong, in one line: for an error from the JVM (py4j's, whose own first line only names the call) the
+    innermost Java cause, e.g. ``java.io.FileNotFoundException: File file:/... does not exist``."""
+    java = getattr(err, "java_exception", None)
+    if java is not None:
+        try:
+            cause = java
+            while cause.getCause() is not None and not cause.getCause().equals(cause):
+                cause = cause.getCause()
+            return " ".join(str(cause.toString()).split())
+        except Exception:  # noqa: BLE001 - the JVM is gone: fall back to the Python text
+            pass
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), repr(err))
+
+
+def _error_summary(suite_name: str, dt: str, err: Exception) -> dict:
+    """The failed summary of a suite that raised ``err`` before it could be evaluated: no results, no Data Docs page,
+    a message with the error and the innermost of attnrec's frames it came through."""
+    import traceback
+
+    error = f"{type(err).__name__}: {_root_cause(err)[:500]}"
+    frames = traceback.extract_tb(err.__traceback__)
+    ours = [f for f in frames if "site-packages" not in f.filename] or frames  # attnrec's frames, not the libraries'
+    where = "".join(traceback.format_list(ours[-3:])).rstrip()
+    message = (
+        f"validation gate {suite_name} could not run for dt={dt}: {error}\n"
+        f"  the dataset could not be read or GX failed before evaluating its expectations; fix that and re-run the "
+        f"task (the gate's other suites ran and have their Data Docs)\n  raised at:\n{where}"
+    )
+    return {
+        "suite": suite_name,
+        "dt": dt,
+        "success": False,
+        "evaluated": 0,
+        "failed": [f"raised {error}"],
+        "data_docs": None,
+        "message": message,
+    }
 
 
 def validate_pandas(suite_name: str, df, dt: str, settings: Settings | None = None) -> dict:

@@ -518,6 +518,36 @@ def test_a_gate_s_suites_run_side_by_side_and_each_run_gets_its_page(spark, sett
         assert (_docs_root(settings) / "expectations" / f"{summary['suite']}.html").is_file()
 
 
+def test_a_suite_that_cannot_run_fails_alone_and_the_others_still_get_their_pages(spark, settings, tmp_path):
+    """A suite that cannot run (item_table counts its frame before GX starts, and the frame's files were deleted after
+    it was made) is a failed summary naming the suite and the error, raised nowhere; the gate's other suite is
+    validated and gets its page. Alone (validate_spark), the same is a GateFailed with that message. (An error inside
+    GX's metric jobs is GX's: a failed expectation that says "raised".)"""
+    import shutil
+
+    ddl, valid_rows = CASES["quarantine_events"][0], CASES["quarantine_events"][1]
+    gone = tmp_path / "gone_partition"
+    spark.createDataFrame(CASES["item_table"][1], CASES["item_table"][0]).write.parquet(str(gone))
+    unreadable = spark.read.parquet(str(gone))
+    shutil.rmtree(gone)
+    broken, valid = validate_spark_suites(
+        [("item_table", unreadable), ("quarantine_events", spark.createDataFrame(valid_rows, ddl))], DT, settings
+    )
+    assert (broken["suite"], broken["success"], broken["evaluated"], broken["data_docs"]) == (
+        "item_table",
+        False,
+        0,
+        None,
+    )
+    assert broken["message"].startswith(f"validation gate item_table could not run for dt={DT}: "), broken["message"]
+    assert "gone_partition" in broken["message"].splitlines()[0]  # the error names what could not be read
+    assert "raised at:" in broken["message"] and broken["failed"][0].startswith("raised ")
+    assert valid["success"] and Path(valid["data_docs"]).is_file()
+    assert "quarantine_events" in (_docs_root(settings) / "index.html").read_text()
+    with pytest.raises(GateFailed, match=f"validation gate item_table could not run for dt={DT}"):
+        validate_spark("item_table", unreadable, DT, settings)
+
+
 # ---------------------------------------------------------------------------------------- reconciliation
 
 
