@@ -290,8 +290,7 @@ def transform(served, events, items, params: KpiParams):
     import pyarrow as pa
 
     counts = [r.asDict() for r in aggregate(served, events, items, params).collect()]  # one row per arm
-    arrow_types = {"string": pa.string(), "int64": pa.int64(), "double": pa.float64()}
-    schema = pa.schema([(name, arrow_types[kind]) for name, kind in KPI_COLUMNS])
+    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in KPI_COLUMNS])  # as models/candidates.py
     return served.sparkSession.createDataFrame(pa.Table.from_pylist(statistics(counts), schema=schema), KPI_SCHEMA_DDL)
 
 
