@@ -177,8 +177,13 @@ def parse(raw):
 ISO_WITH_OFFSET = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9:.]+(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
 
+#: The column :func:`rule_reason`'s first projection computes the event time into (epoch ms, null when unparseable).
+EVENT_TIME_MS = "_event_time_ms"
+
+
 def rule_reason(params: CleanParams):
-    """``(reason, normalised columns)`` over the output of :func:`parse`: the first rule a line breaks, or null.
+    """``(shared, reason, normalised columns)`` over the output of :func:`parse`: ``shared`` the columns to add first
+    (the event time, :data:`EVENT_TIME_MS`), then ``reason`` the first rule a line breaks, or null, and the columns.
 
     Written as Spark SQL text, one expression per output column: built from Column objects, the rule chain took
     thousands of calls from Python into the JVM, paid by every clean run and every test (docs/benchmarks.md#etl)."""
@@ -200,13 +205,18 @@ def rule_reason(params: CleanParams):
         return f"({present(name)} AND NOT ({ok}))"
 
     event_time_raw = trimmed("event_time")
-    iso_ts = f"try_to_timestamp({event_time_raw})"
-    event_time_ms = (
-        f"CAST(CASE WHEN {jtype('event_time')} IN ({sql_strings(INTEGER_TYPES)}) "
-        f"THEN try_cast({event_time_raw} AS BIGINT) "
-        f"WHEN {event_time_raw} RLIKE '{ISO_WITH_OFFSET}' AND {iso_ts} IS NOT NULL THEN unix_micros({iso_ts}) / 1000 "
-        "END AS BIGINT)"
-    )
+    # computed once per line in a projection of its own (EVENT_TIME_MS) and read by name below: inlined, the regex and
+    # the timestamp parse ran again in every rule and column that reads the time (Spark does not share an expression
+    # between CASE branches); an unparseable ISO text gives a null timestamp and so a null time
+    shared = [
+        F.expr(
+            f"CAST(CASE WHEN {jtype('event_time')} IN ({sql_strings(INTEGER_TYPES)}) "
+            f"THEN try_cast({event_time_raw} AS BIGINT) "
+            f"WHEN {event_time_raw} RLIKE '{ISO_WITH_OFFSET}' THEN unix_micros(try_to_timestamp({event_time_raw})) / 1000 "
+            "END AS BIGINT)"
+        ).alias(EVENT_TIME_MS)
+    ]
+    event_time_ms = EVENT_TIME_MS
     dwell_ms = f"CASE WHEN {present('dwell_ms')} THEN try_cast({trimmed('dwell_ms')} AS BIGINT) END"
     rating = f"CASE WHEN {present('rating')} THEN try_cast({trimmed('rating')} AS DOUBLE) END"
     event_type = f"lower({trimmed('event_type')})"
@@ -246,14 +256,16 @@ def rule_reason(params: CleanParams):
         "user_id": trimmed("user_id"),
         "item_id": trimmed("item_id"),
         "event_type": event_type,
-        "event_time": f"timestamp_millis({event_time_ms})",
+        # only in range: a quarantined line's epoch 9223372036854775807 would overflow the timestamp and fail the job
+        "event_time": f"CASE WHEN {event_time_ms} BETWEEN {MIN_EVENT_TIME_MS} AND {params.max_event_time_ms} "
+        f"THEN timestamp_millis({event_time_ms}) END",
         "event_time_ms": event_time_ms,
         "dwell_ms": dwell_ms,
         "rating": rating,
         "session_id": optional_text("session_id"),
         "device": optional_text("device"),
     }
-    return F.expr(reason), [F.expr(sql).alias(name) for name, sql in columns.items()]
+    return shared, F.expr(reason), [F.expr(sql).alias(name) for name, sql in columns.items()]
 
 
 #: Columns of :func:`parse` the raw sample gate checks (suite ``raw_events_sample``): :func:`run` keeps them in its
@@ -265,8 +277,8 @@ def lines(raw, params: CleanParams, keep: tuple[str, ...] = ()):
     """Every raw line with the first rule it breaks (``reason``) and its contract columns. One row per raw line;
     the only pass over the raw text. (The ``content`` hash dedupe compares is computed in :func:`decide`, for
     the few lines whose event_id comes more than once.) ``keep``: columns of :func:`parse` to keep beside them."""
-    reason, columns = rule_reason(params)
-    return parse(raw).select("raw_line", "source_file", *keep, reason.alias("reason"), *columns)
+    shared, reason, columns = rule_reason(params)
+    return parse(raw).select("*", *shared).select("raw_line", "source_file", *keep, reason.alias("reason"), *columns)
 
 
 def classify(raw, params: CleanParams, earlier=None):

@@ -98,6 +98,7 @@ RULE_CASES = [
     (ev(event_time="yesterday"), "unparseable_event_time"),
     (ev(event_time="2026-01-02T10:00:00"), "unparseable_event_time"),  # no offset: ambiguous
     (ev(event_time=1767348000), "event_time_too_old"),  # seconds, not milliseconds
+    (ev(event_time=9223372036854775807), "event_time_after_landing_day"),  # the largest epoch: no overflow
     (ev(event_time="1900-01-01T00:00:00Z"), "event_time_too_old"),
     (ev(event_time="2026-01-04T00:00:01Z"), "event_time_after_landing_day"),  # day end + 24 h
     (ev(dwell_ms="long"), "wrong_type_dwell_ms"),
