@@ -146,6 +146,14 @@ class Settings(BaseSettings):
         "seconds sooner; default: in this Python environment (the venv's share/attnrec/); none: never",
     )
 
+    spark_udf_dir: str = Field(
+        default_factory=lambda: str(Path(sys.prefix) / "share" / "attnrec"),
+        validation_alias="ATTNREC_SPARK_UDF_DIR",
+        description="where the clean job's Java parse function (jobs/jvm/) is compiled to a jar at first use, by the "
+        "JVM's own compiler, and added to each Spark application; default: in this Python environment (the venv's "
+        "share/attnrec/); none: never, the clean job parses with Spark SQL alone (slower, the same outcome)",
+    )
+
     # -- personal data
     pseudonym_key: SecretStr | None = Field(
         None,
@@ -424,10 +432,10 @@ class Settings(BaseSettings):
             return ""
         return value
 
-    @field_validator("spark_class_archive", mode="before")
+    @field_validator("spark_class_archive", "spark_udf_dir", mode="before")
     @classmethod
-    def _class_archive(cls, value: Any, info: ValidationInfo) -> Any:
-        """A path; blank: the default (this environment's); "none": no archive."""
+    def _environment_path(cls, value: Any, info: ValidationInfo) -> Any:
+        """A path; blank: the default (this environment's); "none": none (no archive, no compiled function)."""
         if isinstance(value, str) and value.strip() == "":
             return cls.model_fields[info.field_name].default_factory()
         if isinstance(value, str) and value.strip().lower() == "none":

@@ -133,19 +133,43 @@ ID_FIELDS = ("event_id", "user_id", "item_id")
 JSON_WHITESPACE = " \t\r\n"
 
 
-def parse(raw):
+def parse(raw, java: bool | None = None):
     """Each raw line parsed as JSON: per field its exact JSON type and its text.
 
-    Columns: raw_line, source_file, ``is_object`` (the line is one JSON object; false for text that is not
-    JSON, has duplicate keys, or is an array/scalar), and per raw field ``t_<field>`` (``STRING``, ``BIGINT``,
-    ``DECIMAL(3,1)``, ``OBJECT<...>``, ``VOID`` for JSON null; null when absent) and ``s_<field>`` (its text).
-    Nothing is coerced here: the JSON type decides, so ``"user_id": 42`` is told apart from ``"42"``.
+    Columns: raw_line, source_file, ``is_object`` (the line is one JSON object and nothing else; false for text that
+    is not JSON, has duplicate keys, is an array/scalar or has anything but whitespace after the object), and per raw
+    field ``t_<field>`` (``STRING``, ``BIGINT``, ``DECIMAL(3,1)``, ``DOUBLE``, ``BOOLEAN``, ``OBJECT...``,
+    ``ARRAY...``, ``VOID`` for JSON null; null when absent) and ``s_<field>`` (its text). Nothing is coerced here: the
+    JSON type decides, so ``"user_id": 42`` is told apart from ``"42"``.
+
+    ``java``: parse with the Java function of jobs/exact_json.py (one streaming pass per line; True: or fail), or
+    with Spark SQL alone (False); default: Java where it can be registered. Both give every rule the same input
+    (tests/test_exact_json.py). In the Java one a nested value's type names its kind only (``OBJECT``, not
+    ``OBJECT<a: BIGINT>``), and a line that is not one object has no types (the SQL one types the fields of a first
+    object followed by more).
+    """
+    from pyspark.sql import functions as F
+
+    from jobs import exact_json
+
+    if java is not False and exact_json.register(raw.sparkSession, RAW_FIELDS):
+        fields = F.call_function(exact_json.FUNCTION, F.col("raw_line"), F.lit(",".join(RAW_FIELDS)))
+        parsed = raw.select("raw_line", "source_file", fields.alias("p"))
+        return parsed.select("raw_line", "source_file", "p.*")
+    if java:
+        raise RuntimeError(f"the Java parse function ({exact_json.FUNCTION}) could not be registered; see above why")
+    return parse_sql(raw)
+
+
+def parse_sql(raw):
+    """:func:`parse` in Spark SQL alone, where the Java function is not available.
 
     The types come from Spark's VARIANT parse of the line; the texts from one ``json_tuple`` pass over it (a
     streaming parse of all fields at once, several times cheaper than a VARIANT-to-string cast per field). The
     texts agree with the VARIANT's wherever a rule reads them: a string's unescaped value, and the literal of a
     number, whose value (all the rules use) is the same; ``json_tuple`` regenerates other types' JSON, which no
-    rule reads because their type is already wrong.
+    rule reads because their type is already wrong. One difference from the Java parse: a stray ``]`` after the
+    object is not seen (the line is parsed inside ``[...]``, and the parser stops after the array).
     """
     from pyspark.sql import functions as F
 
@@ -273,12 +297,13 @@ def rule_reason(params: CleanParams):
 RAW_SAMPLE_COLUMNS = ("is_object", *(f"t_{name}" for name in REQUIRED_EVENT_FIELDS))
 
 
-def lines(raw, params: CleanParams, keep: tuple[str, ...] = ()):
+def lines(raw, params: CleanParams, keep: tuple[str, ...] = (), java: bool | None = None):
     """Every raw line with the first rule it breaks (``reason``) and its contract columns. One row per raw line;
     the only pass over the raw text. (The ``content`` hash dedupe compares is computed in :func:`decide`, for
-    the few lines whose event_id comes more than once.) ``keep``: columns of :func:`parse` to keep beside them."""
+    the few lines whose event_id comes more than once.) ``keep``: columns of :func:`parse` to keep beside them;
+    ``java``: as :func:`parse`'s."""
     shared, reason, columns = rule_reason(params)
-    return parse(raw).select("*", *shared).select("raw_line", "source_file", *keep, reason.alias("reason"), *columns)
+    return parse(raw, java).select("*", *shared).select("raw_line", "source_file", *keep, reason.alias("reason"), *columns)
 
 
 def classify(raw, params: CleanParams, earlier=None):

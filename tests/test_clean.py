@@ -94,11 +94,13 @@ RULE_CASES = [
     ('{"event_id": "e1", "user_id": "u1"} {"event_id": "e2"}', "malformed_json"),  # two objects on one line
     ('{"event_id": "e1", "user_id": "u1"}, {"event_id": "e2"}', "malformed_json"),
     ('{"event_id": "e1", "user_id": "u1"}}', "malformed_json"),
+    ('{"event_id": "e1", "user_id": "u1"}]', "malformed_json"),  # a stray bracket after the object
     (ev(event_type="teleport"), "unknown_event_type"),
     (ev(event_time="yesterday"), "unparseable_event_time"),
     (ev(event_time="2026-01-02T10:00:00"), "unparseable_event_time"),  # no offset: ambiguous
     (ev(event_time=1767348000), "event_time_too_old"),  # seconds, not milliseconds
     (ev(event_time=9223372036854775807), "event_time_after_landing_day"),  # the largest epoch: no overflow
+    ('{"event_id": "e1", "user_id": "\\ud800"}', "malformed_json"),  # an unpaired surrogate is not text
     (ev(event_time="1900-01-01T00:00:00Z"), "event_time_too_old"),
     (ev(event_time="2026-01-04T00:00:01Z"), "event_time_after_landing_day"),  # day end + 24 h
     (ev(dwell_ms="long"), "wrong_type_dwell_ms"),
