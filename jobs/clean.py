@@ -236,7 +236,8 @@ def rule_reason(params: CleanParams):
         F.expr(
             f"CAST(CASE WHEN {jtype('event_time')} IN ({sql_strings(INTEGER_TYPES)}) "
             f"THEN try_cast({event_time_raw} AS BIGINT) "
-            f"WHEN {event_time_raw} RLIKE '{ISO_WITH_OFFSET}' THEN unix_micros(try_to_timestamp({event_time_raw})) / 1000 "
+            f"WHEN {event_time_raw} RLIKE '{ISO_WITH_OFFSET}' "
+            f"THEN unix_micros(try_to_timestamp({event_time_raw})) / 1000 "
             "END AS BIGINT)"
         ).alias(EVENT_TIME_MS)
     ]
@@ -303,7 +304,9 @@ def lines(raw, params: CleanParams, keep: tuple[str, ...] = (), java: bool | Non
     the few lines whose event_id comes more than once.) ``keep``: columns of :func:`parse` to keep beside them;
     ``java``: as :func:`parse`'s."""
     shared, reason, columns = rule_reason(params)
-    return parse(raw, java).select("*", *shared).select("raw_line", "source_file", *keep, reason.alias("reason"), *columns)
+    return (
+        parse(raw, java).select("*", *shared).select("raw_line", "source_file", *keep, reason.alias("reason"), *columns)
+    )
 
 
 def classify(raw, params: CleanParams, earlier=None):
