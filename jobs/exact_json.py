@@ -25,6 +25,8 @@ from pathlib import Path
 FUNCTION = "attnrec_exact_json_fields"
 JAVA_CLASS = "attnrec.spark.ExactJsonFields"
 SOURCE = Path(__file__).resolve().parent / "jvm" / "ExactJsonFields.java"
+#: The session setting :func:`register` marks a session with once the function is registered in it.
+REGISTERED = "attnrec.exact_json.registered"
 #: The jars the source compiles against (Spark's row and UDF interfaces, Jackson's streaming parser).
 COMPILE_JARS = ("spark-sql-api_*.jar", "jackson-core-*.jar")
 
@@ -82,7 +84,9 @@ def register(spark, fields: tuple[str, ...], directory: str | None = None) -> bo
     global _unavailable_said
     from pyspark.errors import AnalysisException
 
-    if spark.catalog.functionExists(FUNCTION):
+    # a session flag, not spark.catalog.functionExists: looking up a function the session lacks initialises the
+    # catalog, which creates ./spark-warehouse in the job's working directory
+    if spark.conf.get(REGISTERED, None) == FUNCTION:
         return True
     if directory is None:
         from attnrec.settings import get_settings
@@ -96,6 +100,7 @@ def register(spark, fields: tuple[str, ...], directory: str | None = None) -> bo
             build(jar)
         spark.sql(f"ADD JAR '{jar}'")
         spark.udf.registerJavaFunction(FUNCTION, JAVA_CLASS, return_type(fields))
+        spark.conf.set(REGISTERED, FUNCTION)
         return True
     except (RuntimeError, OSError, AnalysisException) as err:
         if not _unavailable_said:
