@@ -312,10 +312,11 @@ def lines(raw, params: CleanParams, keep: tuple[str, ...] = (), java: bool | Non
 def classify(raw, params: CleanParams, earlier=None):
     """Every raw line with its outcome: the contract columns plus ``reason`` (``decide(lines(raw))``).
 
-    Like :func:`run`'s two work copies, the parsed lines and the outcome are each materialised once (Spark's local
-    checkpoint, in memory): :func:`decide` reads its input several times, and without this every read, and every
-    later query on the outcome (a ``split`` into three frames, or an ``earlier`` built by another ``classify``),
-    would carry the whole parse and rule chain again in its plan (a test of four lines took 90 s to plan and run)."""
+    Like :func:`run`'s work copy of the parsed lines, the parsed lines and the outcome are each materialised once
+    (Spark's local checkpoint, in memory): :func:`decide` reads its input several times, and without this every
+    read, and every later query on the outcome (a ``split`` into three frames, or an ``earlier`` built by another
+    ``classify``), would carry the whole parse and rule chain again in its plan (a test of four lines took 90 s to
+    plan and run)."""
     parsed = lines(raw, params).localCheckpoint()
     return decide(parsed, params, earlier).localCheckpoint()
 
@@ -486,7 +487,9 @@ def load(clean, quarantine, root: str, dt: str) -> tuple[str, str]:
     clean.repartition(4, "user_id").sortWithinPartitions("user_id", "event_time_ms").write.mode("overwrite").parquet(
         clean_dir
     )
-    quarantine.coalesce(1).write.mode("overwrite").parquet(quarantine_dir)
+    # one file, written by one task after a shuffle of the quarantined lines only: coalesce(1) would also run the
+    # lines' scan and checks in that one task
+    quarantine.repartition(1).write.mode("overwrite").parquet(quarantine_dir)
     return clean_dir, quarantine_dir
 
 
@@ -509,8 +512,9 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
     checked against the lake's key fingerprint before anything is written), computed once per distinct id of the
     day; the day's ``identity/users`` (pseudonym, user_id) is staged beside them. Quarantine keeps the raw line.
 
-    Two work copies under ``_staging/clean_work/dt=D`` (deleted at the end) keep it to one pass over the raw
-    text: the parsed lines, and their outcome; both outputs and the counts are then read column-wise from parquet.
+    A work copy of the parsed lines under ``_staging/clean_work/dt=D`` (deleted at the end) keeps it to one pass
+    over the raw text: the ids, the outputs and the counts are then read column-wise from parquet, each output
+    deciding its lines' outcome (:func:`decide`: broadcast joins, a shuffle only of the lines whose id repeats).
     ``keep_parsed``: leave the parsed lines (:func:`parsed_lines_dir`) for the raw sample gate; the caller deletes
     the work directory (:func:`work_dir`) after it.
     """
@@ -561,18 +565,13 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
     repeated = spark.read.parquet(lake.join(work, "repeated"))
     if repeated.count() <= BROADCAST_REPEATED_IDS:
         repeated = F.broadcast(repeated)
-    outcome_dir = lake.join(work, "outcome")
     bots_possible = possible_bots(still_valid, params) > 0
+    # the outcome is not copied: each output (and the duplicate count) evaluates it from the parsed lines, a
+    # column-wise scan and broadcast joins, which costs less than writing and reading back every line's outcome
     outcome = decide(pseudonymous, params, earlier, repeated, bots_possible)
-    # the raw text and its file only where an output reads them (quarantine, duplicates): a clean event has neither
-    for column in ("raw_line", "source_file"):
-        outcome = outcome.withColumn(column, F.when(F.col("reason").isNotNull(), F.col(column)))
-    outcome.write.mode("overwrite").parquet(outcome_dir)
-    progress("deduplicated and labelled bots")
-    outcome = spark.read.parquet(outcome_dir)
-    clean, quarantine, _ = split(outcome)
+    clean, quarantine, duplicates = split(outcome)
     clean_dir, quarantine_dir = load(clean, quarantine, root, params.dt)
-    progress("wrote clean and quarantine")
+    progress("deduplicated, labelled bots, wrote clean and quarantine")
     by_reason = {
         row["reason"]: row["count"]
         for row in spark.read.parquet(quarantine_dir).groupBy("reason").count().collect()  # a few rows
@@ -582,10 +581,10 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
         raw_lines=spark.read.parquet(parsed_lines_dir(root, params.dt)).count(),  # one row per line (parquet metadata)
         clean=spark.read.parquet(clean_dir).count(),
         quarantined_by_reason=by_reason,
-        duplicates=outcome.where(outcome["reason"] == DUPLICATE).count(),
+        duplicates=duplicates.count(),
     )
     lake.write_json(lake.join(clean_dir, lake.RECONCILIATION_FILE), summary)
-    for name in ("ids", "identity", "repeated", "outcome"):
+    for name in ("ids", "identity", "repeated"):
         lake.remove_dir(lake.join(work, name))
     if not keep_parsed:
         lake.remove_dir(work)
