@@ -492,6 +492,53 @@ def test_suite_on_spark_passes_valid_and_names_failures(suite, spark, settings):
     assert not broken_df.is_cached  # GX does not persist the frame (persist=False: re-reads are cheaper)
 
 
+def test_uniqueness_on_spark_counts_by_hash_aggregation_what_the_window_counts(spark):
+    """expectations/spark_metrics.py replaces GX's window plan of the uniqueness count on Spark: the same rows are
+    unexpected (every copy of a repeated value; nulls and rows outside the row condition not counted), so the same
+    pass or fail, with GX's own unexpected values in the details."""
+    import great_expectations as gx
+    from great_expectations.expectations.registry import get_metric_provider
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from expectations import spark_metrics
+
+    spark_metrics.register()
+    engine = gx.get_context(mode="ephemeral").data_sources.add_spark(name="u", persist=False).get_execution_engine()
+    provider = get_metric_provider(spark_metrics.UNIQUE_UNEXPECTED_COUNT, engine)[1]
+    assert provider is spark_metrics.unique_unexpected_count
+    # 3,000 rows: from row 2,000 on every 7th repeats the id of the row 2,000 before it; every 11th id is null; the
+    # types alternate, so the row condition keeps some pairs whole and cuts others
+    ids = [None if i % 11 == 0 else f"e{i % 2000 if i % 7 == 0 else i}" for i in range(3000)]
+    rows = [(event_id, "rate" if i % 2 else "click") for i, event_id in enumerate(ids)]
+    frame = spark.createDataFrame(rows, "event_id string, event_type string")
+    by_window = F.count(F.lit(1)).over(Window.partitionBy("event_id")) > 1
+
+    def unexpected(df):
+        return df.where(F.col("event_id").isNotNull()).withColumn("dup", by_window).where("dup").count()
+
+    def validate(df, **kwargs):
+        context = gx.get_context(mode="ephemeral")
+        batch = (
+            context.data_sources.add_spark(name="s", persist=False)
+            .add_dataframe_asset(name="a")
+            .add_batch_definition_whole_dataframe("w")
+            .get_batch(batch_parameters={"dataframe": df})
+        )
+        expectation = gx.expectations.ExpectColumnValuesToBeUnique(column="event_id", **kwargs)
+        return batch.validate(expectation, result_format="SUMMARY")
+
+    expected = unexpected(frame)
+    assert expected > 0
+    result = validate(frame)
+    assert (result.success, result.result["unexpected_count"]) == (False, expected)
+    assert pd.Series(ids, dtype=object).dropna().duplicated(keep=False).sum() == expected
+    rated = validate(frame, row_condition='event_type=="rate"', condition_parser="spark")
+    assert rated.result["unexpected_count"] == unexpected(frame.where("event_type = 'rate'"))
+    distinct = frame.dropDuplicates(["event_id"])
+    assert validate(distinct).success is True and validate(distinct).result["unexpected_count"] == 0
+
+
 def test_a_gate_s_suites_run_side_by_side_and_each_run_gets_its_page(spark, settings):
     """validate_spark_suites (a gate's suites in threads, one Data Docs build after the last): every suite is evaluated
     on its own frame, a failed one does not stop the others, each run and each suite has its own page with its status,
