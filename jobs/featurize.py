@@ -9,7 +9,8 @@ strength in [0, 1] (log-scaled, 1.0 at ``dwell_saturation_s``) and the interest 
 0 exposure such as impressions and skips, -1 negative such as dislikes), the rating (``ratings``, null when none)
 and the event's ``attention`` strength in [-1, 1] (:func:`attention`: from event type, rating and dwell), the
 UTC hour and weekday (0 = Monday) of each event and whether it opens a session (null without a session id), the signals
-as of each event's own time (:func:`as_of_signals`; only strictly earlier events count, no look-ahead): the item's heat
+as of each event's own time (:func:`item_signals` and jobs/user_pass.py; only strictly earlier events count, no
+look-ahead): the item's heat
 (``item_heats``) and positive interactions in the 7 days before (``item_counts_7d``), the user's events in the 7 days
 before (``user_events_7d``), and the event's ``devices`` (null when none); and the
 user's activity over the whole look-back (events, active days, first and last event), and ``seen_item_ids``: every
@@ -296,21 +297,19 @@ def _running_before(rows, key: str, window_ms: int, adds, weight=None):
     return rows.select("*", *columns)
 
 
-def as_of_signals(events, params: FeatureParams):
-    """``events`` with the signals as of each event's own time, from strictly earlier events only (no look-ahead;
-    an event at the same millisecond does not count), over the whole look-back:
+def item_signals(events, params: FeatureParams):
+    """``events`` with the item's signals as of each event's own time, from strictly earlier events only (no
+    look-ahead; an event at the same millisecond does not count), over the whole look-back:
 
     * ``item_heat``: the item's positive interactions (interest 1, as the item table's ``heat``) decayed with a
       ``heat_half_life_days`` half-life to the event's time, rounded to 4 decimals;
-    * ``item_count_7d``: the item's positive interactions in the ``as_of_window_days`` before the event;
-    * ``user_events_7d``: the user's events (any type) in the ``as_of_window_days`` before the event.
+    * ``item_count_7d``: the item's positive interactions in the ``as_of_window_days`` before the event.
 
-    Two window passes (one partitioned by item, one by user; the user one leaves the rows partitioned as the
-    sequences' per-user aggregation wants them, so that needs no further shuffle). The decayed sum is
-    exp(-r (t - t0)) * sum of exp(r (t_j - t0)) over earlier t_j, t0 the start of the look-back, exact in doubles
-    while the look-back spans at most 1,000 half-lives. For the decay (not for which events are earlier, nor for the
-    7-day counts) a time before the look-back counts as its start and one past the end of D plus a day as that
-    end: a late event older than the look-back is a year of half-lives old anyway."""
+    One window pass partitioned by item (the user's own ``user_events_7d`` comes from the per-user pass,
+    jobs/user_pass.py). The decayed sum is exp(-r (t - t0)) * sum of exp(r (t_j - t0)) over earlier t_j, t0 the start
+    of the look-back, exact in doubles while the look-back spans at most 1,000 half-lives. For the decay (not for
+    which events are earlier, nor for the 7-day counts) a time before the look-back counts as its start and one past
+    the end of D plus a day as that end: a late event older than the look-back is a year of half-lives old anyway."""
     from pyspark.sql import functions as F
 
     half_lives = (params.lookback_days + 2) / params.heat_half_life_days
@@ -327,35 +326,11 @@ def as_of_signals(events, params: FeatureParams):
     since = F.least(F.greatest(F.col("event_time_ms") - F.lit(origin), F.lit(0)), F.lit(span_ms))
     positive = F.expr(interest(params, "event_type")) == 1
     by_item = _running_before(events, "item_id", window_ms, positive, F.exp(since * rate))
-    by_item = by_item.select(
+    return by_item.select(
         *events.columns,
         F.col("_count").alias("item_count_7d"),
         F.round(F.exp(-since * rate) * F.col("_weight_sum"), 4).cast("float").alias("item_heat"),
     )
-    by_user = _running_before(by_item, "user_id", window_ms, F.lit(True))
-    return by_user.withColumnRenamed("_count", "user_events_7d")
-
-
-#: Per-event values computed as plain columns before the per-user aggregation and carried in its sorted structs, so
-#: each sequence array is one ``ev.<field>`` extraction (code-generated) instead of a per-element lambda.
-SEQUENCE_FIELDS = (
-    ("item_ids", "item_id"),
-    ("event_types", "event_type"),
-    ("event_times_ms", "event_time_ms"),
-    ("dwell_ms", "dwell_ms"),
-    ("time_gaps_ms", None),
-    ("dwell_strength", "_dwell_strength"),
-    ("interest", "_interest"),
-    ("ratings", "_rating"),
-    ("attention", "_attention"),
-    ("hours", "_hour"),
-    ("weekdays", "_weekday"),
-    ("session_starts", None),
-    ("item_heats", "item_heat"),
-    ("item_counts_7d", "item_count_7d"),
-    ("user_events_7d", "user_events_7d"),
-    ("devices", "device"),
-)
 
 
 def event_values(params: FeatureParams):
@@ -385,8 +360,17 @@ def event_values(params: FeatureParams):
 
 def transform_sequences(events, params: FeatureParams):
     """One row per user: their last ``max_seq_len`` events as time-ordered parallel arrays, activity, and the
-    sorted distinct ``seen_item_ids`` of the whole look-back."""
+    sorted distinct ``seen_item_ids`` of the whole look-back.
+
+    Spark computes every per-event value (the item signals, :func:`item_signals`, one window pass by item; the values
+    of :func:`event_values`; the event's date and whether its type is a seen one), shuffles the events by user, and
+    the per-user pass (jobs/user_pass.py, Arrow batches in Spark's Python workers) orders each user's events, counts
+    ``user_events_7d`` and cuts the arrays."""
+    from functools import partial
+
     from pyspark.sql import functions as F
+
+    from jobs import user_pass
 
     if "rating" not in events.columns:  # clean events always have it; small test frames may not
         events = events.withColumn("rating", F.lit(None).cast("double"))
@@ -394,65 +378,22 @@ def transform_sequences(events, params: FeatureParams):
         events = events.withColumn("session_id", F.lit(None).cast("string"))
     if "device" not in events.columns:
         events = events.withColumn("device", F.lit(None).cast("string"))
-    events = as_of_signals(events, params)
-    events = events.alias("e").select("*", *event_values(params))
-    # the sort key first (time, then the event's own columns for ties), the derived values after it: they follow
-    # from the columns before them, so they never decide an order
-    event = F.struct(
-        "event_time_ms",
-        "event_id",
-        "item_id",
-        "event_type",
-        "dwell_ms",
-        F.col("rating").cast("double").alias("rating"),
-        "session_id",
-        "item_heat",
-        "item_count_7d",
-        "user_events_7d",
-        "device",
-        *(name for _, name in SEQUENCE_FIELDS if name and name.startswith("_")),
-    )
-    # One aggregation per user (no shuffle of its own: as_of_signals' last window left the rows partitioned by user):
-    # all the user's events sorted oldest -> newest, of which the last max_seq_len are the sequence, and the activity
-    # over the whole look-back beside them.
-    seen = F.col("event_type").isin(list(params.seen_types)) if params.seen_types else F.lit(False)
-    grouped = events.groupBy("user_id").agg(  # collect_set skips the nulls `when` leaves
-        F.sort_array(F.collect_list(event)).alias("all_ev"),
-        F.array_sort(F.collect_set(F.when(seen, F.col("item_id")))).alias("seen_item_ids"),
-        # nullif(.., 0) changes no value (a user has at least one event and one day) and keeps both columns
-        # nullable, as the window-based version wrote them: the partitions' schema stays the same
-        F.nullif(F.count(F.lit(1)), F.lit(0)).alias("events_total"),
-        F.nullif(F.size(F.collect_set(F.to_date(F.timestamp_millis("event_time_ms")))), F.lit(0)).alias("active_days"),
-        F.min("event_time_ms").alias("first_event_ms"),
-        F.max("event_time_ms").alias("last_event_ms"),
-    )
-    newest = F.greatest(F.size("all_ev") - F.lit(params.max_seq_len) + 1, F.lit(1))
-    grouped = grouped.withColumn("ev", F.slice("all_ev", newest, F.lit(params.max_seq_len))).drop("all_ev")
-
-    def previous(field: str):
-        """``ev.<field>`` shifted one place right: the previous event's value, null for the first event."""
-        values = F.col(f"ev.{field}")
-        return F.concat(
-            F.array(F.lit(None).cast(events.schema[field].dataType)), F.slice(values, 1, F.size(values) - 1)
+    seen = F.col("e.event_type").isin(list(params.seen_types)) if params.seen_types else F.lit(False)
+    rows = (
+        item_signals(events, params)
+        .alias("e")
+        .select(
+            *(F.col(f"e.{name}") for name in user_pass.SORT_KEYS if name != "rating"),
+            F.col("e.rating").cast("double").alias("rating"),
+            "e.item_heat",
+            "e.item_count_7d",
+            *event_values(params),
+            F.unix_date(F.to_date(F.timestamp_millis("e.event_time_ms"))).alias("_day"),
+            seen.alias("_seen"),
         )
-
-    gaps = F.zip_with("ev.event_time_ms", previous("event_time_ms"), lambda t, before: t - before)
-    # the event opens a session: the first in the window, or another session than the event before
-    starts = F.expr(
-        "zip_with(ev.session_id, concat(array(CAST(NULL AS STRING)), slice(ev.session_id, 1, size(ev) - 1)), "
-        "(s, before) -> IF(s IS NULL, CAST(NULL AS BOOLEAN), before IS NULL OR s != before))"
     )
-    fields = {"time_gaps_ms": gaps, "session_starts": starts}
-    return grouped.select(
-        "user_id",
-        *(fields.get(name, F.col(f"ev.{field}")).alias(name) for name, field in SEQUENCE_FIELDS),
-        F.size("ev").cast("int").alias("length"),
-        F.col("events_total").cast("long").alias("events_total"),
-        F.col("active_days").cast("int").alias("active_days"),
-        "first_event_ms",
-        "last_event_ms",
-        "seen_item_ids",
-    )
+    per_user = partial(user_pass.per_user, window_ms=params.as_of_window_days * DAY_MS, max_len=params.max_seq_len)
+    return rows.repartition("user_id").mapInArrow(per_user, user_pass.output_schema())
 
 
 def transform_items(events, catalogue, vocab, params: FeatureParams):
@@ -540,8 +481,8 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
 def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str, str]:
     """Write the staged features (and the rejected catalogue lines, when there is a catalogue).
 
-    The sequences are written as the per-user aggregation left them (hash-partitioned by user, as many files as
-    adaptive execution made partitions, at most ``spark.sql.shuffle.partitions``), each file sorted by user: a
+    The sequences are written as the per-user pass left them (hash-partitioned by user, as many files as adaptive
+    execution made partitions, at most ``spark.sql.shuffle.partitions``), each file sorted by user: a
     repartition into a fixed number of files would shuffle every user's arrays once more (docs/benchmarks.md#etl)."""
     seq_dir = lake.staging(root, lake.FEATURE_SEQUENCES, dt)
     items_dir = lake.staging(root, lake.FEATURE_ITEMS, dt)

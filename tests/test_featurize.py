@@ -297,6 +297,65 @@ def test_seen_item_ids_cover_the_whole_look_back_not_only_the_last_events(spark)
     }
 
 
+def test_long_histories_of_many_users_match_a_plain_python_reference(spark):
+    """Users with up to 700 events over 20 days (MovieLens has such users), ties at the same millisecond, sessions
+    that come and go, spread over several shuffle partitions: every user's newest max_seq_len events, the gaps, the
+    session starts, user_events_7d and the activity equal a plain Python computation from the rows."""
+    import random
+
+    rng = random.Random(7)
+    day = 86_400_000
+    rows = []
+    for u in range(40):
+        n = rng.choice([1, 2, 5, 199, 200, 201, 700])
+        times = sorted(rng.randrange(0, 20 * day, 1 + rng.randrange(3) * 3_600_000) for _ in range(n))
+        for i, t in enumerate(times):
+            event_type = rng.choice(["click", "view", "impression", "rate"])
+            session = rng.choice([None, f"s{u}-{i // 10}"])
+            rows.append(
+                (
+                    f"e{u:02d}-{rng.randrange(10**6):06d}-{i}",
+                    f"u{u:02d}",
+                    f"m{rng.randrange(60)}",
+                    event_type,
+                    t,
+                    None,
+                    session,
+                )
+            )
+    ddl = EVENTS_DDL + ", session_id string"
+    params = FeatureParams("2026-01-21", max_seq_len=200)
+    epoch_rows = [(e, u, m, k, t + params.day_end_ms - 21 * day, d, s) for e, u, m, k, t, d, s in rows]
+    spark.conf.set("spark.sql.shuffle.partitions", "5")
+    try:
+        out = {r["user_id"]: r for r in transform_sequences(spark.createDataFrame(epoch_rows, ddl), params).collect()}
+    finally:
+        spark.conf.unset("spark.sql.shuffle.partitions")
+    window = params.as_of_window_days * day
+    by_user = {}
+    for row in epoch_rows:
+        by_user.setdefault(row[1], []).append(row)
+    assert sorted(out) == sorted(by_user)
+    for user, events in by_user.items():
+        events.sort(key=lambda r: (r[4], r[0], r[2], r[3]))
+        newest = events[-200:]
+        times = [r[4] for r in events]
+        got = out[user]
+        assert got["length"] == len(newest) and got["events_total"] == len(events)
+        assert got["item_ids"] == [r[2] for r in newest]
+        assert got["event_times_ms"] == [r[4] for r in newest]
+        assert got["time_gaps_ms"] == [None] + [b[4] - a[4] for a, b in zip(newest, newest[1:])]
+        sessions = [r[6] for r in newest]
+        assert got["session_starts"] == [
+            None if s is None else (i == 0 or sessions[i - 1] is None or sessions[i - 1] != s)
+            for i, s in enumerate(sessions)
+        ]
+        assert got["user_events_7d"] == [sum(1 for x in times if t - window <= x < t) for t in (r[4] for r in newest)]
+        assert got["active_days"] == len({t // day for t in times})
+        assert (got["first_event_ms"], got["last_event_ms"]) == (times[0], times[-1])
+        assert got["seen_item_ids"] == sorted({r[2] for r in events if r[3] != "impression"})
+
+
 def test_available_comes_from_the_newest_line_and_an_item_missing_from_the_catalogue_keeps_its_last_value(spark):
     from jobs.featurize import classify_catalogue
 
