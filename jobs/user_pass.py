@@ -112,9 +112,10 @@ def per_user(batches: Iterator, window_ms: int, max_len: int, rows_per_batch: in
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = pa.Table.from_batches(list(batches))
-    if table.num_rows == 0:
+    batches = list(batches)  # a partition no user hashed to may hand over no batch at all
+    if not batches or not any(batch.num_rows for batch in batches):
         return
+    table = pa.Table.from_batches(batches)
     order = pc.sort_indices(table, sort_keys=[(key, "ascending", "at_start") for key in SORT_KEYS])
     table = table.take(order).combine_chunks()
     n = table.num_rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -17,6 +18,19 @@ DAYS_TO_END = PARAMS.day_end_ms / 86_400_000  # events at ~epoch 0 are this many
 
 def events_df(spark, rows):
     return spark.createDataFrame(rows, EVENTS_DDL)
+
+
+@contextlib.contextmanager
+def session_conf(spark, settings: dict[str, str]):
+    """The shared session with ``settings`` for the block, its own values back after it."""
+    before = {key: spark.conf.get(key) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            spark.conf.set(key, value)
 
 
 def test_sequences_are_time_ordered_truncated_and_tie_broken(spark):
@@ -297,6 +311,17 @@ def test_seen_item_ids_cover_the_whole_look_back_not_only_the_last_events(spark)
     }
 
 
+def test_partitions_without_users_and_an_empty_day_give_no_rows_and_no_error(spark):
+    """Without adaptive execution most of the 8 shuffle partitions hold no user: the per-user pass gets no batch
+    there and writes nothing; an empty frame gives an empty result."""
+    rows = [("e1", "u1", "i1", "click", 5, None)]
+    with session_conf(spark, {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "8"}):
+        out = transform_sequences(events_df(spark, rows), PARAMS).collect()
+        empty = transform_sequences(events_df(spark, rows).limit(0), PARAMS).collect()
+    assert [(r["user_id"], r["item_ids"], r["length"]) for r in out] == [("u1", ["i1"], 1)]
+    assert empty == []
+
+
 def test_long_histories_of_many_users_match_a_plain_python_reference(spark):
     """Users with up to 700 events over 20 days (MovieLens has such users), ties at the same millisecond, sessions
     that come and go, spread over several shuffle partitions: every user's newest max_seq_len events, the gaps, the
@@ -326,11 +351,8 @@ def test_long_histories_of_many_users_match_a_plain_python_reference(spark):
     ddl = EVENTS_DDL + ", session_id string"
     params = FeatureParams("2026-01-21", max_seq_len=200)
     epoch_rows = [(e, u, m, k, t + params.day_end_ms - 21 * day, d, s) for e, u, m, k, t, d, s in rows]
-    spark.conf.set("spark.sql.shuffle.partitions", "5")
-    try:
+    with session_conf(spark, {"spark.sql.shuffle.partitions": "5"}):
         out = {r["user_id"]: r for r in transform_sequences(spark.createDataFrame(epoch_rows, ddl), params).collect()}
-    finally:
-        spark.conf.unset("spark.sql.shuffle.partitions")
     window = params.as_of_window_days * day
     by_user = {}
     for row in epoch_rows:
