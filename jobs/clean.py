@@ -451,15 +451,26 @@ def transform(raw, params: CleanParams, earlier=None):
     return split(classify(raw, params, earlier))
 
 
+#: The columns of the lines that are not clean that :func:`split_rejects` reads.
+REJECT_COLUMNS = ("raw_line", "reason", "source_file", "event_id")
+
+
 def split(outcome):
     """``(clean, quarantine, duplicates)`` from a classified outcome (a DataFrame or its parquet copy)."""
     from pyspark.sql import functions as F
 
+    return (outcome.where(F.col("reason").isNull()).select(*CLEAN_COLUMNS), *split_rejects(outcome))
+
+
+def split_rejects(outcome):
+    """``(quarantine, duplicates)`` from a classified outcome, or from a copy of its lines that are not clean (with
+    :data:`REJECT_COLUMNS` at least)."""
+    from pyspark.sql import functions as F
+
     reason = F.col("reason")
-    clean = outcome.where(reason.isNull()).select(*CLEAN_COLUMNS)
     quarantine = outcome.where(reason.isNotNull() & (reason != DUPLICATE)).select("raw_line", "reason", "source_file")
     duplicates = outcome.where(reason == DUPLICATE).select("raw_line", "source_file", "event_id")
-    return clean, quarantine, duplicates
+    return quarantine, duplicates
 
 
 def reconcile(dt: str, raw_lines: int, clean: int, quarantined_by_reason: dict[str, int], duplicates: int) -> dict:
@@ -513,8 +524,10 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
     day; the day's ``identity/users`` (pseudonym, user_id) is staged beside them. Quarantine keeps the raw line.
 
     A work copy of the parsed lines under ``_staging/clean_work/dt=D`` (deleted at the end) keeps it to one pass
-    over the raw text: the ids, the outputs and the counts are then read column-wise from parquet, each output
-    deciding its lines' outcome (:func:`decide`: broadcast joins, a shuffle only of the lines whose id repeats).
+    over the raw text: the ids, the outputs and the counts are then read column-wise from parquet. The lines'
+    outcome (:func:`decide`: broadcast joins, a shuffle only of the lines whose id repeats) is evaluated twice, once
+    for the clean write and once for a copy of the lines that are not clean, which the quarantine and the
+    duplicate count read.
     ``keep_parsed``: leave the parsed lines (:func:`parsed_lines_dir`) for the raw sample gate; the caller deletes
     the work directory (:func:`work_dir`) after it.
     """
@@ -566,10 +579,15 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
     if repeated.count() <= BROADCAST_REPEATED_IDS:
         repeated = F.broadcast(repeated)
     bots_possible = possible_bots(still_valid, params) > 0
-    # the outcome is not copied: each output (and the duplicate count) evaluates it from the parsed lines, a
-    # column-wise scan and broadcast joins, which costs less than writing and reading back every line's outcome
+    # every line's outcome is not copied: the clean write evaluates it from the parsed lines (a column-wise scan and
+    # broadcast joins, cheaper than writing and reading back every line's outcome); the lines it does not keep
+    # (quarantined or duplicates, few on a normal day) are copied once, and the quarantine and the duplicate count
+    # read that copy instead of evaluating the outcome over every line again each
     outcome = decide(pseudonymous, params, earlier, repeated, bots_possible)
-    clean, quarantine, duplicates = split(outcome)
+    rejects_dir = lake.join(work, "rejects")
+    outcome.where(outcome["reason"].isNotNull()).select(*REJECT_COLUMNS).write.mode("overwrite").parquet(rejects_dir)
+    clean = outcome.where(outcome["reason"].isNull()).select(*CLEAN_COLUMNS)
+    quarantine, duplicates = split_rejects(spark.read.parquet(rejects_dir))
     clean_dir, quarantine_dir = load(clean, quarantine, root, params.dt)
     progress("deduplicated, labelled bots, wrote clean and quarantine")
     by_reason = {
@@ -584,7 +602,7 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
         duplicates=duplicates.count(),
     )
     lake.write_json(lake.join(clean_dir, lake.RECONCILIATION_FILE), summary)
-    for name in ("ids", "identity", "repeated"):
+    for name in ("ids", "identity", "repeated", "rejects"):
         lake.remove_dir(lake.join(work, name))
     if not keep_parsed:
         lake.remove_dir(work)
