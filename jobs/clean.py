@@ -586,7 +586,7 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
     outcome = decide(pseudonymous, params, earlier, repeated, bots_possible)
     rejects_dir = lake.join(work, "rejects")
     outcome.where(outcome["reason"].isNotNull()).select(*REJECT_COLUMNS).write.mode("overwrite").parquet(rejects_dir)
-    clean = outcome.where(outcome["reason"].isNull()).select(*CLEAN_COLUMNS)
+    clean, _, _ = split(outcome)  # lazy: only the clean frame is ever evaluated from the full outcome
     quarantine, duplicates = split_rejects(spark.read.parquet(rejects_dir))
     clean_dir, quarantine_dir = load(clean, quarantine, root, params.dt)
     progress("deduplicated, labelled bots, wrote clean and quarantine")

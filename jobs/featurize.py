@@ -275,7 +275,7 @@ def attention(params: FeatureParams, e: str = "e") -> str:
 DAY_MS = 86_400_000
 
 
-def _running_before(rows, key: str, window_ms: int, adds, weight=None):
+def _running_before(rows, key: str, window_ms: int, adds, weight):
     """``rows`` with ``_count``: per ``key``, how many earlier rows (event_time_ms strictly before the row's own) with
     ``adds`` true lie in the ``window_ms`` before it, and ``_weight_sum``, the sum of ``weight`` over every earlier
     row with ``adds`` true (no window). One sort by (key, time) and running sums over frames that all begin at the
@@ -291,10 +291,11 @@ def _running_before(rows, key: str, window_ms: int, adds, weight=None):
     counted = F.count(F.when(adds, F.lit(1)))
     # one select: Spark evaluates all the frames in one window operator over one buffer of the key's rows (added one
     # withColumn at a time they became two operators, each buffering every row again)
-    columns = [(counted.over(before) - counted.over(before_window)).cast("int").alias("_count")]
-    if weight is not None:
-        columns.append(F.coalesce(F.sum(F.when(adds, weight)).over(before), F.lit(0.0)).alias("_weight_sum"))
-    return rows.select("*", *columns)
+    return rows.select(
+        "*",
+        (counted.over(before) - counted.over(before_window)).cast("int").alias("_count"),
+        F.coalesce(F.sum(F.when(adds, weight)).over(before), F.lit(0.0)).alias("_weight_sum"),
+    )
 
 
 def item_signals(events, params: FeatureParams):
