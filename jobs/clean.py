@@ -21,6 +21,7 @@ Run: ``spark-submit jobs/clean.py --dt 2026-01-31`` (or ``python jobs/clean.py -
 from __future__ import annotations
 
 import datetime as dt_
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import SecretBytes
@@ -516,7 +517,14 @@ def parsed_lines_dir(root: str, dt: str) -> str:
     return lake.join(work_dir(root, dt), "lines")
 
 
-def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, keep_parsed: bool = False) -> dict:
+def run(
+    spark,
+    root: str,
+    params: CleanParams,
+    key: SecretBytes | None = None,
+    keep_parsed: bool = False,
+    while_parsing: Callable[[], object] | None = None,
+) -> dict:
     """extract -> classify -> load, then count from the written files and write the reconciliation.
 
     Clean events carry the pseudonym of the user id (``key``; default: the lake's, :func:`attnrec.privacy.lake_key`,
@@ -529,7 +537,9 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
     for the clean write and once for a copy of the lines that are not clean, which the quarantine and the
     duplicate count read.
     ``keep_parsed``: leave the parsed lines (:func:`parsed_lines_dir`) for the raw sample gate; the caller deletes
-    the work directory (:func:`work_dir`) after it.
+    the work directory (:func:`work_dir`) after it. ``while_parsing``: called once the parse is planned, right
+    before its Spark job, the longest of the day, during which the driver's Python only waits (``main`` starts
+    GX's import there: started earlier, its pure-Python import held the GIL against the planning's Py4J calls).
     """
     import time
 
@@ -555,7 +565,10 @@ def run(spark, root: str, params: CleanParams, key: SecretBytes | None = None, k
             f"{len(gzipped)} gzip file(s) for {cores} cores: repartitioning the lines (land more files to avoid this)"
         )
         raw = raw.repartition(cores)
-    lines(raw, params, keep=RAW_SAMPLE_COLUMNS).write.mode("overwrite").parquet(parsed_lines_dir(root, params.dt))
+    parse = lines(raw, params, keep=RAW_SAMPLE_COLUMNS).write.mode("overwrite")
+    if while_parsing is not None:
+        while_parsing()
+    parse.parquet(parsed_lines_dir(root, params.dt))
     progress("parsed and checked every raw line")
     parsed = spark.read.parquet(parsed_lines_dir(root, params.dt)).drop(*RAW_SAMPLE_COLUMNS)
     identity_dir = lake.staging(root, lake.IDENTITY_USERS, params.dt)
@@ -630,12 +643,11 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
     spark = get_spark(
         f"attnrec-clean-{dt}", input_bytes=lake.raw_day_bytes(settings.data_root, dt)
     )  # a large day: the full JIT (attnrec/spark.py)
-    if validate:  # GX's import overlaps the Spark work (pyspark is imported by now) instead of following it
-        from jobs.validate import preload_gx
-
-        preload_gx()
+    preload = None
+    if validate:  # GX's import overlaps the parse's Spark job instead of following it
+        from jobs.validate import preload_gx as preload
     try:
-        summary = run(spark, settings.data_root, params, key, keep_parsed=validate)
+        summary = run(spark, settings.data_root, params, key, keep_parsed=validate, while_parsing=preload)
         print(
             f"clean dt={summary['dt']}: raw_lines={summary['raw_lines']} clean={summary['clean']} "
             f"quarantined={summary['quarantined']} duplicates={summary['duplicates']} "

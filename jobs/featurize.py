@@ -483,11 +483,12 @@ def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str
     """Write the staged features (and the rejected catalogue lines, when there is a catalogue).
 
     The sequences are written as the per-user pass left them (hash-partitioned by user, as many files as adaptive
-    execution made partitions, at most ``spark.sql.shuffle.partitions``), each file sorted by user: a
+    execution made partitions, at most ``spark.sql.shuffle.partitions``), each file sorted by user, as the pass yields
+    its rows (no sort of its own: a partition's user ids by their UTF-8 bytes, Spark's order of strings): a
     repartition into a fixed number of files would shuffle every user's arrays once more (docs/benchmarks.md#etl)."""
     seq_dir = lake.staging(root, lake.FEATURE_SEQUENCES, dt)
     items_dir = lake.staging(root, lake.FEATURE_ITEMS, dt)
-    sequences.sortWithinPartitions("user_id").write.mode("overwrite").parquet(seq_dir)
+    sequences.write.mode("overwrite").parquet(seq_dir)
     items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(items_dir)
     if rejected_items is not None:
         rejected_items.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.QUARANTINE_ITEMS, dt))

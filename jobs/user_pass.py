@@ -107,7 +107,8 @@ def output_schema():
 
 def per_user(batches: Iterator, window_ms: int, max_len: int, rows_per_batch: int = 4096) -> Iterator:
     """One Arrow record batch after another of one row per user of the partition ``batches`` (every event of a user
-    is in one partition). ``window_ms``: the as-of window of ``user_events_7d``; ``max_len``: the newest events kept."""
+    is in one partition), the rows in user order (ids by their UTF-8 bytes, as Spark sorts strings: featurize writes
+    them as they come). ``window_ms``: the as-of window of ``user_events_7d``; ``max_len``: the newest events kept."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc

@@ -352,7 +352,11 @@ def test_long_histories_of_many_users_match_a_plain_python_reference(spark):
     params = FeatureParams("2026-01-21", max_seq_len=200)
     epoch_rows = [(e, u, m, k, t + params.day_end_ms - 21 * day, d, s) for e, u, m, k, t, d, s in rows]
     with session_conf(spark, {"spark.sql.shuffle.partitions": "5"}):
-        out = {r["user_id"]: r for r in transform_sequences(spark.createDataFrame(epoch_rows, ddl), params).collect()}
+        sequences = transform_sequences(spark.createDataFrame(epoch_rows, ddl), params)
+        out = {r["user_id"]: r for r in sequences.collect()}
+        # each partition's rows come sorted by user (featurize.load writes them without a sort of its own)
+        partitions = [[r["user_id"] for r in rows] for rows in sequences.select("user_id").rdd.glom().collect()]
+    assert sum(len(p) > 1 for p in partitions) >= 2 and all(p == sorted(p) for p in partitions)
     window = params.as_of_window_days * day
     by_user = {}
     for row in epoch_rows:
