@@ -124,12 +124,15 @@ class Settings(BaseSettings):
         "driver with ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS instead; 0: never",
     )
     spark_large_day_java_options: str = Field(
-        "-XX:+UseParallelGC -XX:-DontCompileHugeMethods",
+        "-XX:+UseParallelGC -XX:-DontCompileHugeMethods -XX:Tier4InvocationThreshold=15000 "
+        "-XX:Tier4MinInvocationThreshold=1800 -XX:Tier4CompileThreshold=45000 -XX:Tier4BackEdgeThreshold=120000",
         validation_alias="ATTNREC_SPARK_LARGE_DAY_JAVA_OPTIONS",
         description="JVM options of the clean job's driver on a large day (ATTNREC_SPARK_LARGE_DAY_BYTES): the full "
         "JIT and a throughput GC, which pay for their slower start within seconds of work on millions of events, "
-        "and JIT compilation of Spark's large generated methods (HotSpot leaves methods over 8,000 bytes of bytecode "
-        "interpreted; clean's rule chain is one)",
+        "JIT compilation of Spark's large generated methods (HotSpot leaves methods over 8,000 bytes of bytecode "
+        "interpreted; clean's rule chain is one), and C2 (the optimising compiler) only for methods three times as "
+        "hot as by default: a day's many short queries each bring new generated code, and compiling all of it took "
+        "a third of the day's CPU on two cores",
     )
     spark_executor_java_options: str = Field(
         "-XX:-DontCompileHugeMethods",

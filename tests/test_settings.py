@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -191,6 +192,10 @@ def test_spark_submit_passes_the_executors_jvm_options_and_large_days_compile_hu
     monkeypatch.setenv("ATTNREC_SPARK_CLASS_ARCHIVE", "none")
     settings = get_settings()
     assert "-XX:-DontCompileHugeMethods" in settings.spark_large_day_java_options.split()
+    # the JVM that runs Spark takes every default option (a misspelt -XX flag stops it from starting)
+    for options in (settings.spark_large_day_java_options, settings.spark_driver_java_options):
+        java = subprocess.run(["java", *options.split(), "-version"], capture_output=True, text=True)
+        assert java.returncode == 0, java.stderr
     conf = _submit_conf(settings)
     assert conf["spark.executor.extraJavaOptions"] == "-XX:-DontCompileHugeMethods"
     assert conf["spark.pyspark.python"] == sys.executable
