@@ -116,14 +116,20 @@ def per_user(batches: Iterator, window_ms: int, max_len: int, rows_per_batch: in
     batches = list(batches)  # a partition no user hashed to may hand over no batch at all
     if not batches or not any(batch.num_rows for batch in batches):
         return
+    # the rows stay where they came; ``order`` lists them in the sequences' order, and each column is copied in that
+    # order only for the rows it is needed for (every row for the keys and counts, the kept rows for the arrays)
     table = pa.Table.from_batches(batches)
-    order = pc.sort_indices(table, sort_keys=[(key, "ascending", "at_start") for key in SORT_KEYS])
-    table = table.take(order).combine_chunks()
+    order = pc.sort_indices(table, sort_keys=[(key, "ascending", "at_start") for key in SORT_KEYS]).to_numpy()
     n = table.num_rows
 
-    def column(name: str) -> pa.Array:
-        values = table.column(name)
-        return values.chunk(0) if values.num_chunks == 1 else pa.concat_arrays(values.chunks)
+    def taken(name: str, rows: np.ndarray) -> pa.Array:
+        """Column ``name`` at ``rows`` (positions as the rows came), as one array."""
+        values = table.column(name).take(pa.array(rows))
+        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+
+    def ordered(name: str) -> np.ndarray:
+        """A column without nulls as numpy, in the sequences' order."""
+        return table.column(name).to_numpy()[order]
 
     def differs_from_previous(values: pa.Array) -> np.ndarray:
         """Per row: is it the first row, or does its value differ from the row before (two nulls are alike, as in
@@ -136,13 +142,13 @@ def per_user(batches: Iterator, window_ms: int, max_len: int, rows_per_batch: in
             out[1:] = differs.to_numpy(zero_copy_only=False)
         return out
 
-    users = column("user_id")
+    users = taken("user_id", order)
     new_user = differs_from_previous(users)
     starts = np.flatnonzero(new_user)
     ends = np.append(starts[1:], n)
     counts = ends - starts
     user_of_row = np.cumsum(new_user) - 1
-    times = column("event_time_ms").to_numpy()
+    times = ordered("event_time_ms")
 
     # user_events_7d: with the rows sorted by (user, time), key = user * span + time puts every user's times on one
     # increasing line, apart from the others; the events before t, less those before t - window, lie in [t - w, t)
@@ -159,7 +165,7 @@ def per_user(batches: Iterator, window_ms: int, max_len: int, rows_per_batch: in
     # the newest max_len events of each user, in order
     position = np.arange(n) - starts[user_of_row]
     kept = np.flatnonzero(position >= (counts - max_len)[user_of_row])
-    take = pa.array(kept)
+    take = order[kept]  # the kept rows, in order, where they lie in ``table``
     lengths = np.minimum(counts, max_len)
     ends_kept = np.cumsum(lengths)
     offsets = pa.array(np.concatenate([[0], ends_kept]).astype(np.int32))
@@ -169,7 +175,7 @@ def per_user(batches: Iterator, window_ms: int, max_len: int, rows_per_batch: in
     kept_times = times[kept]
     gaps = np.zeros(len(kept), dtype=np.int64)
     gaps[1:] = kept_times[1:] - kept_times[:-1]
-    sessions = column("session_id").take(take)
+    sessions = taken("session_id", take)
     previous = pa.concat_arrays([pa.nulls(1, sessions.type), sessions.slice(0, len(sessions) - 1)])
     previous = pc.if_else(pa.array(first_kept), pa.nulls(len(sessions), sessions.type), previous)
     # a session start: the first event kept, or another session than the event before; unknown without a session
@@ -181,15 +187,15 @@ def per_user(batches: Iterator, window_ms: int, max_len: int, rows_per_batch: in
     computed = {
         "time_gaps_ms": pa.array(gaps, mask=first_kept),
         "session_starts": session_starts,
-        "user_events_7d": pa.array(user_events.astype(np.int32)).take(take),
+        "user_events_7d": pa.array(user_events[kept].astype(np.int32)),
     }
     out = {"user_id": users.take(pa.array(starts))}
     for name, source, _, _ in ARRAYS:
-        values = computed[name] if source is None else column(source).take(take)
+        values = computed[name] if source is None else taken(source, take)
         out[name] = pa.ListArray.from_arrays(offsets, values)
 
     # the activity over every event of the look-back; days only grow with time within a user
-    days = column("_day").to_numpy(zero_copy_only=False)
+    days = ordered("_day")
     new_day = new_user.copy()
     new_day[1:] |= days[1:] != days[:-1]
     out["length"] = pa.array(lengths.astype(np.int32))
@@ -200,10 +206,10 @@ def per_user(batches: Iterator, window_ms: int, max_len: int, rows_per_batch: in
 
     # seen_item_ids: the distinct items of the user's seen events (a null item is no item), sorted by UTF-8 bytes as
     # Spark's array_sort sorts them
-    item_ids = column("item_id")
-    seen_rows = pc.and_(column("_seen").fill_null(False), pc.is_valid(item_ids))
-    seen = np.flatnonzero(seen_rows.to_numpy(zero_copy_only=False))
-    pairs = pa.table({"user": pa.array(user_of_row[seen]), "item": item_ids.take(pa.array(seen))})
+    item_ids = table.column("item_id")
+    seen_rows = pc.and_(table.column("_seen").fill_null(False), pc.is_valid(item_ids))
+    seen = np.flatnonzero(seen_rows.to_numpy()[order])
+    pairs = pa.table({"user": pa.array(user_of_row[seen]), "item": taken("item_id", order[seen])})
     pairs = pairs.take(
         pc.sort_indices(pairs, sort_keys=[("user", "ascending", "at_end"), ("item", "ascending", "at_end")])
     )
