@@ -4,9 +4,10 @@
 value that another row holds too. GX's Spark engine computes it as a window count over every row partitioned by
 the value (``count(1) OVER (PARTITION BY column) > 1``, then a count of the rows it flags): a shuffle and then a sort
 of the whole column. On the clean gate that is ``event_id`` of every event of the day, the gate's largest query
-(docs/benchmarks.md#etl). The same number is a hash aggregation: count the rows per value, keep the values counted
-more than once, sum their counts; and first per 64-bit hash of the value, so that a column without repeats (a gate
-that passes) aggregates 8 bytes a row, and only the rows whose hash repeats are counted again by value. Same rows
+(docs/benchmarks.md#etl). The same number is an aggregation: count the rows per value, keep the values counted
+more than once, sum their counts; and first per 64-bit hash of the value, found repeated or not by sorting the
+hashes per shuffle partition, so that a column without repeats (a gate that passes) shuffles and sorts 8 bytes a
+row, and only the rows whose hash repeats are counted again by value. Same rows
 (GX's domain records: the batch with its row condition and null filter applied), same count, so the same pass or
 fail; no sort.
 
@@ -42,22 +43,40 @@ def unique_unexpected_count(
 
 def repeated_rows(rows, column: str, key) -> int:
     """Rows of ``rows`` whose ``column`` value (null being one value, as in a window partition) occurs in more than
-    one row. Counted first on ``key(value)`` (a 64-bit hash: 8 bytes a row to aggregate and shuffle instead of the
-    value's text); distinct keys mean distinct values, so a day without repeats ends there. Where keys repeat, the
-    values of those rows only are counted exactly (a repeated key may be two different values)."""
+    one row. Checked first on ``key(value)`` (a 64-bit hash: 8 bytes a row to shuffle instead of the value's text),
+    by :func:`repeated_keys` (the keys shuffled by key, then sorted per partition by numpy: a column of distinct
+    keys in a hash aggregation builds a table as large as the column and reduces nothing); distinct keys mean
+    distinct values, so a day without repeats ends there. Where keys repeat, the values of those rows only are
+    counted exactly (a repeated key may be two different values)."""
     from pyspark.sql import functions as F
 
-    def repeated(frame, by: str):
-        """``by`` and its row count ``n``, for the values of ``by`` in more than one row of ``frame``."""
-        return frame.groupBy(by).agg(F.count(F.lit(1)).alias("n")).where(F.col("n") > 1)
-
-    keyed = rows.select(rows[column].alias("value"), key(rows[column]).alias("key"))
-    repeated_keys = repeated(keyed.select("key"), "key").select("key")
-    if repeated_keys.isEmpty():
+    # a null key (a null value, or a key function that gives null) is one key among the others
+    keyed = rows.select(rows[column].alias("value"), F.coalesce(key(rows[column]).cast("long"), F.lit(0)).alias("key"))
+    repeated = keyed.select("key").repartition("key").mapInArrow(repeated_keys, "key long")
+    if repeated.isEmpty():
         return 0
-    same_key = keyed["key"].eqNullSafe(repeated_keys["key"])  # a null key (a null value) is a key too
-    exact = repeated(keyed.join(repeated_keys, same_key, "left_semi").select("value"), "value")
+    exact = (
+        keyed.join(repeated, "key", "left_semi")
+        .groupBy("value")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .where(F.col("n") > 1)
+    )
     return int(exact.agg(F.coalesce(F.sum("n"), F.lit(0)).alias("rows")).first()["rows"])
+
+
+def repeated_keys(batches):
+    """The keys (one long column, no nulls) that occur more than once in a partition's Arrow batches, each once, as
+    Arrow batches (``mapInArrow``; runs in Spark's Python workers, like the features' per-user pass)."""
+    import numpy as np
+    import pyarrow as pa
+
+    columns = [batch.column(0).to_numpy() for batch in batches if batch.num_rows]
+    if not columns:
+        return
+    keys = np.sort(np.concatenate(columns))
+    repeated = np.unique(keys[1:][keys[1:] == keys[:-1]])
+    if len(repeated):
+        yield pa.RecordBatch.from_arrays([pa.array(repeated)], ["key"])
 
 
 def register() -> None:

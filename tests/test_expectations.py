@@ -492,7 +492,7 @@ def test_suite_on_spark_passes_valid_and_names_failures(suite, spark, settings):
     assert not broken_df.is_cached  # GX does not persist the frame (persist=False: re-reads are cheaper)
 
 
-def test_uniqueness_on_spark_counts_by_hash_aggregation_what_the_window_counts(spark):
+def test_uniqueness_on_spark_counts_by_hashes_what_the_window_counts(spark):
     """expectations/spark_metrics.py replaces GX's window plan of the uniqueness count on Spark: the same rows are
     unexpected (every copy of a repeated value; nulls and rows outside the row condition not counted), so the same
     pass or fail, with GX's own unexpected values in the details."""
