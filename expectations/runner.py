@@ -394,7 +394,7 @@ def validate_spark_suites(frames, dt: str, settings: Settings | None = None) -> 
     settings = settings or get_settings()
     check_dt(dt)
     _quiet_gx()
-    spark_metrics.register()  # uniqueness counted by a hash aggregation, not GX's window over every row
+    spark_metrics.register()  # uniqueness counted from sorted hashes, not GX's window over every row
 
     def run(suite_name: str, df):
         try:
