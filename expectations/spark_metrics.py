@@ -9,7 +9,7 @@ more than once, sum their counts; and first per 64-bit hash of the value, found 
 hashes per shuffle partition, so that a column without repeats (a gate that passes) shuffles and sorts 8 bytes a
 row, and only the rows whose hash repeats are counted again by value. Same rows
 (GX's domain records: the batch with its row condition and null filter applied), same count, so the same pass or
-fail; no sort.
+fail; no sort of the values themselves.
 
 :func:`register` replaces GX's Spark provider of that one metric with :func:`unique_unexpected_count`, once per
 process, through GX's metric registry (:func:`great_expectations.expectations.registry.register_metric`, the

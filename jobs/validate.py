@@ -35,8 +35,10 @@ def preload_gx():
     """Import Great Expectations in a background thread and return the thread.
 
     A job run with ``--validate`` calls this before its Spark work: GX's import (seconds of pure Python, paid once
-    per application) then overlaps the JVM start and the job's Spark stages, during which the driver's Python
-    thread only waits. :func:`gate`'s own import finds the module loaded, or waits on its import lock until it is.
+    per application) then overlaps the job's Spark stages, during which the driver's Python thread only waits. It
+    holds the GIL while it runs, so it slows the driver's own Python (planning's Py4J calls): the clean job calls it
+    right before its parse's Spark job (``jobs.clean.run``'s ``while_parsing``). :func:`gate`'s own import finds the
+    module loaded, or waits on its import lock until it is.
     """
     import threading
 
