@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 
 #: Session settings every attnrec job relies on: UTC times, no surprises from ANSI casts we guard ourselves.
 SESSION_CONF: dict[str, str] = {
@@ -25,6 +26,35 @@ def sql_strings(values) -> str:
     """``'a', 'b'``: string literals for a Spark SQL ``IN (...)`` list, quotes escaped; ``NULL`` for no values (an
     ``IN (NULL)`` matches nothing)."""
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values) or "NULL"
+
+
+def without_dictionary(writer, columns):
+    """``writer`` (a ``DataFrameWriter``) with Parquet's dictionary encoding off for ``columns`` (column paths; an
+    array's elements are ``name.list.element``): columns whose values hardly repeat (ids, times, measurements). The
+    writer hashes every value into a dictionary until it passes 1 MB and then writes plain values anyway, per row
+    group: a quarter to a third of writing a day's events went into that, and the files come out no larger
+    (docs/benchmarks.md#etl). Rows are the same; only the page encoding differs."""
+    for column in columns:
+        writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
+    return writer
+
+
+@contextmanager
+def session_conf(spark, conf: dict[str, str]):
+    """``conf`` set on ``spark``'s session for the queries run inside the block, the previous values back after it.
+    A query reads the settings when it runs, so this is for the query the block runs itself (not for queries of
+    other threads started meanwhile: they may see either value)."""
+    previous = {key: spark.conf.get(key, None) for key in conf}
+    for key, value in conf.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def launched_by_spark_submit() -> bool:

@@ -36,7 +36,7 @@ from attnrec.contracts import (
     REQUIRED_EVENT_FIELDS,
 )
 from attnrec.privacy import read_erased
-from attnrec.spark import sql_strings
+from attnrec.spark import sql_strings, without_dictionary
 from jobs.identity import identity_table, with_pseudonyms
 
 RAW_FIELDS = REQUIRED_EVENT_FIELDS + OPTIONAL_EVENT_FIELDS
@@ -52,6 +52,9 @@ CLEAN_COLUMNS = (
     "session_id",
     "device",
 )
+#: The clean events' columns whose values hardly repeat in a day, written without Parquet's dictionary encoding
+#: (:func:`attnrec.spark.without_dictionary`; the parse's work copy adds ``raw_line``)
+PLAIN_COLUMNS = ("event_id", "user_id", "item_id", "event_time", "event_time_ms", "session_id")
 #: Event times before this are impossible for a behaviour log (and usually a seconds/ms mix-up).
 MIN_EVENT_TIME_MS = 631152000000  # 1990-01-01T00:00:00Z
 
@@ -492,13 +495,18 @@ def reconcile(dt: str, raw_lines: int, clean: int, quarantined_by_reason: dict[s
     }
 
 
+def write_clean(clean, uri: str) -> None:
+    """Clean events as every writer of the dataset writes them (this job, erasure): four files hashed by user, each
+    sorted by user and time, :data:`PLAIN_COLUMNS` without dictionary encoding."""
+    ordered = clean.repartition(4, "user_id").sortWithinPartitions("user_id", "event_time_ms")
+    without_dictionary(ordered.write.mode("overwrite"), PLAIN_COLUMNS).parquet(uri)
+
+
 def load(clean, quarantine, root: str, dt: str) -> tuple[str, str]:
     """Write both outputs to their staging partitions, replacing whatever a previous attempt left."""
     clean_dir = lake.staging(root, lake.CLEAN_EVENTS, dt)
     quarantine_dir = lake.staging(root, lake.QUARANTINE_EVENTS, dt)
-    clean.repartition(4, "user_id").sortWithinPartitions("user_id", "event_time_ms").write.mode("overwrite").parquet(
-        clean_dir
-    )
+    write_clean(clean, clean_dir)
     # one file, written by one task after a shuffle of the quarantined lines only: coalesce(1) would also run the
     # lines' scan and checks in that one task
     quarantine.repartition(1).write.mode("overwrite").parquet(quarantine_dir)
@@ -565,7 +573,9 @@ def run(
             f"{len(gzipped)} gzip file(s) for {cores} cores: repartitioning the lines (land more files to avoid this)"
         )
         raw = raw.repartition(cores)
-    parse = lines(raw, params, keep=RAW_SAMPLE_COLUMNS).write.mode("overwrite")
+    parse = without_dictionary(
+        lines(raw, params, keep=RAW_SAMPLE_COLUMNS).write.mode("overwrite"), ("raw_line", *PLAIN_COLUMNS)
+    )
     if while_parsing is not None:
         while_parsing()
     parse.parquet(parsed_lines_dir(root, params.dt))

@@ -244,12 +244,12 @@ def _rewrite(spark, root: str, request_id: str, dataset: str, dt: str, keep, wri
     lake.replace_dir(staged, published)
 
 
-def _write_clean(df, uri: str) -> None:  # jobs/clean.py load()
-    df.repartition(4, "user_id").sortWithinPartitions("user_id", "event_time_ms").write.mode("overwrite").parquet(uri)
-
-
 def _write_sequences(df, uri: str) -> None:  # jobs/featurize.py load()
-    df.repartition(4, "user_id").sortWithinPartitions("user_id").write.mode("overwrite").parquet(uri)
+    from attnrec.spark import without_dictionary
+    from jobs.featurize import SEQUENCE_PLAIN_COLUMNS
+
+    ordered = df.repartition(4, "user_id").sortWithinPartitions("user_id")
+    without_dictionary(ordered.write.mode("overwrite"), SEQUENCE_PLAIN_COLUMNS).parquet(uri)
 
 
 def _write_items(df, uri: str) -> None:  # jobs/featurize.py load()
@@ -349,6 +349,7 @@ def run(spark, settings: Settings, request: Request, key: SecretBytes) -> dict:
     from pyspark.sql import functions as F
 
     from attnrec.privacy import add_erased, erased_tag, key_fingerprint, pseudonymizer
+    from jobs.clean import write_clean
 
     root = settings.data_root
     started = dt_.datetime.now(dt_.timezone.utc)
@@ -383,7 +384,7 @@ def run(spark, settings: Settings, request: Request, key: SecretBytes) -> dict:
     clean_days = _affected_days(spark, root, lake.CLEAN_EVENTS, "user_id", pseudonyms)
     for dt, n in sorted(clean_days.items()):
         _rewrite(spark, root, request.request_id, lake.CLEAN_EVENTS, dt,
-                 lambda d: d.where(~F.col("user_id").isin(pseudonyms)), _write_clean)  # fmt: skip
+                 lambda d: d.where(~F.col("user_id").isin(pseudonyms)), write_clean)  # fmt: skip
         note(lake.CLEAN_EVENTS, dt, n)
     log(f"clean events: {sum(clean_days.values())} rows removed")
 

@@ -48,13 +48,27 @@ from dataclasses import dataclass
 from attnrec import lake
 from attnrec.args import DataRoot, Dt, Validate, spark_submit_main
 from attnrec.contracts import EXPOSURE_EVENT_TYPES, NEGATIVE_EVENT_TYPES, SEEN_EVENT_TYPES
-from attnrec.spark import sql_strings
+from attnrec.spark import session_conf, sql_strings, without_dictionary
 
 ITEM_SCHEMA_DDL = (
     "item_id STRING, title STRING, categories ARRAY<STRING>, release_year STRING, published_at STRING, "
     "available BOOLEAN, _corrupt_record STRING"
 )
 
+
+#: The sequences' columns whose values hardly repeat, written without Parquet's dictionary encoding
+#: (:func:`attnrec.spark.without_dictionary`): the user, and the arrays of times and measurements
+SEQUENCE_PLAIN_COLUMNS = (
+    "user_id",
+    *(
+        f"{name}.list.element"
+        for name in ("event_times_ms", "time_gaps_ms", "dwell_ms", "dwell_strength", "attention", "item_heats")
+    ),
+)
+#: Spark's Arrow batches to the per-user pass are cut by rows only (``maxRecordsPerBatch``, 10,000 by default):
+#: with a byte limit Spark measures the whole batch after every row it adds, a tenth of the features' JVM time
+#: (docs/benchmarks.md#etl), and the pass holds its whole partition anyway (jobs/user_pass.py)
+ROWS_ONLY_ARROW_BATCHES = {"spark.sql.execution.arrow.maxBytesPerBatch": str(2**31 - 1)}
 
 ITEM_COLUMNS = (
     "item_idx",
@@ -488,7 +502,8 @@ def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str
     repartition into a fixed number of files would shuffle every user's arrays once more (docs/benchmarks.md#etl)."""
     seq_dir = lake.staging(root, lake.FEATURE_SEQUENCES, dt)
     items_dir = lake.staging(root, lake.FEATURE_ITEMS, dt)
-    sequences.write.mode("overwrite").parquet(seq_dir)
+    with session_conf(sequences.sparkSession, ROWS_ONLY_ARROW_BATCHES):  # the per-user pass runs in this write
+        without_dictionary(sequences.write.mode("overwrite"), SEQUENCE_PLAIN_COLUMNS).parquet(seq_dir)
     items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(items_dir)
     if rejected_items is not None:
         rejected_items.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.QUARANTINE_ITEMS, dt))

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from jobs.clean import CleanParams, extract, reconcile, run, transform
+from tests.parquet_encoding import dictionary_encoded
 
 DT = "2026-01-02"
 PARAMS = CleanParams(dt=DT, event_time_tolerance_hours=24, max_dwell_ms=3_600_000)
@@ -209,6 +210,25 @@ def test_run_reads_plain_and_gzip_and_writes_staged_outputs(spark, tmp_path):
     assert lake.is_complete(lake.staging(root, lake.QUARANTINE_EVENTS, DT))
     assert not lake.exists(lake.partition(root, lake.CLEAN_EVENTS, DT))  # nothing published before the gate
     assert not lake.exists(lake.join(root, lake.STAGING, "clean_work", f"dt={DT}"))  # work copies removed
+
+
+def test_clean_events_are_written_with_ids_and_times_plain_and_the_rest_with_dictionaries(spark, tmp_path):
+    """write_clean (clean's and erasure's writer): ids, times and sessions without dictionary encoding (their values
+    hardly repeat), event type and device with it; the rows are the ones given."""
+    from jobs.clean import PLAIN_COLUMNS, write_clean
+
+    rows = [
+        (f"e{i}", f"u{i % 9}", f"m{i % 40}", "view", None, 1_000 * i, None, None, f"s{i}", "ios") for i in range(400)
+    ]
+    ddl = (
+        "event_id string, user_id string, item_id string, event_type string, event_time timestamp, "
+        "event_time_ms long, dwell_ms long, rating double, session_id string, device string"
+    )
+    write_clean(spark.createDataFrame(rows, ddl), str(tmp_path / "clean"))
+    encoded = dictionary_encoded(tmp_path / "clean")
+    assert set(PLAIN_COLUMNS) >= {"event_id", "user_id", "event_time_ms"}
+    assert not any(encoded[c] for c in PLAIN_COLUMNS) and encoded["event_type"] and encoded["device"]
+    assert sorted(tuple(r) for r in spark.read.parquet(str(tmp_path / "clean")).collect()) == sorted(rows)
 
 
 def test_the_identity_table_is_the_same_on_the_driver_and_in_the_udf(spark, tmp_path):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 
+from attnrec.spark import session_conf
 from jobs.featurize import FeatureParams, clean_partitions, transform_items, transform_sequences
 
 EVENTS_DDL = "event_id string, user_id string, item_id string, event_type string, event_time_ms long, dwell_ms long"
@@ -18,19 +18,6 @@ DAYS_TO_END = PARAMS.day_end_ms / 86_400_000  # events at ~epoch 0 are this many
 
 def events_df(spark, rows):
     return spark.createDataFrame(rows, EVENTS_DDL)
-
-
-@contextlib.contextmanager
-def session_conf(spark, settings: dict[str, str]):
-    """The shared session with ``settings`` for the block, its own values back after it."""
-    before = {key: spark.conf.get(key) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            spark.conf.set(key, value)
 
 
 def test_sequences_are_time_ordered_truncated_and_tie_broken(spark):
@@ -432,3 +419,23 @@ def test_seen_event_types_setting_defaults_to_every_type_but_impression(monkeypa
     monkeypatch.setenv("ATTNREC_SEEN_EVENT_TYPES", "rate,watched")
     with pytest.raises(ValueError, match=r"ATTNREC_SEEN_EVENT_TYPES='rate,watched' names unknown event types"):
         get_settings()
+
+
+def test_load_writes_ids_and_times_without_dictionaries_and_restores_the_arrow_batch_limit(spark, tmp_path):
+    """featurize.load: the user ids and the arrays of times and measurements are written without dictionary encoding
+    (their values hardly repeat), the item ids and event types with it; the per-user pass runs with Arrow batches cut
+    by rows only, and the session's byte limit is what it was once the write is done."""
+    from jobs.featurize import SEQUENCE_PLAIN_COLUMNS, load
+    from tests.parquet_encoding import dictionary_encoded
+
+    rows = [(f"e{i}", f"u{i % 7}", f"m{i % 3}", "click", 1_000 * i, 500 + i) for i in range(60)]
+    limit = "spark.sql.execution.arrow.maxBytesPerBatch"
+    before = spark.conf.get(limit)
+    items = transform_items(events_df(spark, rows), None, None, PARAMS)
+    seq_dir, _ = load(transform_sequences(events_df(spark, rows), PARAMS), items, str(tmp_path), PARAMS.dt)
+    assert spark.conf.get(limit) == before
+    encoded = dictionary_encoded(seq_dir)
+    plain = {"user_id", "event_times_ms.list.element", "item_heats.list.element", "dwell_ms.list.element"}
+    assert plain <= set(SEQUENCE_PLAIN_COLUMNS) and not any(encoded[c] for c in plain)
+    assert encoded["item_ids.list.element"] and encoded["event_types.list.element"]
+    assert spark.read.parquet(seq_dir).count() == 7
