@@ -4,7 +4,7 @@ Each stage runs the way the DAG runs it, one process per job (``python jobs/<job
 then its gate in the same Spark application; clean's application then builds and gates the day's features, which
 the featurize process adopts) with ATTNREC_DATA_ROOT pointing at a temporary lake, and publishes through
 :mod:`attnrec.lake`. For every stage it prints the job's steps and gates as they finished (seconds since its process
-started), wall seconds per part (split at the lines where a gate or the features begin: :data:`PART_MARKS`), events
+started), wall seconds per part (split at the lines that begin a gate or the features: :data:`PART_MARKS`), events
 per second and the peak resident memory of the whole process tree (Python driver plus its JVM), sampled with psutil
 every 0.5 s.
 
@@ -191,14 +191,12 @@ def measure_dags_test(root: Path, dt: str, env: dict[str, str]) -> tuple[float, 
 
 
 GATE_MARK = "gate dt="  # jobs/validate.py's first line: where a job's gate begins
-#: Lines a --validate job prints where one of its parts begins: (regular expression the line matches, part, floor
-#: stage compared with). jobs/clean.py --validate builds the day's features too, while its gate runs (jobs/featurize.py
-#: prebuild): the clean gate's part lasts until its verdict (the features built meanwhile count in it), the features'
-#: own part is what their build takes beyond it.
+#: Lines a --validate job prints where one of its parts begins: (text in the line, part, floor stage compared with).
+#: jobs/clean.py --validate builds the day's features too, after its gate (jobs/featurize.py prebuild).
 PART_MARKS = (
-    (r"building the features in this application", "clean gate", "clean"),
-    (r"clean_events gate dt=\S+: all checks passed", "featurize (in clean's application)", "featurize"),
-    (r"features gate dt=", "featurize gate", "featurize"),
+    ("clean_events gate dt=", "clean gate", "clean"),
+    ("building the features in this application", "featurize (in clean's application)", "featurize"),
+    ("features gate dt=", "featurize gate", "featurize"),
 )
 
 
@@ -214,7 +212,7 @@ def split_parts(name: str, floor_name: str, seconds: float, lines: list) -> list
         return [(f"{name} start-up", at, floor_name), (name, seconds - at, floor_name)]
     starts = [(name, 0.0, floor_name)]
     for mark, part, part_floor in PART_MARKS:
-        at = next((t for t, line in lines if re.search(mark, line)), None)
+        at = next((t for t, line in lines if mark in line), None)
         if at is not None:
             starts.append((part, at, part_floor))
     ends = [at for _, at, _ in starts[1:]] + [seconds]

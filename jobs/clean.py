@@ -666,27 +666,20 @@ def main(dt: Dt, data_root: DataRoot = None, validate: Validate = False) -> int:
         )
         if not validate:
             return 0
-        from jobs import featurize
         from jobs.validate import gate
 
-        passed = False
+        try:  # the raw sample gate samples the lines this job parsed instead of parsing raw text again
+            code = gate(spark, "clean_events", dt, settings, parsed_lines=parsed_lines_dir(settings.data_root, dt))
+        finally:
+            lake.remove_dir(work_dir(settings.data_root, dt))
+        if code != 0:
+            return 1
+        # the day's features too, in this application, from the staged clean partition; the featurize task adopts
+        # them when its inputs are still the same (jobs/featurize.py), else builds them itself
+        from jobs import featurize
 
-        def clean_gate() -> bool:
-            nonlocal passed
-            try:  # the raw sample gate samples the lines this job parsed instead of parsing raw text again
-                passed = (
-                    gate(spark, "clean_events", dt, settings, parsed_lines=parsed_lines_dir(settings.data_root, dt))
-                    == 0
-                )
-            finally:
-                lake.remove_dir(work_dir(settings.data_root, dt))
-            return passed
-
-        # the day's features too, in this application, from the staged clean partition: built while the gate runs,
-        # gated once it passed; the featurize task adopts them when its inputs are still the same (jobs/featurize.py),
-        # else builds them itself
-        featurize.prebuild(spark, settings, featurize.params_from(settings, dt), alongside=clean_gate)
-        return 0 if passed else 1
+        featurize.prebuild(spark, settings, featurize.params_from(settings, dt))
+        return 0
     finally:
         spark.stop()
 

@@ -32,10 +32,9 @@ after its gate, so in the DAG it is always published by the time this runs). ``_
 sequences lists the clean days read and the vocabulary carried over; the features gate fails when a day of the
 look-back window has raw events but was not among them.
 
-``jobs/clean.py --validate`` calls :func:`prebuild` with its gate: the features are built in the clean job's
-Spark application while that gate runs (one JVM a day instead of two), and gated once it passed. ``featurize
---validate`` then adopts those staged features (:func:`adopt_prebuilt`) when today's inputs have the fingerprint
-they were built from, and builds them otherwise.
+``jobs/clean.py --validate`` calls :func:`prebuild` after its gate passes: the features and their gate in the clean
+job's Spark application (one JVM a day instead of two). ``featurize --validate`` then adopts those staged features
+(:func:`adopt_prebuilt`) when today's inputs have the fingerprint they were built from, and builds them otherwise.
 
 Run: ``spark-submit jobs/featurize.py --dt 2026-01-31``.
 """
@@ -44,7 +43,6 @@ from __future__ import annotations
 
 import datetime as dt_
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from attnrec import lake
@@ -572,63 +570,27 @@ def input_fingerprint(root: str, params: FeatureParams) -> dict:
     return json.loads(json.dumps(fingerprint))  # tuples as lists: comparable with a record read back
 
 
-def prebuild(spark, settings, params: FeatureParams, alongside: Callable[[], bool] | None = None) -> bool:
-    """Build day D's features and run their gate in the caller's Spark application (the clean job's: one
-    application a day instead of two), from the staged clean partition of D.
-
-    ``alongside`` (clean's own gate) runs on this thread while the features are built on another: the gate is mostly
-    the driver's Python and small Spark jobs, the build mostly the executors' work, so the two overlap (seconds a
-    day, docs/benchmarks.md#etl). When it returns False the build's Spark jobs are cancelled, its staged outputs
-    removed and nothing is recorded; the features' own gate runs only after both.
+def prebuild(spark, settings, params: FeatureParams) -> bool:
+    """Build day D's features and run their gate in the caller's Spark application (the clean job's, right after
+    its own gate passed: one application a day instead of two), from the staged clean partition of D.
 
     Records the inputs (:func:`input_fingerprint`) beside staging when the gate passes; the featurize task then
     adopts the staged features instead of building them again (:func:`adopt_prebuilt`). Returns whether it did.
-    Never fails its caller for the features: when the build or their gate fails nothing is recorded, and the
-    featurize task builds the features itself and reports the failure there, where it belongs.
+    Never fails its caller: when the build or the gate fails nothing is recorded, and the featurize task builds
+    the features itself and reports the failure there, where it belongs.
     """
-    from concurrent.futures import ThreadPoolExecutor, wait
-
     from jobs.validate import gate
 
     root = settings.data_root
     record = prebuilt_record(root, params.dt)
-    group = f"attnrec-features-ahead-{params.dt}"
-
-    def build() -> dict:
-        spark.sparkContext.setJobGroup(group, f"features of {params.dt}, built ahead", interruptOnCancel=True)
+    print(f"featurize dt={params.dt}: building the features in this application (adopted by the featurize task)")
+    try:
         inputs = input_fingerprint(root, params)
         run(spark, root, params)
-        return inputs
-
-    print(f"featurize dt={params.dt}: building the features in this application (adopted by the featurize task)")
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-ahead") as pool:
-        building = pool.submit(build)
-        go_on = False
-        try:
-            go_on = alongside() if alongside is not None else True
-        finally:  # a failed gate, or one that raised: the build stops, and what it staged goes
-            if not go_on:
-                spark.sparkContext.cancelJobGroup(group)
-                wait([building])
-                for dataset in (lake.FEATURE_SEQUENCES, lake.FEATURE_ITEMS, lake.QUARANTINE_ITEMS):
-                    lake.remove_dir(lake.staging(root, dataset, params.dt))
-        try:
-            inputs = building.result()
-        except Exception as err:  # noqa: BLE001 - reported, and the featurize task does the work again
-            inputs = None
-            if go_on:
-                print(f"featurize dt={params.dt}: building ahead failed ({type(err).__name__}: {err}); the "
-                      "featurize task builds the features itself")  # fmt: skip
-    if not go_on:
-        print(f"featurize dt={params.dt}: stopped building ahead (the clean gate failed); staged features removed")
-        return False
-    if inputs is None:
-        return False
-    try:
         passed = gate(spark, "features", params.dt, settings) == 0
     except Exception as err:  # noqa: BLE001 - reported, and the featurize task does the work again
-        print(f"featurize dt={params.dt}: the features gate could not run here ({type(err).__name__}: {err}); the "
-              "featurize task builds the features itself")  # fmt: skip
+        print(f"featurize dt={params.dt}: building ahead failed ({type(err).__name__}: {err}); the featurize task "
+              "builds the features itself")  # fmt: skip
         return False
     if not passed:
         print(f"featurize dt={params.dt}: the features gate failed here; the featurize task builds them again and "
