@@ -32,7 +32,7 @@ def without_dictionary(writer, columns):
     """``writer`` (a ``DataFrameWriter``) with Parquet's dictionary encoding off for ``columns`` (column paths; an
     array's elements are ``name.list.element``): columns whose values hardly repeat (ids, times, measurements). The
     writer hashes every value into a dictionary until it passes 1 MB and then writes plain values anyway, per row
-    group: a quarter to a third of writing a day's events went into that, and the files come out no larger
+    group: a fifth to a quarter of writing a day's events went into that, and the files come out no larger
     (docs/benchmarks.md#etl). Rows are the same; only the page encoding differs."""
     for column in columns:
         writer = writer.option(f"parquet.enable.dictionary#{column}", "false")

@@ -109,11 +109,8 @@ def test_hour_weekday_and_session_starts_in_utc(spark):
         ("e4", "u1", "d", "view", monday_2330 + 6 * 86_400_000, None, None),  # Sunday 23:30, no session id
     ]
     ddl = EVENTS_DDL + ", session_id string"
-    spark.conf.set("spark.sql.session.timeZone", "America/New_York")  # the columns are UTC whatever the zone
-    try:
+    with session_conf(spark, {"spark.sql.session.timeZone": "America/New_York"}):  # UTC columns whatever the zone
         (row,) = transform_sequences(spark.createDataFrame(rows, ddl), PARAMS).collect()
-    finally:
-        spark.conf.set("spark.sql.session.timeZone", "UTC")
     assert row["hours"] == [23, 23, 0, 23]
     assert row["weekdays"] == [0, 0, 1, 6]
     assert row["session_starts"] == [True, False, True, None]
