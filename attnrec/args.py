@@ -8,6 +8,7 @@ names the value and the expected form, and exit code 2 (a usage error), never a 
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Literal, NoReturn
@@ -79,8 +80,14 @@ def spark_submit_main(command: Callable[..., int], prog: str) -> NoReturn:
 
     @functools.wraps(command)
     def run(*args, **kwargs) -> None:
-        with one_line_errors(prog, (FileNotFoundError,)):
-            code = command(*args, **kwargs)
+        try:
+            with one_line_errors(prog, (FileNotFoundError,)):
+                code = command(*args, **kwargs)
+        finally:
+            # the job is done: what is left is the interpreter's exit, whose collections would walk every object GX,
+            # pandas and PySpark made (a second of a gated job's exit on 2 cores, docs/benchmarks.md#etl); frozen,
+            # they are left to the process's end
+            gc.freeze()
         raise typer.Exit(code or 0)
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)

@@ -39,6 +39,15 @@ def without_dictionary(writer, columns):
     return writer
 
 
+def without_statistics(writer, columns):
+    """``writer`` (a ``DataFrameWriter``) without Parquet's min/max statistics for ``columns``: for a work copy that
+    no reader filters on those columns, where the writer would compare every value with the page's and the row
+    group's bounds for nothing (long texts such as a raw line most of all; docs/benchmarks.md#etl)."""
+    for column in columns:
+        writer = writer.option(f"parquet.column.statistics.enabled#{column}", "false")
+    return writer
+
+
 @contextmanager
 def session_conf(spark, conf: dict[str, str]):
     """``conf`` set on ``spark``'s session for the queries run inside the block, the previous values back after it.

@@ -36,7 +36,7 @@ from attnrec.contracts import (
     REQUIRED_EVENT_FIELDS,
 )
 from attnrec.privacy import read_erased
-from attnrec.spark import sql_strings, without_dictionary
+from attnrec.spark import sql_strings, without_dictionary, without_statistics
 from jobs.identity import identity_table, with_pseudonyms
 
 RAW_FIELDS = REQUIRED_EVENT_FIELDS + OPTIONAL_EVENT_FIELDS
@@ -53,8 +53,11 @@ CLEAN_COLUMNS = (
     "device",
 )
 #: The clean events' columns whose values hardly repeat in a day, written without Parquet's dictionary encoding
-#: (:func:`attnrec.spark.without_dictionary`; the parse's work copy adds ``raw_line``)
+#: (:func:`attnrec.spark.without_dictionary`)
 PLAIN_COLUMNS = ("event_id", "user_id", "item_id", "event_time", "event_time_ms", "session_id")
+#: The parse's work copy's (:func:`run`): the same and the raw text, without dictionaries and without min/max
+#: statistics (:func:`attnrec.spark.without_statistics`: the job's reads of it filter on none of them)
+WORK_PLAIN_COLUMNS = ("raw_line", *PLAIN_COLUMNS)
 #: Event times before this are impossible for a behaviour log (and usually a seconds/ms mix-up).
 MIN_EVENT_TIME_MS = 631152000000  # 1990-01-01T00:00:00Z
 
@@ -248,7 +251,14 @@ def rule_reason(params: CleanParams):
     event_time_ms = EVENT_TIME_MS
     dwell_ms = f"CASE WHEN {present('dwell_ms')} THEN try_cast({trimmed('dwell_ms')} AS BIGINT) END"
     rating = f"CASE WHEN {present('rating')} THEN try_cast({trimmed('rating')} AS DOUBLE) END"
-    event_type = f"lower({trimmed('event_type')})"
+    # lower() of the type, but a type that is one of the contract's already (every line of a well-formed log) is
+    # taken as it is, which lower() would give back unchanged: Spark's lower() is ICU's, whose case tables take its
+    # first call 0.6-2 s to build (one task thread builds them, the other waits; docs/benchmarks.md#etl), and a
+    # day whose types are all lowercase then never calls it
+    event_type = (
+        f"CASE WHEN {trimmed('event_type')} IN ({sql_strings(EVENT_TYPES)}) THEN {trimmed('event_type')} "
+        f"ELSE lower({trimmed('event_type')}) END"
+    )
 
     missing = [
         (f"NOT {present(n)} OR ({jtype(n)} = 'STRING' AND {trimmed(n)} = '')", f"missing_{n}")
@@ -573,9 +583,8 @@ def run(
             f"{len(gzipped)} gzip file(s) for {cores} cores: repartitioning the lines (land more files to avoid this)"
         )
         raw = raw.repartition(cores)
-    parse = without_dictionary(
-        lines(raw, params, keep=RAW_SAMPLE_COLUMNS).write.mode("overwrite"), ("raw_line", *PLAIN_COLUMNS)
-    )
+    parse = lines(raw, params, keep=RAW_SAMPLE_COLUMNS).write.mode("overwrite")
+    parse = without_statistics(without_dictionary(parse, WORK_PLAIN_COLUMNS), WORK_PLAIN_COLUMNS)
     if while_parsing is not None:
         while_parsing()
     parse.parquet(parsed_lines_dir(root, params.dt))

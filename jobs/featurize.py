@@ -500,13 +500,26 @@ def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str
     execution made partitions, at most ``spark.sql.shuffle.partitions``), each file sorted by user, as the pass yields
     its rows (no sort of its own: a partition's user ids by their UTF-8 bytes, Spark's order of strings): a
     repartition into a fixed number of files would shuffle every user's arrays once more (docs/benchmarks.md#etl)."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
     seq_dir = lake.staging(root, lake.FEATURE_SEQUENCES, dt)
     items_dir = lake.staging(root, lake.FEATURE_ITEMS, dt)
-    with session_conf(sequences.sparkSession, ROWS_ONLY_ARROW_BATCHES):  # the per-user pass runs in this write
-        without_dictionary(sequences.write.mode("overwrite"), SEQUENCE_PLAIN_COLUMNS).parquet(seq_dir)
-    items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(items_dir)
-    if rejected_items is not None:
-        rejected_items.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.QUARANTINE_ITEMS, dt))
+
+    def write_items() -> None:
+        items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(items_dir)
+        if rejected_items is not None:
+            rejected_items.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.QUARANTINE_ITEMS, dt))
+
+    # the item table's small jobs run beside the sequences' long stages, on the core a stage's last task leaves idle
+    # (Spark's FIFO scheduler gives a slot to the later job only when the earlier has no task waiting)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurize-items") as pool:
+        items_written = pool.submit(write_items)
+        try:
+            with session_conf(sequences.sparkSession, ROWS_ONLY_ARROW_BATCHES):  # the per-user pass runs here
+                without_dictionary(sequences.write.mode("overwrite"), SEQUENCE_PLAIN_COLUMNS).parquet(seq_dir)
+        finally:  # a failed sequences write still waits for the items (and reports its own error)
+            wait([items_written])
+    items_written.result()  # the items' error, if any
     return seq_dir, items_dir
 
 

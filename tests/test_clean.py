@@ -10,7 +10,7 @@ import json
 import pytest
 
 from jobs.clean import CleanParams, extract, reconcile, run, transform
-from tests.parquet_encoding import dictionary_encoded
+from tests.parquet_encoding import dictionary_encoded, with_min_max
 
 DT = "2026-01-02"
 PARAMS = CleanParams(dt=DT, event_time_tolerance_hours=24, max_dwell_ms=3_600_000)
@@ -51,6 +51,25 @@ def test_valid_event_is_normalised(spark):
     assert row["event_time"].isoformat() == "2026-01-02T08:00:00"
     assert row["dwell_ms"] == 1200 and row["rating"] is None
     assert row["session_id"] is None and row["device"] == "ios"
+
+
+def test_event_types_are_lowercased_exactly_as_sparks_lower(spark):
+    """The rules take a type that is already one of the contract's as it is and lower() every other: the outcome
+    must be Spark's lower() of the trimmed text for every kind of text, non-ASCII ones whose lowercase is ASCII
+    (the Kelvin sign's is "k") or longer (a dotted capital I's) included."""
+    from pyspark.sql import functions as F
+
+    from jobs.clean import lines
+
+    types = ["view", " click ", "VIEW", "Rate", "CLIC\u212a", "\u0130mpression", "\u03a3\u0391\u03a3", "teleport", ""]
+    lines_of_day = [(ev(event_id=f"e{i}", event_type=t), "f.jsonl") for i, t in enumerate(types)]
+    raw = spark.createDataFrame(lines_of_day, "raw_line string, source_file string")
+    got = {r["event_id"]: r["event_type"] for r in lines(raw, PARAMS).collect()}
+    expected = spark.createDataFrame([(f"e{i}", t) for i, t in enumerate(types)], "event_id string, t string")
+    lowered = expected.select("event_id", F.lower(F.trim("t")).alias("lowered"))
+    want = {r["event_id"]: r["lowered"] for r in lowered.collect()}
+    assert got == want
+    assert got["e4"] == "click" and got["e0"] == "view" and got["e1"] == "click"
 
 
 def test_epoch_millis_and_numeric_ratings_are_accepted(spark):
@@ -270,6 +289,11 @@ def test_the_raw_sample_gate_in_clean_s_application_samples_the_lines_clean_pars
     summary = run(spark, root, PARAMS, keep_parsed=True)
     parsed = clean.parsed_lines_dir(root, DT)
     columns = ["raw_line", *clean.RAW_SAMPLE_COLUMNS]
+    # the work copy: the raw text, ids and times without dictionaries or min/max statistics, the rest with both
+    encoded, bounded = dictionary_encoded(parsed), with_min_max(parsed)
+    assert {"raw_line", "event_id", "event_time_ms"} <= set(clean.WORK_PLAIN_COLUMNS)
+    assert not any(encoded[c] or bounded[c] for c in clean.WORK_PLAIN_COLUMNS)
+    assert encoded["reason"] and bounded["reason"] and bounded["event_type"]
 
     def rows(df):
         return sorted((tuple(r) for r in df.select(*columns).collect()), key=repr)

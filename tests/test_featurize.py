@@ -436,3 +436,28 @@ def test_load_writes_ids_and_times_without_dictionaries_and_restores_the_arrow_b
     assert plain <= set(SEQUENCE_PLAIN_COLUMNS) and not any(encoded[c] for c in plain)
     assert encoded["item_ids.list.element"] and encoded["event_types.list.element"]
     assert spark.read.parquet(seq_dir).count() == 7
+
+
+def test_load_writes_the_items_beside_the_sequences_and_reports_each_write_s_own_error(spark, tmp_path):
+    """featurize.load writes the item table on a second thread while the sequences are written: both land; an error
+    in either write is raised by load (the sequences' when both fail), after both writes are done."""
+    from pyspark.sql import functions as F
+
+    from attnrec import lake
+    from jobs.featurize import load
+
+    rows = [(f"e{i}", f"u{i % 7}", f"m{i % 3}", "click", 1_000 * i, 500 + i) for i in range(60)]
+    sequences = transform_sequences(events_df(spark, rows), PARAMS)
+    items = transform_items(events_df(spark, rows), None, None, PARAMS)
+    seq_dir, items_dir = load(sequences, items, str(tmp_path / "ok"), PARAMS.dt)
+    assert spark.read.parquet(seq_dir).count() == 7 and spark.read.parquet(items_dir).count() == 3
+
+    def broken(frame, message: str):
+        return frame.withColumn("item_idx", F.when(F.lit(True), F.raise_error(F.lit(message))).cast("int"))
+
+    root = str(tmp_path / "items_fail")
+    with pytest.raises(Exception, match="items broke"):
+        load(sequences, broken(items, "items broke"), root, PARAMS.dt)
+    assert spark.read.parquet(lake.staging(root, lake.FEATURE_SEQUENCES, PARAMS.dt)).count() == 7
+    with pytest.raises(Exception, match="sequences broke"):
+        load(broken(sequences, "sequences broke"), broken(items, "items broke"), str(tmp_path / "both"), PARAMS.dt)
