@@ -494,7 +494,8 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
 
 
 def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str, str]:
-    """Write the staged features (and the rejected catalogue lines, when there is a catalogue).
+    """Write the staged features (and the rejected catalogue lines, when there is a catalogue): the item table on a
+    second thread, beside the sequences (an error of either write is raised once both are done).
 
     The sequences are written as the per-user pass left them (hash-partitioned by user, as many files as adaptive
     execution made partitions, at most ``spark.sql.shuffle.partitions``), each file sorted by user, as the pass yields
