@@ -511,8 +511,9 @@ def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str
         if rejected_items is not None:
             rejected_items.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.QUARANTINE_ITEMS, dt))
 
-    # the item table's small jobs run beside the sequences' long stages, on the core a stage's last task leaves idle
-    # (Spark's FIFO scheduler gives a slot to the later job only when the earlier has no task waiting)
+    # the two writes share the cores (Spark's FIFO scheduler gives a free core to the earliest job with a task
+    # waiting; adaptive execution submits each stage as a job of its own): a core one leaves idle, while a stage's
+    # last task runs alone or the driver plans the next stage, goes to the other's tasks
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurize-items") as pool:
         items_written = pool.submit(write_items)
         try:
