@@ -255,10 +255,9 @@ def rule_reason(params: CleanParams):
     # taken as it is, which lower() would give back unchanged: Spark's lower() is ICU's, whose case tables take its
     # first call 0.6-2 s to build (one task thread builds them, the other waits; docs/benchmarks.md#etl), and a
     # day whose types are all lowercase then never calls it
-    event_type = (
-        f"CASE WHEN {trimmed('event_type')} IN ({sql_strings(EVENT_TYPES)}) THEN {trimmed('event_type')} "
-        f"ELSE lower({trimmed('event_type')}) END"
-    )
+    given_type = trimmed("event_type")
+    known = sql_strings(EVENT_TYPES)
+    event_type = f"CASE WHEN {given_type} IN ({known}) THEN {given_type} ELSE lower({given_type}) END"
 
     missing = [
         (f"NOT {present(n)} OR ({jtype(n)} = 'STRING' AND {trimmed(n)} = '')", f"missing_{n}")

@@ -494,34 +494,21 @@ def transform_items(events, catalogue, vocab, params: FeatureParams):
 
 
 def load(sequences, items, root: str, dt: str, rejected_items=None) -> tuple[str, str]:
-    """Write the staged features (and the rejected catalogue lines, when there is a catalogue): the item table on a
-    second thread, beside the sequences (an error of either write is raised once both are done).
+    """Write the staged features (and the rejected catalogue lines, when there is a catalogue).
 
     The sequences are written as the per-user pass left them (hash-partitioned by user, as many files as adaptive
     execution made partitions, at most ``spark.sql.shuffle.partitions``), each file sorted by user, as the pass yields
     its rows (no sort of its own: a partition's user ids by their UTF-8 bytes, Spark's order of strings): a
-    repartition into a fixed number of files would shuffle every user's arrays once more (docs/benchmarks.md#etl)."""
-    from concurrent.futures import ThreadPoolExecutor, wait
-
+    repartition into a fixed number of files would shuffle every user's arrays once more (docs/benchmarks.md#etl).
+    The item table is written after them, not beside them on a second thread: written side by side, the sequences'
+    per-column Parquet options were now and then not applied (docs/benchmarks.md#etl)."""
     seq_dir = lake.staging(root, lake.FEATURE_SEQUENCES, dt)
     items_dir = lake.staging(root, lake.FEATURE_ITEMS, dt)
-
-    def write_items() -> None:
-        items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(items_dir)
-        if rejected_items is not None:
-            rejected_items.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.QUARANTINE_ITEMS, dt))
-
-    # the two writes share the cores (Spark's FIFO scheduler gives a free core to the earliest job with a task
-    # waiting; adaptive execution submits each stage as a job of its own): a core one leaves idle, while a stage's
-    # last task runs alone or the driver plans the next stage, goes to the other's tasks
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurize-items") as pool:
-        items_written = pool.submit(write_items)
-        try:
-            with session_conf(sequences.sparkSession, ROWS_ONLY_ARROW_BATCHES):  # the per-user pass runs here
-                without_dictionary(sequences.write.mode("overwrite"), SEQUENCE_PLAIN_COLUMNS).parquet(seq_dir)
-        finally:  # a failed sequences write still waits for the items (and reports its own error)
-            wait([items_written])
-    items_written.result()  # the items' error, if any
+    with session_conf(sequences.sparkSession, ROWS_ONLY_ARROW_BATCHES):  # the per-user pass runs in this write
+        without_dictionary(sequences.write.mode("overwrite"), SEQUENCE_PLAIN_COLUMNS).parquet(seq_dir)
+    items.coalesce(1).sortWithinPartitions("item_idx").write.mode("overwrite").parquet(items_dir)
+    if rejected_items is not None:
+        rejected_items.coalesce(1).write.mode("overwrite").parquet(lake.staging(root, lake.QUARANTINE_ITEMS, dt))
     return seq_dir, items_dir
 
 

@@ -438,9 +438,9 @@ def test_load_writes_ids_and_times_without_dictionaries_and_restores_the_arrow_b
     assert spark.read.parquet(seq_dir).count() == 7
 
 
-def test_load_writes_the_items_beside_the_sequences_and_reports_each_write_s_own_error(spark, tmp_path):
-    """featurize.load writes the item table on a second thread while the sequences are written: both land; an error
-    in either write is raised by load (the sequences' when both fail), after both writes are done."""
+def test_load_writes_sequences_and_items_and_reports_each_write_s_own_error(spark, tmp_path):
+    """featurize.load writes the sequences, then the item table: both land; an error in either write is raised by
+    load (the sequences' when both fail), and the sequences stay written when only the items fail."""
     from pyspark.sql import functions as F
 
     from attnrec import lake
