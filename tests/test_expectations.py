@@ -545,6 +545,69 @@ def test_uniqueness_on_spark_counts_by_hashes_what_the_window_counts(spark):
     )
 
 
+def test_column_pair_counts_are_gx_s_counts_and_join_the_suite_s_one_aggregation(spark, tmp_path):
+    """expectations/spark_metrics.py computes a column-pair expectation's unexpected and filtered row counts inside
+    the suite's aggregation instead of two count() jobs each: the counts are GX's (its filter of the ignored rows,
+    then of a true condition) for each ignore_row_if, with and without or_equal and a row condition, and a suite of
+    four pair expectations runs no more Spark jobs than a suite of one."""
+    import great_expectations as gx
+    from pyspark.sql import functions as F
+
+    from expectations import spark_metrics
+
+    spark_metrics.register()
+    # every (a, b) combination of smaller / equal / larger / missing for each k, in skewed numbers (1 to 48 rows)
+    values = [None, 1, 2, 3]
+    combinations = [(a, b, k) for a in values for b in values for k in range(3)]
+    rows = [row for n, row in enumerate(combinations, start=1) for _ in range(n)]
+    spark.createDataFrame(rows, "a int, b int, k int").write.parquet(str(tmp_path / "pairs"))
+    frame = spark.read.parquet(str(tmp_path / "pairs"))  # a file read, as the gates validate (counted by jobs)
+
+    def batch(df):
+        context = gx.get_context(mode="ephemeral")
+        source = context.data_sources.add_spark(name="s", persist=False).add_dataframe_asset(name="t")
+        return source.add_batch_definition_whole_dataframe("w").get_batch(batch_parameters={"dataframe": df})
+
+    ignored = {
+        "both_values_are_missing": "a IS NULL AND b IS NULL",
+        "either_value_is_missing": "a IS NULL OR b IS NULL",
+        "neither": "false",
+    }
+    for ignore_row_if, ignore in ignored.items():
+        for or_equal, expected_condition in ((False, F.expr("a > b")), (True, F.expr("a >= b OR a <=> b"))):
+            for where in (None, "k = 1"):
+                domain = frame.where(where) if where else frame
+                kept = domain.where(f"NOT ({ignore})")
+                unexpected = kept.where((~expected_condition) == True).count()  # noqa: E712 - GX's own filter
+                kwargs = {"row_condition": where, "condition_parser": "spark"} if where else {}
+                expectation = gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A="a", column_B="b", or_equal=or_equal, ignore_row_if=ignore_row_if, **kwargs
+                )
+                result = batch(frame).validate(expectation, result_format="SUMMARY").result
+                case = (ignore_row_if, or_equal, where)
+                assert 0 < unexpected < kept.count(), case
+                assert result["unexpected_count"] == unexpected, case
+                assert result["element_count"] == domain.count(), case
+                assert result["missing_count"] == domain.count() - kept.count(), case
+                assert len(result["partial_unexpected_list"]) > 0, case
+
+    def jobs(pairs: int) -> int:
+        tracker = spark.sparkContext.statusTracker()
+        before = max(tracker.getJobIdsForGroup(None) or [-1])
+        suite = gx.ExpectationSuite(name=f"pairs{pairs}")
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToNotBeNull(column="k"))
+        for column_b, or_equal in [("a", False), ("b", False), ("a", True), ("b", True)][:pairs]:
+            suite.add_expectation(
+                gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A="k", column_B=column_b, or_equal=or_equal
+                )
+            )
+        assert batch(frame).validate(suite, result_format="BOOLEAN_ONLY").success is False
+        return max(tracker.getJobIdsForGroup(None) or [-1]) - before
+
+    assert jobs(4) == jobs(1)
+
+
 def test_a_gate_s_suites_run_side_by_side_and_each_run_gets_its_page(spark, settings):
     """validate_spark_suites (a gate's suites in threads, one Data Docs build after the last): every suite is evaluated
     on its own frame, a failed one does not stop the others, each run and each suite has its own page with its status,
