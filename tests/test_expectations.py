@@ -608,15 +608,19 @@ def test_column_pair_counts_are_gx_s_counts_and_join_the_suite_s_one_aggregation
     assert jobs(4) == jobs(1)
 
 
-def test_a_gate_s_suites_run_side_by_side_and_each_run_gets_its_page(spark, settings):
+def test_a_gate_s_suites_run_side_by_side_and_each_run_gets_its_page(spark, settings, caplog):
     """validate_spark_suites (a gate's suites in threads, one Data Docs build after the last): every suite is evaluated
     on its own frame, a failed one does not stop the others, each run and each suite has its own page with its status,
-    and the index lists them all."""
+    and the index lists them all. On a fresh lake the suites' results stores keep no id file, which they read and
+    wrote side by side before ("Invalid store configuration" in the log of a healthy gate)."""
     frames = []
     for suite, kind in (("clean_events", 2), ("quarantine_events", 1), ("item_table", 2)):  # broken, valid, broken
         ddl, rows = CASES[suite][0], CASES[suite][kind]
         frames.append((suite, spark.createDataFrame(rows, ddl)))
     summaries = validate_spark_suites(frames, DT, settings)
+    results = Path(settings.local_data_root) / "validation" / "results"
+    assert results.is_dir() and not (results / ".ge_store_backend_id").exists()
+    assert "Invalid store configuration" not in caplog.text
     assert [s["suite"] for s in summaries] == ["clean_events", "quarantine_events", "item_table"]
     assert [s["success"] for s in summaries] == [False, True, False]
     for summary in (summaries[0], summaries[2]):
