@@ -20,10 +20,10 @@ and Data Docs read as before. The pandas and SQL engines keep GX's providers.
 :func:`register` also bundles the two counts of every column-pair map metric (``expect_column_pair_values_*``; the
 features gate checks four such pairs) into the suite's one aggregation. GX's Spark engine computes a column-pair
 expectation's ``unexpected_count`` and ``filtered_row_count`` as two ``count()`` jobs each (a map stage and a result
-job under AQE): 16 small jobs one after another for the features gate's four pairs, where a single-column expectation's
-counts join the suite's one ``agg`` query. Here both counts are aggregate functions of that query
-(:func:`pair_counts`): the rows GX's ``ignore_row_if`` would drop are left out inside the expression instead of by a
-filter, so the counts, and the pass or fail, are the ones GX computes.
+job under AQE): 16 small jobs one after another for the features gate's four pairs, where a single-column
+expectation's counts join the suite's one ``agg`` query. Here both counts are aggregate functions of that query
+(:func:`pair_unexpected_count`, :func:`pair_filtered_row_count`): the rows GX's ``ignore_row_if`` would drop are
+left out inside the expression instead of by a filter, so the counts, and the pass or fail, are the ones GX computes.
 """
 
 from __future__ import annotations
@@ -141,22 +141,19 @@ def _bundled_pair_class(metric_class, base: str):
     """``metric_class`` (a GX column-pair metric) whose ``<base>.filtered_row_count`` depends on the aggregate
     ``<base>.filtered_row_count.aggregate_fn`` (GX bundles a metric's ``metric_partial_fn`` into the suite's query;
     its own dependency protocol does so for ``unexpected_count`` only), and that aggregate on the pair's condition.
-    Other metric names keep ``metric_class``'s dependencies. Registers nothing itself (GX's metaclass would register
-    the class's metric functions again)."""
+    The class is registered for those two metric names only. Registers nothing itself (GX's metaclass would
+    register the class's metric functions again)."""
     from great_expectations.validator.metric_configuration import MetricConfiguration
 
     filtered = f"{base}.filtered_row_count"
+    depends_on = {  # metric name -> (dependency name, the metric it is)
+        filtered: ("metric_partial_fn", f"{filtered}.aggregate_fn"),
+        f"{filtered}.aggregate_fn": ("unexpected_condition", f"{base}.condition"),
+    }
 
     def dependencies(cls, metric, configuration=None, execution_engine=None, runtime_configuration=None):
         values = {k: v for k, v in (metric.metric_value_kwargs or {}).items() if k != "result_format"}
-        if metric.metric_name == filtered:
-            name, key = f"{filtered}.aggregate_fn", "metric_partial_fn"
-        elif metric.metric_name == f"{filtered}.aggregate_fn":
-            name, key = f"{base}.condition", "unexpected_condition"
-        else:
-            return metric_class._get_evaluation_dependencies.__func__(
-                cls, metric, configuration, execution_engine, runtime_configuration
-            )
+        key, name = depends_on[metric.metric_name]
         return {
             key: MetricConfiguration(
                 metric_name=name, metric_domain_kwargs=metric.metric_domain_kwargs, metric_value_kwargs=values
